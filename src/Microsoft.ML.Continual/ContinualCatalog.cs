@@ -1,0 +1,76 @@
+using Microsoft.ML.Data;
+
+namespace Microsoft.ML.Continual;
+
+/// <summary>Entry point: <c>mlContext.Continual()</c>.</summary>
+public static class MLContextContinualExtensions
+{
+    /// <summary>The continual-learning catalog of <paramref name="mlContext"/>: trainers, refit and (as they land) evaluation and sweeps.</summary>
+    public static ContinualCatalog Continual(this MLContext mlContext)
+    {
+        ArgumentNullException.ThrowIfNull(mlContext);
+        return new ContinualCatalog(mlContext);
+    }
+}
+
+/// <summary>The continual-learning catalog, like <c>mlContext.Auto()</c>: <see cref="Trainers"/> and <see cref="Refit"/>.</summary>
+public sealed class ContinualCatalog
+{
+    private readonly MLContext _mlContext;
+
+    internal ContinualCatalog(MLContext mlContext)
+    {
+        _mlContext = mlContext;
+        Trainers = new ContinualTrainers(mlContext);
+    }
+
+    /// <summary>The continual trainers.</summary>
+    public ContinualTrainers Trainers { get; }
+
+    /// <summary>
+    /// Continues a model on the next task with the options and strategy state stored in it. <paramref name="model"/>
+    /// is a <see cref="ContinualTransformer"/> or a chain ending in one (e.g. what <c>ml.Model.Load</c> returns):
+    /// the task runs through the chain's earlier transformers (as fitted before, e.g. a normaliser keeps its first
+    /// task's ranges), the continual model trains on the result, and a new chain with the same earlier transformers
+    /// and the new continual model is returned. <paramref name="model"/> and its file are never changed; if training
+    /// fails or is cancelled, it stays as it was.
+    /// </summary>
+    public ITransformer Refit(ITransformer model, IDataView task, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(task);
+        return RefitCore(model, task, cancellationToken)
+            ?? throw new ArgumentException($"The model ({model.GetType().Name}) does not end in a ContinualTransformer; Refit continues models made by mlContext.Continual().Trainers.", nameof(model));
+    }
+
+    private static ITransformer? RefitCore(ITransformer model, IDataView task, CancellationToken cancellation)
+    {
+        if (model is ContinualTransformer continual) return continual.Continue(task, cancellation);
+        if (model is not IEnumerable<ITransformer> chain) return null;
+        var parts = chain.ToList();
+        if (parts.Count == 0) return null;
+        IDataView data = task;
+        for (int i = 0; i < parts.Count - 1; i++) data = parts[i].Transform(data);
+        ITransformer? last = RefitCore(parts[^1], data, cancellation);
+        if (last is null) return null;
+        var result = new TransformerChain<ITransformer>();
+        foreach (var part in parts.Take(parts.Count - 1)) result = result.Append(part);
+        return result.Append(last);
+    }
+}
+
+/// <summary>The continual trainers: <c>mlContext.Continual().Trainers</c>.</summary>
+public sealed class ContinualTrainers
+{
+    private readonly MLContext _mlContext;
+
+    internal ContinualTrainers(MLContext mlContext) => _mlContext = mlContext;
+
+    /// <summary>Fine-tuning: plain training on each new task, the baseline every method is compared with.</summary>
+    /// <example><code source="../../src/Samples/FineTuneSample.cs" /></example>
+    public FineTuneTrainer FineTune(FineTuneTrainer.Options? options = null) => new(_mlContext, options ?? new FineTuneTrainer.Options());
+
+    /// <summary>Fine-tuning with the common options given directly.</summary>
+    public FineTuneTrainer FineTune(string labelColumnName, string featureColumnName = "Features", int numberOfEpochs = 5) =>
+        FineTune(new FineTuneTrainer.Options { LabelColumnName = labelColumnName, FeatureColumnName = featureColumnName, NumberOfEpochs = numberOfEpochs });
+}

@@ -1,0 +1,204 @@
+using System.Globalization;
+using System.Reflection;
+
+namespace Microsoft.ML.Continual;
+
+/// <summary>What a continual model predicts; decides the output columns and the loss.</summary>
+public enum ContinualPredictionKind
+{
+    /// <summary>Chosen from the label's type at the first fit: <see cref="bool"/> gives <see cref="Binary"/>,
+    /// <see cref="float"/> and <see cref="double"/> give <see cref="Regression"/>, key, text and integer labels give <see cref="Multiclass"/>.</summary>
+    Auto,
+    /// <summary>Columns <c>Score</c> (vector of class probabilities) and <c>PredictedLabel</c> (in the label's type); cross-entropy loss.</summary>
+    Multiclass,
+    /// <summary>Columns <c>Score</c> (logit), <c>Probability</c> and <c>PredictedLabel</c> (<see cref="bool"/>); logistic loss.</summary>
+    Binary,
+    /// <summary>Column <c>Score</c>; squared loss.</summary>
+    Regression,
+}
+
+/// <summary>Activation between the hidden layers of the network.</summary>
+public enum ContinualActivation
+{
+    /// <summary>max(0, x).</summary>
+    ReLU,
+    /// <summary>tanh(x).</summary>
+    Tanh,
+    /// <summary>1 / (1 + e^-x).</summary>
+    Sigmoid,
+    /// <summary>Gaussian error linear unit.</summary>
+    Gelu,
+}
+
+/// <summary>The optimizer used within each task.</summary>
+public enum ContinualOptimizer
+{
+    /// <summary>Adam (Kingma and Ba, 2015) with the default betas (0.9, 0.999).</summary>
+    Adam,
+    /// <summary>Plain stochastic gradient descent.</summary>
+    Sgd,
+    /// <summary>Stochastic gradient descent with momentum <see cref="ContinualTrainerOptions.Momentum"/>.</summary>
+    SgdMomentum,
+}
+
+/// <summary>
+/// Options shared by every continual trainer: the columns, the network and the optimisation.
+/// </summary>
+/// <remarks>
+/// The options are copied when the estimator is created and frozen into the model at the first fit:
+/// <see cref="ContinualCatalog.Refit"/> and <c>Fit(task, previousModel)</c> continue with the options stored in
+/// the model, so a refit months later trains exactly as the first fit did. Changing an options object after it
+/// was given to a trainer has no effect on that trainer.
+/// </remarks>
+public abstract class ContinualTrainerOptions
+{
+    /// <summary>The label column. Default <c>"Label"</c>. Key, text, integer and Boolean labels are accepted
+    /// for classification, <see cref="float"/> and <see cref="double"/> for regression.</summary>
+    public string LabelColumnName { get; set; } = "Label";
+
+    /// <summary>The feature column: a known-size vector of <see cref="float"/> (or a single <see cref="float"/>).
+    /// Default <c>"Features"</c>.</summary>
+    public string FeatureColumnName { get; set; } = "Features";
+
+    /// <summary>An optional task-identity column (text, key or integer). With it the model keeps one output
+    /// head per task (task-incremental learning) and needs the column at prediction time too; without it
+    /// (the default, <c>null</c>) all tasks share one head (domain- and class-incremental learning).</summary>
+    public string? TaskIdColumnName { get; set; }
+
+    /// <summary>What the model predicts. Default <see cref="ContinualPredictionKind.Auto"/> (from the label's type).</summary>
+    public ContinualPredictionKind PredictionKind { get; set; } = ContinualPredictionKind.Auto;
+
+    /// <summary>Sizes of the hidden layers of the multilayer perceptron. Default <c>[100, 100]</c>.</summary>
+    public int[] HiddenLayerSizes { get; set; } = [100, 100];
+
+    /// <summary>Activation after each hidden layer. Default <see cref="ContinualActivation.ReLU"/>.</summary>
+    public ContinualActivation Activation { get; set; } = ContinualActivation.ReLU;
+
+    /// <summary>Dropout probability after each hidden activation, in [0, 1). Default 0.</summary>
+    public float Dropout { get; set; }
+
+    /// <summary>The optimizer, created anew at the start of each task. Default <see cref="ContinualOptimizer.Adam"/>.</summary>
+    public ContinualOptimizer Optimizer { get; set; } = ContinualOptimizer.Adam;
+
+    /// <summary>Learning rate. Default 0.001.</summary>
+    public double LearningRate { get; set; } = 1e-3;
+
+    /// <summary>Momentum for <see cref="ContinualOptimizer.SgdMomentum"/>. Default 0.9.</summary>
+    public double Momentum { get; set; } = 0.9;
+
+    /// <summary>L2 weight decay applied by the optimizer. Default 0.</summary>
+    public double WeightDecay { get; set; }
+
+    /// <summary>Examples per minibatch. Default 128.</summary>
+    public int BatchSize { get; set; } = 128;
+
+    /// <summary>Passes over each task's data. Default 5.</summary>
+    public int NumberOfEpochs { get; set; } = 5;
+
+    /// <summary>Seed for the initial weights, the shuffling and dropout. Default <c>null</c>: the
+    /// <see cref="MLContext"/>'s seed when it has one, else 0. The same seed and
+    /// <see cref="NumberOfThreads"/> give bit-identical models.</summary>
+    public int? Seed { get; set; }
+
+    /// <summary>Intra-op threads for TorchSharp. This setting is process-wide in libtorch, so it is applied only
+    /// when set. Default <c>null</c> (leave libtorch's setting alone).</summary>
+    public int? NumberOfThreads { get; set; }
+
+    /// <summary>The TorchSharp device, e.g. <c>"cpu"</c> or <c>"cuda:0"</c>. Default <c>"cpu"</c>. CUDA needs the
+    /// CUDA build of libtorch in place of <c>libtorch-cpu-linux-x64</c>; see the README.</summary>
+    public string Device { get; set; } = "cpu";
+
+    /// <summary>Writes every public settable option as invariant text (the model zip stores options this way, so a
+    /// later version can read them and give new options their defaults).</summary>
+    internal IReadOnlyList<KeyValuePair<string, string>> ToPairs()
+    {
+        var pairs = new List<KeyValuePair<string, string>>();
+        foreach (PropertyInfo p in SettableProperties(GetType()))
+            pairs.Add(new(p.Name, FormatValue(p.GetValue(this))));
+        return pairs;
+    }
+
+    /// <summary>Reads options written by <see cref="ToPairs"/>; unknown names are ignored (a newer writer), missing
+    /// names keep their defaults (an older writer).</summary>
+    internal static TOptions FromPairs<TOptions>(IEnumerable<KeyValuePair<string, string>> pairs) where TOptions : ContinualTrainerOptions, new()
+    {
+        var options = new TOptions();
+        var byName = SettableProperties(typeof(TOptions)).ToDictionary(p => p.Name, StringComparer.Ordinal);
+        foreach (var (name, text) in pairs)
+            if (byName.TryGetValue(name, out var p))
+                p.SetValue(options, ParseValue(p.PropertyType, text, name));
+        return options;
+    }
+
+    internal TOptions CloneAs<TOptions>() where TOptions : ContinualTrainerOptions, new() => FromPairs<TOptions>(ToPairs());
+
+    /// <summary>Checks every option, naming the first one that is out of range.</summary>
+    internal virtual void Validate()
+    {
+        static void Check(bool ok, string name, string expected)
+        {
+            if (!ok) throw new ArgumentOutOfRangeException(name, $"Option {name} must be {expected}.");
+        }
+        Check(!string.IsNullOrWhiteSpace(LabelColumnName), nameof(LabelColumnName), "a column name");
+        Check(!string.IsNullOrWhiteSpace(FeatureColumnName), nameof(FeatureColumnName), "a column name");
+        Check(TaskIdColumnName is null || TaskIdColumnName.Trim().Length > 0, nameof(TaskIdColumnName), "null or a column name");
+        Check(HiddenLayerSizes is not null && HiddenLayerSizes.All(s => s > 0), nameof(HiddenLayerSizes), "positive sizes");
+        Check(Dropout >= 0 && Dropout < 1, nameof(Dropout), "in [0, 1)");
+        Check(LearningRate > 0 && double.IsFinite(LearningRate), nameof(LearningRate), "positive");
+        Check(Momentum >= 0 && Momentum < 1, nameof(Momentum), "in [0, 1)");
+        Check(WeightDecay >= 0 && double.IsFinite(WeightDecay), nameof(WeightDecay), "non-negative");
+        Check(BatchSize > 0, nameof(BatchSize), "positive");
+        Check(NumberOfEpochs > 0, nameof(NumberOfEpochs), "positive");
+        Check(NumberOfThreads is null || NumberOfThreads > 0, nameof(NumberOfThreads), "null or positive");
+        Check(!string.IsNullOrWhiteSpace(Device), nameof(Device), "a TorchSharp device name such as \"cpu\"");
+    }
+
+    private static IEnumerable<PropertyInfo> SettableProperties(Type type) =>
+        type.GetProperties(BindingFlags.Public | BindingFlags.Instance)
+            .Where(p => p.CanRead && p.CanWrite && p.GetIndexParameters().Length == 0)
+            .OrderBy(p => p.Name, StringComparer.Ordinal);
+
+    private static string FormatValue(object? value) => value switch
+    {
+        null => "",
+        int[] a => string.Join(",", a.Select(v => v.ToString(CultureInfo.InvariantCulture))),
+        float f => f.ToString("R", CultureInfo.InvariantCulture),
+        double d => d.ToString("R", CultureInfo.InvariantCulture),
+        IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
+        _ => value.ToString() ?? "",
+    };
+
+    private static object? ParseValue(Type type, string text, string name)
+    {
+        Type? underlying = Nullable.GetUnderlyingType(type);
+        if (underlying is not null)
+            return text.Length == 0 ? null : ParseValue(underlying, text, name);
+        try
+        {
+            if (type == typeof(string)) return text.Length == 0 ? null : text;
+            if (type == typeof(int[])) return text.Length == 0 ? Array.Empty<int>() : text.Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
+            if (type.IsEnum) return Enum.Parse(type, text, ignoreCase: false);
+            if (type == typeof(bool)) return bool.Parse(text);
+            if (type == typeof(int)) return int.Parse(text, CultureInfo.InvariantCulture);
+            if (type == typeof(long)) return long.Parse(text, CultureInfo.InvariantCulture);
+            if (type == typeof(float)) return float.Parse(text, CultureInfo.InvariantCulture);
+            if (type == typeof(double)) return double.Parse(text, CultureInfo.InvariantCulture);
+        }
+        catch (Exception e) when (e is FormatException or OverflowException or ArgumentException)
+        {
+            throw new ContinualModelFormatException($"Stored option {name} has the value '{text}', which is not a valid {type.Name}.", e);
+        }
+        throw new ContinualModelFormatException($"Stored option {name} has a type ({type.Name}) this version cannot read.");
+    }
+}
+
+/// <summary>A model file or stream that is not a valid continual model: truncated, corrupted, foreign or
+/// written by a newer format version. The message names the entry and what was expected.</summary>
+public sealed class ContinualModelFormatException : FormatException
+{
+    /// <summary>Creates the exception.</summary>
+    public ContinualModelFormatException(string message) : base(message) { }
+
+    /// <summary>Creates the exception with its cause.</summary>
+    public ContinualModelFormatException(string message, Exception inner) : base(message, inner) { }
+}

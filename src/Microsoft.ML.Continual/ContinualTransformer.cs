@@ -1,0 +1,111 @@
+using Microsoft.ML.Continual.Internal;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+
+namespace Microsoft.ML.Continual;
+
+/// <summary>
+/// A model trained by a continual trainer on one or more tasks. It scores data like any ML.NET prediction
+/// transformer (columns <c>Score</c>, and for classification <c>PredictedLabel</c>, for binary also
+/// <c>Probability</c>), saves into the ordinary ML.NET model zip, and continues: <see cref="ContinualCatalog.Refit"/>
+/// trains it on the next task with its stored options and strategy state.
+/// </summary>
+/// <remarks>
+/// A transformer never changes after it is made. Refitting returns a new transformer; the old one stays usable,
+/// even if the refit fails or is cancelled. Scoring runs in blocks of rows with gradients off.
+/// </remarks>
+public sealed class ContinualTransformer : ITransformer, ICanSaveModel
+{
+    private readonly IHostEnvironment _env;
+
+    internal ContinualTransformer(IHostEnvironment env, ContinualModelState state)
+    {
+        _env = env;
+        State = state;
+        Scorer = new Scorer(state);
+    }
+
+    internal ContinualModelState State { get; }
+    internal Scorer Scorer { get; }
+
+    /// <summary>The trainer that made the model (e.g. <c>"FineTune"</c>); refits continue with it.</summary>
+    public string TrainerName => State.TrainerName;
+
+    /// <summary>How many tasks the model was trained on.</summary>
+    public int TasksSeen => State.TasksSeen;
+
+    /// <summary>What the model predicts.</summary>
+    public ContinualPredictionKind PredictionKind => State.Kind;
+
+    /// <summary>The number of features the model takes.</summary>
+    public int FeatureSize => State.FeatureSize;
+
+    /// <summary>The classes in output order (slot order of <c>Score</c>) for multiclass models; empty otherwise.</summary>
+    public IReadOnlyList<string> Classes =>
+        State.Classes is { } c ? Enumerable.Range(0, c.Count).Select(c.Describe).ToList() : [];
+
+    /// <summary>The task ids, in head order, for a multi-head (task-incremental) model; empty otherwise.</summary>
+    public IReadOnlyList<string> TaskIds => State.TaskIds.ToList();
+
+    /// <summary>The network's trainable parameter count.</summary>
+    public long ParameterCount => State.Network.Shape.ParameterCount;
+
+    /// <summary>A copy of the options the model was trained with (changing it changes nothing).</summary>
+    public ContinualTrainerOptions Options => TrainerRegistry.Get(State.TrainerName).ReadOptions(State.Options.ToPairs());
+
+    /// <summary>The model's state sizes (e.g. parameters, strategy tensors), for inspection.</summary>
+    public IReadOnlyDictionary<string, long> StateSizes
+    {
+        get
+        {
+            var sizes = new Dictionary<string, long> { ["parameters"] = ParameterCount };
+            foreach (var (k, v) in State.Strategy.StateSizes()) sizes[k] = v;
+            return sizes;
+        }
+    }
+
+    /// <inheritdoc/>
+    public bool IsRowToRowMapper => true;
+
+    /// <inheritdoc/>
+    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema) => new OutputColumns(State, inputSchema).Output;
+
+    /// <summary>Scores <paramref name="input"/> lazily, in blocks of rows, as the cursor advances.</summary>
+    public IDataView Transform(IDataView input) => new ScoredDataView(input, new OutputColumns(State, input.Schema), Scorer);
+
+    /// <inheritdoc/>
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) => new ContinualRowMapper(new OutputColumns(State, inputSchema), Scorer);
+
+    /// <summary>Trains a new model on <paramref name="task"/>, continuing this one with its stored options and
+    /// strategy state. This model is not changed.</summary>
+    public ContinualTransformer Continue(IDataView task, CancellationToken cancellationToken = default)
+    {
+        var entry = TrainerRegistry.Get(State.TrainerName);
+        var options = entry.ReadOptions(State.Options.ToPairs());
+        return ContinueWith(State.TrainerName, options, CopyStrategy(entry, options), task, cancellationToken);
+    }
+
+    internal ContinualTransformer ContinueWith(string trainerName, ContinualTrainerOptions options, ContinualStrategy strategy, IDataView task, CancellationToken cancellationToken)
+    {
+        var state = TrainingLoop.Train(_env, State, trainerName, options, strategy, task, cancellationToken);
+        return new ContinualTransformer(_env, state);
+    }
+
+    /// <summary>A new strategy carrying a copy of this model's strategy state.</summary>
+    internal ContinualStrategy CopyStrategy(TrainerRegistry.Entry entry, ContinualTrainerOptions options)
+    {
+        var strategy = entry.CreateStrategy(options);
+        using var buffer = new MemoryStream();
+        using (var writer = new BinaryWriter(buffer, System.Text.Encoding.UTF8, leaveOpen: true)) State.Strategy.SaveState(writer);
+        buffer.Position = 0;
+        using var reader = new BinaryReader(buffer);
+        strategy.LoadState(reader, ModelFormat.CurrentVersion);
+        return strategy;
+    }
+
+    void ICanSaveModel.Save(ModelSaveContext ctx) => ModelFormat.Save(State, ctx);
+
+    // Found by ML.NET's component catalog through the LoadableClass attribute in Internal/ModelFormat.cs.
+    internal static ContinualTransformer Create(IHostEnvironment env, ModelLoadContext ctx) =>
+        new(env, ModelFormat.Load(env, ctx));
+}

@@ -1,0 +1,167 @@
+using System.Runtime.InteropServices;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Continual;
+
+/// <summary>The shape of a <see cref="ContinualNetwork"/>: enough to rebuild it before loading its weights.</summary>
+internal sealed record NetworkShape(int InputSize, int[] HiddenSizes, ContinualActivation Activation, float Dropout, int OutputSize, int HeadCount)
+{
+    public void Write(BinaryWriter w)
+    {
+        w.Write(InputSize);
+        ModelIO.WriteInts(w, HiddenSizes);
+        w.Write((int)Activation);
+        w.Write(Dropout);
+        w.Write(OutputSize);
+        w.Write(HeadCount);
+    }
+
+    public static NetworkShape Read(BinaryReader r)
+    {
+        var shape = new NetworkShape(r.ReadInt32(), ModelIO.ReadInts(r, "hidden layer"), (ContinualActivation)r.ReadInt32(), r.ReadSingle(), r.ReadInt32(), r.ReadInt32());
+        if (shape.InputSize <= 0 || shape.OutputSize <= 0 || shape.HeadCount <= 0 || shape.HiddenSizes.Any(h => h <= 0)
+            || !Enum.IsDefined(shape.Activation) || !(shape.Dropout >= 0 && shape.Dropout < 1)
+            || (long)shape.InputSize * (shape.HiddenSizes.Length == 0 ? 1 : shape.HiddenSizes.Max()) > ModelIO.MaxCount
+            || (long)shape.HeadCount * shape.OutputSize > ModelIO.MaxCount)
+            throw new ContinualModelFormatException("The stored network shape is invalid.");
+        return shape;
+    }
+
+    public long ParameterCount
+    {
+        get
+        {
+            long count = 0;
+            int previous = InputSize;
+            foreach (int h in HiddenSizes) { count += (long)previous * h + h; previous = h; }
+            return count + HeadCount * ((long)previous * OutputSize + OutputSize);
+        }
+    }
+}
+
+/// <summary>
+/// A multilayer perceptron with a shared trunk and one or more linear output heads (one per task when the
+/// model is task-incremental). Heads are selected per row, so a batch may mix tasks (as replay does).
+/// </summary>
+internal sealed class ContinualNetwork : nn.Module
+{
+    private readonly Sequential trunk;
+    private readonly ModuleList<Linear> heads;
+
+    public ContinualNetwork(NetworkShape shape) : base(nameof(ContinualNetwork))
+    {
+        Shape = shape;
+        var layers = new List<(string, nn.Module<Tensor, Tensor>)>();
+        int previous = shape.InputSize;
+        for (int i = 0; i < shape.HiddenSizes.Length; i++)
+        {
+            layers.Add(($"linear{i}", nn.Linear(previous, shape.HiddenSizes[i])));
+            layers.Add(($"activation{i}", shape.Activation switch
+            {
+                ContinualActivation.Tanh => nn.Tanh(),
+                ContinualActivation.Sigmoid => nn.Sigmoid(),
+                ContinualActivation.Gelu => nn.GELU(),
+                _ => nn.ReLU(),
+            }));
+            if (shape.Dropout > 0) layers.Add(($"dropout{i}", nn.Dropout(shape.Dropout)));
+            previous = shape.HiddenSizes[i];
+        }
+        trunk = nn.Sequential(layers);
+        heads = nn.ModuleList(Enumerable.Range(0, shape.HeadCount).Select(_ => nn.Linear(previous, shape.OutputSize)).ToArray());
+        RegisterComponents();
+    }
+
+    public NetworkShape Shape { get; }
+
+    /// <summary>Outputs (logits) for each row; <paramref name="headOfRow"/> picks each row's head (null: head 0).</summary>
+    public Tensor Forward(Tensor features, Tensor? headOfRow)
+    {
+        using var scope = NewDisposeScope();
+        Tensor hidden = trunk.call(features);
+        if (headOfRow is null || Shape.HeadCount == 1)
+            return heads[0].call(hidden).MoveToOuterDisposeScope();
+        Tensor output = zeros(features.shape[0], Shape.OutputSize, dtype: hidden.dtype, device: hidden.device);
+        // Only the heads present in the batch run; rows are gathered, scored and put back in place.
+        var present = headOfRow.unique().output.data<long>().ToArray();
+        foreach (long head in present)
+        {
+            Tensor rows = (headOfRow == head).nonzero().squeeze(1);
+            output = output.index_copy(0, rows, heads[(int)head].call(hidden.index_select(0, rows)));
+        }
+        return output.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>All parameters in a fixed order (trunk first, then heads).</summary>
+    public IReadOnlyList<(string Name, Parameter Value)> OrderedParameters() =>
+        named_parameters().Select(p => (p.name, p.parameter)).ToList();
+
+    /// <summary>A new network of shape <paramref name="shape"/> holding this network's weights: the trunk
+    /// unchanged, every existing head's existing outputs unchanged; new outputs and new heads keep their fresh
+    /// initialisation (drawn from torch's generator, which the caller seeds).</summary>
+    public ContinualNetwork GrowTo(NetworkShape shape)
+    {
+        if (shape.InputSize != Shape.InputSize || !shape.HiddenSizes.SequenceEqual(Shape.HiddenSizes)
+            || shape.OutputSize < Shape.OutputSize || shape.HeadCount < Shape.HeadCount)
+            throw new InvalidOperationException("A network can only grow its outputs and heads.");
+        var grown = new ContinualNetwork(shape);
+        var source = named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        using (no_grad())
+        {
+            foreach (var (name, target) in grown.named_parameters())
+            {
+                if (!source.TryGetValue(name, out var old)) continue; // a new head
+                if (old.shape.SequenceEqual(target.shape)) target.copy_(old);
+                else target.narrow(0, 0, old.shape[0]).copy_(old); // a grown head: old outputs first
+            }
+        }
+        return grown;
+    }
+
+    /// <summary>An independent copy (same shape, same weights).</summary>
+    public ContinualNetwork Copy() => GrowTo(Shape);
+
+    public void WriteWeights(BinaryWriter w)
+    {
+        var parameters = OrderedParameters();
+        w.Write(parameters.Count);
+        foreach (var (name, value) in parameters)
+        {
+            w.Write(name);
+            w.Write((int)value.dim());
+            foreach (long d in value.shape) w.Write(d);
+            float[] data = value.detach().cpu().data<float>().ToArray();
+            w.Write(MemoryMarshal.AsBytes(data.AsSpan()));
+        }
+    }
+
+    public void ReadWeights(BinaryReader r)
+    {
+        var parameters = OrderedParameters();
+        int count = ModelIO.ReadCount(r, "parameter");
+        if (count != parameters.Count)
+            throw new ContinualModelFormatException($"The network entry has {count} parameters; a network of this shape has {parameters.Count}.");
+        using var _ = no_grad();
+        foreach (var (name, value) in parameters)
+        {
+            string storedName = r.ReadString();
+            int rank = r.ReadInt32();
+            if (storedName != name || rank != value.dim())
+                throw new ContinualModelFormatException($"The network entry holds '{storedName}' (rank {rank}) where '{name}' (rank {value.dim()}) was expected.");
+            for (int i = 0; i < rank; i++)
+            {
+                long d = r.ReadInt64();
+                if (d != value.shape[i])
+                    throw new ContinualModelFormatException($"Parameter '{name}' has size {d} in dimension {i}; {value.shape[i]} was expected.");
+            }
+            var data = new float[value.numel()];
+            int bytes = data.Length * sizeof(float);
+            byte[] raw = r.ReadBytes(bytes);
+            if (raw.Length != bytes) throw new ContinualModelFormatException($"The network entry ends inside parameter '{name}'.");
+            Buffer.BlockCopy(raw, 0, data, 0, bytes);
+            using Tensor loaded = tensor(data, value.shape).clone();
+            value.copy_(loaded);
+        }
+    }
+}

@@ -1,0 +1,94 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Continual;
+
+/// <summary>
+/// What makes one continual-learning method differ from another: a set of hooks on the one shared training loop
+/// (<see cref="TrainingLoop"/>). <see cref="FineTuneTrainer"/>'s strategy overrides nothing. A method that needs
+/// something the hooks cannot express should improve the hooks, not edit the loop. See docs/architecture.md for
+/// the order in which the hooks run.
+/// </summary>
+/// <remarks>
+/// A strategy owns its state (importances, anchors, memories, masks). That state must go through
+/// <see cref="SaveState"/>/<see cref="LoadState"/>: the loop trains a copy made with them, so that a failed or
+/// cancelled fit leaves the previous model's strategy untouched.
+/// </remarks>
+internal abstract class ContinualStrategy
+{
+    /// <summary>Called once per task, after the network has grown for the task and before the first batch.</summary>
+    public virtual void BeforeTask(TrainingContext context) { }
+
+    /// <summary>Extra batches to train on together with the task's batch (replay); their losses are added, each times its weight.</summary>
+    public virtual IEnumerable<TrainingBatch> ExtraBatches(TrainingContext context, TrainingBatch taskBatch) => [];
+
+    /// <summary>A term added to the loss before backward (regularisation), or null.</summary>
+    public virtual Tensor? Penalty(TrainingContext context) => null;
+
+    /// <summary>After backward, before the optimizer step: the gradients can be read or changed (projection, masking).</summary>
+    public virtual void AfterBackward(TrainingContext context) { }
+
+    /// <summary>After the optimizer step: the parameters' change can be read or undone (path integrals, frozen weights).</summary>
+    public virtual void AfterStep(TrainingContext context) { }
+
+    /// <summary>After the last epoch of a task (consolidation: importances, memories, pruning).</summary>
+    public virtual void AfterTask(TrainingContext context) { }
+
+    /// <summary>Writes the strategy's state; versioned by the model's format version.</summary>
+    public virtual void SaveState(BinaryWriter writer) { }
+
+    /// <summary>Reads what <see cref="SaveState"/> wrote (in a model of format version <paramref name="formatVersion"/>).</summary>
+    public virtual void LoadState(BinaryReader reader, int formatVersion) { }
+
+    /// <summary>Human-readable sizes of the state, for inspection (e.g. "fisher: 89,610 floats").</summary>
+    public virtual IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long>();
+}
+
+/// <summary>A minibatch: features, targets (class indices, 0/1 or values) and the head of each row (null: one head).</summary>
+internal sealed record TrainingBatch(Tensor Features, Tensor Targets, Tensor? Heads, double Weight = 1.0);
+
+/// <summary>What the hooks see of the loop: the network, the optimizer, the task and where training is.</summary>
+internal sealed class TrainingContext
+{
+    public required ContinualNetwork Network { get; init; }
+    public required ContinualTrainerOptions Options { get; init; }
+    public required ContinualModelState State { get; init; }
+    public required TaskTensors Task { get; init; }
+    public required Device Device { get; init; }
+    public required CancellationToken Cancellation { get; init; }
+    public optim.Optimizer Optimizer { get; set; } = null!;
+
+    /// <summary>0 for the first task the model ever sees.</summary>
+    public int TaskIndex { get; init; }
+    public int Epoch { get; set; }
+    public long Step { get; set; }
+
+    /// <summary>The loss the loop minimises for a batch (mean over rows), with the model's output masking.</summary>
+    public Tensor Loss(TrainingBatch batch) => State.Loss(Network.Forward(batch.Features, batch.Heads), batch);
+}
+
+/// <summary>One task's data as tensors: features, targets and heads, on the training device.</summary>
+internal sealed class TaskTensors : IDisposable
+{
+    public TaskTensors(Tensor features, Tensor targets, Tensor? heads)
+    {
+        Features = features;
+        Targets = targets;
+        Heads = heads;
+    }
+
+    public Tensor Features { get; }
+    public Tensor Targets { get; }
+    public Tensor? Heads { get; }
+    public long Count => Features.shape[0];
+
+    public TrainingBatch Select(Tensor rows) =>
+        new(Features.index_select(0, rows), Targets.index_select(0, rows), Heads?.index_select(0, rows));
+
+    public void Dispose()
+    {
+        Features.Dispose();
+        Targets.Dispose();
+        Heads?.Dispose();
+    }
+}

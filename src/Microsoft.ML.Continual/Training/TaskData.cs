@@ -1,0 +1,215 @@
+using System.Runtime.InteropServices;
+using Microsoft.ML.Data;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Continual;
+
+/// <summary>
+/// One task's rows, read from its <see cref="IDataView"/> once into contiguous memory: a feature matrix, the raw
+/// label of each row and the raw task id of each row. Training then shuffles indices, never rows.
+/// </summary>
+internal sealed class TaskData : IDisposable
+{
+    private TaskData(Tensor features, LabelValue[] labels, LabelValue[]? taskIds, long rowsSkipped)
+    {
+        Features = features;
+        Labels = labels;
+        TaskIds = taskIds;
+        RowsSkipped = rowsSkipped;
+    }
+
+    /// <summary>[rows, featureSize] float32, in torch memory (cloned, not wrapping a managed array).</summary>
+    public Tensor Features { get; }
+
+    public LabelValue[] Labels { get; }
+
+    public LabelValue[]? TaskIds { get; }
+
+    /// <summary>Rows left out because their label was missing (NaN, missing key, empty text).</summary>
+    public long RowsSkipped { get; }
+
+    public int Count => Labels.Length;
+
+    public void Dispose() => Features.Dispose();
+
+    /// <summary>The size of the feature column, checking its type.</summary>
+    public static int FeatureSize(DataViewSchema schema, string column, int? expected)
+    {
+        var col = schema.GetColumnOrNull(column) ?? throw new ContinualDataException(column,
+            $"Feature column '{column}' was not found; the data has: {string.Join(", ", schema.Select(c => c.Name))}.");
+        int size = col.Type switch
+        {
+            VectorDataViewType v when v.ItemType == NumberDataViewType.Single && v.IsKnownSize => v.Size,
+            VectorDataViewType v when v.ItemType == NumberDataViewType.Single => throw new ContinualDataException(column,
+                $"Feature column '{column}' is a vector of variable size; a known-size vector of Single is expected (use a transform that fixes the size)."),
+            _ when col.Type == NumberDataViewType.Single => 1,
+            _ => throw new ContinualDataException(column,
+                $"Feature column '{column}' has type {col.Type}; a known-size vector of Single is expected (convert it with ml.Transforms.Conversion.ConvertType or Concatenate)."),
+        };
+        if (expected is int e && e != size)
+            throw new ContinualDataException(column, $"Feature column '{column}' has {size} features; the model was trained with {e}.");
+        return size;
+    }
+
+    /// <summary>Checks that a label or task-id column exists and has the kind the model uses.</summary>
+    public static ValueKind CheckValueColumn(DataViewSchema schema, string column, string role, ValueKind? expected, Func<ValueKind, bool> accepted, string acceptedText)
+    {
+        var col = schema.GetColumnOrNull(column) ?? throw new ContinualDataException(column,
+            $"{role} column '{column}' was not found; the data has: {string.Join(", ", schema.Select(c => c.Name))}.");
+        ValueKind kind = LabelVocabulary.KindOf(col.Type);
+        if (kind == 0 || !accepted(kind))
+            throw new ContinualDataException(column, $"{role} column '{column}' has type {col.Type}; {acceptedText} is expected.");
+        if (expected is ValueKind k && k != kind)
+            throw new ContinualDataException(column,
+                $"{role} column '{column}' has type {col.Type}; the model was trained with {LabelVocabulary.TypeOf(k, 1).RawType.Name}{(k == ValueKind.Key ? " keys" : "")}.");
+        return kind;
+    }
+
+    /// <summary>A getter returning false for a missing value (NaN, key 0, empty text).</summary>
+    public delegate bool ValueGetter(out LabelValue value);
+
+    public static ValueGetter MakeValueGetter(DataViewRow row, DataViewSchema.Column col)
+    {
+        switch (LabelVocabulary.KindOf(col.Type))
+        {
+            case ValueKind.Key:
+            {
+                var g = row.GetGetter<uint>(col);
+                uint v = 0;
+                return (out LabelValue value) => { g(ref v); value = new(v, null); return v != 0; };
+            }
+            case ValueKind.Text:
+            {
+                var g = row.GetGetter<ReadOnlyMemory<char>>(col);
+                ReadOnlyMemory<char> v = default;
+                return (out LabelValue value) => { g(ref v); value = new(0, v.ToString()); return !v.IsEmpty; };
+            }
+            case ValueKind.Boolean:
+            {
+                var g = row.GetGetter<bool>(col);
+                bool v = false;
+                return (out LabelValue value) => { g(ref v); value = new(v ? 1 : 0, null); return true; };
+            }
+            case ValueKind.Int32:
+            {
+                var g = row.GetGetter<int>(col);
+                int v = 0;
+                return (out LabelValue value) => { g(ref v); value = new(v, null); return true; };
+            }
+            case ValueKind.Int64:
+            {
+                var g = row.GetGetter<long>(col);
+                long v = 0;
+                return (out LabelValue value) => { g(ref v); value = new(v, null); return true; };
+            }
+            case ValueKind.UInt32:
+            {
+                var g = row.GetGetter<uint>(col);
+                uint v = 0;
+                return (out LabelValue value) => { g(ref v); value = new(v, null); return true; };
+            }
+            case ValueKind.Single:
+            {
+                var g = row.GetGetter<float>(col);
+                float v = 0;
+                return (out LabelValue value) => { g(ref v); value = new(v, null); return !float.IsNaN(v); };
+            }
+            case ValueKind.Double:
+            {
+                var g = row.GetGetter<double>(col);
+                double v = 0;
+                return (out LabelValue value) => { g(ref v); value = new(v, null); return !double.IsNaN(v); };
+            }
+            default:
+                throw new ContinualDataException(col.Name, $"Column '{col.Name}' has unsupported type {col.Type}.");
+        }
+    }
+
+    /// <summary>A getter that copies a row's features into a span, checking that each is finite.</summary>
+    public static Action<Span<float>, long> MakeFeatureReader(DataViewRow row, DataViewSchema.Column col, int size)
+    {
+        if (col.Type is VectorDataViewType)
+        {
+            var g = row.GetGetter<VBuffer<float>>(col);
+            VBuffer<float> buffer = default;
+            return (target, rowIndex) =>
+            {
+                g(ref buffer);
+                if (buffer.Length != size)
+                    throw new ContinualDataException(col.Name, $"Row {rowIndex} of feature column '{col.Name}' has {buffer.Length} values; {size} were expected.");
+                buffer.CopyTo(target);
+                CheckFinite(target, col.Name, rowIndex);
+            };
+        }
+        var s = row.GetGetter<float>(col);
+        float value = 0;
+        return (target, rowIndex) =>
+        {
+            s(ref value);
+            target[0] = value;
+            CheckFinite(target, col.Name, rowIndex);
+        };
+    }
+
+    private static void CheckFinite(Span<float> values, string column, long rowIndex)
+    {
+        for (int i = 0; i < values.Length; i++)
+            if (!float.IsFinite(values[i]))
+                throw new ContinualDataException(column,
+                    $"Row {rowIndex} of feature column '{column}' has {(float.IsNaN(values[i]) ? "NaN" : "an infinite value")} at slot {i}; every feature must be finite (replace missing values, e.g. with ml.Transforms.ReplaceMissingValues).");
+    }
+
+    /// <summary>Reads every row of <paramref name="data"/>; rows with a missing label are skipped and counted.</summary>
+    public static TaskData Read(IDataView data, string featureColumn, int featureSize, string labelColumn, string? taskIdColumn, CancellationToken cancellation)
+    {
+        var schema = data.Schema;
+        var featureCol = schema[featureColumn];
+        var labelCol = schema[labelColumn];
+        var taskCol = taskIdColumn is null ? (DataViewSchema.Column?)null : schema[taskIdColumn];
+        var active = new List<DataViewSchema.Column> { featureCol, labelCol };
+        if (taskCol is not null) active.Add(taskCol.Value);
+
+        long capacityHint = data.GetRowCount() ?? 1024;
+        var features = new float[checked((int)Math.Min(Math.Max(capacityHint, 16) * featureSize, Array.MaxLength))];
+        var labels = new List<LabelValue>((int)Math.Min(capacityHint, 1 << 24));
+        var taskIds = taskCol is null ? null : new List<LabelValue>(labels.Capacity);
+        long skipped = 0, rowIndex = 0;
+
+        using (var cursor = data.GetRowCursor(active))
+        {
+            var readFeatures = MakeFeatureReader(cursor, featureCol, featureSize);
+            var readLabel = MakeValueGetter(cursor, labelCol);
+            var readTask = taskCol is null ? null : MakeValueGetter(cursor, taskCol.Value);
+            while (cursor.MoveNext())
+            {
+                if ((rowIndex & 1023) == 0) cancellation.ThrowIfCancellationRequested();
+                if (!readLabel(out LabelValue label)) { skipped++; rowIndex++; continue; }
+                LabelValue taskId = default;
+                if (readTask is not null && !readTask(out taskId))
+                    throw new ContinualDataException(taskIdColumn, $"Row {rowIndex} has no value in task-id column '{taskIdColumn}'.");
+                long offset = (long)labels.Count * featureSize;
+                if (offset + featureSize > features.Length)
+                {
+                    long grown = Math.Min(Math.Max(features.LongLength * 2, offset + featureSize), Array.MaxLength);
+                    if (grown < offset + featureSize)
+                        throw new ContinualDataException(featureColumn, $"The task has more than {Array.MaxLength / featureSize} rows, more than one in-memory task can hold.");
+                    Array.Resize(ref features, (int)grown);
+                }
+                readFeatures(features.AsSpan((int)offset, featureSize), rowIndex);
+                labels.Add(label);
+                taskIds?.Add(taskId);
+                rowIndex++;
+            }
+        }
+        if (labels.Count == 0)
+            throw new ContinualDataException(labelColumn, rowIndex == 0
+                ? "The task has no rows; a task needs at least one labelled row."
+                : $"The task has {rowIndex} rows but every value of label column '{labelColumn}' is missing.");
+
+        // Copy into torch memory: a tensor that wraps a managed array made scoring drift by 1 ulp between runs.
+        Tensor featureTensor;
+        using (Tensor view = tensor(features.AsSpan(0, labels.Count * featureSize).ToArray(), new long[] { labels.Count, featureSize }))
+            featureTensor = view.clone();
+        return new TaskData(featureTensor, labels.ToArray(), taskIds?.ToArray(), skipped);
+    }
+}

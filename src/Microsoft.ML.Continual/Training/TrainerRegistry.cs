@@ -1,0 +1,25 @@
+namespace Microsoft.ML.Continual;
+
+/// <summary>
+/// How a saved model finds its trainer again: the trainer's name (stored in the zip) gives the type of its options
+/// and how to make its strategy. Only these known types are ever created when a model is loaded; nothing named in
+/// a file is instantiated by reflection.
+/// </summary>
+internal static class TrainerRegistry
+{
+    internal sealed record Entry(
+        string Name,
+        Func<IEnumerable<KeyValuePair<string, string>>, ContinualTrainerOptions> ReadOptions,
+        Func<ContinualTrainerOptions, ContinualStrategy> CreateStrategy);
+
+    private static readonly Dictionary<string, Entry> Entries = new(StringComparer.Ordinal)
+    {
+        [FineTuneTrainer.TrainerName] = new(FineTuneTrainer.TrainerName,
+            pairs => ContinualTrainerOptions.FromPairs<FineTuneTrainer.Options>(pairs),
+            _ => new FineTuneStrategy()),
+    };
+
+    public static Entry Get(string name) =>
+        Entries.TryGetValue(name, out var entry) ? entry
+            : throw new ContinualModelFormatException($"The model was made by trainer '{name}', which this version of Microsoft.ML.Continual does not know (known: {string.Join(", ", Entries.Keys)}).");
+}

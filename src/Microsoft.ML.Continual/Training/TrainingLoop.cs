@@ -1,0 +1,274 @@
+using System.Diagnostics;
+using Microsoft.ML.Runtime;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Continual;
+
+/// <summary>
+/// The one training loop every continual trainer runs. It reads the task, grows the model for new classes and
+/// task ids, then for each epoch and minibatch calls the strategy's hooks around forward, backward and the
+/// optimizer step. It always trains a copy of the previous model, so a failure or cancellation leaves the
+/// previous model as it was.
+/// </summary>
+internal static class TrainingLoop
+{
+    /// <summary>Trains one task and returns the new model state.</summary>
+    /// <param name="previous">The model to continue from, or null for a first fit.</param>
+    /// <param name="trainerName">The trainer whose strategy to run.</param>
+    /// <param name="options">The options to train with (already frozen: a private copy).</param>
+    /// <param name="strategy">A fresh strategy, or a copy of the previous model's strategy carrying its state.</param>
+    /// <param name="env">Where progress is logged (<c>MLContext.Log</c>) and the default seed comes from.</param>
+    /// <param name="data">The task's rows.</param>
+    /// <param name="cancellation">Stops training between batches; nothing of the previous model changes.</param>
+    public static ContinualModelState Train(IHostEnvironment env, ContinualModelState? previous, string trainerName,
+        ContinualTrainerOptions options, ContinualStrategy strategy, IDataView data, CancellationToken cancellation)
+    {
+        options.Validate();
+        var host = env.Register("Continual");
+        using var channel = host.Start(trainerName);
+        var schema = data.Schema;
+
+        // Check every column before any work, naming what is wrong.
+        int featureSize = TaskData.FeatureSize(schema, options.FeatureColumnName, previous?.FeatureSize);
+        ValueKind labelKind = TaskData.CheckValueColumn(schema, options.LabelColumnName, "Label", previous?.LabelKind,
+            k => true, "a key, text, integer, Boolean, Single or Double label");
+        ContinualPredictionKind kind = previous?.Kind ?? ResolveKind(options.PredictionKind, labelKind, options.LabelColumnName);
+        CheckLabelFits(kind, labelKind, options.LabelColumnName);
+        ValueKind? taskIdKind = null;
+        if (options.TaskIdColumnName is string taskColumn)
+            taskIdKind = TaskData.CheckValueColumn(schema, taskColumn, "Task-id", previous?.TaskIdKind,
+                k => k is ValueKind.Key or ValueKind.Text or ValueKind.Int32 or ValueKind.Int64 or ValueKind.UInt32, "a text, key or integer task id");
+        if (previous is not null && previous.MultiHead != (taskIdKind is not null))
+            throw new ContinualDataException(options.TaskIdColumnName,
+                previous.MultiHead ? "The model is multi-head (trained with a task-id column); the options name none."
+                                   : "The model was trained without a task-id column; it cannot become multi-head.");
+
+        if (options.NumberOfThreads is int threads) set_num_threads(threads);
+        int seed = options.Seed ?? (env is IHostEnvironmentInternal internalEnv ? internalEnv.Seed : null) ?? 0;
+        int taskIndex = previous?.TasksSeen ?? 0;
+        var device = new Device(options.Device);
+        var stopwatch = Stopwatch.StartNew();
+
+        using var taskData = TaskData.Read(data, options.FeatureColumnName, featureSize, options.LabelColumnName, options.TaskIdColumnName, cancellation);
+        if (taskData.RowsSkipped > 0)
+            channel.Warning($"{taskData.RowsSkipped} rows with a missing label were skipped.");
+
+        // The new state: copies of the previous vocabulary and task ids, grown by this task.
+        LabelVocabulary? classes = kind == ContinualPredictionKind.Multiclass
+            ? previous?.Classes?.Clone() ?? new LabelVocabulary(labelKind) : null;
+        if (classes is not null)
+        {
+            if (labelKind == ValueKind.Key)
+            {
+                var labelType = (Microsoft.ML.Data.KeyDataViewType)schema[options.LabelColumnName].Type;
+                classes.EnsureKeyCount(labelType.Count, KeyNames(schema[options.LabelColumnName]));
+            }
+            int added = classes.AddRange(taskData.Labels);
+            if (added > 0 && previous is not null)
+                channel.Info($"{added} new classes; the output layer grows to {classes.Count}.");
+        }
+        var taskIds = new List<string>(previous?.TaskIds ?? []);
+        var headClasses = (previous?.HeadClasses ?? []).Select(a => (bool[])a.Clone()).ToList();
+        long[]? headOfRow = null;
+        if (taskData.TaskIds is not null)
+        {
+            headOfRow = new long[taskData.Count];
+            var index = taskIds.Select((id, i) => (id, i)).ToDictionary(p => p.id, p => p.i, StringComparer.Ordinal);
+            for (int i = 0; i < headOfRow.Length; i++)
+            {
+                string id = taskData.TaskIds[i].ToString();
+                if (!index.TryGetValue(id, out int head)) { head = taskIds.Count; index[id] = head; taskIds.Add(id); }
+                headOfRow[i] = head;
+            }
+        }
+
+        using var _ = NewDisposeScope();
+        Tensor targets = MakeTargets(kind, classes, taskData, options.LabelColumnName);
+        if (classes is not null && headOfRow is not null)
+        {
+            while (headClasses.Count < taskIds.Count) headClasses.Add(new bool[classes.Count]);
+            for (int h = 0; h < headClasses.Count; h++)
+                if (headClasses[h].Length < classes.Count) { var a = headClasses[h]; Array.Resize(ref a, classes.Count); headClasses[h] = a; }
+            long[] classOfRow = targets.data<long>().ToArray();
+            for (int i = 0; i < classOfRow.Length; i++) headClasses[(int)headOfRow[i]][classOfRow[i]] = true;
+        }
+
+        // Seeding per task keeps every task's initialisation, shuffling and dropout reproducible.
+        long taskSeed = seed + 1_000_003L * taskIndex;
+        manual_seed(taskSeed);
+        int outputs = classes is null ? 1 : Math.Max(classes.Count, 1);
+        var shape = new NetworkShape(featureSize, options.HiddenLayerSizes.ToArray(), options.Activation, options.Dropout,
+            outputs, Math.Max(taskIds.Count, 1));
+        CheckArchitecture(previous, shape);
+        ContinualNetwork network = previous is null ? new ContinualNetwork(shape) : previous.Network.GrowTo(shape);
+        network.to(device);
+
+        var state = new ContinualModelState
+        {
+            TrainerName = trainerName,
+            Options = options,
+            Strategy = strategy,
+            Network = network,
+            Kind = kind,
+            FeatureSize = featureSize,
+            LabelKind = labelKind,
+            Classes = classes,
+            TaskIdKind = taskIdKind,
+            TaskIds = taskIds,
+            HeadClasses = headClasses,
+            TasksSeen = taskIndex,
+            RowsSeen = previous?.RowsSeen ?? 0,
+        };
+        try
+        {
+            using var task = new TaskTensors(taskData.Features.to(device), targets.to(device),
+                headOfRow is null ? null : tensor(headOfRow).to(device));
+            var context = new TrainingContext
+            {
+                Network = network, Options = options, State = state, Task = task, Device = device,
+                Cancellation = cancellation, TaskIndex = taskIndex,
+            };
+            RunEpochs(context, channel, taskSeed);
+            state.TasksSeen = taskIndex + 1;
+            state.RowsSeen += task.Count;
+            network.eval();
+            channel.Info($"Task {taskIndex + 1} trained on {task.Count} rows in {stopwatch.Elapsed.TotalSeconds:F1} s.");
+            return state;
+        }
+        catch
+        {
+            state.Dispose();
+            throw;
+        }
+    }
+
+    private static void RunEpochs(TrainingContext context, IChannel channel, long taskSeed)
+    {
+        var options = context.Options;
+        var strategy = context.State.Strategy;
+        var network = context.Network;
+        network.train();
+        strategy.BeforeTask(context);
+        context.Optimizer = CreateOptimizer(options, network);
+        using var generator = new Generator((ulong)taskSeed, context.Device.type == DeviceType.CPU ? CPU : context.Device);
+        long count = context.Task.Count;
+        for (int epoch = 0; epoch < options.NumberOfEpochs; epoch++)
+        {
+            context.Epoch = epoch;
+            double lossSum = 0;
+            long correct = 0;
+            using Tensor order = randperm(count, generator: generator, device: CPU).to(context.Device);
+            for (long start = 0; start < count; start += options.BatchSize)
+            {
+                context.Cancellation.ThrowIfCancellationRequested();
+                using var scope = NewDisposeScope();
+                TrainingBatch batch = context.Task.Select(order.narrow(0, start, Math.Min(options.BatchSize, count - start)));
+                context.Optimizer.zero_grad();
+                Tensor outputs = network.Forward(batch.Features, batch.Heads);
+                Tensor loss = context.State.Loss(outputs, batch);
+                lossSum += loss.item<float>() * batch.Features.shape[0];
+                correct += CountCorrect(context.State, outputs, batch);
+                foreach (TrainingBatch extra in strategy.ExtraBatches(context, batch))
+                    loss = loss + context.Loss(extra) * extra.Weight;
+                if (strategy.Penalty(context) is Tensor penalty) loss = loss + penalty;
+                loss.backward();
+                strategy.AfterBackward(context);
+                context.Optimizer.step();
+                strategy.AfterStep(context);
+                context.Step++;
+            }
+            string accuracy = context.State.Kind == ContinualPredictionKind.Regression ? "" : $", training accuracy {(double)correct / count:F4}";
+            channel.Info($"Task {context.TaskIndex + 1}, epoch {epoch + 1}/{options.NumberOfEpochs}: loss {lossSum / count:F4}{accuracy}");
+        }
+        network.eval();
+        strategy.AfterTask(context);
+    }
+
+    private static long CountCorrect(ContinualModelState state, Tensor outputs, TrainingBatch batch)
+    {
+        using var _ = no_grad();
+        return state.Kind switch
+        {
+            ContinualPredictionKind.Multiclass => state.MaskLogits(outputs, batch.Heads).argmax(1).eq(batch.Targets).sum().item<long>(),
+            ContinualPredictionKind.Binary => outputs.squeeze(1).gt(0).eq(batch.Targets.gt(0.5)).sum().item<long>(),
+            _ => 0,
+        };
+    }
+
+    private static optim.Optimizer CreateOptimizer(ContinualTrainerOptions options, ContinualNetwork network) => options.Optimizer switch
+    {
+        ContinualOptimizer.Sgd => optim.SGD(network.parameters(), options.LearningRate, weight_decay: options.WeightDecay),
+        ContinualOptimizer.SgdMomentum => optim.SGD(network.parameters(), options.LearningRate, momentum: options.Momentum, weight_decay: options.WeightDecay),
+        _ => optim.Adam(network.parameters(), options.LearningRate, weight_decay: options.WeightDecay),
+    };
+
+    private static Tensor MakeTargets(ContinualPredictionKind kind, LabelVocabulary? classes, TaskData data, string labelColumn)
+    {
+        if (kind == ContinualPredictionKind.Multiclass)
+        {
+            var indices = new long[data.Count];
+            for (int i = 0; i < indices.Length; i++)
+            {
+                int index = classes!.IndexOf(data.Labels[i]);
+                if (index < 0) throw new ContinualDataException(labelColumn, $"Label value {data.Labels[i]} is outside the label's key range.");
+                indices[i] = index;
+            }
+            return tensor(indices);
+        }
+        var values = new float[data.Count];
+        for (int i = 0; i < values.Length; i++)
+        {
+            values[i] = (float)data.Labels[i].Number;
+            if (!float.IsFinite(values[i]))
+                throw new ContinualDataException(labelColumn, $"Label column '{labelColumn}' has an infinite value; a finite label is expected.");
+        }
+        return tensor(values);
+    }
+
+    private static ContinualPredictionKind ResolveKind(ContinualPredictionKind requested, ValueKind label, string column)
+    {
+        if (requested != ContinualPredictionKind.Auto) return requested;
+        return label switch
+        {
+            ValueKind.Boolean => ContinualPredictionKind.Binary,
+            ValueKind.Single or ValueKind.Double => ContinualPredictionKind.Regression,
+            _ => ContinualPredictionKind.Multiclass,
+        };
+    }
+
+    private static void CheckLabelFits(ContinualPredictionKind kind, ValueKind label, string column)
+    {
+        bool ok = kind switch
+        {
+            ContinualPredictionKind.Binary => label == ValueKind.Boolean,
+            ContinualPredictionKind.Regression => label is ValueKind.Single or ValueKind.Double or ValueKind.Int32 or ValueKind.Int64 or ValueKind.UInt32,
+            _ => true,
+        };
+        if (!ok)
+            throw new ContinualDataException(column, kind == ContinualPredictionKind.Binary
+                ? $"Label column '{column}' must be Boolean for binary classification."
+                : $"Label column '{column}' must be numeric for regression.");
+    }
+
+    private static void CheckArchitecture(ContinualModelState? previous, NetworkShape shape)
+    {
+        if (previous is null) return;
+        var old = previous.Network.Shape;
+        var differences = new List<string>();
+        if (!old.HiddenSizes.SequenceEqual(shape.HiddenSizes)) differences.Add($"HiddenLayerSizes [{string.Join(",", old.HiddenSizes)}] vs [{string.Join(",", shape.HiddenSizes)}]");
+        if (old.Activation != shape.Activation) differences.Add($"Activation {old.Activation} vs {shape.Activation}");
+        if (old.Dropout != shape.Dropout) differences.Add($"Dropout {old.Dropout} vs {shape.Dropout}");
+        if (differences.Count > 0)
+            throw new ArgumentException($"The options describe another network than the previous model's: {string.Join("; ", differences)} (model vs options).", "options");
+    }
+
+    private static IReadOnlyList<string>? KeyNames(Microsoft.ML.DataViewSchema.Column column)
+    {
+        if (column.Annotations.Schema.GetColumnOrNull("KeyValues") is not { } annotation || annotation.Type is not Microsoft.ML.Data.VectorDataViewType { ItemType: Microsoft.ML.Data.TextDataViewType })
+            return null;
+        Microsoft.ML.Data.VBuffer<ReadOnlyMemory<char>> names = default;
+        column.Annotations.GetValue("KeyValues", ref names);
+        return names.DenseValues().Select(n => n.ToString()).ToList();
+    }
+}

@@ -27,6 +27,30 @@ public sealed class ContinualCatalog
     /// <summary>The continual trainers.</summary>
     public ContinualTrainers Trainers { get; }
 
+    /// <summary>Ready-made task streams (Permuted, Rotated and Split MNIST, a generated drift stream).</summary>
+    public ContinualBenchmarks Benchmarks { get; } = new();
+
+    /// <summary>
+    /// Trains <paramref name="trainer"/> through <paramref name="stream"/>: fit on the first task, refit on each next one,
+    /// evaluating every task's test set after each (and, by default, before the first). The result holds the metrics
+    /// (R, ACC, BWT, FWT, forgetting), the model after each task and per-task time, throughput and peak memory.
+    /// Progress goes to <c>mlContext.Log</c> and to <see cref="ContinualRunOptions.Progress"/>.
+    /// </summary>
+    /// <example><code source="../../src/Samples/EvaluationSample.cs" /></example>
+    public ContinualExperimentResult Run(IEstimator<ITransformer> trainer, TaskStream stream, ContinualRunOptions? options = null, CancellationToken cancellationToken = default) =>
+        ContinualExperiment.Run(_mlContext, trainer, stream, options ?? new ContinualRunOptions(), cancellationToken);
+
+    /// <summary>
+    /// The metrics of models a user trained: <paramref name="modelsAfterEachTask"/>[i] is the model after task i+1 of
+    /// <paramref name="stream"/>. Row 0 of R comes from <paramref name="untrainedModel"/> when given, else it is NaN (and so is FWT).
+    /// </summary>
+    public ContinualMetrics Evaluate(IReadOnlyList<ITransformer> modelsAfterEachTask, TaskStream stream, ContinualScore score = ContinualScore.Accuracy, ITransformer? untrainedModel = null)
+    {
+        ArgumentNullException.ThrowIfNull(modelsAfterEachTask);
+        ArgumentNullException.ThrowIfNull(stream);
+        return ContinualExperiment.Evaluate(_mlContext, modelsAfterEachTask, stream, score, untrainedModel);
+    }
+
     /// <summary>
     /// Continues a model on the next task with the options and strategy state stored in it. <paramref name="model"/>
     /// is a <see cref="ContinualTransformer"/> or a chain ending in one (e.g. what <c>ml.Model.Load</c> returns):
@@ -69,6 +93,12 @@ public sealed class ContinualTrainers
     /// <summary>Fine-tuning: plain training on each new task, the baseline every method is compared with.</summary>
     /// <example><code source="../../src/Samples/FineTuneSample.cs" /></example>
     public FineTuneTrainer FineTune(FineTuneTrainer.Options? options = null) => new(_mlContext, options ?? new FineTuneTrainer.Options());
+
+    /// <summary>The joint (multi-task) upper bound: retrains from scratch on every task seen so far.</summary>
+    public JointTrainer Joint(JointTrainer.Options? options = null) => new(_mlContext, options ?? new JointTrainer.Options());
+
+    /// <summary>One model per task, routed by the task id: no forgetting, no transfer.</summary>
+    public IndependentTrainer Independent(IndependentTrainer.Options? options = null) => new(_mlContext, options ?? new IndependentTrainer.Options());
 
     /// <summary>Fine-tuning with the common options given directly.</summary>
     public FineTuneTrainer FineTune(string labelColumnName, string featureColumnName = "Features", int numberOfEpochs = 5) =>

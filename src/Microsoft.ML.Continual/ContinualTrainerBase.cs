@@ -8,9 +8,13 @@ namespace Microsoft.ML.Continual;
 /// on the next task (warm start, as ML.NET's own <c>Fit(data, modelParameters)</c>).
 /// </summary>
 /// <typeparam name="TOptions">The trainer's options.</typeparam>
-public abstract class ContinualTrainerBase<TOptions> : IEstimator<ContinualTransformer>
+public abstract class ContinualTrainerBase<TOptions> : IEstimator<ContinualTransformer>, IContinualTrainer
     where TOptions : ContinualTrainerOptions, new()
 {
+    string IContinualTrainer.TrainerName => Name;
+
+    ITransformer IContinualTrainer.Fit(IDataView data, CancellationToken cancellationToken) => Fit(data, cancellationToken);
+
     private readonly IHostEnvironment _env;
     private readonly TOptions _options;
 
@@ -108,4 +112,12 @@ public abstract class ContinualTrainerBase<TOptions> : IEstimator<ContinualTrans
         if (differences.Count > 0)
             throw new ArgumentException($"The options name other columns than the previous model's: {string.Join("; ", differences)} (model vs options).", "options");
     }
+}
+
+/// <summary>What the experiment runner needs of any continual trainer, whatever its options type.</summary>
+internal interface IContinualTrainer
+{
+    string TrainerName { get; }
+
+    ITransformer Fit(IDataView data, CancellationToken cancellationToken);
 }

@@ -95,11 +95,7 @@ public sealed class ContinualTransformer : ITransformer, ICanSaveModel
     internal ContinualStrategy CopyStrategy(TrainerRegistry.Entry entry, ContinualTrainerOptions options)
     {
         var strategy = entry.CreateStrategy(options);
-        using var buffer = new MemoryStream();
-        using (var writer = new BinaryWriter(buffer, System.Text.Encoding.UTF8, leaveOpen: true)) State.Strategy.SaveState(writer);
-        buffer.Position = 0;
-        using var reader = new BinaryReader(buffer);
-        strategy.LoadState(reader, ModelFormat.CurrentVersion);
+        strategy.CopyStateFrom(State.Strategy);
         return strategy;
     }
 

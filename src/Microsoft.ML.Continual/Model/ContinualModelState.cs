@@ -27,6 +27,9 @@ internal sealed class ContinualModelState : IDisposable
     public List<bool[]> HeadClasses { get; init; } = new();
     public int TasksSeen { get; set; }
     public long RowsSeen { get; set; }
+    /// <summary>Rows in the last task's training set (a joint model's includes earlier tasks) and the seconds the loop took; not saved.</summary>
+    public long LastTaskTrainingRows { get; set; }
+    public double LastTaskTrainingSeconds { get; set; }
 
     private Tensor? _allowedCache;
 

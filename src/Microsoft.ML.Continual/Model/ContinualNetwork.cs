@@ -6,7 +6,8 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Continual;
 
 /// <summary>The shape of a <see cref="ContinualNetwork"/>: enough to rebuild it before loading its weights.</summary>
-internal sealed record NetworkShape(int InputSize, int[] HiddenSizes, ContinualActivation Activation, float Dropout, int OutputSize, int HeadCount)
+/// <remarks><c>SeparateTrunks</c>: one trunk per head (no sharing at all: the "one model per task" baseline).</remarks>
+internal sealed record NetworkShape(int InputSize, int[] HiddenSizes, ContinualActivation Activation, float Dropout, int OutputSize, int HeadCount, bool SeparateTrunks = false)
 {
     public void Write(BinaryWriter w)
     {
@@ -16,11 +17,12 @@ internal sealed record NetworkShape(int InputSize, int[] HiddenSizes, ContinualA
         w.Write(Dropout);
         w.Write(OutputSize);
         w.Write(HeadCount);
+        w.Write(SeparateTrunks);
     }
 
     public static NetworkShape Read(BinaryReader r)
     {
-        var shape = new NetworkShape(r.ReadInt32(), ModelIO.ReadInts(r, "hidden layer"), (ContinualActivation)r.ReadInt32(), r.ReadSingle(), r.ReadInt32(), r.ReadInt32());
+        var shape = new NetworkShape(r.ReadInt32(), ModelIO.ReadInts(r, "hidden layer"), (ContinualActivation)r.ReadInt32(), r.ReadSingle(), r.ReadInt32(), r.ReadInt32(), r.ReadBoolean());
         if (shape.InputSize <= 0 || shape.OutputSize <= 0 || shape.HeadCount <= 0 || shape.HiddenSizes.Any(h => h <= 0)
             || !Enum.IsDefined(shape.Activation) || !(shape.Dropout >= 0 && shape.Dropout < 1)
             || (long)shape.InputSize * (shape.HiddenSizes.Length == 0 ? 1 : shape.HiddenSizes.Max()) > ModelIO.MaxCount
@@ -36,6 +38,7 @@ internal sealed record NetworkShape(int InputSize, int[] HiddenSizes, ContinualA
             long count = 0;
             int previous = InputSize;
             foreach (int h in HiddenSizes) { count += (long)previous * h + h; previous = h; }
+            if (SeparateTrunks) count *= HeadCount;
             return count + HeadCount * ((long)previous * OutputSize + OutputSize);
         }
     }
@@ -47,12 +50,20 @@ internal sealed record NetworkShape(int InputSize, int[] HiddenSizes, ContinualA
 /// </summary>
 internal sealed class ContinualNetwork : nn.Module
 {
-    private readonly Sequential trunk;
+    private readonly ModuleList<Sequential> trunks;
     private readonly ModuleList<Linear> heads;
 
     public ContinualNetwork(NetworkShape shape) : base(nameof(ContinualNetwork))
     {
         Shape = shape;
+        int previous = shape.HiddenSizes.Length == 0 ? shape.InputSize : shape.HiddenSizes[^1];
+        trunks = nn.ModuleList(Enumerable.Range(0, shape.SeparateTrunks ? shape.HeadCount : 1).Select(_ => CreateTrunk(shape)).ToArray());
+        heads = nn.ModuleList(Enumerable.Range(0, shape.HeadCount).Select(_ => nn.Linear(previous, shape.OutputSize)).ToArray());
+        RegisterComponents();
+    }
+
+    private static Sequential CreateTrunk(NetworkShape shape)
+    {
         var layers = new List<(string, nn.Module<Tensor, Tensor>)>();
         int previous = shape.InputSize;
         for (int i = 0; i < shape.HiddenSizes.Length; i++)
@@ -68,9 +79,7 @@ internal sealed class ContinualNetwork : nn.Module
             if (shape.Dropout > 0) layers.Add(($"dropout{i}", nn.Dropout(shape.Dropout)));
             previous = shape.HiddenSizes[i];
         }
-        trunk = nn.Sequential(layers);
-        heads = nn.ModuleList(Enumerable.Range(0, shape.HeadCount).Select(_ => nn.Linear(previous, shape.OutputSize)).ToArray());
-        RegisterComponents();
+        return nn.Sequential(layers);
     }
 
     public NetworkShape Shape { get; }
@@ -79,16 +88,17 @@ internal sealed class ContinualNetwork : nn.Module
     public Tensor Forward(Tensor features, Tensor? headOfRow)
     {
         using var scope = NewDisposeScope();
-        Tensor hidden = trunk.call(features);
         if (headOfRow is null || Shape.HeadCount == 1)
-            return heads[0].call(hidden).MoveToOuterDisposeScope();
-        Tensor output = zeros(features.shape[0], Shape.OutputSize, dtype: hidden.dtype, device: hidden.device);
+            return heads[0].call(trunks[0].call(features)).MoveToOuterDisposeScope();
+        Tensor? shared = Shape.SeparateTrunks ? null : trunks[0].call(features);
+        Tensor output = zeros(features.shape[0], Shape.OutputSize, dtype: features.dtype, device: features.device);
         // Only the heads present in the batch run; rows are gathered, scored and put back in place.
         var present = headOfRow.unique().output.data<long>().ToArray();
         foreach (long head in present)
         {
             Tensor rows = (headOfRow == head).nonzero().squeeze(1);
-            output = output.index_copy(0, rows, heads[(int)head].call(hidden.index_select(0, rows)));
+            Tensor hidden = shared is null ? trunks[(int)head].call(features.index_select(0, rows)) : shared.index_select(0, rows);
+            output = output.index_copy(0, rows, heads[(int)head].call(hidden));
         }
         return output.MoveToOuterDisposeScope();
     }
@@ -102,7 +112,7 @@ internal sealed class ContinualNetwork : nn.Module
     /// initialisation (drawn from torch's generator, which the caller seeds).</summary>
     public ContinualNetwork GrowTo(NetworkShape shape)
     {
-        if (shape.InputSize != Shape.InputSize || !shape.HiddenSizes.SequenceEqual(Shape.HiddenSizes)
+        if (shape.InputSize != Shape.InputSize || !shape.HiddenSizes.SequenceEqual(Shape.HiddenSizes) || shape.SeparateTrunks != Shape.SeparateTrunks
             || shape.OutputSize < Shape.OutputSize || shape.HeadCount < Shape.HeadCount)
             throw new InvalidOperationException("A network can only grow its outputs and heads.");
         var grown = new ContinualNetwork(shape);
@@ -111,7 +121,7 @@ internal sealed class ContinualNetwork : nn.Module
         {
             foreach (var (name, target) in grown.named_parameters())
             {
-                if (!source.TryGetValue(name, out var old)) continue; // a new head
+                if (!source.TryGetValue(name, out var old)) continue; // a new head (or trunk)
                 if (old.shape.SequenceEqual(target.shape)) target.copy_(old);
                 else target.narrow(0, 0, old.shape[0]).copy_(old); // a grown head: old outputs first
             }
@@ -121,6 +131,16 @@ internal sealed class ContinualNetwork : nn.Module
 
     /// <summary>An independent copy (same shape, same weights).</summary>
     public ContinualNetwork Copy() => GrowTo(Shape);
+
+    /// <summary>Gives every parameter a fresh initialisation (drawn from torch's generator, which the caller seeds).</summary>
+    public void Reinitialize()
+    {
+        using var fresh = new ContinualNetwork(Shape);
+        fresh.to(parameters().First().device);
+        var source = fresh.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        using var _ = no_grad();
+        foreach (var (name, target) in named_parameters()) target.copy_(source[name]);
+    }
 
     public void WriteWeights(BinaryWriter w)
     {

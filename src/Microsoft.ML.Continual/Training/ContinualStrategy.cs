@@ -1,3 +1,4 @@
+using Microsoft.ML.Continual.Internal;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -16,6 +17,21 @@ namespace Microsoft.ML.Continual;
 /// </remarks>
 internal abstract class ContinualStrategy
 {
+    /// <summary>True when each task's head needs a trunk of its own (the independent-models baseline).</summary>
+    public virtual bool SeparateTrunks => false;
+
+    /// <summary>Takes a copy of <paramref name="previous"/>'s state (same strategy type) for a new fit. The default
+    /// goes through <see cref="SaveState"/>/<see cref="LoadState"/>; a strategy whose state is immutable once made may
+    /// share it instead.</summary>
+    public virtual void CopyStateFrom(ContinualStrategy previous)
+    {
+        using var buffer = new MemoryStream();
+        using (var writer = new BinaryWriter(buffer, System.Text.Encoding.UTF8, leaveOpen: true)) previous.SaveState(writer);
+        buffer.Position = 0;
+        using var reader = new BinaryReader(buffer);
+        LoadState(reader, ModelFormat.CurrentVersion);
+    }
+
     /// <summary>Called once per task, after the network has grown for the task and before the first batch.</summary>
     public virtual void BeforeTask(TrainingContext context) { }
 
@@ -53,7 +69,8 @@ internal sealed class TrainingContext
     public required ContinualNetwork Network { get; init; }
     public required ContinualTrainerOptions Options { get; init; }
     public required ContinualModelState State { get; init; }
-    public required TaskTensors Task { get; init; }
+    /// <summary>The rows trained on; <see cref="ContinualStrategy.BeforeTask"/> may replace them.</summary>
+    public required TaskTensors Task { get; set; }
     public required Device Device { get; init; }
     public required CancellationToken Cancellation { get; init; }
     public optim.Optimizer Optimizer { get; set; } = null!;

@@ -17,6 +17,12 @@ internal static class TrainerRegistry
         [FineTuneTrainer.TrainerName] = new(FineTuneTrainer.TrainerName,
             pairs => ContinualTrainerOptions.FromPairs<FineTuneTrainer.Options>(pairs),
             _ => new FineTuneStrategy()),
+        [JointTrainer.TrainerName] = new(JointTrainer.TrainerName,
+            pairs => ContinualTrainerOptions.FromPairs<JointTrainer.Options>(pairs),
+            _ => new JointStrategy()),
+        [IndependentTrainer.TrainerName] = new(IndependentTrainer.TrainerName,
+            pairs => ContinualTrainerOptions.FromPairs<IndependentTrainer.Options>(pairs),
+            _ => new IndependentStrategy()),
     };
 
     public static Entry Get(string name) =>

@@ -13,6 +13,21 @@ namespace Microsoft.ML.Continual;
 /// </summary>
 internal static class TrainingLoop
 {
+    private static readonly AsyncLocal<bool> UntrainedScope = new();
+
+    /// <summary>Within the returned scope, fits build and initialise models but run no epochs: the "row 0" model of
+    /// an experiment (same seed, same first-task vocabulary, no training).</summary>
+    public static IDisposable BeginUntrained()
+    {
+        UntrainedScope.Value = true;
+        return new ScopeEnd();
+    }
+
+    private sealed class ScopeEnd : IDisposable
+    {
+        public void Dispose() => UntrainedScope.Value = false;
+    }
+
     /// <summary>Trains one task and returns the new model state.</summary>
     /// <param name="previous">The model to continue from, or null for a first fit.</param>
     /// <param name="trainerName">The trainer whose strategy to run.</param>
@@ -99,7 +114,7 @@ internal static class TrainingLoop
         manual_seed(taskSeed);
         int outputs = classes is null ? 1 : Math.Max(classes.Count, 1);
         var shape = new NetworkShape(featureSize, options.HiddenLayerSizes.ToArray(), options.Activation, options.Dropout,
-            outputs, Math.Max(taskIds.Count, 1));
+            outputs, Math.Max(taskIds.Count, 1), strategy.SeparateTrunks);
         CheckArchitecture(previous, shape);
         ContinualNetwork network = previous is null ? new ContinualNetwork(shape) : previous.Network.GrowTo(shape);
         network.to(device);
@@ -129,11 +144,20 @@ internal static class TrainingLoop
                 Network = network, Options = options, State = state, Task = task, Device = device,
                 Cancellation = cancellation, TaskIndex = taskIndex,
             };
+            if (UntrainedScope.Value)
+            {
+                network.eval();
+                return state;
+            }
+            var loopClock = Stopwatch.StartNew();
             RunEpochs(context, channel, taskSeed);
+            state.LastTaskTrainingSeconds = loopClock.Elapsed.TotalSeconds;
+            state.LastTaskTrainingRows = context.Task.Count;
+            if (!ReferenceEquals(context.Task, task)) context.Task.Dispose();
             state.TasksSeen = taskIndex + 1;
             state.RowsSeen += task.Count;
             network.eval();
-            channel.Info($"Task {taskIndex + 1} trained on {task.Count} rows in {stopwatch.Elapsed.TotalSeconds:F1} s.");
+            channel.Info($"Task {taskIndex + 1} trained on {state.LastTaskTrainingRows} rows in {stopwatch.Elapsed.TotalSeconds:F1} s.");
             return state;
         }
         catch
@@ -149,7 +173,7 @@ internal static class TrainingLoop
         var strategy = context.State.Strategy;
         var network = context.Network;
         network.train();
-        strategy.BeforeTask(context);
+        strategy.BeforeTask(context); // may replace context.Task (e.g. the joint baseline trains on every task so far)
         context.Optimizer = CreateOptimizer(options, network);
         using var generator = new Generator((ulong)taskSeed, context.Device.type == DeviceType.CPU ? CPU : context.Device);
         long count = context.Task.Count;

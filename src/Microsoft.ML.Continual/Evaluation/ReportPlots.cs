@@ -1,0 +1,76 @@
+using ScottPlot;
+
+namespace Microsoft.ML.Continual;
+
+/// <summary>The report's PNG plots (ScottPlot).</summary>
+internal static class ReportPlots
+{
+    private const int Width = 800, Height = 520;
+
+    public static void Heatmap(ContinualExperimentResult result, string path)
+    {
+        var m = result.Metrics;
+        var values = new double[m.TaskCount + 1, m.TaskCount];
+        for (int i = 0; i <= m.TaskCount; i++)
+            for (int j = 1; j <= m.TaskCount; j++)
+                values[i, j - 1] = m.R(i, j);
+        var plot = new Plot();
+        var heatmap = plot.Add.Heatmap(values);
+        heatmap.Colormap = new ScottPlot.Colormaps.Viridis();
+        plot.Add.ColorBar(heatmap);
+        if (m.TaskCount <= 12)
+            for (int i = 0; i <= m.TaskCount; i++)
+                for (int j = 0; j < m.TaskCount; j++)
+                {
+                    var text = plot.Add.Text(double.IsNaN(values[i, j]) ? "n/a" : values[i, j].ToString("F2"), j, m.TaskCount - i);
+                    text.LabelFontColor = values[i, j] > 0.6 ? Colors.Black : Colors.White;
+                    text.LabelAlignment = Alignment.MiddleCenter;
+                }
+        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(
+            Enumerable.Range(0, m.TaskCount).Select(j => (double)j).ToArray(), Enumerable.Range(1, m.TaskCount).Select(j => $"task {j}").ToArray());
+        plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericManual(
+            Enumerable.Range(0, m.TaskCount + 1).Select(i => (double)(m.TaskCount - i)).ToArray(),
+            Enumerable.Range(0, m.TaskCount + 1).Select(i => i == 0 ? "init" : $"after {i}").ToArray());
+        plot.Title($"{result.Name}: R on {result.StreamName}");
+        plot.XLabel("evaluated on");
+        plot.YLabel("trained through");
+        plot.SavePng(path, Width, Height);
+    }
+
+    public static void Curves(ContinualExperimentResult result, string path)
+    {
+        var m = result.Metrics;
+        var plot = new Plot();
+        double[] xs = Enumerable.Range(0, m.TaskCount + 1).Select(i => (double)i).ToArray();
+        for (int j = 1; j <= m.TaskCount; j++)
+        {
+            double[] ys = xs.Select(i => m.R((int)i, j)).ToArray();
+            var line = plot.Add.Scatter(xs, ys);
+            line.LegendText = m.TaskNames[j - 1];
+        }
+        plot.ShowLegend(Edge.Right);
+        plot.Title($"{result.Name}: each task's {m.Score} across the sequence");
+        plot.XLabel("tasks trained");
+        plot.YLabel(m.Score.ToString());
+        plot.Axes.SetLimitsY(0, 1.02);
+        plot.SavePng(path, Width, Height);
+    }
+
+    public static void Comparison(IReadOnlyList<ContinualExperimentResult> results, string path)
+    {
+        var plot = new Plot();
+        foreach (var r in results)
+        {
+            var m = r.Metrics;
+            double[] xs = Enumerable.Range(1, m.TaskCount).Select(i => (double)i).ToArray();
+            double[] ys = xs.Select(i => Enumerable.Range(1, (int)i).Select(j => m.R((int)i, j)).Where(v => !double.IsNaN(v)).DefaultIfEmpty(double.NaN).Average()).ToArray();
+            var line = plot.Add.Scatter(xs, ys);
+            line.LegendText = $"{r.Name} (ACC {ContinualExperimentResult.F(m.AverageAccuracy)})";
+        }
+        plot.ShowLegend(Edge.Right);
+        plot.Title($"Average {results[0].Metrics.Score} over the tasks seen so far — {results[0].StreamName}");
+        plot.XLabel("tasks trained");
+        plot.YLabel(results[0].Metrics.Score.ToString());
+        plot.SavePng(path, Width + 200, Height);
+    }
+}

@@ -1,0 +1,194 @@
+namespace Microsoft.ML.Continual;
+
+/// <summary>Builds the tasks of permuted, rotated, split and drifting streams over data held in memory.</summary>
+internal static class StreamBuilders
+{
+    public static TaskStream Permuted(LabeledArrays train, LabeledArrays test, string name, int tasks, int? trainSamples, int? testSamples, int seed)
+    {
+        CheckTasks(tasks);
+        var list = new List<ContinualTask>();
+        for (int t = 0; t < tasks; t++)
+        {
+            int[] permutation = Permutation(train.FeatureSize, new Random(seed + t));
+            IDataView Make(LabeledArrays source, int? samples, int salt)
+            {
+                int[] rows = Sample(source.Count, samples, new Random(SeedOf(seed, t, salt)));
+                return new ArrayDataView(source.FeatureSize, rows.Select(r => source.Classes[r]).ToArray(), source.ClassNames.Length, source.ClassNames, TaskName(t),
+                    (row, destination) =>
+                    {
+                        var features = source.Row(rows[row]);
+                        for (int i = 0; i < permutation.Length; i++) destination[i] = features[permutation[i]];
+                    });
+            }
+            list.Add(new ContinualTask(TaskName(t), Make(train, trainSamples, 1), Make(test, testSamples, 2)));
+        }
+        return new TaskStream($"{name} ({tasks} tasks)", ContinualScenario.DomainIncremental, list);
+    }
+
+    public static TaskStream Rotated(LabeledArrays train, LabeledArrays test, string name, int width, int height, int tasks,
+        double minAngle, double maxAngle, int? trainSamples, int? testSamples, int seed)
+    {
+        CheckTasks(tasks);
+        if (width * height != train.FeatureSize)
+            throw new ContinualDataException(null, $"The features hold {train.FeatureSize} values, not a {width}x{height} image.");
+        var list = new List<ContinualTask>();
+        for (int t = 0; t < tasks; t++)
+        {
+            double angle = minAngle + (maxAngle - minAngle) * t / tasks;
+            var taps = RotationTaps(width, height, angle);
+            IDataView Make(LabeledArrays source, int? samples, int salt)
+            {
+                int[] rows = Sample(source.Count, samples, new Random(SeedOf(seed, t, salt)));
+                return new ArrayDataView(source.FeatureSize, rows.Select(r => source.Classes[r]).ToArray(), source.ClassNames.Length, source.ClassNames, TaskName(t),
+                    (row, destination) => Rotate(source.Row(rows[row]), taps, destination));
+            }
+            list.Add(new ContinualTask($"{TaskName(t)} ({angle:0.#}°)", Make(train, trainSamples, 1), Make(test, testSamples, 2)));
+        }
+        return new TaskStream($"{name} ({tasks} tasks, {minAngle:0.#}°–{maxAngle:0.#}°)", ContinualScenario.DomainIncremental, list);
+    }
+
+    public static TaskStream Split(LabeledArrays train, LabeledArrays test, string name, ContinualScenario scenario, IReadOnlyList<int[]> groups,
+        int? trainSamples, int? testSamples, int seed)
+    {
+        CheckTasks(groups.Count);
+        int classCount = train.ClassNames.Length;
+        var seen = new HashSet<int>();
+        foreach (int c in groups.SelectMany(g => g))
+        {
+            if (c < 0 || c >= classCount) throw new ArgumentOutOfRangeException(nameof(groups), $"Class {c} is not among the data's {classCount} classes.");
+            if (!seen.Add(c)) throw new ArgumentException($"Class {c} is in more than one group.", nameof(groups));
+        }
+        int width = groups.Max(g => g.Length);
+        var list = new List<ContinualTask>();
+        for (int t = 0; t < groups.Count; t++)
+        {
+            int[] group = groups[t];
+            IDataView Make(LabeledArrays source, int? samples, int salt)
+            {
+                int[] candidates = Enumerable.Range(0, source.Count).Where(r => group.Contains(source.Classes[r])).ToArray();
+                int[] rows = Sample(candidates.Length, samples, new Random(SeedOf(seed, t, salt))).Select(i => candidates[i]).ToArray();
+                // Domain-incremental: the class's position in its group is the label (0..k-1), shared by every task.
+                int[] labels = rows.Select(r => scenario == ContinualScenario.DomainIncremental ? Array.IndexOf(group, source.Classes[r]) : source.Classes[r]).ToArray();
+                string[]? names = scenario == ContinualScenario.DomainIncremental ? Enumerable.Range(0, width).Select(i => $"position {i}").ToArray() : source.ClassNames;
+                return new ArrayDataView(source.FeatureSize, labels, names!.Length, names, TaskName(t),
+                    (row, destination) => source.Row(rows[row]).CopyTo(destination));
+            }
+            string groupText = string.Join("/", group.Select(c => train.ClassNames[c]));
+            list.Add(new ContinualTask($"{TaskName(t)} ({groupText})", Make(train, trainSamples, 1), Make(test, testSamples, 2)));
+        }
+        string scenarioText = scenario switch
+        {
+            ContinualScenario.TaskIncremental => "task-IL",
+            ContinualScenario.DomainIncremental => "domain-IL",
+            _ => "class-IL",
+        };
+        return new TaskStream($"{name} ({groups.Count} tasks, {scenarioText})", scenario, list);
+    }
+
+    /// <summary>
+    /// A rotating hyperplane (Hulten et al. 2001): x uniform in [0,1]^d, label 1 when Σ w_i (x_i − ½) &gt; 0; each task turns
+    /// w by π/T, so the concept drifts while the inputs do not. A fraction of labels is flipped as noise.
+    /// </summary>
+    public static TaskStream RotatingHyperplane(int tasks, int trainRows, int testRows, int dimensions, double noise, int seed)
+    {
+        CheckTasks(tasks);
+        if (dimensions < 2) throw new ArgumentOutOfRangeException(nameof(dimensions), "At least 2 dimensions are needed.");
+        var list = new List<ContinualTask>();
+        string[] names = ["negative", "positive"];
+        for (int t = 0; t < tasks; t++)
+        {
+            double theta = Math.PI * t / tasks;
+            double[] w = Enumerable.Range(0, dimensions).Select(i => Math.Cos(theta + 2 * Math.PI * i / dimensions)).ToArray();
+            IDataView Make(int rows, int salt)
+            {
+                var random = new Random(SeedOf(seed, t, salt));
+                var features = new float[rows * dimensions];
+                var labels = new int[rows];
+                for (int r = 0; r < rows; r++)
+                {
+                    double s = 0;
+                    for (int i = 0; i < dimensions; i++)
+                    {
+                        float x = (float)random.NextDouble();
+                        features[r * dimensions + i] = x;
+                        s += w[i] * (x - 0.5);
+                    }
+                    labels[r] = (s > 0) ^ (random.NextDouble() < noise) ? 1 : 0;
+                }
+                return new ArrayDataView(dimensions, labels, 2, names, TaskName(t),
+                    (row, destination) => features.AsSpan(row * dimensions, dimensions).CopyTo(destination));
+            }
+            list.Add(new ContinualTask($"{TaskName(t)} ({theta * 180 / Math.PI:0.#}°)", Make(trainRows, 1), Make(testRows, 2)));
+        }
+        return new TaskStream($"Rotating hyperplane ({tasks} tasks, {dimensions} features)", ContinualScenario.DomainIncremental, list);
+    }
+
+    public static string TaskName(int t) => $"task{t + 1}";
+
+    /// <summary>A seed derived from several numbers, the same in every process (HashCode.Combine is randomised per process).</summary>
+    internal static int SeedOf(int a, int b, int c)
+    {
+        ulong h = 1469598103934665603UL;
+        foreach (int v in new[] { a, b, c }) h = (h ^ (uint)v) * 1099511628211UL;
+        return (int)(h ^ (h >> 32)) & int.MaxValue;
+    }
+
+    private static void CheckTasks(int tasks)
+    {
+        if (tasks < 1) throw new ArgumentOutOfRangeException(nameof(tasks), "A stream needs at least one task.");
+    }
+
+    internal static int[] Permutation(int n, Random random)
+    {
+        int[] p = Enumerable.Range(0, n).ToArray();
+        random.Shuffle(p);
+        return p;
+    }
+
+    /// <summary>Row indices: all in order when <paramref name="samples"/> is null, else a seeded sample without replacement.</summary>
+    internal static int[] Sample(int count, int? samples, Random random)
+    {
+        if (samples is null || samples >= count) return Enumerable.Range(0, count).ToArray();
+        if (samples < 1) throw new ArgumentOutOfRangeException(nameof(samples), "At least one sample per task is needed.");
+        int[] all = Enumerable.Range(0, count).ToArray();
+        random.Shuffle(all);
+        return all.Take(samples.Value).ToArray();
+    }
+
+    /// <summary>For each output pixel, the four source pixels and weights of a bilinear rotation about the centre.</summary>
+    private static (int[] Index, float[] Weight) RotationTaps(int width, int height, double degrees)
+    {
+        double a = degrees * Math.PI / 180, cos = Math.Cos(a), sin = Math.Sin(a);
+        double cx = (width - 1) / 2.0, cy = (height - 1) / 2.0;
+        var index = new int[width * height * 4];
+        var weight = new float[width * height * 4];
+        for (int y = 0; y < height; y++)
+            for (int x = 0; x < width; x++)
+            {
+                // Inverse mapping: where in the source does this output pixel come from?
+                double sx = cos * (x - cx) + sin * (y - cy) + cx, sy = -sin * (x - cx) + cos * (y - cy) + cy;
+                int x0 = (int)Math.Floor(sx), y0 = (int)Math.Floor(sy);
+                double fx = sx - x0, fy = sy - y0;
+                int o = (y * width + x) * 4;
+                (int, int, double)[] corners = [(x0, y0, (1 - fx) * (1 - fy)), (x0 + 1, y0, fx * (1 - fy)), (x0, y0 + 1, (1 - fx) * fy), (x0 + 1, y0 + 1, fx * fy)];
+                for (int k = 0; k < 4; k++)
+                {
+                    var (px, py, w) = corners[k];
+                    bool inside = px >= 0 && px < width && py >= 0 && py < height;
+                    index[o + k] = inside ? py * width + px : 0;
+                    weight[o + k] = inside ? (float)w : 0f;
+                }
+            }
+        return (index, weight);
+    }
+
+    private static void Rotate(ReadOnlySpan<float> source, (int[] Index, float[] Weight) taps, Span<float> destination)
+    {
+        for (int p = 0; p < destination.Length; p++)
+        {
+            int o = p * 4;
+            destination[p] = source[taps.Index[o]] * taps.Weight[o] + source[taps.Index[o + 1]] * taps.Weight[o + 1]
+                           + source[taps.Index[o + 2]] * taps.Weight[o + 2] + source[taps.Index[o + 3]] * taps.Weight[o + 3];
+        }
+    }
+}

@@ -1,0 +1,109 @@
+namespace Microsoft.ML.Continual;
+
+/// <summary>The continual-learning scenarios of van de Ven and Tolias (2019) and Hsu et al. (2018).</summary>
+public enum ContinualScenario
+{
+    /// <summary>The task id is given at training and at test time (one output head per task).</summary>
+    TaskIncremental,
+    /// <summary>The label space stays the same; the input distribution changes; no task id at test time.</summary>
+    DomainIncremental,
+    /// <summary>New classes arrive with each task; one growing label space; no task id at test time.</summary>
+    ClassIncremental,
+}
+
+/// <summary>One task of a stream: its training data, its test data and a name.</summary>
+public sealed record ContinualTask(string Name, IDataView Train, IDataView Test);
+
+/// <summary>
+/// An ordered list of tasks and the scenario they pose. Streams made by this library have the columns
+/// <c>Features</c> (a known-size vector of Single), <c>Label</c> (a key) and <c>TaskId</c> (text: "task1", "task2", ...);
+/// task-incremental trainers set <see cref="ContinualTrainerOptions.TaskIdColumnName"/> to <c>"TaskId"</c>.
+/// </summary>
+public sealed class TaskStream : IReadOnlyList<ContinualTask>
+{
+    private readonly List<ContinualTask> _tasks;
+
+    /// <summary>A stream of the given tasks.</summary>
+    public TaskStream(string name, ContinualScenario scenario, IEnumerable<ContinualTask> tasks,
+        string featureColumnName = "Features", string labelColumnName = "Label", string? taskIdColumnName = "TaskId")
+    {
+        ArgumentNullException.ThrowIfNull(tasks);
+        _tasks = tasks.ToList();
+        if (_tasks.Count == 0) throw new ArgumentException("A task stream needs at least one task.", nameof(tasks));
+        Name = name;
+        Scenario = scenario;
+        FeatureColumnName = featureColumnName;
+        LabelColumnName = labelColumnName;
+        TaskIdColumnName = taskIdColumnName;
+    }
+
+    /// <summary>The stream's name (e.g. "Permuted MNIST").</summary>
+    public string Name { get; }
+
+    /// <summary>The scenario the stream poses.</summary>
+    public ContinualScenario Scenario { get; }
+
+    /// <summary>The feature column of every task.</summary>
+    public string FeatureColumnName { get; }
+
+    /// <summary>The label column of every task.</summary>
+    public string LabelColumnName { get; }
+
+    /// <summary>The task-id column of every task, if any.</summary>
+    public string? TaskIdColumnName { get; }
+
+    /// <inheritdoc/>
+    public int Count => _tasks.Count;
+
+    /// <inheritdoc/>
+    public ContinualTask this[int index] => _tasks[index];
+
+    /// <inheritdoc/>
+    public IEnumerator<ContinualTask> GetEnumerator() => _tasks.GetEnumerator();
+
+    System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
+
+    /// <summary>A stream with only the first <paramref name="count"/> tasks.</summary>
+    public TaskStream Take(int count) =>
+        new(Name, Scenario, _tasks.Take(count), FeatureColumnName, LabelColumnName, TaskIdColumnName);
+
+    /// <summary>
+    /// Permuted tasks (Goodfellow et al. 2013; Kirkpatrick et al. 2017): task t applies a fixed random permutation of
+    /// the features (seed <paramref name="seed"/> + t) to every row. Domain-incremental: the labels keep their meaning.
+    /// </summary>
+    /// <param name="train">Training rows: a feature vector column and a key, integer or text label column.</param>
+    /// <param name="test">Test rows, same columns.</param>
+    /// <param name="numberOfTasks">How many tasks.</param>
+    /// <param name="trainSamplesPerTask">Rows per task drawn (seeded, without replacement) from <paramref name="train"/>; null: all.</param>
+    /// <param name="testSamplesPerTask">Likewise from <paramref name="test"/>.</param>
+    /// <param name="seed">Seed for the permutations and the samples.</param>
+    /// <param name="featureColumnName">The feature column of <paramref name="train"/> and <paramref name="test"/>.</param>
+    /// <param name="labelColumnName">The label column of <paramref name="train"/> and <paramref name="test"/>.</param>
+    public static TaskStream Permuted(IDataView train, IDataView test, int numberOfTasks = 10, int? trainSamplesPerTask = null,
+        int? testSamplesPerTask = null, int seed = 0, string featureColumnName = "Features", string labelColumnName = "Label") =>
+        StreamBuilders.Permuted(LabeledArrays.Read(train, featureColumnName, labelColumnName), LabeledArrays.Read(test, featureColumnName, labelColumnName),
+            "Permuted", numberOfTasks, trainSamplesPerTask, testSamplesPerTask, seed);
+
+    /// <summary>
+    /// Rotated tasks (Lopez-Paz and Ranzato 2017): task t rotates every image by an angle spread evenly over
+    /// [<paramref name="minAngle"/>, <paramref name="maxAngle"/>) (bilinear interpolation). Domain-incremental.
+    /// The features must be a row-major image of <paramref name="width"/> x <paramref name="height"/> pixels.
+    /// </summary>
+    public static TaskStream Rotated(IDataView train, IDataView test, int width, int height, int numberOfTasks = 10, double minAngle = 0,
+        double maxAngle = 180, int? trainSamplesPerTask = null, int? testSamplesPerTask = null, int seed = 0,
+        string featureColumnName = "Features", string labelColumnName = "Label") =>
+        StreamBuilders.Rotated(LabeledArrays.Read(train, featureColumnName, labelColumnName), LabeledArrays.Read(test, featureColumnName, labelColumnName),
+            "Rotated", width, height, numberOfTasks, minAngle, maxAngle, trainSamplesPerTask, testSamplesPerTask, seed);
+
+    /// <summary>
+    /// Split tasks (Zenke et al. 2017): task t holds the classes of <paramref name="classGroups"/>[t], in the scenario
+    /// asked for, as Hsu et al. (2018) and van de Ven and Tolias (2019) define them: task-incremental keeps the classes and
+    /// gives each task its id (one head per task); domain-incremental relabels each task's classes 0..k-1 (one shared
+    /// head of k outputs); class-incremental keeps the classes in one growing label space.
+    /// </summary>
+    public static TaskStream Split(IDataView train, IDataView test, ContinualScenario scenario, IReadOnlyList<int[]> classGroups,
+        int? trainSamplesPerTask = null, int? testSamplesPerTask = null, int seed = 0,
+        string featureColumnName = "Features", string labelColumnName = "Label") =>
+        StreamBuilders.Split(LabeledArrays.Read(train, featureColumnName, labelColumnName), LabeledArrays.Read(test, featureColumnName, labelColumnName),
+            "Split", scenario, classGroups, trainSamplesPerTask, testSamplesPerTask, seed);
+}

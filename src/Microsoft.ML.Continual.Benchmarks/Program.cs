@@ -1,0 +1,105 @@
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.ML;
+using Microsoft.ML.Continual;
+
+// Benchmarks that reproduce published figures under the source's protocol; results go to docs/benchmarks.md.
+// Usage: dotnet run -c Release --project src/Microsoft.ML.Continual.Benchmarks -- <benchmark> [--seeds N] [--report DIR]
+//   split-mnist   Hsu et al. 2018 baselines (FineTune, Joint) on Split MNIST in the three scenarios
+var arguments = args.ToList();
+string? benchmark = arguments.FirstOrDefault(a => !a.StartsWith("--"));
+int seeds = Option("--seeds", 1);
+string report = OptionText("--report") ?? Path.Combine("artifacts", "benchmarks");
+
+switch (benchmark)
+{
+    case "split-mnist":
+        SplitMnistBenchmark.Run(seeds, report);
+        return 0;
+    default:
+        Console.Error.WriteLine("usage: Microsoft.ML.Continual.Benchmarks <split-mnist> [--seeds N] [--report DIR]");
+        return 2;
+}
+
+int Option(string name, int fallback) =>
+    arguments.IndexOf(name) is int i and >= 0 && i + 1 < arguments.Count ? int.Parse(arguments[i + 1], CultureInfo.InvariantCulture) : fallback;
+
+string? OptionText(string name) =>
+    arguments.IndexOf(name) is int i and >= 0 && i + 1 < arguments.Count ? arguments[i + 1] : null;
+
+/// <summary>
+/// Hsu, Liu, Ramasamy and Kira (2018), "Re-evaluating continual learning scenarios", Table 2, Split MNIST:
+/// MLP 784-400-400, Adam, lr 0.001, batch 128, 4 epochs per task; task-IL with one 2-output head per task,
+/// domain-IL with one 2-output head, class-IL with one 10-output head.
+/// </summary>
+internal static class SplitMnistBenchmark
+{
+    // The paper's figures (%): Adam and SGD baselines and the offline (joint) upper bound.
+    private static readonly Dictionary<(string, ContinualScenario), double> Published = new()
+    {
+        [("FineTune", ContinualScenario.TaskIncremental)] = 93.46, [("FineTune", ContinualScenario.DomainIncremental)] = 55.16, [("FineTune", ContinualScenario.ClassIncremental)] = 19.71,
+        [("FineTune SGD", ContinualScenario.TaskIncremental)] = 97.98, [("FineTune SGD", ContinualScenario.DomainIncremental)] = 63.20, [("FineTune SGD", ContinualScenario.ClassIncremental)] = 19.46,
+        [("Joint", ContinualScenario.TaskIncremental)] = 99.52, [("Joint", ContinualScenario.DomainIncremental)] = 98.59, [("Joint", ContinualScenario.ClassIncremental)] = 97.53,
+    };
+
+    public static void Run(int seeds, string reportDirectory)
+    {
+        var rows = new List<string>();
+        var clock = Stopwatch.StartNew();
+        foreach (var scenario in new[] { ContinualScenario.TaskIncremental, ContinualScenario.DomainIncremental, ContinualScenario.ClassIncremental })
+        {
+            var results = new Dictionary<string, List<double>>();
+            var all = new List<ContinualExperimentResult>();
+            for (int seed = 0; seed < seeds; seed++)
+            {
+                var ml = new MLContext(seed: seed);
+                var stream = ml.Continual().Benchmarks.SplitMnist(scenario, seed: seed);
+                string? taskId = scenario == ContinualScenario.TaskIncremental ? "TaskId" : null;
+                T Protocol<T>(T o) where T : ContinualTrainerOptions
+                {
+                    o.HiddenLayerSizes = [400, 400];
+                    o.Optimizer = ContinualOptimizer.Adam;
+                    o.LearningRate = 1e-3;
+                    o.BatchSize = 128;
+                    o.NumberOfEpochs = 4;
+                    o.TaskIdColumnName = taskId;
+                    o.Seed = seed;
+                    return o;
+                }
+                var trainers = new (string, IEstimator<ITransformer>)[]
+                {
+                    ("FineTune", ml.Continual().Trainers.FineTune(Protocol(new FineTuneTrainer.Options()))),
+                    ("FineTune SGD", ml.Continual().Trainers.FineTune(Protocol(new FineTuneTrainer.Options { }) is var o ? Sgd(o) : null!)),
+                    ("Joint", ml.Continual().Trainers.Joint(Protocol(new JointTrainer.Options()))),
+                };
+                foreach (var (name, trainer) in trainers)
+                {
+                    var result = ml.Continual().Run(trainer, stream, new ContinualRunOptions { Name = name, EvaluateBeforeTraining = true });
+                    all.Add(result);
+                    (results.TryGetValue(name, out var list) ? list : results[name] = new()).Add(result.Metrics.AverageAccuracy * 100);
+                    Console.WriteLine($"{scenario} seed {seed} {name}: ACC {result.Metrics.AverageAccuracy * 100:F2}  BWT {result.Metrics.BackwardTransfer * 100:F2}  ({result.TotalTrainingSeconds:F0} s)");
+                }
+            }
+            ContinualExperimentResult.SaveComparison(all.Take(3), Path.Combine(reportDirectory, $"split-mnist-{scenario}"));
+            foreach (var (name, values) in results)
+            {
+                double mean = values.Average();
+                double published = Published[(name, scenario)];
+                rows.Add($"| {scenario} | {name} | {mean:F2} | {published:F2} | {mean - published:+0.00;-0.00} |");
+            }
+        }
+        Console.WriteLine();
+        Console.WriteLine($"Split MNIST, Hsu et al. 2018 protocol, mean ACC over {seeds} seed(s), {clock.Elapsed.TotalMinutes:F1} min in all:");
+        Console.WriteLine("| scenario | trainer | ACC % (ours) | published % | difference |");
+        Console.WriteLine("| --- | --- | ---: | ---: | ---: |");
+        rows.ForEach(Console.WriteLine);
+    }
+
+    // Hsu et al.'s SGD baseline: plain SGD; the paper does not restate its learning rate in the table, 0.01 is used here.
+    private static FineTuneTrainer.Options Sgd(FineTuneTrainer.Options o)
+    {
+        o.Optimizer = ContinualOptimizer.Sgd;
+        o.LearningRate = 0.01;
+        return o;
+    }
+}

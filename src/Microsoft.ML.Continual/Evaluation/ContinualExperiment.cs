@@ -28,9 +28,10 @@ public sealed record ContinualProgress(string RunName, int TaskIndex, int TaskCo
 /// <summary>
 /// What training one task cost. <see cref="TrainingSeconds"/> is the fit's wall time (reading the task included);
 /// <see cref="SamplesPerSecond"/> is rows × epochs per second of the training loop alone; <see cref="PeakWorkingSetBytes"/>
-/// is the largest working set of the process sampled every 20 ms during the fit.
+/// is the largest working set of the process sampled every 20 ms during the fit; <see cref="MeanEpochSeconds"/> is the mean time
+/// of one epoch of the training loop (hooks included, end-of-task consolidation excluded).
 /// </summary>
-public sealed record ContinualTaskRecord(string TaskName, double TrainingSeconds, long TrainingRows, double SamplesPerSecond, long PeakWorkingSetBytes, double EvaluationSeconds);
+public sealed record ContinualTaskRecord(string TaskName, double TrainingSeconds, long TrainingRows, double SamplesPerSecond, long PeakWorkingSetBytes, double EvaluationSeconds, double MeanEpochSeconds);
 
 /// <summary>Runs a trainer through a task stream: fit, then refit task after task, evaluating every task after each.</summary>
 internal static class ContinualExperiment
@@ -76,7 +77,8 @@ internal static class ContinualExperiment
             var evalClock = Stopwatch.StartNew();
             var scores = EvaluateAll(ml, model, stream, options.Score);
             rows.Add(scores);
-            var record = new ContinualTaskRecord(task.Name, seconds, trainedRows, loopSeconds > 0 ? trainedRows * epochs / loopSeconds : 0, peak, evalClock.Elapsed.TotalSeconds);
+            double epochSeconds = continual is { State.LastTaskEpochSeconds.Count: > 0 } ? continual.State.LastTaskEpochSeconds.Average() : seconds;
+            var record = new ContinualTaskRecord(task.Name, seconds, trainedRows, loopSeconds > 0 ? trainedRows * epochs / loopSeconds : 0, peak, evalClock.Elapsed.TotalSeconds, epochSeconds);
             records.Add(record);
             log.Info($"{name}: task {t + 1}/{stream.Count} ({task.Name}) trained in {seconds:F1} s, {record.SamplesPerSecond:F0} samples/s; scores {string.Join(" ", scores.Select(s => s.ToString("F3")))}");
             options.Progress?.Invoke(new ContinualProgress(name, t, stream.Count, record, scores));

@@ -115,7 +115,7 @@ internal static class ModelFormat
             entry = NetworkEntry;
             if (!ctx.TryLoadBinaryStream(NetworkEntry, network.ReadWeights))
                 throw new ContinualModelFormatException($"The model has no '{NetworkEntry}' entry.");
-            network.to(new TorchSharp.torch.Device(options.Device));
+            network.MoveTo(new TorchSharp.torch.Device(options.Device));
             network.eval();
             var strategy = registry.CreateStrategy(options);
             entry = StrategyEntry;

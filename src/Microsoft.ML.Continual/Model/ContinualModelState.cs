@@ -30,6 +30,8 @@ internal sealed class ContinualModelState : IDisposable
     /// <summary>Rows in the last task's training set (a joint model's includes earlier tasks) and the seconds the loop took; not saved.</summary>
     public long LastTaskTrainingRows { get; set; }
     public double LastTaskTrainingSeconds { get; set; }
+    /// <summary>Seconds of each epoch of the last task (the loop alone, without consolidation); not saved.</summary>
+    public List<double> LastTaskEpochSeconds { get; } = new();
 
     private Tensor? _allowedCache;
 

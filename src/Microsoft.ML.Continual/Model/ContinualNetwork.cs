@@ -103,9 +103,18 @@ internal sealed class ContinualNetwork : nn.Module
         return output.MoveToOuterDisposeScope();
     }
 
-    /// <summary>All parameters in a fixed order (trunk first, then heads).</summary>
+    private IReadOnlyList<(string Name, Parameter Value)>? _orderedParameters;
+
+    /// <summary>Moves the network to <paramref name="device"/> (moving may replace the parameter objects, so the cached list is rebuilt).</summary>
+    public void MoveTo(Device device)
+    {
+        this.to(device);
+        _orderedParameters = null;
+    }
+
+    /// <summary>All parameters in a fixed order (trunk first, then heads); the list is built once (hooks call this at every step).</summary>
     public IReadOnlyList<(string Name, Parameter Value)> OrderedParameters() =>
-        named_parameters().Select(p => (p.name, p.parameter)).ToList();
+        _orderedParameters ??= named_parameters().Select(p => (p.name, p.parameter)).ToList();
 
     /// <summary>A new network of shape <paramref name="shape"/> holding this network's weights: the trunk
     /// unchanged, every existing head's existing outputs unchanged; new outputs and new heads keep their fresh
@@ -136,7 +145,7 @@ internal sealed class ContinualNetwork : nn.Module
     public void Reinitialize()
     {
         using var fresh = new ContinualNetwork(Shape);
-        fresh.to(parameters().First().device);
+        fresh.MoveTo(parameters().First().device);
         var source = fresh.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         using var _ = no_grad();
         foreach (var (name, target) in named_parameters()) target.copy_(source[name]);

@@ -77,6 +77,9 @@ internal sealed class TrainingContext
 
     /// <summary>0 for the first task the model ever sees.</summary>
     public int TaskIndex { get; init; }
+
+    /// <summary>This task's seed (the options' seed mixed with the task index): strategies draw their own random numbers from it.</summary>
+    public long TaskSeed { get; init; }
     public int Epoch { get; set; }
     public long Step { get; set; }
 

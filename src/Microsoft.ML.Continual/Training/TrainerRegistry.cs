@@ -12,8 +12,17 @@ internal static class TrainerRegistry
         Func<IEnumerable<KeyValuePair<string, string>>, ContinualTrainerOptions> ReadOptions,
         Func<ContinualTrainerOptions, ContinualStrategy> CreateStrategy);
 
+    private static Entry Make<TOptions>(string name, Func<TOptions, ContinualStrategy> create) where TOptions : ContinualTrainerOptions, new() =>
+        new(name, pairs => ContinualTrainerOptions.FromPairs<TOptions>(pairs), options => create((TOptions)options));
+
     private static readonly Dictionary<string, Entry> Entries = new(StringComparer.Ordinal)
     {
+        [L2Trainer.TrainerName] = Make<L2Trainer.Options>(L2Trainer.TrainerName, o => new L2Strategy(o.Lambda)),
+        [EwcTrainer.TrainerName] = Make<EwcTrainer.Options>(EwcTrainer.TrainerName, o => new EwcStrategy(o)),
+        [SiTrainer.TrainerName] = Make<SiTrainer.Options>(SiTrainer.TrainerName, o => new SiStrategy(o)),
+        [MasTrainer.TrainerName] = Make<MasTrainer.Options>(MasTrainer.TrainerName, o => new MasStrategy(o)),
+        [RWalkTrainer.TrainerName] = Make<RWalkTrainer.Options>(RWalkTrainer.TrainerName, o => new RWalkStrategy(o)),
+        [ScpTrainer.TrainerName] = Make<ScpTrainer.Options>(ScpTrainer.TrainerName, o => new ScpStrategy(o)),
         [FineTuneTrainer.TrainerName] = new(FineTuneTrainer.TrainerName,
             pairs => ContinualTrainerOptions.FromPairs<FineTuneTrainer.Options>(pairs),
             _ => new FineTuneStrategy()),

@@ -117,7 +117,7 @@ internal static class TrainingLoop
             outputs, Math.Max(taskIds.Count, 1), strategy.SeparateTrunks);
         CheckArchitecture(previous, shape);
         ContinualNetwork network = previous is null ? new ContinualNetwork(shape) : previous.Network.GrowTo(shape);
-        network.to(device);
+        network.MoveTo(device);
 
         var state = new ContinualModelState
         {
@@ -142,7 +142,7 @@ internal static class TrainingLoop
             var context = new TrainingContext
             {
                 Network = network, Options = options, State = state, Task = task, Device = device,
-                Cancellation = cancellation, TaskIndex = taskIndex,
+                Cancellation = cancellation, TaskIndex = taskIndex, TaskSeed = taskSeed,
             };
             if (UntrainedScope.Value)
             {
@@ -179,6 +179,7 @@ internal static class TrainingLoop
         long count = context.Task.Count;
         for (int epoch = 0; epoch < options.NumberOfEpochs; epoch++)
         {
+            var epochClock = Stopwatch.StartNew();
             context.Epoch = epoch;
             double lossSum = 0;
             long correct = 0;
@@ -202,6 +203,7 @@ internal static class TrainingLoop
                 strategy.AfterStep(context);
                 context.Step++;
             }
+            context.State.LastTaskEpochSeconds.Add(epochClock.Elapsed.TotalSeconds);
             string accuracy = context.State.Kind == ContinualPredictionKind.Regression ? "" : $", training accuracy {(double)correct / count:F4}";
             channel.Info($"Task {context.TaskIndex + 1}, epoch {epoch + 1}/{options.NumberOfEpochs}: loss {lossSum / count:F4}{accuracy}");
         }

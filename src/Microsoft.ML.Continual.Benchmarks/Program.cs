@@ -19,17 +19,17 @@ switch (benchmark)
         SplitMnistBenchmark.Run(seeds, report);
         return 0;
     case "permuted-mnist-regularization":
-        RegularizationBenchmarks.PermutedMnist(Option("--tasks", 10), Option("--epochs", 1), OptionText("--only"), OptionText("--lambda"), report);
+        RegularizationBenchmarks.PermutedMnist(Option("--tasks", 10), Option("--epochs", 1), OptionText("--only"), OptionText("--lambda"), OptionText("--hidden"), report);
         return 0;
     case "lambda-grid":
         LambdaGrid.Run(OptionText("--only") ?? "EWC", OptionText("--values") ?? "1,10,100,1000,10000");
         return 0;
     case "split-mnist-regularization":
-        RegularizationBenchmarks.SplitMnist(OptionText("--only"), OptionText("--lambda"), OptionText("--scenario"), report);
+        RegularizationBenchmarks.SplitMnist(OptionText("--only"), OptionText("--lambda"), OptionText("--scenario"), Option("--seed", 0), report);
         return 0;
     default:
         Console.Error.WriteLine("usage: Microsoft.ML.Continual.Benchmarks <split-mnist|permuted-mnist-regularization|split-mnist-regularization>");
-        Console.Error.WriteLine("  [--seeds N] [--report DIR] [--tasks N] [--epochs N] [--only FineTune,EWC,...] [--lambda EWC=100,SI=1,...] [--scenario TaskIncremental,...]");
+        Console.Error.WriteLine("  [--seeds N] [--report DIR] [--tasks N] [--epochs N] [--only FineTune,EWC,...] [--lambda EWC=100,SI=1,...] [--scenario TaskIncremental,...] [--seed N] [--hidden 400,400]");
         return 2;
 }
 

@@ -32,14 +32,15 @@ internal static class RegularizationBenchmarks
         return result;
     }
 
-    public static void PermutedMnist(int tasks, int epochs, string? only, string? lambdaText, string reportDirectory)
+    public static void PermutedMnist(int tasks, int epochs, string? only, string? lambdaText, string? hiddenText, string reportDirectory)
     {
+        int[] hidden = (hiddenText ?? "400,400").Split(',').Select(int.Parse).ToArray();
         var lambdas = ParseLambdas(lambdaText, new() { ["L2"] = 0.01, ["EWC"] = 100, ["Online EWC"] = 100, ["SI"] = 100, ["MAS"] = 0.1, ["RWalk"] = 1, ["SCP"] = 1e6 });
         var ml = new MLContext(seed: 0);
         var stream = ml.Continual().Benchmarks.PermutedMnist(numberOfTasks: tasks);
         ContinualTrainerOptions Protocol(ContinualTrainerOptions o)
         {
-            o.HiddenLayerSizes = [400, 400];
+            o.HiddenLayerSizes = hidden;
             o.Optimizer = ContinualOptimizer.Adam;
             o.LearningRate = 1e-3;
             o.BatchSize = 128;
@@ -57,18 +58,18 @@ internal static class RegularizationBenchmarks
             results.Add(result);
             Console.WriteLine($"{method.Name}: ACC {result.Metrics.AverageAccuracy:F4}  BWT {result.Metrics.BackwardTransfer:F4}  epoch {MeanEpoch(result):F2} s  (λ {(lambdas.TryGetValue(method.Name, out var l) ? l : 0)})");
         }
-        Print($"Permuted MNIST, {tasks} tasks of 60,000 images, MLP 784-400-400-10, Adam lr 1e-3, batch 128, {epochs} epoch(s) per task, 2 threads; {clock.Elapsed.TotalMinutes:F1} min", results, lambdas);
-        ContinualExperimentResult.SaveComparison(results, Path.Combine(reportDirectory, "permuted-mnist-regularization"));
+        Print($"Permuted MNIST, {tasks} tasks of 60,000 images, MLP 784-{string.Join("-", hidden)}-10, Adam lr 1e-3, batch 128, {epochs} epoch(s) per task, 2 threads; {clock.Elapsed.TotalMinutes:F1} min", results, lambdas);
+        ContinualExperimentResult.SaveComparison(results, Path.Combine(reportDirectory, $"permuted-mnist-regularization-{string.Join("-", hidden)}"));
     }
 
-    public static void SplitMnist(string? only, string? lambdaText, string? scenarios, string reportDirectory)
+    public static void SplitMnist(string? only, string? lambdaText, string? scenarios, int seed, string reportDirectory)
     {
         var lambdas = ParseLambdas(lambdaText, new() { ["L2"] = 0.01, ["EWC"] = 100, ["Online EWC"] = 100, ["SI"] = 100, ["MAS"] = 0.1, ["RWalk"] = 1, ["SCP"] = 1e6 });
         var chosen = scenarios is null ? Enum.GetValues<ContinualScenario>() : scenarios.Split(',').Select(Enum.Parse<ContinualScenario>).ToArray();
         foreach (var scenario in chosen)
         {
-            var ml = new MLContext(seed: 0);
-            var stream = ml.Continual().Benchmarks.SplitMnist(scenario, seed: 0);
+            var ml = new MLContext(seed: seed);
+            var stream = ml.Continual().Benchmarks.SplitMnist(scenario, seed: seed);
             ContinualTrainerOptions Protocol(ContinualTrainerOptions o)
             {
                 o.HiddenLayerSizes = [400, 400];
@@ -77,7 +78,7 @@ internal static class RegularizationBenchmarks
                 o.BatchSize = 128;
                 o.NumberOfEpochs = 4;
                 o.TaskIdColumnName = scenario == ContinualScenario.TaskIncremental ? "TaskId" : null;
-                o.Seed = 0;
+                o.Seed = seed;
                 o.NumberOfThreads = 2;
                 return o;
             }

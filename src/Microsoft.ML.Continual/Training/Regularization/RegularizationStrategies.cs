@@ -132,7 +132,8 @@ internal sealed class RWalkStrategy(RWalkTrainer.Options options) : Regularizati
             if (p.grad is not Tensor g) continue;
             Tensor previous = _previous![name];
             Tensor delta = previous.neg_().add_(p); // Δθ, computed in place in the buffer of the previous values
-            _taskScores![name].sub_(g * delta / (0.5f * _fisher![name] * delta * delta + epsilon));
+            Tensor denominator = delta.square().mul_(_fisher![name]).mul_(0.5f).add_(epsilon);
+            _taskScores![name].addcdiv_(g.mul(delta), denominator, value: -1);
             previous.copy_(p);
         }
     }

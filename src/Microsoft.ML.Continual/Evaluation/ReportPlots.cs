@@ -48,12 +48,20 @@ internal static class ReportPlots
             var line = plot.Add.Scatter(xs, ys);
             line.LegendText = m.TaskNames[j - 1];
         }
+        IntegerTicks(plot, 0, m.TaskCount);
         plot.ShowLegend(Edge.Right);
         plot.Title($"{result.Name}: each task's {m.Score} across the sequence");
         plot.XLabel("tasks trained");
         plot.YLabel(m.Score.ToString());
         plot.Axes.SetLimitsY(0, 1.02);
         plot.SavePng(path, Width, Height);
+    }
+
+    private static void IntegerTicks(Plot plot, int first, int last)
+    {
+        int step = Math.Max(1, (last - first + 1) / 12);
+        var positions = Enumerable.Range(first, last - first + 1).Where(i => (i - first) % step == 0).Select(i => (double)i).ToArray();
+        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(positions, positions.Select(p => p.ToString("0")).ToArray());
     }
 
     public static void Comparison(IReadOnlyList<ContinualExperimentResult> results, string path)
@@ -67,6 +75,7 @@ internal static class ReportPlots
             var line = plot.Add.Scatter(xs, ys);
             line.LegendText = $"{r.Name} (ACC {ContinualExperimentResult.F(m.AverageAccuracy)})";
         }
+        IntegerTicks(plot, 1, results.Max(r => r.Metrics.TaskCount));
         plot.ShowLegend(Edge.Right);
         plot.Title($"Average {results[0].Metrics.Score} over the tasks seen so far — {results[0].StreamName}");
         plot.XLabel("tasks trained");

@@ -124,15 +124,15 @@ internal sealed class RWalkStrategy(RWalkTrainer.Options options) : Regularizati
     public override void AfterStep(TrainingContext context)
     {
         // The path score uses the gradient the optimizer used (still in .grad after the step).
-        float epsilon = (float)options.Epsilon;
         using var scope = NewDisposeScope();
         using var _ = no_grad();
+        using var epsilonTensor = tensor((float)options.Epsilon, device: context.Device);
         foreach (var (name, p) in context.Network.OrderedParameters())
         {
             if (p.grad is not Tensor g) continue;
             Tensor previous = _previous![name];
-            Tensor delta = previous.neg_().add_(p); // Δθ, computed in place in the buffer of the previous values
-            Tensor denominator = delta.square().mul_(_fisher![name]).mul_(0.5f).add_(epsilon);
+            Tensor delta = p - previous;
+            Tensor denominator = epsilonTensor.addcmul(_fisher![name], delta.square(), value: 0.5f); // ½ F Δθ² + ε
             _taskScores![name].addcdiv_(g.mul(delta), denominator, value: -1);
             previous.copy_(p);
         }

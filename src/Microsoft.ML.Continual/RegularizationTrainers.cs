@@ -100,8 +100,8 @@ public sealed class EwcTrainer : ContinualTrainerBase<EwcTrainer.Options>
 /// b is each parameter's contribution to the drop in loss along its training trajectory. Reach it with <c>mlContext.Continual().Trainers.Si(...)</c>.
 /// </summary>
 /// <remarks>
-/// During task t, ω_i^t = Σ_steps −g_i Δθ_i (the path integral of eq. 3, with g the gradient the optimizer used, as in the
-/// authors' code);
+/// During task t, ω_i^t = Σ_steps −g_i Δθ_i (the path integral of eq. 3, with g the gradient of the current task's loss,
+/// taken before the penalty's gradient is added, and Δθ the optimizer's actual update);
 /// after it, Ω_i ← Ω_i + ω_i^t / ((Δ_i^t)² + ξ) with Δ_i^t the parameter's total change over the task (eq. 5), and
 /// L'(θ) = L_t(θ) + λ Σ_i Ω_i (θ_i − θ_i^{t−1})² (eq. 4, λ = c).
 /// </remarks>

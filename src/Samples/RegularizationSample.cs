@@ -19,7 +19,6 @@ public static class RegularizationSample
         {
             options.HiddenLayerSizes = [200, 200];
             options.NumberOfEpochs = 2;
-            options.LearningRate = 1e-4;
             return options;
         }
         var trainers = new (string, IEstimator<ITransformer>)[]

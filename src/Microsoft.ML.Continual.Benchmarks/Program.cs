@@ -81,7 +81,7 @@ internal static class SplitMnistBenchmark
                 var trainers = new (string, IEstimator<ITransformer>)[]
                 {
                     ("FineTune", ml.Continual().Trainers.FineTune(Protocol(new FineTuneTrainer.Options()))),
-                    ("FineTune SGD", ml.Continual().Trainers.FineTune(Protocol(new FineTuneTrainer.Options { }) is var o ? Sgd(o) : null!)),
+                    ("FineTune SGD", ml.Continual().Trainers.FineTune(Sgd(Protocol(new FineTuneTrainer.Options())))),
                     ("Joint", ml.Continual().Trainers.Joint(Protocol(new JointTrainer.Options()))),
                 };
                 foreach (var (name, trainer) in trainers)

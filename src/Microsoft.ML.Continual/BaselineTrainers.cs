@@ -20,8 +20,6 @@ public sealed class JointTrainer : ContinualTrainerBase<JointTrainer.Options>
     internal JointTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
     private protected override string Name => TrainerName;
-
-    private protected override ContinualStrategy CreateStrategy(Options options) => new JointStrategy();
 }
 
 /// <summary>
@@ -53,6 +51,4 @@ public sealed class IndependentTrainer : ContinualTrainerBase<IndependentTrainer
     internal IndependentTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
     private protected override string Name => TrainerName;
-
-    private protected override ContinualStrategy CreateStrategy(Options options) => new IndependentStrategy();
 }

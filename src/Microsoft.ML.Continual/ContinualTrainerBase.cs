@@ -30,8 +30,8 @@ public abstract class ContinualTrainerBase<TOptions> : IEstimator<ContinualTrans
     /// <summary>The name stored in models this trainer makes; refits look the trainer up by it.</summary>
     private protected abstract string Name { get; }
 
-    /// <summary>A new strategy for these options.</summary>
-    private protected abstract ContinualStrategy CreateStrategy(TOptions options);
+    /// <summary>A new strategy for these options, made by the trainer registry (the same factory loading uses).</summary>
+    private ContinualStrategy CreateStrategy(TOptions options) => TrainerRegistry.Get(Name).CreateStrategy(options);
 
     /// <summary>Trains a new model on the first task.</summary>
     public ContinualTransformer Fit(IDataView input) => Fit(input, CancellationToken.None);

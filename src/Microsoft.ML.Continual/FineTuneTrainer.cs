@@ -22,6 +22,4 @@ public sealed class FineTuneTrainer : ContinualTrainerBase<FineTuneTrainer.Optio
     internal FineTuneTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
     private protected override string Name => TrainerName;
-
-    private protected override ContinualStrategy CreateStrategy(Options options) => new FineTuneStrategy();
 }

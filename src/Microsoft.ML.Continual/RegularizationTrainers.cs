@@ -42,8 +42,6 @@ public sealed class L2Trainer : ContinualTrainerBase<L2Trainer.Options>
     internal L2Trainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
     private protected override string Name => TrainerName;
-
-    private protected override ContinualStrategy CreateStrategy(Options options) => new L2Strategy(options.Lambda);
 }
 
 /// <summary>
@@ -91,8 +89,6 @@ public sealed class EwcTrainer : ContinualTrainerBase<EwcTrainer.Options>
     internal EwcTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
     private protected override string Name => TrainerName;
-
-    private protected override ContinualStrategy CreateStrategy(Options options) => new EwcStrategy(options);
 }
 
 /// <summary>
@@ -100,8 +96,8 @@ public sealed class EwcTrainer : ContinualTrainerBase<EwcTrainer.Options>
 /// b is each parameter's contribution to the drop in loss along its training trajectory. Reach it with <c>mlContext.Continual().Trainers.Si(...)</c>.
 /// </summary>
 /// <remarks>
-/// During task t, ω_i^t = Σ_steps −g_i Δθ_i (the path integral of eq. 3, with g the gradient of the current task's loss,
-/// taken before the penalty's gradient is added, and Δθ the optimizer's actual update);
+/// During task t, ω_i^t = Σ_steps −g_i Δθ_i (the path integral of eq. 3, with g the gradient the optimizer used, as in the
+/// authors' and van de Ven et al.'s code: it is still in place after the step, so nothing is copied);
 /// after it, Ω_i ← Ω_i + ω_i^t / ((Δ_i^t)² + ξ) with Δ_i^t the parameter's total change over the task (eq. 5), and
 /// L'(θ) = L_t(θ) + λ Σ_i Ω_i (θ_i − θ_i^{t−1})² (eq. 4, λ = c).
 /// </remarks>
@@ -128,8 +124,6 @@ public sealed class SiTrainer : ContinualTrainerBase<SiTrainer.Options>
     internal SiTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
     private protected override string Name => TrainerName;
-
-    private protected override ContinualStrategy CreateStrategy(Options options) => new SiStrategy(options);
 }
 
 /// <summary>
@@ -155,8 +149,6 @@ public sealed class MasTrainer : ContinualTrainerBase<MasTrainer.Options>
     internal MasTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
     private protected override string Name => TrainerName;
-
-    private protected override ContinualStrategy CreateStrategy(Options options) => new MasStrategy(options);
 }
 
 /// <summary>
@@ -195,8 +187,6 @@ public sealed class RWalkTrainer : ContinualTrainerBase<RWalkTrainer.Options>
     internal RWalkTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
     private protected override string Name => TrainerName;
-
-    private protected override ContinualStrategy CreateStrategy(Options options) => new RWalkStrategy(options);
 }
 
 /// <summary>
@@ -239,6 +229,4 @@ public sealed class ScpTrainer : ContinualTrainerBase<ScpTrainer.Options>
     internal ScpTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
     private protected override string Name => TrainerName;
-
-    private protected override ContinualStrategy CreateStrategy(Options options) => new ScpStrategy(options);
 }

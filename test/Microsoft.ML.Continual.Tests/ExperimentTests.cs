@@ -82,6 +82,38 @@ public class ExperimentTests
     }
 
     [Fact]
+    public void OtherScores_MacroAccuracyAucAndRSquared_ComeFromTheStockEvaluators()
+    {
+        var ml = new MLContext(seed: 1);
+        TaskStream Stream(string label) => new("generated", ContinualScenario.DomainIncremental,
+            Enumerable.Range(0, 2).Select(t => new ContinualTask($"task{t + 1}", TestData.View(ml, t, [0, 1, 2, 3], 300, 1), TestData.View(ml, t, [0, 1, 2, 3], 200, 2))),
+            labelColumnName: label);
+        ContinualMetrics Score(string label, ContinualScore score, FineTuneTrainer.Options options)
+        {
+            options.NumberOfEpochs = label == "Target" ? 20 : 4;
+            var stream = Stream(label);
+            var trainer = ml.Continual().Trainers.FineTune(options);
+            var models = new List<ITransformer> { trainer.Fit(stream[0].Train) };
+            models.Add(ml.Continual().Refit(models[0], stream[1].Train));
+            return ml.Continual().Evaluate(models, stream, score);
+        }
+        var hyperplane = ml.Continual().Benchmarks.RotatingHyperplane(numberOfTasks: 2, trainRowsPerTask: 1000, testRowsPerTask: 300, noise: 0);
+        var macroRun = ml.Continual().Run(ml.Continual().Trainers.FineTune(new FineTuneTrainer.Options { HiddenLayerSizes = [16], NumberOfEpochs = 10, Seed = 1 }),
+            hyperplane, new ContinualRunOptions { Score = ContinualScore.MacroAccuracy });
+        var macro = macroRun.Metrics;
+        double stock = ml.MulticlassClassification.Evaluate(macroRun.Models[1].Transform(hyperplane[1].Test)).MacroAccuracy;
+        Assert.Equal(stock, macro.R(2, 2), 12);
+        var auc = Score("BoolLabel", ContinualScore.AreaUnderRocCurve, TestData.Options(label: "BoolLabel"));
+        var r2 = Score("Target", ContinualScore.RSquared, TestData.Options(label: "Target"));
+        Assert.Equal(ContinualScore.RSquared, r2.Score);
+        Assert.InRange(auc.R(2, 2), 0.9, 1.0);
+        Assert.InRange(r2.R(2, 2), 0.5, 1.0);
+        Assert.True(r2.R(1, 2) < r2.R(2, 2)); // the second task's targets are learned by training on it
+        Assert.Equal(ContinualScore.MacroAccuracy, macro.Score);
+        Assert.InRange(macro.R(2, 2), 0.6, 1.0); // two classes: 0.5 is chance
+    }
+
+    [Fact]
     public void Report_WritesJsonCsvMarkdownAndPlots()
     {
         using var temp = new TempFolder();

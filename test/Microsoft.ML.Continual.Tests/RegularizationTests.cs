@@ -81,6 +81,16 @@ public class RegularizationTests
         var small = FisherWithBatchSize(4);
         var large = FisherWithBatchSize(512);
 
+        // Sampled labels: another estimate, reproducible for the same task seed.
+        ParameterTensors Sampled(long seed) => ImportanceEstimation.Fisher(
+            new TrainingContext { Network = state.Network, Options = Small(new EwcTrainer.Options()), State = state, Task = task, Device = CPU, Cancellation = default, TaskSeed = seed },
+            samples: null, FisherLabels.Sampled);
+        var sampledA = Sampled(5);
+        var sampledB = Sampled(5);
+        string first = sampledA.Names.First();
+        Assert.Equal(sampledA[first].data<float>().ToArray(), sampledB[first].data<float>().ToArray());
+        Assert.False(sampledA[first].allclose(small[first], rtol: 1e-3, atol: 0));
+
         // By hand: for every row alone, the squared gradient of its cross-entropy; then the mean.
         var network = state.Network;
         var expected = network.OrderedParameters().ToDictionary(p => p.Name, p => zeros_like(p.Value));
@@ -121,6 +131,31 @@ public class RegularizationTests
         {
             Assert.Equal(before.Importance[name].data<float>().ToArray(), after[0].Importance[name].data<float>().ToArray());
             Assert.Equal(before.Anchor[name].data<float>().ToArray(), after[0].Anchor[name].data<float>().ToArray());
+        }
+    }
+
+    [Theory]
+    [InlineData(0.0)]
+    [InlineData(1.0)]
+    [InlineData(0.5)]
+    public void OnlineEwc_RunningFisher_IsGammaTimesTheOldPlusTheNew(double gamma)
+    {
+        // After task 1 separate and online EWC hold the same single term, so task 2 trains identically and both
+        // estimate the same Fisher F2; online must then hold γ F1 + F2 where separate holds F1 and F2 apart.
+        var ml = new MLContext(seed: 1);
+        ContinualTransformer TwoTasks(EwcTrainer.Options options)
+        {
+            var trainer = ml.Continual().Trainers.Ewc(Small(options));
+            var model = trainer.Fit(TestData.View(ml, 0, [0, 1, 2], 150, 1));
+            return trainer.Fit(TestData.View(ml, 1, [0, 1, 2], 150, 1), model);
+        }
+        var separate = StrategyOf(TwoTasks(new EwcTrainer.Options { Lambda = 5 })).Terms;
+        var online = StrategyOf(TwoTasks(new EwcTrainer.Options { Lambda = 5, Mode = EwcMode.Online, Gamma = gamma })).Terms.Single();
+        foreach (string name in online.Importance.Names)
+        {
+            var expected = separate[0].Importance[name] * (float)gamma + separate[1].Importance[name];
+            Assert.True(online.Importance[name].allclose(expected, rtol: 1e-5, atol: 1e-10), name);
+            Assert.Equal(separate[1].Anchor[name].data<float>().ToArray(), online.Anchor[name].data<float>().ToArray());
         }
     }
 

@@ -8,10 +8,9 @@ internal static class ContinualEvaluator
     /// <summary>The score, or NaN when the model cannot score the task (e.g. a multi-head model without a head for it).</summary>
     public static double Score(MLContext ml, ITransformer model, IDataView test, string labelColumn, ContinualScore score)
     {
-        IDataView scored;
         try
         {
-            scored = model.Transform(test);
+            IDataView scored = model.Transform(test);
             return score switch
             {
                 ContinualScore.Accuracy => Accuracy(scored, labelColumn),
@@ -20,7 +19,7 @@ internal static class ContinualEvaluator
                 _ => ml.Regression.Evaluate(scored, labelColumnName: labelColumn).RSquared,
             };
         }
-        catch (ContinualDataException e) when (e.Message.Contains("was never trained", StringComparison.Ordinal))
+        catch (ContinualDataException e) when (e.IsUnknownTask)
         {
             return double.NaN;
         }

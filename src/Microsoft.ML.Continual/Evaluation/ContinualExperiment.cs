@@ -44,7 +44,7 @@ internal static class ContinualExperiment
         var rows = new List<IReadOnlyList<double>>();
         var records = new List<ContinualTaskRecord>();
         var models = new List<ITransformer>();
-        var log = ((Runtime.IHostEnvironment)ml).Register("Continual").Start("Experiment");
+        using var log = ((Runtime.IHostEnvironment)ml).Register("Continual").Start("Experiment");
 
         if (options.EvaluateBeforeTraining)
         {
@@ -83,7 +83,6 @@ internal static class ContinualExperiment
             log.Info($"{name}: task {t + 1}/{stream.Count} ({task.Name}) trained in {seconds:F1} s, {record.SamplesPerSecond:F0} samples/s; scores {string.Join(" ", scores.Select(s => s.ToString("F3")))}");
             options.Progress?.Invoke(new ContinualProgress(name, t, stream.Count, record, scores));
         }
-        log.Dispose();
         var metrics = new ContinualMetrics(rows, options.Score, stream.Select(t => t.Name).ToList());
         return new ContinualExperimentResult(name, stream.Name, stream.Scenario, metrics, models, records);
     }

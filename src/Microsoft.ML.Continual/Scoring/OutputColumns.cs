@@ -78,7 +78,8 @@ internal sealed class OutputColumns
         int head = _state.TaskIds.IndexOf(id);
         if (head < 0)
             throw new ContinualDataException(TaskIdColumn?.Name,
-                $"Task id '{id}' in column '{TaskIdColumn?.Name}' was never trained; this model knows tasks: {string.Join(", ", _state.TaskIds)}.");
+                $"Task id '{id}' in column '{TaskIdColumn?.Name}' was never trained; this model knows tasks: {string.Join(", ", _state.TaskIds)}.")
+            { IsUnknownTask = true };
         return head;
     }
 

@@ -12,4 +12,7 @@ public sealed class ContinualDataException : ArgumentException
 
     /// <summary>The column at fault, when one is.</summary>
     public string? ColumnName { get; }
+
+    /// <summary>True when a row names a task the model has no head for (the evaluator scores that as undefined).</summary>
+    internal bool IsUnknownTask { get; init; }
 }

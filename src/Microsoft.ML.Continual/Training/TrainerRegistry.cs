@@ -1,8 +1,8 @@
 namespace Microsoft.ML.Continual;
 
 /// <summary>
-/// How a saved model finds its trainer again: the trainer's name (stored in the zip) gives the type of its options
-/// and how to make its strategy. Only these known types are ever created when a model is loaded; nothing named in
+/// The one place that maps a trainer's name to its options type and its strategy: trainers make their strategies
+/// here, and a saved model finds its trainer again by the name stored in the zip. Only these known types are ever created when a model is loaded; nothing named in
 /// a file is instantiated by reflection.
 /// </summary>
 internal static class TrainerRegistry
@@ -23,15 +23,9 @@ internal static class TrainerRegistry
         [MasTrainer.TrainerName] = Make<MasTrainer.Options>(MasTrainer.TrainerName, o => new MasStrategy(o)),
         [RWalkTrainer.TrainerName] = Make<RWalkTrainer.Options>(RWalkTrainer.TrainerName, o => new RWalkStrategy(o)),
         [ScpTrainer.TrainerName] = Make<ScpTrainer.Options>(ScpTrainer.TrainerName, o => new ScpStrategy(o)),
-        [FineTuneTrainer.TrainerName] = new(FineTuneTrainer.TrainerName,
-            pairs => ContinualTrainerOptions.FromPairs<FineTuneTrainer.Options>(pairs),
-            _ => new FineTuneStrategy()),
-        [JointTrainer.TrainerName] = new(JointTrainer.TrainerName,
-            pairs => ContinualTrainerOptions.FromPairs<JointTrainer.Options>(pairs),
-            _ => new JointStrategy()),
-        [IndependentTrainer.TrainerName] = new(IndependentTrainer.TrainerName,
-            pairs => ContinualTrainerOptions.FromPairs<IndependentTrainer.Options>(pairs),
-            _ => new IndependentStrategy()),
+        [FineTuneTrainer.TrainerName] = Make<FineTuneTrainer.Options>(FineTuneTrainer.TrainerName, _ => new FineTuneStrategy()),
+        [JointTrainer.TrainerName] = Make<JointTrainer.Options>(JointTrainer.TrainerName, _ => new JointStrategy()),
+        [IndependentTrainer.TrainerName] = Make<IndependentTrainer.Options>(IndependentTrainer.TrainerName, _ => new IndependentStrategy()),
     };
 
     public static Entry Get(string name) =>

@@ -66,24 +66,14 @@ internal sealed class SiStrategy(SiTrainer.Options options) : RegularizationStra
         _omega = ParameterTensors.ZerosLike(context.Network);
     }
 
-    private readonly Dictionary<string, Tensor> _taskGradients = new();
-
-    // ω integrates the task loss's gradient (Zenke et al. eq. 3: the loss of the current task), taken before the
-    // penalty's gradient is added; the penalty's own pull would otherwise count as importance.
-    public override void AfterBackward(TrainingContext context)
-    {
-        _taskGradients.Clear();
-        foreach (var (name, p) in context.Network.OrderedParameters())
-            if (p.grad is Tensor g) _taskGradients[name] = g.clone(); // disposed with the step's scope
-        base.AfterBackward(context);
-    }
-
+    // g is the gradient the optimizer used (task loss and penalty), as in the reference implementations of
+    // Zenke et al. and van de Ven et al.; it is still in .grad after the step, so nothing is copied.
     public override void AfterStep(TrainingContext context)
     {
         using var _ = no_grad();
         foreach (var (name, p) in context.Network.OrderedParameters())
         {
-            if (!_taskGradients.TryGetValue(name, out var g)) continue;
+            if (p.grad is not Tensor g) continue;
             Tensor previous = _previous![name];
             _omega![name].addcmul_(g, previous.sub_(p), value: 1); // previous − p = −Δθ, so ω += −g Δθ
             previous.copy_(p);

@@ -8,6 +8,9 @@ using Microsoft.ML.Continual;
 //   split-mnist                      Hsu et al. 2018 baselines (FineTune, Joint) on Split MNIST in the three scenarios
 //   split-mnist-regularization       L2, EWC, online EWC, SI, MAS, RWalk, SCP beside FineTune and Joint, same protocol
 //   permuted-mnist-regularization    the same methods on 10-task Permuted MNIST, with per-epoch time against FineTune
+//   split-mnist-replay               experience replay (several budgets and policies) beside FineTune and Joint, Hsu et al. protocol
+//   replay-throughput                replay's samples/s task by task while its memory fills [--policy ClassBalanced --memory 20000]
+//   gem-protocol                     GEM, A-GEM, EWC and FineTune under the GEM paper's protocol [--streams rotated,permuted] [--only GEM,...]
 var arguments = args.ToList();
 string? benchmark = arguments.FirstOrDefault(a => !a.StartsWith("--"));
 int seeds = Option("--seeds", 1);
@@ -27,8 +30,17 @@ switch (benchmark)
     case "split-mnist-regularization":
         RegularizationBenchmarks.SplitMnist(OptionText("--only"), OptionText("--lambda"), OptionText("--scenario"), Option("--seed", 0), report);
         return 0;
+    case "split-mnist-replay":
+        ReplayBenchmarks.SplitMnist(OptionText("--only"), OptionText("--scenario"), Option("--seed", 0), report);
+        return 0;
+    case "replay-throughput":
+        ReplayBenchmarks.Throughput(OptionText("--policy") ?? "ClassBalanced", Option("--memory", 20000), report);
+        return 0;
+    case "gem-protocol":
+        GradientBenchmarks.Run(OptionText("--streams") ?? "rotated,permuted", OptionText("--only"), Option("--seed", 0), double.Parse(OptionText("--lr") ?? "0.1", CultureInfo.InvariantCulture), report);
+        return 0;
     default:
-        Console.Error.WriteLine("usage: Microsoft.ML.Continual.Benchmarks <split-mnist|permuted-mnist-regularization|split-mnist-regularization>");
+        Console.Error.WriteLine("usage: Microsoft.ML.Continual.Benchmarks <split-mnist|permuted-mnist-regularization|split-mnist-regularization|lambda-grid|gem-protocol|split-mnist-replay|replay-throughput>");
         Console.Error.WriteLine("  [--seeds N] [--report DIR] [--tasks N] [--epochs N] [--only FineTune,EWC,...] [--lambda EWC=100,SI=1,...] [--scenario TaskIncremental,...] [--seed N] [--hidden 400,400]");
         return 2;
 }

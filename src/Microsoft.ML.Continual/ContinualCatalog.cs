@@ -119,6 +119,18 @@ public sealed class ContinualTrainers
     /// <summary>Sliced Cramér preservation (Kolouri et al. 2020).</summary>
     public ScpTrainer Scp(ScpTrainer.Options? options = null) => new(_mlContext, options ?? new ScpTrainer.Options());
 
+    /// <summary>Gradient episodic memory (Lopez-Paz and Ranzato 2017): no step may increase any past task's memory loss.</summary>
+    /// <example><code source="../../src/Samples/GemSample.cs" /></example>
+    public GemTrainer Gem(GemTrainer.Options? options = null) => new(_mlContext, options ?? new GemTrainer.Options());
+
+    /// <summary>Averaged GEM (Chaudhry et al. 2019): one constraint on a reference gradient from the memory.</summary>
+    /// <example><code source="../../src/Samples/GemSample.cs" /></example>
+    public AGemTrainer AGem(AGemTrainer.Options? options = null) => new(_mlContext, options ?? new AGemTrainer.Options());
+
+    /// <summary>Experience replay with a fixed-budget memory (reservoir, class- or task-balanced; random or herding), optionally with a regularizer.</summary>
+    /// <example><code source="../../src/Samples/ReplaySample.cs" /></example>
+    public ReplayTrainer Replay(ReplayTrainer.Options? options = null) => new(_mlContext, options ?? new ReplayTrainer.Options());
+
     /// <summary>Fine-tuning with the common options given directly.</summary>
     public FineTuneTrainer FineTune(string labelColumnName, string featureColumnName = "Features", int numberOfEpochs = 5) =>
         FineTune(new FineTuneTrainer.Options { LabelColumnName = labelColumnName, FeatureColumnName = featureColumnName, NumberOfEpochs = numberOfEpochs });

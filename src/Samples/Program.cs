@@ -4,7 +4,7 @@ using Microsoft.ML.Continual;
 using Samples;
 
 // The main demo: every trainer available so far on Permuted MNIST, compared by ACC / BWT / FWT, with a report.
-// Usage: dotnet run --project src/Samples [-- finetune|evaluation|forgetting|regularization|streams]   (a sample's name runs just that sample)
+// Usage: dotnet run --project src/Samples [-- finetune|evaluation|forgetting|regularization|streams|gem|replay]   (a sample's name runs just that sample)
 string work = Path.Combine(Path.GetTempPath(), "continual-samples");
 Directory.CreateDirectory(work);
 
@@ -17,8 +17,10 @@ if (args.Length > 0)
         case "forgetting": ForgettingSample.Run(work); return 0;
         case "regularization": RegularizationSample.Run(work); return 0;
         case "streams": StreamsSample.Run(); return 0;
+        case "gem": GemSample.Run(work); return 0;
+        case "replay": ReplaySample.Run(work); return 0;
         default:
-            Console.Error.WriteLine($"Unknown sample '{args[0]}'. Samples: finetune, evaluation, forgetting, regularization, streams.");
+            Console.Error.WriteLine($"Unknown sample '{args[0]}'. Samples: finetune, evaluation, forgetting, regularization, streams, gem, replay.");
             return 2;
     }
 }
@@ -44,6 +46,9 @@ var trainers = new (string Name, IEstimator<ITransformer> Trainer)[]
     ("MAS", ml.Continual().Trainers.Mas(Configure(new MasTrainer.Options()))),
     ("RWalk", ml.Continual().Trainers.RWalk(Configure(new RWalkTrainer.Options()))),
     ("SCP", ml.Continual().Trainers.Scp(Configure(new ScpTrainer.Options()))),
+    ("GEM", ml.Continual().Trainers.Gem(Configure(new GemTrainer.Options()))),
+    ("A-GEM", ml.Continual().Trainers.AGem(Configure(new AGemTrainer.Options()))),
+    ("Replay (1,000 rows)", ml.Continual().Trainers.Replay(Configure(new ReplayTrainer.Options()))),
     ("Joint (upper bound)", ml.Continual().Trainers.Joint(Configure(new JointTrainer.Options()))),
     ("Independent (task id given)", ml.Continual().Trainers.Independent(Configure(new IndependentTrainer.Options()))),
 };

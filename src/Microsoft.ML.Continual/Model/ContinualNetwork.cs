@@ -103,6 +103,9 @@ internal sealed class ContinualNetwork : nn.Module
         return output.MoveToOuterDisposeScope();
     }
 
+    /// <summary>The last hidden layer's output (the shared trunk's), e.g. for herding.</summary>
+    public Tensor Embed(Tensor features) => trunks[0].call(features);
+
     private IReadOnlyList<(string Name, Parameter Value)>? _orderedParameters;
 
     /// <summary>Moves the network to <paramref name="device"/> (moving may replace the parameter objects, so the cached list is rebuilt).</summary>

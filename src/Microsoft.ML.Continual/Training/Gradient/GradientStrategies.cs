@@ -1,0 +1,225 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Continual;
+
+/// <summary>
+/// The network's gradients seen as one flat vector: the parameters and their offsets are fixed once per task, the
+/// vectors that hold flattened gradients are allocated once and reused at every step.
+/// </summary>
+internal sealed class FlatGradients
+{
+    private readonly Parameter[] _parameters;
+    private readonly long[] _offsets;
+
+    public FlatGradients(ContinualNetwork network)
+    {
+        _parameters = network.OrderedParameters().Select(p => p.Value).ToArray();
+        _offsets = new long[_parameters.Length];
+        long offset = 0;
+        for (int i = 0; i < _parameters.Length; i++) { _offsets[i] = offset; offset += _parameters[i].numel(); }
+        Size = offset;
+    }
+
+    public long Size { get; }
+
+    /// <summary>Copies the current gradients into <paramref name="destination"/> (zeros for parameters without one).</summary>
+    public void CopyTo(Tensor destination)
+    {
+        using var _ = no_grad();
+        for (int i = 0; i < _parameters.Length; i++)
+        {
+            using Tensor part = destination.narrow(0, _offsets[i], _parameters[i].numel());
+            if (_parameters[i].grad is Tensor gradient) part.copy_(gradient.view(-1));
+            else part.zero_();
+        }
+    }
+
+    /// <summary>Sets the gradients from <paramref name="source"/>; a parameter without a gradient gets one only where the source is not zero.</summary>
+    public void CopyFrom(Tensor source)
+    {
+        using var _ = no_grad();
+        for (int i = 0; i < _parameters.Length; i++)
+        {
+            using Tensor part = source.narrow(0, _offsets[i], _parameters[i].numel()).view(_parameters[i].shape);
+            if (_parameters[i].grad is Tensor gradient) gradient.copy_(part);
+            else if (part.count_nonzero().item<long>() > 0) _parameters[i].grad = part.clone().DetachFromDisposeScope();
+        }
+    }
+
+    public void Zero()
+    {
+        using var _ = no_grad();
+        foreach (var parameter in _parameters) parameter.grad?.zero_();
+    }
+}
+
+/// <summary>
+/// Gradient episodic memory (Lopez-Paz and Ranzato 2017): <see cref="GemTrainer"/>. At every step the gradient of each
+/// past task's memory is computed (one forward and backward each) and the step's gradient projected when it would
+/// increase any of their losses (<see cref="GemProjection"/>). After a task, a random sample of its rows joins the memory.
+/// </summary>
+internal sealed class GemStrategy : ContinualStrategy
+{
+    private const double Epsilon = 1e-3; // GEM's positive-definite regularisation of GGᵀ
+    private readonly GemTrainer.Options _options;
+    private ExampleMemory _memory = ExampleMemory.Empty;
+    private List<TrainingBatch> _pastTasks = new();
+    private FlatGradients? _flat;
+    private Tensor? _gradient, _memoryGradients;
+
+    public GemStrategy(GemTrainer.Options options) => _options = options;
+
+    /// <summary>Steps of the last task whose gradient was projected, and all its steps (for diagnostics and tests).</summary>
+    public long ProjectedSteps { get; private set; }
+    public long Steps { get; private set; }
+
+    public override void BeforeTask(TrainingContext context)
+    {
+        ProjectedSteps = Steps = 0;
+        _pastTasks = new();
+        _flat = new FlatGradients(context.Network);
+        if (_memory.Count == 0) return;
+        // Each past task's memory as one batch on the device, gathered once per task (tensors live in the fit's dispose scope).
+        using TaskTensors memory = _memory.ToDevice(context.Device)!;
+        foreach (int task in _memory.TaskOf.Distinct().Order())
+        {
+            Tensor rows = tensor(Enumerable.Range(0, _memory.Count).Where(i => _memory.TaskOf[i] == task).Select(i => (long)i).ToArray()).to(context.Device);
+            _pastTasks.Add(memory.Select(rows));
+        }
+        _gradient = zeros(_flat.Size, device: context.Device);
+        _memoryGradients = zeros(_pastTasks.Count, _flat.Size, device: context.Device);
+    }
+
+    public override void AfterBackward(TrainingContext context)
+    {
+        Steps++;
+        if (_pastTasks.Count == 0) return;
+        var flat = _flat!;
+        flat.CopyTo(_gradient!);
+        for (int k = 0; k < _pastTasks.Count; k++)
+        {
+            flat.Zero();
+            context.Loss(_pastTasks[k]).backward();
+            using Tensor row = _memoryGradients![k];
+            flat.CopyTo(row);
+        }
+        bool violated;
+        using (no_grad()) violated = _memoryGradients!.mv(_gradient!).lt(0).any().item<bool>();
+        if (!violated)
+        {
+            flat.CopyFrom(_gradient!);
+            return;
+        }
+        ProjectedSteps++;
+        using Tensor projected = GemProjection.Project(_memoryGradients!, _gradient!, _options.MemoryStrength, Epsilon, out _);
+        flat.CopyFrom(projected);
+    }
+
+    public override void AfterTask(TrainingContext context)
+    {
+        var task = context.Task;
+        var random = new Random(unchecked((int)(context.TaskSeed ^ 0x4745_4D00)));
+        int[] rows = Enumerable.Range(0, (int)task.Count).OrderBy(_ => random.Next()).Take(_options.MemoriesPerTask).ToArray();
+        _memory = _memory.Append(task, context.TaskIndex, ExampleMemory.ClassesOf(task, context.State.Kind), rows);
+        _pastTasks = new();
+        _gradient = _memoryGradients = null;
+    }
+
+    public override void CopyStateFrom(ContinualStrategy previous) => _memory = ((GemStrategy)previous)._memory;
+    public override void SaveState(BinaryWriter writer) => _memory.Save(writer);
+    public override void LoadState(BinaryReader reader, int formatVersion) => _memory = ExampleMemory.Load(reader);
+    internal ExampleMemory Memory => _memory;
+
+    public override IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long>
+    {
+        ["memory rows"] = _memory.Count,
+        ["memory tasks"] = _memory.TaskOf.Distinct().Count(),
+        ["memory floats"] = _memory.Features?.numel() ?? 0,
+    };
+}
+
+/// <summary>
+/// Averaged GEM (Chaudhry et al. 2019): <see cref="AGemTrainer"/>. One reference gradient per step from a random sample of
+/// the whole memory; when the step's gradient g points against it (gᵀg_ref &lt; 0), g is projected onto its half-space.
+/// The memory is task-balanced with a fixed budget.
+/// </summary>
+internal sealed class AGemStrategy : ContinualStrategy
+{
+    private readonly AGemTrainer.Options _options;
+    private ExampleMemory _memory = ExampleMemory.Empty;
+    private TaskTensors? _deviceMemory;
+    private Generator? _generator;
+    private FlatGradients? _flat;
+    private Tensor? _gradient, _reference;
+
+    public AGemStrategy(AGemTrainer.Options options) => _options = options;
+
+    public long ProjectedSteps { get; private set; }
+    public long Steps { get; private set; }
+
+    public override void BeforeTask(TrainingContext context)
+    {
+        ProjectedSteps = Steps = 0;
+        _flat = new FlatGradients(context.Network);
+        _deviceMemory = _memory.ToDevice(context.Device);
+        if (_deviceMemory is null) return;
+        _generator = new Generator((ulong)(context.TaskSeed ^ 0x4147_454D), context.Device.type == DeviceType.CPU ? CPU : context.Device);
+        _gradient = zeros(_flat.Size, device: context.Device);
+        _reference = zeros(_flat.Size, device: context.Device);
+    }
+
+    public override void AfterBackward(TrainingContext context)
+    {
+        Steps++;
+        if (_deviceMemory is null) return;
+        var flat = _flat!;
+        flat.CopyTo(_gradient!);
+        long count = _deviceMemory.Count;
+        // The reference sample: the whole memory when it is no larger than the sample size, else a uniform draw.
+        TrainingBatch reference = count <= _options.ReferenceSampleSize
+            ? new TrainingBatch(_deviceMemory.Features, _deviceMemory.Targets, _deviceMemory.Heads)
+            : _deviceMemory.Select(randint(count, [_options.ReferenceSampleSize], generator: _generator, device: CPU).to(context.Device));
+        flat.Zero();
+        context.Loss(reference).backward();
+        flat.CopyTo(_reference!);
+        if (Project(_gradient!, _reference!)) ProjectedSteps++;
+        flat.CopyFrom(_gradient!);
+    }
+
+    /// <summary>g ← g − (gᵀg_ref / g_refᵀg_ref) g_ref when gᵀg_ref &lt; 0 (Chaudhry et al. 2019, eq. 11), in place; true when it projected.</summary>
+    internal static bool Project(Tensor gradient, Tensor reference)
+    {
+        using var _ = no_grad();
+        double dot = gradient.dot(reference).item<float>();
+        if (dot >= 0) return false;
+        double norm = reference.dot(reference).item<float>();
+        if (norm > 0) gradient.add_(reference, alpha: -dot / norm);
+        return true;
+    }
+
+    public override void AfterTask(TrainingContext context)
+    {
+        var task = context.Task;
+        var random = new Random(unchecked((int)(context.TaskSeed ^ 0x4147_4500)));
+        _memory = _memory.Offer(task, context.TaskIndex, ExampleMemory.ClassesOf(task, context.State.Kind), ReplayBufferPolicy.TaskBalanced,
+            _options.MemorySize, ExemplarSelection.Random, random, embed: null);
+        _deviceMemory?.Dispose();
+        _deviceMemory = null;
+        _generator?.Dispose();
+        _generator = null;
+        _gradient = _reference = null;
+    }
+
+    public override void CopyStateFrom(ContinualStrategy previous) => _memory = ((AGemStrategy)previous)._memory;
+    public override void SaveState(BinaryWriter writer) => _memory.Save(writer);
+    public override void LoadState(BinaryReader reader, int formatVersion) => _memory = ExampleMemory.Load(reader);
+    internal ExampleMemory Memory => _memory;
+
+    public override IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long>
+    {
+        ["memory rows"] = _memory.Count,
+        ["memory floats"] = _memory.Features?.numel() ?? 0,
+    };
+}

@@ -9,7 +9,9 @@ using Microsoft.ML.Continual;
 //   split-mnist-regularization       L2, EWC, online EWC, SI, MAS, RWalk, SCP beside FineTune and Joint, same protocol
 //   permuted-mnist-regularization    the same methods on 10-task Permuted MNIST, with per-epoch time against FineTune
 //   split-mnist-replay               experience replay (several budgets and policies) beside FineTune and Joint, Hsu et al. protocol
-//   replay-throughput                replay's samples/s task by task while its memory fills [--policy ClassBalanced --memory 20000]
+//   replay-throughput                replay's samples/s task by task while its memory fills [--policy ClassBalanced --memory 20000 --rows 10000 --epochs 2]
+//   split-mnist-generative           generative replay (with and without distillation) beside FineTune and Joint [--scenario ClassIncremental --epochs 21 --lr 0.001]
+//   sweep-ewc-lambda                 a Bayesian sweep of EWC's λ (8 trials) against a dense 24-point grid on the test sets
 //   gem-protocol                     GEM, A-GEM, EWC and FineTune under the GEM paper's protocol [--streams rotated,permuted] [--only GEM,...]
 var arguments = args.ToList();
 string? benchmark = arguments.FirstOrDefault(a => !a.StartsWith("--"));
@@ -34,13 +36,19 @@ switch (benchmark)
         ReplayBenchmarks.SplitMnist(OptionText("--only"), OptionText("--scenario"), Option("--seed", 0), report);
         return 0;
     case "replay-throughput":
-        ReplayBenchmarks.Throughput(OptionText("--policy") ?? "ClassBalanced", Option("--memory", 20000), report);
+        ReplayBenchmarks.Throughput(OptionText("--policy") ?? "ClassBalanced", Option("--memory", 20000), Option("--rows", 10000), Option("--epochs", 2), report);
+        return 0;
+    case "split-mnist-generative":
+        ReplayBenchmarks.Generative(OptionText("--scenario"), Option("--epochs", 21), double.Parse(OptionText("--lr") ?? "0.001", CultureInfo.InvariantCulture), Option("--seed", 0), report);
+        return 0;
+    case "sweep-ewc-lambda":
+        SweepBenchmarks.EwcLambda(Option("--trials", 8), Option("--grid", 24), report);
         return 0;
     case "gem-protocol":
         GradientBenchmarks.Run(OptionText("--streams") ?? "rotated,permuted", OptionText("--only"), Option("--seed", 0), double.Parse(OptionText("--lr") ?? "0.1", CultureInfo.InvariantCulture), report);
         return 0;
     default:
-        Console.Error.WriteLine("usage: Microsoft.ML.Continual.Benchmarks <split-mnist|permuted-mnist-regularization|split-mnist-regularization|lambda-grid|gem-protocol|split-mnist-replay|replay-throughput>");
+        Console.Error.WriteLine("usage: Microsoft.ML.Continual.Benchmarks <split-mnist|permuted-mnist-regularization|split-mnist-regularization|lambda-grid|gem-protocol|split-mnist-replay|split-mnist-generative|replay-throughput|sweep-ewc-lambda>");
         Console.Error.WriteLine("  [--seeds N] [--report DIR] [--tasks N] [--epochs N] [--only FineTune,EWC,...] [--lambda EWC=100,SI=1,...] [--scenario TaskIncremental,...] [--seed N] [--hidden 400,400]");
         return 2;
 }

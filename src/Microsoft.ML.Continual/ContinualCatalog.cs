@@ -27,6 +27,11 @@ public sealed class ContinualCatalog
     /// <summary>The continual trainers.</summary>
     public ContinualTrainers Trainers { get; }
 
+    /// <summary>Starts a sweep over a trainer's options (λ, memory size, learning rate, ...), shaped like ML.NET AutoML:
+    /// <c>CreateSweep().SetTrainer(...).SetTaskStream(...).SetObjective(...).SetMaxTrials(...).SetTuner(...).RunAsync()</c>.</summary>
+    /// <example><code source="../../src/Samples/SweepSample.cs" /></example>
+    public ContinualSweepBuilder CreateSweep() => new(_mlContext);
+
     /// <summary>Ready-made task streams (Permuted, Rotated and Split MNIST, a generated drift stream).</summary>
     public ContinualBenchmarks Benchmarks { get; } = new();
 
@@ -130,6 +135,10 @@ public sealed class ContinualTrainers
     /// <summary>Experience replay with a fixed-budget memory (reservoir, class- or task-balanced; random or herding), optionally with a regularizer.</summary>
     /// <example><code source="../../src/Samples/ReplaySample.cs" /></example>
     public ReplayTrainer Replay(ReplayTrainer.Options? options = null) => new(_mlContext, options ?? new ReplayTrainer.Options());
+
+    /// <summary>Generative replay (Shin et al. 2017; van de Ven and Tolias): a VAE regenerates earlier tasks' inputs, so no rows are kept.</summary>
+    /// <example><code source="../../src/Samples/ReplaySample.cs" /></example>
+    public GenerativeReplayTrainer GenerativeReplay(GenerativeReplayTrainer.Options? options = null) => new(_mlContext, options ?? new GenerativeReplayTrainer.Options());
 
     /// <summary>Fine-tuning with the common options given directly.</summary>
     public FineTuneTrainer FineTune(string labelColumnName, string featureColumnName = "Features", int numberOfEpochs = 5) =>

@@ -83,6 +83,9 @@ internal sealed class TrainingContext
     public int Epoch { get; set; }
     public long Step { get; set; }
 
+    /// <summary>The task's minibatch of this step (valid from <see cref="ContinualStrategy.ExtraBatches"/> to <see cref="ContinualStrategy.AfterStep"/>).</summary>
+    public TrainingBatch? CurrentBatch { get; set; }
+
     /// <summary>The loss the loop minimises for a batch (mean over rows), with the model's output masking.</summary>
     public Tensor Loss(TrainingBatch batch) => State.Loss(Network.Forward(batch.Features, batch.Heads), batch);
 }

@@ -26,6 +26,7 @@ internal static class TrainerRegistry
         [GemTrainer.TrainerName] = Make<GemTrainer.Options>(GemTrainer.TrainerName, o => new GemStrategy(o)),
         [AGemTrainer.TrainerName] = Make<AGemTrainer.Options>(AGemTrainer.TrainerName, o => new AGemStrategy(o)),
         [ReplayTrainer.TrainerName] = Make<ReplayTrainer.Options>(ReplayTrainer.TrainerName, ReplayTrainer.CreateStrategy),
+        [GenerativeReplayTrainer.TrainerName] = Make<GenerativeReplayTrainer.Options>(GenerativeReplayTrainer.TrainerName, o => new GenerativeReplayStrategy(o)),
         [FineTuneTrainer.TrainerName] = Make<FineTuneTrainer.Options>(FineTuneTrainer.TrainerName, _ => new FineTuneStrategy()),
         [JointTrainer.TrainerName] = Make<JointTrainer.Options>(JointTrainer.TrainerName, _ => new JointStrategy()),
         [IndependentTrainer.TrainerName] = Make<IndependentTrainer.Options>(IndependentTrainer.TrainerName, _ => new IndependentStrategy()),

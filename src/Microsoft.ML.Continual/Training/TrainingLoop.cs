@@ -189,6 +189,7 @@ internal static class TrainingLoop
                 context.Cancellation.ThrowIfCancellationRequested();
                 using var scope = NewDisposeScope();
                 TrainingBatch batch = context.Task.Select(order.narrow(0, start, Math.Min(options.BatchSize, count - start)));
+                context.CurrentBatch = batch;
                 context.Optimizer.zero_grad();
                 Tensor outputs = network.Forward(batch.Features, batch.Heads);
                 Tensor loss = context.State.Loss(outputs, batch);

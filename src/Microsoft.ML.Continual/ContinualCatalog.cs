@@ -13,7 +13,7 @@ public static class MLContextContinualExtensions
     }
 }
 
-/// <summary>The continual-learning catalog, like <c>mlContext.Auto()</c>: <see cref="Trainers"/> and <see cref="Refit"/>.</summary>
+/// <summary>The continual-learning catalog, like <c>mlContext.Auto()</c>: <see cref="Trainers"/> and <see cref="Refit(ITransformer, IDataView, CancellationToken)"/>.</summary>
 public sealed class ContinualCatalog
 {
     private readonly MLContext _mlContext;
@@ -56,6 +56,62 @@ public sealed class ContinualCatalog
         return ContinualExperiment.Evaluate(_mlContext, modelsAfterEachTask, stream, score, untrainedModel);
     }
 
+    /// <summary>One model's score on one data set, as an entry of R is computed (accuracy by default); NaN when the model cannot
+    /// score it (e.g. a task-incremental model without a head for the data's task id).</summary>
+    public double Score(ITransformer model, IDataView data, string labelColumnName = "Label", ContinualScore score = ContinualScore.Accuracy)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(data);
+        return ContinualEvaluator.Score(_mlContext, model, data, labelColumnName, score);
+    }
+
+    /// <summary>
+    /// Loads a model saved with <c>mlContext.Model.Save</c> that ends in a continual model, as <c>mlContext.Model.Load</c>
+    /// does, but with one error type for every way a file can be bad: a truncated, corrupted or foreign file (or one that
+    /// does not end in a <see cref="ContinualTransformer"/>) is a <see cref="ContinualModelFormatException"/> naming the
+    /// file and what was wrong. A missing file is a <see cref="FileNotFoundException"/>. Loading creates only ML.NET's
+    /// registered components and this library's known trainers; it never deserializes arbitrary types.
+    /// </summary>
+    public ITransformer LoadModel(string path, out DataViewSchema inputSchema)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        if (!File.Exists(path)) throw new FileNotFoundException($"Model file '{path}' does not exist.", path);
+        using var stream = File.OpenRead(path);
+        return LoadModel(stream, out inputSchema, path);
+    }
+
+    /// <summary>As <see cref="LoadModel(string, out DataViewSchema)"/>, from a stream (seekable, for the checks that run before ML.NET reads it).</summary>
+    public ITransformer LoadModel(Stream stream, out DataViewSchema inputSchema) => LoadModel(stream, out inputSchema, "the stream");
+
+    private ITransformer LoadModel(Stream stream, out DataViewSchema inputSchema, string what)
+    {
+        ITransformer model;
+        if (stream.CanSeek) Internal.SchemaEntryCheck.CheckZip(stream, what);
+        try
+        {
+            model = _mlContext.Model.Load(stream, out inputSchema);
+        }
+        catch (ContinualModelFormatException e)
+        {
+            throw new ContinualModelFormatException($"{what}: {e.Message}", e);
+        }
+        catch (Exception e) when (e is not OperationCanceledException and not OutOfMemoryException)
+        {
+            throw new ContinualModelFormatException($"{what} is not a readable ML.NET model zip ({e.GetType().Name}: {e.Message}).", e);
+        }
+        if (FindContinual(model) is null)
+            throw new ContinualModelFormatException($"{what} holds an ML.NET model ({model.GetType().Name}) that does not end in a continual model.");
+        return model;
+    }
+
+    /// <summary>The continual model at the end of <paramref name="model"/> (itself, or the last of a possibly nested chain), or null.</summary>
+    public static ContinualTransformer? FindContinual(ITransformer model) => model switch
+    {
+        ContinualTransformer c => c,
+        IEnumerable<ITransformer> chain when chain.LastOrDefault() is { } last => FindContinual(last),
+        _ => null,
+    };
+
     /// <summary>
     /// Continues a model on the next task with the options and strategy state stored in it. <paramref name="model"/>
     /// is a <see cref="ContinualTransformer"/> or a chain ending in one (e.g. what <c>ml.Model.Load</c> returns):
@@ -68,19 +124,30 @@ public sealed class ContinualCatalog
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(task);
-        return RefitCore(model, task, cancellationToken)
+        return RefitCore(model, task, null, cancellationToken)
             ?? throw new ArgumentException($"The model ({model.GetType().Name}) does not end in a ContinualTransformer; Refit continues models made by mlContext.Continual().Trainers.", nameof(model));
     }
 
-    private static ITransformer? RefitCore(ITransformer model, IDataView task, CancellationToken cancellation)
+    /// <summary>As <see cref="Refit(ITransformer, IDataView, CancellationToken)"/>, with checkpoints within the task and progress
+    /// reports as <paramref name="fitOptions"/> says.</summary>
+    public ITransformer Refit(ITransformer model, IDataView task, ContinualFitOptions fitOptions, CancellationToken cancellationToken = default)
     {
-        if (model is ContinualTransformer continual) return continual.Continue(task, cancellation);
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(task);
+        ArgumentNullException.ThrowIfNull(fitOptions);
+        return RefitCore(model, task, fitOptions, cancellationToken)
+            ?? throw new ArgumentException($"The model ({model.GetType().Name}) does not end in a ContinualTransformer; Refit continues models made by mlContext.Continual().Trainers.", nameof(model));
+    }
+
+    private static ITransformer? RefitCore(ITransformer model, IDataView task, ContinualFitOptions? fitOptions, CancellationToken cancellation)
+    {
+        if (model is ContinualTransformer continual) return continual.Continue(task, fitOptions, cancellation);
         if (model is not IEnumerable<ITransformer> chain) return null;
         var parts = chain.ToList();
         if (parts.Count == 0) return null;
         IDataView data = task;
         for (int i = 0; i < parts.Count - 1; i++) data = parts[i].Transform(data);
-        ITransformer? last = RefitCore(parts[^1], data, cancellation);
+        ITransformer? last = RefitCore(parts[^1], data, fitOptions, cancellation);
         if (last is null) return null;
         var result = new TransformerChain<ITransformer>();
         foreach (var part in parts.Take(parts.Count - 1)) result = result.Append(part);
@@ -139,6 +206,22 @@ public sealed class ContinualTrainers
     /// <summary>Generative replay (Shin et al. 2017; van de Ven and Tolias): a VAE regenerates earlier tasks' inputs, so no rows are kept.</summary>
     /// <example><code source="../../src/Samples/ReplaySample.cs" /></example>
     public GenerativeReplayTrainer GenerativeReplay(GenerativeReplayTrainer.Options? options = null) => new(_mlContext, options ?? new GenerativeReplayTrainer.Options());
+
+    /// <summary>The names of every trainer, for <see cref="Create"/> (e.g. "FineTune", "Ewc", "Replay").</summary>
+    public static IReadOnlyList<string> Names => TrainerRegistry.Names;
+
+    /// <summary>
+    /// A trainer chosen by name (any case) with options given as name=value text, e.g. from a command line or a
+    /// configuration file: <c>Create("ewc", new Dictionary&lt;string, string&gt; { ["Lambda"] = "1000", ["HiddenLayerSizes"] = "100,100" })</c>.
+    /// An unknown trainer or option name, or a value of the wrong type or out of range, is an <see cref="ArgumentException"/> saying what is valid.
+    /// </summary>
+    public IEstimator<ContinualTransformer> Create(string trainerName, IEnumerable<KeyValuePair<string, string>>? options = null)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(trainerName);
+        var entry = TrainerRegistry.Find(trainerName.Replace("-", "").Replace("_", ""))
+            ?? throw new ArgumentException($"Unknown trainer '{trainerName}'. Trainers: {string.Join(", ", TrainerRegistry.Names)}.", nameof(trainerName));
+        return entry.CreateTrainer(_mlContext, entry.ParseUserOptions(options ?? []));
+    }
 
     /// <summary>Fine-tuning with the common options given directly.</summary>
     public FineTuneTrainer FineTune(string labelColumnName, string featureColumnName = "Features", int numberOfEpochs = 5) =>

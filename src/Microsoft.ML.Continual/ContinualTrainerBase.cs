@@ -50,7 +50,7 @@ public abstract class ContinualTrainerBase<TOptions> : IEstimator<ContinualTrans
     /// The network (its shape must match these options), label vocabulary and task ids carry over; the strategy's
     /// state carries over when <paramref name="previousModel"/> was made by this same trainer, and starts anew
     /// otherwise. <paramref name="previousModel"/> is not changed. To continue with the options stored in a model,
-    /// use <see cref="ContinualCatalog.Refit"/> instead.
+    /// use <see cref="ContinualCatalog.Refit(ITransformer, IDataView, CancellationToken)"/> instead.
     /// </summary>
     public ContinualTransformer Fit(IDataView input, ContinualTransformer previousModel, CancellationToken cancellationToken = default)
     {
@@ -62,6 +62,25 @@ public abstract class ContinualTrainerBase<TOptions> : IEstimator<ContinualTrans
             ? previousModel.CopyStrategy(TrainerRegistry.Get(Name), options)
             : CreateStrategy(options);
         return previousModel.ContinueWith(Name, options, strategy, input, cancellationToken);
+    }
+
+    /// <summary>
+    /// Trains on <paramref name="input"/>, continuing <paramref name="previousModel"/> when given (as
+    /// <see cref="Fit(IDataView, ContinualTransformer, CancellationToken)"/>) or starting a new model, with checkpoints within
+    /// the task and progress reports as <paramref name="fitOptions"/> says.
+    /// </summary>
+    public ContinualTransformer Fit(IDataView input, ContinualTransformer? previousModel, ContinualFitOptions fitOptions, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        ArgumentNullException.ThrowIfNull(fitOptions);
+        var options = _options.CloneAs<TOptions>();
+        if (previousModel is null)
+            return new ContinualTransformer(_env, TrainingLoop.Train(_env, null, Name, options, CreateStrategy(options), input, cancellationToken, fitOptions));
+        CheckColumnsMatch(previousModel.State.Options, options);
+        ContinualStrategy strategy = previousModel.TrainerName == Name
+            ? previousModel.CopyStrategy(TrainerRegistry.Get(Name), options)
+            : CreateStrategy(options);
+        return previousModel.ContinueWith(Name, options, strategy, input, cancellationToken, fitOptions);
     }
 
     /// <summary>The schema shape the trainer's model produces, after checking the input's columns.</summary>

@@ -46,7 +46,7 @@ public enum ContinualOptimizer
 /// </summary>
 /// <remarks>
 /// The options are copied when the estimator is created and frozen into the model at the first fit:
-/// <see cref="ContinualCatalog.Refit"/> and <c>Fit(task, previousModel)</c> continue with the options stored in
+/// <see cref="ContinualCatalog.Refit(ITransformer, IDataView, CancellationToken)"/> and <c>Fit(task, previousModel)</c> continue with the options stored in
 /// the model, so a refit months later trains exactly as the first fit did. Changing an options object after it
 /// was given to a trainer has no effect on that trainer.
 /// </remarks>
@@ -127,6 +127,31 @@ public abstract class ContinualTrainerOptions
         foreach (var (name, text) in pairs)
             if (byName.TryGetValue(name, out var p))
                 p.SetValue(options, ParseValue(p.PropertyType, text, name));
+        return options;
+    }
+
+    /// <summary>Reads options a user wrote as name=value text (e.g. on a command line): names match any case, an unknown
+    /// name or a value of the wrong type is an <see cref="ArgumentException"/> that lists the valid names or says the type.</summary>
+    internal static TOptions FromUserPairs<TOptions>(IEnumerable<KeyValuePair<string, string>> pairs) where TOptions : ContinualTrainerOptions, new()
+    {
+        var options = new TOptions();
+        var byName = SettableProperties(typeof(TOptions)).ToDictionary(p => p.Name, StringComparer.OrdinalIgnoreCase);
+        foreach (var (name, text) in pairs)
+        {
+            if (!byName.TryGetValue(name.Trim(), out var p))
+                throw new ArgumentException($"Unknown option '{name}'. Options of this trainer: {string.Join(", ", byName.Keys.Order(StringComparer.Ordinal))}.");
+            try
+            {
+                p.SetValue(options, ParseValue(p.PropertyType, text.Trim(), p.Name));
+            }
+            catch (ContinualModelFormatException e)
+            {
+                Type type = Nullable.GetUnderlyingType(p.PropertyType) ?? p.PropertyType;
+                string expected = type.IsEnum ? $"one of {string.Join(", ", Enum.GetNames(type))}" : type == typeof(int[]) ? "comma-separated integers" : $"a {type.Name}";
+                throw new ArgumentException($"Option {p.Name} = '{text}' is not valid: expected {expected}.", e);
+            }
+        }
+        options.Validate();
         return options;
     }
 

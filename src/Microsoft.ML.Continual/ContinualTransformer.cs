@@ -7,7 +7,7 @@ namespace Microsoft.ML.Continual;
 /// <summary>
 /// A model trained by a continual trainer on one or more tasks. It scores data like any ML.NET prediction
 /// transformer (columns <c>Score</c>, and for classification <c>PredictedLabel</c>, for binary also
-/// <c>Probability</c>), saves into the ordinary ML.NET model zip, and continues: <see cref="ContinualCatalog.Refit"/>
+/// <c>Probability</c>), saves into the ordinary ML.NET model zip, and continues: <see cref="ContinualCatalog.Refit(ITransformer, IDataView, CancellationToken)"/>
 /// trains it on the next task with its stored options and strategy state.
 /// </summary>
 /// <remarks>
@@ -33,6 +33,9 @@ public sealed class ContinualTransformer : ITransformer, ICanSaveModel
 
     /// <summary>How many tasks the model was trained on.</summary>
     public int TasksSeen => State.TasksSeen;
+
+    /// <summary>The model-format version this model was read with (the current version for a model trained in this process).</summary>
+    public int FormatVersion => State.FormatVersion;
 
     /// <summary>What the model predicts.</summary>
     public ContinualPredictionKind PredictionKind => State.Kind;
@@ -78,16 +81,19 @@ public sealed class ContinualTransformer : ITransformer, ICanSaveModel
 
     /// <summary>Trains a new model on <paramref name="task"/>, continuing this one with its stored options and
     /// strategy state. This model is not changed.</summary>
-    public ContinualTransformer Continue(IDataView task, CancellationToken cancellationToken = default)
+    public ContinualTransformer Continue(IDataView task, CancellationToken cancellationToken = default) => Continue(task, null, cancellationToken);
+
+    internal ContinualTransformer Continue(IDataView task, ContinualFitOptions? fitOptions, CancellationToken cancellationToken)
     {
         var entry = TrainerRegistry.Get(State.TrainerName);
         var options = entry.ReadOptions(State.Options.ToPairs());
-        return ContinueWith(State.TrainerName, options, CopyStrategy(entry, options), task, cancellationToken);
+        return ContinueWith(State.TrainerName, options, CopyStrategy(entry, options), task, cancellationToken, fitOptions);
     }
 
-    internal ContinualTransformer ContinueWith(string trainerName, ContinualTrainerOptions options, ContinualStrategy strategy, IDataView task, CancellationToken cancellationToken)
+    internal ContinualTransformer ContinueWith(string trainerName, ContinualTrainerOptions options, ContinualStrategy strategy, IDataView task, CancellationToken cancellationToken,
+        ContinualFitOptions? fitOptions = null)
     {
-        var state = TrainingLoop.Train(_env, State, trainerName, options, strategy, task, cancellationToken);
+        var state = TrainingLoop.Train(_env, State, trainerName, options, strategy, task, cancellationToken, fitOptions);
         return new ContinualTransformer(_env, state);
     }
 

@@ -40,8 +40,18 @@ public static class Program
                 ml.Model.Save(next, schema, args[6]);
                 return 0;
             }
+            case "fixture": // fixture <out.zip> <scores.bin>: the format-compatibility fixture (made once, kept in Fixtures/)
+            {
+                var data = TestData.View(ml, 0, [0, 1, 2], 120, 1);
+                var options = new EwcTrainer.Options { HiddenLayerSizes = [8], NumberOfEpochs = 2, Seed = 7, Lambda = 10 };
+                var model = ml.Continual().Trainers.Ewc(options).Fit(data);
+                var next = ml.Continual().Refit(model, TestData.View(ml, 1, [0, 1, 2, 3], 120, 2));
+                ml.Model.Save(next, data.Schema, args[1]);
+                File.WriteAllBytes(args[2], TestData.Bytes(TestData.Scores(next, TestData.View(ml, 1, [0, 1, 2, 3], 40, 3))));
+                return 0;
+            }
             default:
-                Console.Error.WriteLine("usage: score|refit ...");
+                Console.Error.WriteLine("usage: score|train|refit|fixture ...");
                 return 2;
         }
     }

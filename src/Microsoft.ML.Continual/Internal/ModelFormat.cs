@@ -126,7 +126,7 @@ internal static class ModelFormat
                 TrainerName = trainerName, Options = options, Strategy = strategy, Network = network, Kind = kind,
                 FeatureSize = featureSize, LabelKind = labelKind, Classes = classes,
                 TaskIdKind = multiHead ? taskIdKind : null, TaskIds = taskIds, HeadClasses = headClasses,
-                TasksSeen = tasksSeen, RowsSeen = rowsSeen,
+                TasksSeen = tasksSeen, RowsSeen = rowsSeen, FormatVersion = version,
             };
         }
         catch (Exception e) when (e is not ContinualModelFormatException and not OperationCanceledException and not OutOfMemoryException)

@@ -1,3 +1,4 @@
+using Microsoft.ML.Continual.Internal;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -26,6 +27,8 @@ internal sealed class ContinualModelState : IDisposable
     /// <summary>For multiclass multi-head models: which classes each head may predict.</summary>
     public List<bool[]> HeadClasses { get; init; } = new();
     public int TasksSeen { get; set; }
+    /// <summary>The format version the model was read with (the current one for a model made in this process).</summary>
+    public int FormatVersion { get; init; } = ModelFormat.CurrentVersion;
     public long RowsSeen { get; set; }
     /// <summary>Rows in the last task's training set (a joint model's includes earlier tasks) and the seconds the loop took; not saved.</summary>
     public long LastTaskTrainingRows { get; set; }

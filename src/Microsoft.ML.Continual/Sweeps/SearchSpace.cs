@@ -72,8 +72,26 @@ public enum SearchDimensionKind
 /// <typeparam name="T">A class with a parameterless constructor whose attributed properties are the parameters.</typeparam>
 public sealed class SearchSpace<T> where T : class, new()
 {
-    private readonly PropertyInfo[] _properties;
+    private readonly PropertyInfo[]? _properties;
+    private readonly Action<T, string, object>? _set;
     private readonly double[] _initial;
+
+    /// <summary>A space given as dimensions rather than attributes (e.g. built from a command line or a configuration file);
+    /// <paramref name="set"/> stores a dimension's value in the parameter object.</summary>
+    public SearchSpace(IReadOnlyList<SearchDimension> dimensions, Action<T, string, object> set)
+    {
+        ArgumentNullException.ThrowIfNull(dimensions);
+        ArgumentNullException.ThrowIfNull(set);
+        if (dimensions.Count == 0) throw new ArgumentException("A search space needs at least one dimension.", nameof(dimensions));
+        foreach (var d in dimensions)
+        {
+            if (d.Kind == SearchDimensionKind.Choice ? d.Choices.Count == 0 : !(d.Min < d.Max) || (d.LogScale && d.Min <= 0))
+                throw new ArgumentException($"Dimension '{d.Name}' is empty or its range is not valid (min < max, and min > 0 on a log scale).", nameof(dimensions));
+        }
+        Dimensions = dimensions.ToList();
+        _set = set;
+        _initial = dimensions.Select(d => d.Kind == SearchDimensionKind.Choice ? 0.5 / d.Choices.Count : 0.5).ToArray();
+    }
 
     /// <summary>Reads the attributes of <typeparamref name="T"/>; throws when a property's attribute does not fit its type or range.</summary>
     public SearchSpace()
@@ -133,7 +151,8 @@ public sealed class SearchSpace<T> where T : class, new()
         var parameters = new T();
         for (int i = 0; i < Dimensions.Count; i++)
         {
-            Type type = Nullable.GetUnderlyingType(_properties[i].PropertyType) ?? _properties[i].PropertyType;
+            if (_set is not null) { _set(parameters, Dimensions[i].Name, ValueAt(Dimensions[i], unit[i])); continue; }
+            Type type = Nullable.GetUnderlyingType(_properties![i].PropertyType) ?? _properties[i].PropertyType;
             _properties[i].SetValue(parameters, Convert(ValueAt(Dimensions[i], unit[i]), type, _properties[i].Name));
         }
         return parameters;

@@ -56,6 +56,16 @@ internal abstract class ContinualStrategy
     /// <summary>Reads what <see cref="SaveState"/> wrote (in a model of format version <paramref name="formatVersion"/>).</summary>
     public virtual void LoadState(BinaryReader reader, int formatVersion) { }
 
+    /// <summary>False when the strategy accumulates state during a task that <see cref="SaveTaskProgress"/> does not capture
+    /// (then checkpoints within a task are refused with a clear error).</summary>
+    public virtual bool SupportsCheckpoints => true;
+
+    /// <summary>Writes what changes during a task beyond the network and the optimizer (e.g. a sampling generator's state), for a checkpoint.</summary>
+    public virtual void SaveTaskProgress(BinaryWriter writer) { }
+
+    /// <summary>Reads what <see cref="SaveTaskProgress"/> wrote, after <see cref="BeforeTask"/> ran again on resume.</summary>
+    public virtual void LoadTaskProgress(BinaryReader reader) { }
+
     /// <summary>Human-readable sizes of the state, for inspection (e.g. "fisher: 89,610 floats").</summary>
     public virtual IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long>();
 }

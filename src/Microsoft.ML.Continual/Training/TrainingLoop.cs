@@ -36,10 +36,14 @@ internal static class TrainingLoop
     /// <param name="env">Where progress is logged (<c>MLContext.Log</c>) and the default seed comes from.</param>
     /// <param name="data">The task's rows.</param>
     /// <param name="cancellation">Stops training between batches; nothing of the previous model changes.</param>
+    /// <param name="fit">Checkpoints within the task and progress reports, or null.</param>
     public static ContinualModelState Train(IHostEnvironment env, ContinualModelState? previous, string trainerName,
-        ContinualTrainerOptions options, ContinualStrategy strategy, IDataView data, CancellationToken cancellation)
+        ContinualTrainerOptions options, ContinualStrategy strategy, IDataView data, CancellationToken cancellation, ContinualFitOptions? fit = null)
     {
         options.Validate();
+        fit?.Validate();
+        if (fit?.CheckpointPath is not null && !strategy.SupportsCheckpoints)
+            throw new NotSupportedException($"Trainer {trainerName} accumulates state during a task that a checkpoint does not capture; run it without CheckpointPath (the model file is still written atomically at the end).");
         var host = env.Register("Continual");
         using var channel = host.Start(trainerName);
         var schema = data.Schema;
@@ -150,7 +154,7 @@ internal static class TrainingLoop
                 return state;
             }
             var loopClock = Stopwatch.StartNew();
-            RunEpochs(context, channel, taskSeed);
+            RunEpochs(context, channel, taskSeed, trainerName, fit);
             state.LastTaskTrainingSeconds = loopClock.Elapsed.TotalSeconds;
             state.LastTaskTrainingRows = context.Task.Count;
             if (!ReferenceEquals(context.Task, task)) context.Task.Dispose();
@@ -167,7 +171,7 @@ internal static class TrainingLoop
         }
     }
 
-    private static void RunEpochs(TrainingContext context, IChannel channel, long taskSeed)
+    private static void RunEpochs(TrainingContext context, IChannel channel, long taskSeed, string trainerName, ContinualFitOptions? fit)
     {
         var options = context.Options;
         var strategy = context.State.Strategy;
@@ -177,7 +181,17 @@ internal static class TrainingLoop
         context.Optimizer = CreateOptimizer(options, network);
         using var generator = new Generator((ulong)taskSeed, context.Device.type == DeviceType.CPU ? CPU : context.Device);
         long count = context.Task.Count;
-        for (int epoch = 0; epoch < options.NumberOfEpochs; epoch++)
+        long stepsPerEpoch = (count + options.BatchSize - 1) / options.BatchSize;
+        long reportEvery = Math.Max(1, stepsPerEpoch / 50);
+        string? checkpointPath = fit?.CheckpointPath;
+        string? fingerprint = checkpointPath is null ? null : Checkpoint.Fingerprint(context, trainerName);
+        int firstEpoch = 0;
+        if (checkpointPath is not null && fit!.Resume && File.Exists(checkpointPath))
+        {
+            firstEpoch = Checkpoint.Read(checkpointPath, fingerprint!, context, generator);
+            channel.Info($"Resumed from checkpoint '{checkpointPath}' after epoch {firstEpoch}.");
+        }
+        for (int epoch = firstEpoch; epoch < options.NumberOfEpochs; epoch++)
         {
             var epochClock = Stopwatch.StartNew();
             context.Epoch = epoch;
@@ -203,13 +217,23 @@ internal static class TrainingLoop
                 context.Optimizer.step();
                 strategy.AfterStep(context);
                 context.Step++;
+                long stepInEpoch = start / options.BatchSize + 1;
+                if (fit?.Progress is { } report && stepInEpoch % reportEvery == 0 && stepInEpoch < stepsPerEpoch)
+                    report(new ContinualFitProgress(epoch, options.NumberOfEpochs, stepInEpoch, stepsPerEpoch, false, double.NaN, firstEpoch > 0));
             }
+            context.CurrentBatch = null;
             context.State.LastTaskEpochSeconds.Add(epochClock.Elapsed.TotalSeconds);
+            fit?.Progress?.Invoke(new ContinualFitProgress(epoch, options.NumberOfEpochs, stepsPerEpoch, stepsPerEpoch, true, lossSum / count, firstEpoch > 0));
+            if (checkpointPath is not null && (epoch + 1) % fit!.CheckpointEveryEpochs == 0 && epoch + 1 < options.NumberOfEpochs)
+            {
+                Checkpoint.Write(checkpointPath, fingerprint!, context, generator, epoch + 1);
+            }
             string accuracy = context.State.Kind == ContinualPredictionKind.Regression ? "" : $", training accuracy {(double)correct / count:F4}";
             channel.Info($"Task {context.TaskIndex + 1}, epoch {epoch + 1}/{options.NumberOfEpochs}: loss {lossSum / count:F4}{accuracy}");
         }
         network.eval();
         strategy.AfterTask(context);
+        if (checkpointPath is not null && File.Exists(checkpointPath)) File.Delete(checkpointPath); // the task is done: the model is what counts now
     }
 
     private static long CountCorrect(ContinualModelState state, Tensor outputs, TrainingBatch batch)

@@ -212,6 +212,17 @@ internal sealed class AGemStrategy : ContinualStrategy
         _gradient = _reference = null;
     }
 
+    public override void SaveTaskProgress(BinaryWriter writer)
+    {
+        writer.Write(_generator is not null);
+        if (_generator is not null) Checkpoint.WriteBytes(writer, _generator.get_state());
+    }
+
+    public override void LoadTaskProgress(BinaryReader reader)
+    {
+        if (reader.ReadBoolean()) _generator!.set_state(Checkpoint.ReadBytes(reader));
+    }
+
     public override void CopyStateFrom(ContinualStrategy previous) => _memory = ((AGemStrategy)previous)._memory;
     public override void SaveState(BinaryWriter writer) => _memory.Save(writer);
     public override void LoadState(BinaryReader reader, int formatVersion) => _memory = ExampleMemory.Load(reader);

@@ -195,7 +195,7 @@ internal sealed class ExampleMemory
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         Tensor index = tensor(rows.Select(r => (long)r).ToArray()).to(task.Features.device);
-        Tensor phi = embed(task.Features.index_select(0, index)).to(float64);
+        Tensor phi = embed(task.Features.index_select(0, index));
         phi = phi / phi.pow(2).sum(1, keepdim: true).sqrt().clamp_min(1e-12);
         Tensor mean = phi.mean(new long[] { 0 });
         Tensor sum = zeros_like(mean);
@@ -203,8 +203,9 @@ internal sealed class ExampleMemory
         var chosen = new int[Math.Min(count, rows.Count)];
         for (int k = 0; k < chosen.Length; k++)
         {
-            Tensor distance = (mean - (phi + sum) / (k + 1)).pow(2).sum(1).masked_fill(taken, double.PositiveInfinity);
-            int best = (int)distance.argmin().item<long>();
+            // argmin_i ‖μ − (S + φ_i)/(k+1)‖² = argmax_i φ_iᵀ((k+1)μ − S), as every ‖φ_i‖ = 1: one matrix-vector product per pick.
+            Tensor score = phi.mv(mean * (k + 1) - sum).masked_fill(taken, double.NegativeInfinity);
+            int best = (int)score.argmax().item<long>();
             chosen[k] = rows[best];
             taken[best].fill_(true);
             sum.add_(phi[best]);

@@ -58,6 +58,9 @@ internal sealed class SiStrategy(SiTrainer.Options options) : RegularizationStra
 {
     private ParameterTensors? _start, _previous, _omega;
 
+    // The path integral ω runs through the whole task; it is not part of a within-task checkpoint.
+    public override bool SupportsCheckpoints => false;
+
     public override void BeforeTask(TrainingContext context)
     {
         base.BeforeTask(context);
@@ -99,6 +102,9 @@ internal sealed class SiStrategy(SiTrainer.Options options) : RegularizationStra
 internal sealed class RWalkStrategy(RWalkTrainer.Options options) : RegularizationStrategy(options.Lambda)
 {
     private ParameterTensors? _fisher, _scores, _previous, _taskScores;
+
+    // The running Fisher and path scores change at every step; they are not part of a within-task checkpoint.
+    public override bool SupportsCheckpoints => false;
 
     public override void BeforeTask(TrainingContext context)
     {

@@ -107,6 +107,9 @@ internal sealed class GenerativeReplayStrategy : ContinualStrategy
 
     public GenerativeReplayStrategy(GenerativeReplayTrainer.Options options) => _options = options;
 
+    // The generator and its optimizer change at every step; they are not part of a within-task checkpoint.
+    public override bool SupportsCheckpoints => false;
+
     internal VariationalAutoencoder? GeneratorModel => _generator;
 
     public override void BeforeTask(TrainingContext context)

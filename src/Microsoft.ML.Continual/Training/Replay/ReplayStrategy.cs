@@ -46,6 +46,17 @@ internal sealed class ReplayStrategy : ContinualStrategy
         _generator = null;
     }
 
+    public override void SaveTaskProgress(BinaryWriter writer)
+    {
+        writer.Write(_generator is not null);
+        if (_generator is not null) Checkpoint.WriteBytes(writer, _generator.get_state());
+    }
+
+    public override void LoadTaskProgress(BinaryReader reader)
+    {
+        if (reader.ReadBoolean()) _generator!.set_state(Checkpoint.ReadBytes(reader));
+    }
+
     public override void CopyStateFrom(ContinualStrategy previous) => _memory = ((ReplayStrategy)previous)._memory;
     public override void SaveState(BinaryWriter writer) => _memory.Save(writer);
     public override void LoadState(BinaryReader reader, int formatVersion) => _memory = ExampleMemory.Load(reader);
@@ -64,6 +75,9 @@ internal sealed class CompositeStrategy(IReadOnlyList<ContinualStrategy> parts) 
     public IReadOnlyList<ContinualStrategy> Parts { get; } = parts;
 
     public override bool SeparateTrunks => Parts.Any(p => p.SeparateTrunks);
+    public override bool SupportsCheckpoints => Parts.All(p => p.SupportsCheckpoints);
+    public override void SaveTaskProgress(BinaryWriter writer) { foreach (var p in Parts) p.SaveTaskProgress(writer); }
+    public override void LoadTaskProgress(BinaryReader reader) { foreach (var p in Parts) p.LoadTaskProgress(reader); }
 
     public override void CopyStateFrom(ContinualStrategy previous)
     {

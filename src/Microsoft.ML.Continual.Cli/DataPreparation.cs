@@ -1,0 +1,125 @@
+using System.Globalization;
+using Microsoft.ML.Data;
+
+namespace Microsoft.ML.Continual.Cli;
+
+/// <summary>Turns a file's table into what a model needs, and says everything that does not match before any training.</summary>
+internal static class DataPreparation
+{
+    /// <summary>The vector column the tool concatenates the feature columns into.</summary>
+    public const string FeaturesColumn = "Features";
+
+    public sealed record Prepared(IDataView View, string[] FeatureColumns);
+
+    /// <summary>The first task: the label (and task id) must exist; the features are the given columns or every numeric one.</summary>
+    public static Prepared ForTraining(Table table, string label, string? taskId, string[] features, ContinualPredictionKind? kind)
+    {
+        var problems = new List<string>();
+        string available = string.Join(", ", table.Columns.Select(c => $"{c.Name} ({c.Kind})"));
+        if (table.Find(label) is null) problems.Add($"the label column '{label}' is missing");
+        if (taskId is not null && table.Find(taskId) is null) problems.Add($"the task-id column '{taskId}' is missing");
+        if (table.Find(FeaturesColumn) is not null) problems.Add($"a column is named '{FeaturesColumn}', the name the tool gives the feature vector; rename it");
+        string[] chosen = features.Length > 0 ? features
+            : table.Columns.Where(c => c.Kind == ColumnKind.Single && c.Name != label && c.Name != taskId).Select(c => c.Name).ToArray();
+        foreach (string f in chosen)
+        {
+            var column = table.Find(f);
+            if (column is null) problems.Add($"the feature column '{f}' is missing");
+            else if (column.Kind != ColumnKind.Single) problems.Add($"the feature column '{f}' is {column.Kind}, not numeric (declare it Single in --schema, or leave it out with --features)");
+        }
+        if (chosen.Length == 0) problems.Add("there is no numeric feature column");
+        if (table.Rows == 0) problems.Add("the file has no rows");
+        if (problems.Count > 0)
+            throw new CliException(ExitCodes.DataError, $"Data file '{table.Source}' does not fit: {string.Join("; ", problems)}. Columns: {available}.");
+        var columns = table.Columns.ToList();
+        int at = columns.FindIndex(c => c.Name == label);
+        columns[at] = ConvertLabel(table, columns[at], kind switch
+        {
+            ContinualPredictionKind.Multiclass => ColumnKind.Text,
+            ContinualPredictionKind.Binary => ColumnKind.Boolean,
+            _ => columns[at].Kind,
+        });
+        return new Prepared(new Table(table.Source, columns).ToDataView(), chosen);
+    }
+
+    /// <summary>
+    /// A later task or test set for <paramref name="model"/>: finds the columns the model needs (those its scoring cannot do
+    /// without, plus its label and task-id columns), and lists every one that is missing or has another type. Numeric labels are
+    /// read as the model's label type (text classes, Boolean) when they can be.
+    /// </summary>
+    public static IDataView ForModel(Table table, ITransformer model, DataViewSchema trainingSchema, ContinualTransformer continual)
+    {
+        var needed = new List<DataViewSchema.Column>();
+        foreach (var column in trainingSchema)
+        {
+            if (column.Name == continual.Options.LabelColumnName || column.Name == continual.Options.TaskIdColumnName) { needed.Add(column); continue; }
+            if (!Scores(model, Without(trainingSchema, column.Name))) needed.Add(column);
+        }
+        var problems = new List<string>();
+        var columns = table.Columns.ToList();
+        foreach (var column in needed)
+        {
+            int at = columns.FindIndex(c => c.Name == column.Name);
+            ColumnKind expected = KindOf(column.Type);
+            if (at < 0) { problems.Add($"column '{column.Name}' ({expected}) is missing"); continue; }
+            if (columns[at].Kind == expected) continue;
+            if (column.Name == continual.Options.LabelColumnName && columns[at].Kind == ColumnKind.Single && expected != ColumnKind.Single)
+            {
+                columns[at] = ConvertLabel(table, columns[at], expected);
+                continue;
+            }
+            problems.Add($"column '{column.Name}' is {columns[at].Kind} here but {expected} in the model's training data");
+        }
+        if (continual.PredictionKind == ContinualPredictionKind.Multiclass && columns.FirstOrDefault(c => c.Name == continual.Options.LabelColumnName) is { Values: string[] labels })
+        {
+            var unseen = labels.Where(l => l.Length > 0).Distinct().Except(continual.Classes).Take(5).ToList();
+            if (unseen.Count > 0) Console.Error.WriteLine($"note: new classes in '{table.Source}' ({string.Join(", ", unseen)}{(unseen.Count == 5 ? ", ..." : "")}): a refit adds them; an evaluation counts them as errors.");
+        }
+        if (problems.Count > 0)
+            throw new CliException(ExitCodes.DataError, $"Data file '{table.Source}' does not match the model: {string.Join("; ", problems)}.");
+        return new Table(table.Source, columns).ToDataView();
+    }
+
+    private static bool Scores(ITransformer model, DataViewSchema schema)
+    {
+        try
+        {
+            model.GetOutputSchema(schema);
+            return true;
+        }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or ContinualDataException or FormatException)
+        {
+            return false;
+        }
+    }
+
+    private static DataViewSchema Without(DataViewSchema schema, string name)
+    {
+        var builder = new DataViewSchema.Builder();
+        foreach (var column in schema)
+            if (column.Name != name) builder.AddColumn(column.Name, column.Type, column.Annotations);
+        return builder.ToSchema();
+    }
+
+    private static ColumnKind KindOf(DataViewType type) => type switch
+    {
+        BooleanDataViewType => ColumnKind.Boolean,
+        TextDataViewType => ColumnKind.Text,
+        _ => ColumnKind.Single,
+    };
+
+    private static TableColumn ConvertLabel(Table table, TableColumn column, ColumnKind target)
+    {
+        if (column.Kind == target || column.Values is not float[] values) return column;
+        if (target == ColumnKind.Text)
+            return column with { Kind = ColumnKind.Text, Values = values.Select(v => float.IsFinite(v) ? v.ToString(CultureInfo.InvariantCulture) : "").ToArray() };
+        var bools = new bool[values.Length];
+        for (int i = 0; i < values.Length; i++)
+        {
+            if (values[i] != 0 && values[i] != 1)
+                throw new CliException(ExitCodes.DataError, $"Data file '{table.Source}', label column '{column.Name}', row {i + 1}: {values[i]} is not 0 or 1 (a binary label).");
+            bools[i] = values[i] == 1;
+        }
+        return column with { Kind = ColumnKind.Boolean, Values = bools };
+    }
+}

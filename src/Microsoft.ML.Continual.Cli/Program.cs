@@ -1,0 +1,485 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.ML.Data;
+using Spectre.Console;
+
+namespace Microsoft.ML.Continual.Cli;
+
+/// <summary>The <c>continual</c> tool: batch jobs that train, refit, evaluate, run, sweep and inspect continual models.</summary>
+public static class Program
+{
+    public static int Main(string[] args)
+    {
+        using var cancel = new CancellationTokenSource();
+        var root = Commands.Build(() => cancel.Token);
+        ParseResult parse = root.Parse(args);
+        if (parse.Errors.Count > 0 && !args.Contains("--help") && !args.Contains("-h"))
+        {
+            foreach (var error in parse.Errors) Console.Error.WriteLine($"error: {error.Message}");
+            Console.Error.WriteLine("Run 'continual --help' (or 'continual <command> --help') for usage.");
+            return ExitCodes.UsageError;
+        }
+        ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
+        Console.CancelKeyPress += onCancel;
+        using var sigterm = System.Runtime.InteropServices.PosixSignalRegistration.Create(System.Runtime.InteropServices.PosixSignal.SIGTERM, c => { c.Cancel = true; cancel.Cancel(); });
+        try
+        {
+            return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false }) is int code ? code : 0;
+        }
+        catch (Exception e)
+        {
+            return Report(e, cancel.IsCancellationRequested);
+        }
+        finally
+        {
+            Console.CancelKeyPress -= onCancel;
+        }
+    }
+
+    /// <summary>Maps an exception to a message on stderr and an exit code.</summary>
+    internal static int Report(Exception e, bool cancelled)
+    {
+        while (e is AggregateException { InnerExceptions.Count: 1 } a) e = a.InnerExceptions[0];
+        (int code, string message) = e switch
+        {
+            CliException c => (c.ExitCode, c.Message),
+            OperationCanceledException => (ExitCodes.Cancelled, "Cancelled; no output was written (the previous model is unchanged)."),
+            ContinualCheckpointException c => (ExitCodes.CheckpointError, c.Message),
+            ContinualModelFormatException m => (ExitCodes.ModelError, m.Message),
+            ContinualDataException d => (ExitCodes.DataError, d.Message),
+            FileNotFoundException f => (ExitCodes.DataError, f.Message),
+            ArgumentException a => (ExitCodes.UsageError, a.Message),
+            NotSupportedException n => (ExitCodes.UsageError, n.Message),
+            InvalidOperationException i when i.Source == "Microsoft.ML.Data" || i.Source == "Microsoft.ML.Core" => (ExitCodes.DataError, i.Message),
+            _ => (ExitCodes.UnexpectedError, $"Unexpected error: {e}"),
+        };
+        if (cancelled && code == ExitCodes.UnexpectedError) code = ExitCodes.Cancelled;
+        Console.Error.WriteLine($"error: {message}");
+        return code;
+    }
+}
+
+/// <summary>The commands and their options.</summary>
+internal static class Commands
+{
+    private static readonly Option<bool> Json = new("--json") { Description = "Write the result as one JSON object on stdout (for schedulers); progress goes to stderr." };
+    private static readonly Option<int> WaitSeconds = new("--wait") { Description = "Seconds to wait for another job writing the same output before failing (exit code 5). Default 0." };
+
+    public static RootCommand Build(Func<CancellationToken> token)
+    {
+        var root = new RootCommand("continual: train, refit and evaluate continual-learning models for ML.NET in batch jobs. Model files are written atomically; " +
+            "a failed, cancelled or killed job leaves the previous model as it was. " + ExitCodes.Help);
+        root.Subcommands.Add(Train(token));
+        root.Subcommands.Add(Refit(token));
+        root.Subcommands.Add(Evaluate());
+        root.Subcommands.Add(Run(token));
+        root.Subcommands.Add(Sweep(token));
+        root.Subcommands.Add(Inspect());
+        return root;
+    }
+
+    // ---- shared options ----
+    private static Option<string> Data(string description) => new("--data", "-d") { Description = description, Required = true };
+    private static readonly Option<string?> SchemaFile = new("--schema") { Description = "A JSON file declaring column types: {\"columns\": [{\"name\": \"x\", \"type\": \"Single|Boolean|Text\"}]}. Default: inferred from the values." };
+    private static readonly Option<int> CheckpointEvery = new("--checkpoint-every") { Description = "Checkpoint every N epochs to <out>.ckpt (atomically). Default 0: no checkpoints." };
+    private static readonly Option<bool> Resume = new("--resume") { Description = "Continue from the checkpoint <out>.ckpt left by a killed or cancelled run of the same job." };
+
+    private static System.CommandLine.Command Train(Func<CancellationToken> token)
+    {
+        var data = Data("The first task's rows: a .csv, .tsv or .parquet file with a header.");
+        var label = new Option<string>("--label") { Description = "The label column.", Required = true };
+        var trainer = new Option<string>("--trainer", "-t") { Description = $"The trainer: {string.Join(", ", ContinualTrainers.Names.Select(n => n.ToLowerInvariant()))}. Default finetune.", DefaultValueFactory = _ => "finetune" };
+        var set = new Option<string[]>("--set") { Description = "A trainer option as Name=Value (repeatable), e.g. --set Lambda=1000 --set HiddenLayerSizes=100,100.", AllowMultipleArgumentsPerToken = false };
+        var features = new Option<string[]>("--features") { Description = "The feature columns (repeatable or comma-separated). Default: every numeric column except the label and task id." };
+        var taskId = new Option<string?>("--task-id") { Description = "A task-id column: one output head per task (task-incremental)." };
+        var prediction = new Option<string>("--prediction") { Description = "classification, binary, regression or auto (default: text/Boolean labels classify; numeric labels with at most 1,000 distinct integers classify, others regress).", DefaultValueFactory = _ => "auto" };
+        var output = new Option<string>("--out", "-o") { Description = "Where to write the model (.zip).", Required = true };
+        var command = new System.CommandLine.Command("train", "Train a new model on a first task and write it atomically.")
+        {
+            data, label, trainer, set, features, taskId, prediction, output, SchemaFile, CheckpointEvery, Resume, WaitSeconds, Json,
+        };
+        command.SetAction(parse =>
+        {
+            var ml = new MLContext(seed: 0);
+            string outPath = parse.GetValue(output)!;
+            var settings = ParseSettings(parse.GetValue(set));
+            string labelName = parse.GetValue(label)!;
+            string? taskColumn = parse.GetValue(taskId);
+            var table = Table.Read(parse.GetValue(data)!, parse.GetValue(SchemaFile), []);
+            var kind = ResolvePrediction(parse.GetValue(prediction)!, table, labelName);
+            var prepared = DataPreparation.ForTraining(table, labelName, taskColumn, SplitList(parse.GetValue(features)), kind);
+            settings["LabelColumnName"] = labelName;
+            settings["FeatureColumnName"] = DataPreparation.FeaturesColumn;
+            if (taskColumn is not null) settings["TaskIdColumnName"] = taskColumn;
+            if (kind is not null) settings["PredictionKind"] = kind.Value.ToString();
+            var estimator = ml.Continual().Trainers.Create(parse.GetValue(trainer)!, settings);
+            var concatenation = ml.Transforms.Concatenate(DataPreparation.FeaturesColumn, prepared.FeatureColumns).Fit(prepared.View);
+            using var _ = ModelFiles.Lock(outPath, TimeSpan.FromSeconds(parse.GetValue(WaitSeconds)));
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            ContinualTransformer model = WithProgress(parse.GetValue(Json), "train", fit =>
+                (ContinualTransformer)((dynamic)estimator).Fit(concatenation.Transform(prepared.View), (ContinualTransformer?)null, Checkpointed(fit, parse, outPath), token()));
+            var chain = new TransformerChain<ITransformer>(concatenation, model);
+            ModelFiles.SaveAtomic(ml, chain, prepared.View.Schema, outPath);
+            Output(parse.GetValue(Json), new JsonObject
+            {
+                ["command"] = "train", ["model"] = Path.GetFullPath(outPath), ["trainer"] = model.TrainerName, ["rows"] = table.Rows,
+                ["features"] = prepared.FeatureColumns.Length, ["classes"] = new JsonArray(model.Classes.Select(c => (JsonNode)c).ToArray()),
+                ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 3),
+            }, $"Trained {model.TrainerName} on {table.Rows:N0} rows ({prepared.FeatureColumns.Length} features) in {clock.Elapsed.TotalSeconds:F1} s; wrote {outPath}.");
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+
+    private static System.CommandLine.Command Refit(Func<CancellationToken> token)
+    {
+        var model = new Option<string>("--model", "-m") { Description = "The current model (.zip). Never modified unless --in-place.", Required = true };
+        var data = Data("The next task's rows (.csv, .tsv or .parquet), with the columns the model was trained on.");
+        var output = new Option<string?>("--out", "-o") { Description = "Where to write the refitted model." };
+        var inPlace = new Option<bool>("--in-place") { Description = "Replace --model atomically, keeping the previous model as <model>.bak." };
+        var command = new System.CommandLine.Command("refit", "Continue a model on the next task, with the options and state stored in it, and write the result atomically.")
+        {
+            model, data, output, inPlace, SchemaFile, CheckpointEvery, Resume, WaitSeconds, Json,
+        };
+        command.SetAction(parse =>
+        {
+            string modelPath = parse.GetValue(model)!;
+            bool replace = parse.GetValue(inPlace);
+            string? outPath = parse.GetValue(output);
+            if (replace == (outPath is not null)) throw new CliException(ExitCodes.UsageError, "Give either --out PATH or --in-place.");
+            string target = replace ? modelPath : outPath!;
+            if (!replace && Path.GetFullPath(target) == Path.GetFullPath(modelPath))
+                throw new CliException(ExitCodes.UsageError, "--out is the input model; use --in-place to replace it (the previous model is then kept as .bak).");
+            var ml = new MLContext(seed: 0);
+            using var _ = ModelFiles.Lock(target, TimeSpan.FromSeconds(parse.GetValue(WaitSeconds)));
+            var current = ml.Continual().LoadModel(modelPath, out var schema);
+            var continual = ContinualCatalog.FindContinual(current)!;
+            var table = Table.Read(parse.GetValue(data)!, parse.GetValue(SchemaFile), []);
+            var view = DataPreparation.ForModel(table, current, schema, continual);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            ITransformer next = WithProgress(parse.GetValue(Json), "refit", fit => ml.Continual().Refit(current, view, Checkpointed(fit, parse, target), token()));
+            if (replace) ModelFiles.BackupAtomic(modelPath, modelPath + ".bak");
+            ModelFiles.SaveAtomic(ml, next, schema, target);
+            var nextContinual = ContinualCatalog.FindContinual(next)!;
+            Output(parse.GetValue(Json), new JsonObject
+            {
+                ["command"] = "refit", ["model"] = Path.GetFullPath(target), ["previous"] = Path.GetFullPath(replace ? modelPath + ".bak" : modelPath),
+                ["trainer"] = nextContinual.TrainerName, ["tasksSeen"] = nextContinual.TasksSeen, ["rows"] = table.Rows, ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 3),
+            }, $"Refitted {nextContinual.TrainerName} on {table.Rows:N0} rows in {clock.Elapsed.TotalSeconds:F1} s (tasks seen: {nextContinual.TasksSeen}); wrote {target}" +
+               (replace ? $", previous model kept as {modelPath}.bak." : "."));
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+
+    private static System.CommandLine.Command Evaluate()
+    {
+        var models = new Option<string[]>("--model", "-m") { Description = "Model(s) to evaluate (repeatable); with one model per --data, in task order, the ACC/BWT table is printed.", Required = true };
+        var data = new Option<string[]>("--data", "-d") { Description = "Test data of each task (repeatable), in task order.", Required = true };
+        var score = new Option<ContinualScore>("--score") { Description = "Accuracy (default), MacroAccuracy, AreaUnderRocCurve or RSquared.", DefaultValueFactory = _ => ContinualScore.Accuracy };
+        var command = new System.CommandLine.Command("evaluate", "Score models on each task's test data; with a model after each task, the R matrix, ACC, BWT and forgetting.")
+        {
+            models, data, score, SchemaFile, Json,
+        };
+        command.SetAction(parse =>
+        {
+            var ml = new MLContext(seed: 0);
+            var modelPaths = parse.GetValue(models)!;
+            var dataPaths = parse.GetValue(data)!;
+            var loaded = modelPaths.Select(p => (Model: ml.Continual().LoadModel(p, out var s), Schema: s)).ToList();
+            var tables = dataPaths.Select(p => Table.Read(p, parse.GetValue(SchemaFile), [])).ToList();
+            var kind = parse.GetValue(score);
+            var r = loaded.Select(m =>
+            {
+                var continual = ContinualCatalog.FindContinual(m.Model)!;
+                return tables.Select(t => ml.Continual().Score(m.Model, DataPreparation.ForModel(t, m.Model, m.Schema, continual), continual.Options.LabelColumnName, kind)).ToArray();
+            }).ToList();
+            var json = new JsonObject
+            {
+                ["command"] = "evaluate", ["score"] = kind.ToString(),
+                ["models"] = new JsonArray(modelPaths.Select(p => (JsonNode)Path.GetFullPath(p)).ToArray()),
+                ["data"] = new JsonArray(dataPaths.Select(p => (JsonNode)Path.GetFullPath(p)).ToArray()),
+                ["scores"] = new JsonArray(r.Select(row => (JsonNode)new JsonArray(row.Select(v => (JsonNode?)(double.IsFinite(v) ? JsonValue.Create(Math.Round(v, 6)) : null)).ToArray())).ToArray()),
+            };
+            var text = new System.Text.StringBuilder();
+            text.AppendLine($"{kind} of each model (rows) on each data file (columns):");
+            text.AppendLine("| model | " + string.Join(" | ", dataPaths.Select(Path.GetFileName)) + " |");
+            text.AppendLine("| --- |" + string.Concat(dataPaths.Select(_ => " ---: |")));
+            for (int i = 0; i < r.Count; i++)
+                text.AppendLine($"| {Path.GetFileName(modelPaths[i])} | " + string.Join(" | ", r[i].Select(v => double.IsFinite(v) ? v.ToString("F4", CultureInfo.InvariantCulture) : "n/a")) + " |");
+            if (r.Count == tables.Count && r.Count > 1)
+            {
+                var matrix = new List<IReadOnlyList<double>> { Enumerable.Repeat(double.NaN, r.Count).ToList() };
+                matrix.AddRange(r);
+                var metrics = new ContinualMetrics(matrix, kind, dataPaths.Select(Path.GetFileNameWithoutExtension).Select(n => n ?? "").ToList());
+                json["ACC"] = Finite(metrics.AverageAccuracy);
+                json["BWT"] = Finite(metrics.BackwardTransfer);
+                json["forgetting"] = Finite(metrics.AverageForgetting);
+                text.AppendLine($"ACC {metrics.AverageAccuracy:F4}   BWT {metrics.BackwardTransfer:+0.0000;-0.0000}   forgetting {metrics.AverageForgetting:F4}   (FWT needs the untrained model: see 'continual run')");
+            }
+            Output(parse.GetValue(Json), json, text.ToString().TrimEnd());
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+
+    private static System.CommandLine.Command Run(Func<CancellationToken> token)
+    {
+        var benchmark = new Option<string>("--benchmark", "-b") { Description = "permuted-mnist, rotated-mnist, split-mnist-task, split-mnist-domain, split-mnist-class or rotating-hyperplane.", Required = true };
+        var trainers = new Option<string[]>("--trainers") { Description = "Trainers to compare (comma-separated or repeatable). Default finetune.", DefaultValueFactory = _ => ["finetune"] };
+        var set = new Option<string[]>("--set") { Description = "An option for every trainer as Name=Value (repeatable)." };
+        var tasks = new Option<int?>("--tasks") { Description = "Number of tasks (default: the benchmark's)." };
+        var samples = new Option<int?>("--train-samples") { Description = "Training rows per task (default: all)." };
+        var report = new Option<string?>("--report") { Description = "Write the report (JSON, CSV, Markdown, PNG) to this folder." };
+        var command = new System.CommandLine.Command("run", "Run trainers through a benchmark stream and print ACC, BWT and FWT.") { benchmark, trainers, set, tasks, samples, report, Json };
+        command.SetAction(parse =>
+        {
+            var ml = new MLContext(seed: 0);
+            var stream = Benchmark(ml, parse.GetValue(benchmark)!, parse.GetValue(tasks), parse.GetValue(samples));
+            var settings = ParseSettings(parse.GetValue(set));
+            if (stream.Scenario == ContinualScenario.TaskIncremental) settings.TryAdd("TaskIdColumnName", "TaskId");
+            var results = new List<ContinualExperimentResult>();
+            foreach (string name in SplitList(parse.GetValue(trainers)))
+            {
+                var estimator = ml.Continual().Trainers.Create(name, settings);
+                results.Add(ml.Continual().Run(estimator, stream, new ContinualRunOptions
+                {
+                    Name = name,
+                    Progress = p => Console.Error.WriteLine($"{name}: task {p.TaskIndex + 1}/{p.TaskCount} trained in {p.Record.TrainingSeconds:F1} s"),
+                }, token()));
+            }
+            if (parse.GetValue(report) is string folder) ContinualExperimentResult.SaveComparison(results, folder);
+            var json = new JsonObject
+            {
+                ["command"] = "run", ["stream"] = stream.Name,
+                ["runs"] = new JsonArray(results.Select(r => (JsonNode)new JsonObject
+                {
+                    ["trainer"] = r.Name, ["ACC"] = Finite(r.Metrics.AverageAccuracy), ["BWT"] = Finite(r.Metrics.BackwardTransfer),
+                    ["FWT"] = Finite(r.Metrics.ForwardTransfer), ["trainingSeconds"] = Math.Round(r.TotalTrainingSeconds, 3),
+                }).ToArray()),
+            };
+            Output(parse.GetValue(Json), json, ContinualExperimentResult.ComparisonTable(results));
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+
+    private static System.CommandLine.Command Sweep(Func<CancellationToken> token)
+    {
+        var benchmark = new Option<string>("--benchmark", "-b") { Description = "The stream to sweep on (as for 'run').", Required = true };
+        var trainer = new Option<string>("--trainer", "-t") { Description = "The trainer.", Required = true };
+        var range = new Option<string[]>("--range") { Description = "A parameter to sweep as Name=min:max[:log][:int] (repeatable), e.g. --range Lambda=1:1e6:log.", Required = true };
+        var set = new Option<string[]>("--set") { Description = "A fixed trainer option as Name=Value (repeatable)." };
+        var trials = new Option<int>("--trials") { Description = "Most trials. Default 10.", DefaultValueFactory = _ => 10 };
+        var tuner = new Option<SweepTuner>("--tuner") { Description = "Grid, Random or Bayesian (default).", DefaultValueFactory = _ => SweepTuner.Bayesian };
+        var tasks = new Option<int?>("--tasks") { Description = "Number of tasks (default: the benchmark's)." };
+        var samples = new Option<int?>("--train-samples") { Description = "Training rows per task (default: all)." };
+        var report = new Option<string?>("--report") { Description = "Write trials.csv and the plots to this folder." };
+        var command = new System.CommandLine.Command("sweep", "Search trainer options (e.g. λ) on a benchmark stream; the objective (ACC) is computed on validation rows, the best trial is then scored on the test sets.")
+        {
+            benchmark, trainer, range, set, trials, tuner, tasks, samples, report, Json,
+        };
+        command.SetAction(parse =>
+        {
+            var ml = new MLContext(seed: 0);
+            var stream = Benchmark(ml, parse.GetValue(benchmark)!, parse.GetValue(tasks), parse.GetValue(samples));
+            var fixedSettings = ParseSettings(parse.GetValue(set));
+            if (stream.Scenario == ContinualScenario.TaskIncremental) fixedSettings.TryAdd("TaskIdColumnName", "TaskId");
+            var space = new SearchSpace<SweepParameters>(parse.GetValue(range)!.Select(ParseRange).ToList(), (p, name, value) => p.Values[name] = value);
+            string trainerName = parse.GetValue(trainer)!;
+            _ = ml.Continual().Trainers.Create(trainerName, fixedSettings); // fail fast on a bad trainer or option
+            var result = ml.Continual().CreateSweep()
+                .SetTrainer((ctx, p) => ctx.Continual().Trainers.Create(trainerName, fixedSettings.Concat(p.Values.Select(kv => KeyValuePair.Create(kv.Key, Format(kv.Value))))
+                    .GroupBy(kv => kv.Key).Select(g => g.Last())), space)
+                .SetTaskStream(stream).SetMaxTrials(parse.GetValue(trials)).SetTuner(parse.GetValue(tuner))
+                .Run(token());
+            if (parse.GetValue(report) is string folder) result.SaveReport(folder);
+            var json = new JsonObject
+            {
+                ["command"] = "sweep", ["stream"] = stream.Name, ["trainer"] = trainerName,
+                ["trials"] = new JsonArray(result.Trials.Select(t => (JsonNode)new JsonObject
+                {
+                    ["parameters"] = new JsonObject(t.ParameterValues.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)Format(kv.Value)))),
+                    ["status"] = t.Status.ToString(), ["objective"] = Finite(t.Objective), ["error"] = t.Error,
+                }).ToArray()),
+                ["best"] = result.Best is null ? null : new JsonObject(result.Best.ParameterValues.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)Format(kv.Value)))),
+                ["bestTestACC"] = result.BestTestMetrics is null ? null : Finite(result.BestTestMetrics.AverageAccuracy),
+            };
+            string text = string.Join("\n", result.Trials.Select(t => $"trial {t.Index + 1}: {string.Join(", ", t.ParameterValues.Select(kv => $"{kv.Key} = {Format(kv.Value)}"))} → {t.Status} {t.Objective:F4}"))
+                + (result.Best is null ? "\nNo trial completed." : $"\nBest: {string.Join(", ", result.Best.ParameterValues.Select(kv => $"{kv.Key} = {Format(kv.Value)}"))}; validation ACC {result.Best.Objective:F4}; test ACC {result.BestTestMetrics?.AverageAccuracy:F4}");
+            Output(parse.GetValue(Json), json, text);
+            return result.Best is null ? ExitCodes.UnexpectedError : ExitCodes.Success;
+        });
+        return command;
+    }
+
+    private static System.CommandLine.Command Inspect()
+    {
+        var model = new Argument<string>("model") { Description = "The model file (.zip)." };
+        var command = new System.CommandLine.Command("inspect", "Show a model's format version, trainer and options, tasks seen, label vocabulary, input columns and state sizes.") { model, Json };
+        command.SetAction(parse =>
+        {
+            var ml = new MLContext(seed: 0);
+            string path = parse.GetValue(model)!;
+            var loaded = ml.Continual().LoadModel(path, out var schema);
+            var c = ContinualCatalog.FindContinual(loaded)!;
+            var options = c.Options;
+            var pairs = options.GetType().GetProperties().Where(p => p.CanWrite).OrderBy(p => p.Name)
+                .Select(p => KeyValuePair.Create(p.Name, Format(p.GetValue(options)))).ToList();
+            var json = new JsonObject
+            {
+                ["command"] = "inspect", ["model"] = Path.GetFullPath(path), ["formatVersion"] = $"0x{c.FormatVersion:X8}", ["trainer"] = c.TrainerName,
+                ["options"] = new JsonObject(pairs.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
+                ["tasksSeen"] = c.TasksSeen, ["predictionKind"] = c.PredictionKind.ToString(), ["featureSize"] = c.FeatureSize, ["parameters"] = c.ParameterCount,
+                ["classes"] = new JsonArray(c.Classes.Select(x => (JsonNode)x).ToArray()), ["taskIds"] = new JsonArray(c.TaskIds.Select(x => (JsonNode)x).ToArray()),
+                ["inputColumns"] = new JsonArray(schema.Select(col => (JsonNode)$"{col.Name}: {col.Type}").ToArray()),
+                ["state"] = new JsonObject(c.StateSizes.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
+            };
+            var text = new System.Text.StringBuilder();
+            text.AppendLine($"{path}: continual model, format version 0x{c.FormatVersion:X8}");
+            text.AppendLine($"  trainer        {c.TrainerName}");
+            text.AppendLine($"  tasks seen     {c.TasksSeen}");
+            text.AppendLine($"  prediction     {c.PredictionKind}, {c.FeatureSize} features, {c.ParameterCount:N0} network parameters");
+            if (c.Classes.Count > 0) text.AppendLine($"  classes        {string.Join(", ", c.Classes)}");
+            if (c.TaskIds.Count > 0) text.AppendLine($"  task ids       {string.Join(", ", c.TaskIds)}");
+            text.AppendLine($"  input columns  {string.Join(", ", schema.Select(col => $"{col.Name} ({col.Type})"))}");
+            text.AppendLine($"  state          {(c.StateSizes.Count == 0 ? "none" : string.Join(", ", c.StateSizes.Select(kv => $"{kv.Key} {kv.Value:N0}")))}");
+            text.AppendLine("  options");
+            foreach (var (name, value) in pairs) text.AppendLine($"    {name} = {value}");
+            Output(parse.GetValue(Json), json, text.ToString().TrimEnd());
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+
+    // ---- helpers ----
+    private static ContinualFitOptions Checkpointed(ContinualFitOptions fit, ParseResult parse, string output)
+    {
+        int every = parse.GetValue(CheckpointEvery);
+        if (every < 0) throw new CliException(ExitCodes.UsageError, "--checkpoint-every must be 0 (off) or positive.");
+        bool resume = parse.GetValue(Resume);
+        string checkpoint = Path.GetFullPath(output) + ".ckpt";
+        if (every > 0 || resume)
+        {
+            fit.CheckpointPath = checkpoint;
+            fit.CheckpointEveryEpochs = Math.Max(every, 1);
+            fit.Resume = resume;
+            if (resume && !File.Exists(checkpoint)) Console.Error.WriteLine($"No checkpoint at {checkpoint}: training the task from the start.");
+        }
+        return fit;
+    }
+
+    /// <summary>Runs a fit with a progress bar on an interactive terminal (plain lines on stderr otherwise).</summary>
+    private static T WithProgress<T>(bool json, string title, Func<ContinualFitOptions, T> fit)
+    {
+        if (json || Console.IsErrorRedirected || !AnsiConsole.Profile.Capabilities.Interactive)
+        {
+            bool told = false;
+            return fit(new ContinualFitOptions
+            {
+                Progress = p =>
+                {
+                    if (p.ResumedFromCheckpoint && !told) { told = true; Console.Error.WriteLine($"{title}: resumed from the checkpoint at epoch {p.Epoch}"); }
+                    if (p.EpochCompleted) Console.Error.WriteLine($"{title}: epoch {p.Epoch + 1}/{p.Epochs}, loss {p.Loss:F4}");
+                },
+            });
+        }
+        T result = default!;
+        AnsiConsole.Progress().AutoClear(false).Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn(), new RemainingTimeColumn())
+            .Start(context =>
+            {
+                var task = context.AddTask(title);
+                result = fit(new ContinualFitOptions
+                {
+                    Progress = p =>
+                    {
+                        task.MaxValue = p.Epochs * (double)p.StepsPerEpoch;
+                        task.Value = p.Epoch * (double)p.StepsPerEpoch + p.Step;
+                        if (p.EpochCompleted) task.Description = $"{title}: epoch {p.Epoch + 1}/{p.Epochs}, loss {p.Loss:F4}";
+                    },
+                });
+                task.Value = task.MaxValue;
+            });
+        return result;
+    }
+
+    private static void Output(bool json, JsonObject result, string text)
+    {
+        if (json) Console.WriteLine(result.ToJsonString(new JsonSerializerOptions { WriteIndented = false }));
+        else Console.WriteLine(text);
+    }
+
+    private static JsonNode? Finite(double value) => double.IsFinite(value) ? JsonValue.Create(Math.Round(value, 6)) : null;
+
+    private static string Format(object? value) => value switch
+    {
+        null => "",
+        int[] a => string.Join(",", a),
+        double d => d.ToString("R", CultureInfo.InvariantCulture),
+        float f => f.ToString("R", CultureInfo.InvariantCulture),
+        IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
+        _ => value.ToString() ?? "",
+    };
+
+    private static Dictionary<string, string> ParseSettings(string[]? settings)
+    {
+        var result = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+        foreach (string s in settings ?? [])
+        {
+            int eq = s.IndexOf('=');
+            if (eq <= 0) throw new CliException(ExitCodes.UsageError, $"--set '{s}': expected Name=Value.");
+            result[s[..eq].Trim()] = s[(eq + 1)..].Trim();
+        }
+        return result;
+    }
+
+    private static string[] SplitList(string[]? values) =>
+        (values ?? []).SelectMany(v => v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)).ToArray();
+
+    private static SearchDimension ParseRange(string text)
+    {
+        int eq = text.IndexOf('=');
+        string[] parts = eq > 0 ? text[(eq + 1)..].Split(':') : [];
+        if (eq <= 0 || parts.Length < 2
+            || !double.TryParse(parts[0], NumberStyles.Float, CultureInfo.InvariantCulture, out double min)
+            || !double.TryParse(parts[1], NumberStyles.Float, CultureInfo.InvariantCulture, out double max) || !(min < max))
+            throw new CliException(ExitCodes.UsageError, $"--range '{text}': expected Name=min:max[:log][:int] with min < max.");
+        bool log = parts.Skip(2).Contains("log"), integer = parts.Skip(2).Contains("int");
+        if (log && min <= 0) throw new CliException(ExitCodes.UsageError, $"--range '{text}': a log range needs min > 0.");
+        return new SearchDimension(text[..eq].Trim(), integer ? SearchDimensionKind.Integer : SearchDimensionKind.Real, min, max, log, []);
+    }
+
+    private static ContinualPredictionKind? ResolvePrediction(string text, Table table, string label) => text.ToLowerInvariant() switch
+    {
+        "classification" => ContinualPredictionKind.Multiclass,
+        "binary" => ContinualPredictionKind.Binary,
+        "regression" => ContinualPredictionKind.Regression,
+        "auto" => table.Find(label) is { Kind: ColumnKind.Single, Values: float[] values } && LooksLikeClasses(values) ? ContinualPredictionKind.Multiclass : null,
+        _ => throw new CliException(ExitCodes.UsageError, $"--prediction '{text}': expected classification, binary, regression or auto."),
+    };
+
+    private static bool LooksLikeClasses(float[] values)
+    {
+        var present = values.Where(float.IsFinite).ToArray();
+        return present.Length > 0 && present.All(v => v == MathF.Round(v)) && present.Distinct().Count() <= 1000;
+    }
+
+    private static TaskStream Benchmark(MLContext ml, string name, int? tasks, int? samples) => name.ToLowerInvariant() switch
+    {
+        "permuted-mnist" => ml.Continual().Benchmarks.PermutedMnist(tasks ?? 10, samples),
+        "rotated-mnist" => ml.Continual().Benchmarks.RotatedMnist(tasks ?? 10, trainSamplesPerTask: samples),
+        "split-mnist-task" => ml.Continual().Benchmarks.SplitMnist(ContinualScenario.TaskIncremental, tasks ?? 5, samples),
+        "split-mnist-domain" => ml.Continual().Benchmarks.SplitMnist(ContinualScenario.DomainIncremental, tasks ?? 5, samples),
+        "split-mnist-class" => ml.Continual().Benchmarks.SplitMnist(ContinualScenario.ClassIncremental, tasks ?? 5, samples),
+        "rotating-hyperplane" => ml.Continual().Benchmarks.RotatingHyperplane(tasks ?? 5, samples ?? 2000),
+        _ => throw new CliException(ExitCodes.UsageError, $"Unknown benchmark '{name}' (permuted-mnist, rotated-mnist, split-mnist-task, split-mnist-domain, split-mnist-class, rotating-hyperplane)."),
+    };
+}
+
+/// <summary>The parameters of a command-line sweep: a dictionary filled from <c>--range</c> options.</summary>
+public sealed class SweepParameters
+{
+    public Dictionary<string, object> Values { get; } = new();
+}

@@ -1,0 +1,43 @@
+namespace Microsoft.ML.Continual;
+
+/// <summary>
+/// How one fit runs (not what it learns: that is the trainer's options, frozen in the model): checkpoints within the
+/// task and progress reports. Pass it to <see cref="ContinualTrainerBase{TOptions}.Fit(IDataView, ContinualTransformer?, ContinualFitOptions, CancellationToken)"/>
+/// or <see cref="ContinualCatalog.Refit(ITransformer, IDataView, ContinualFitOptions, CancellationToken)"/>.
+/// </summary>
+public sealed class ContinualFitOptions
+{
+    /// <summary>Where to keep the checkpoint of the task being trained; null (default): no checkpoints. The file is written
+    /// atomically (temporary file, flush, rename) after every <see cref="CheckpointEveryEpochs"/> epochs and deleted when
+    /// the fit succeeds.</summary>
+    public string? CheckpointPath { get; set; }
+
+    /// <summary>Epochs between checkpoints. Default 1.</summary>
+    public int CheckpointEveryEpochs { get; set; } = 1;
+
+    /// <summary>When true and <see cref="CheckpointPath"/> holds a checkpoint of this same job (same trainer, options, previous
+    /// model and task rows), training continues from it and ends with the same model, bit for bit, as an uninterrupted fit;
+    /// a checkpoint of another job is refused with a <see cref="ContinualCheckpointException"/>. When false (default), an
+    /// existing checkpoint is replaced.</summary>
+    public bool Resume { get; set; }
+
+    /// <summary>Called as training advances (about 50 times per epoch, and at the end of each epoch with its loss).</summary>
+    public Action<ContinualFitProgress>? Progress { get; set; }
+
+    internal void Validate()
+    {
+        if (CheckpointEveryEpochs < 1) throw new ArgumentOutOfRangeException(nameof(CheckpointEveryEpochs), "Option CheckpointEveryEpochs must be positive.");
+        if (CheckpointPath is not null && string.IsNullOrWhiteSpace(CheckpointPath)) throw new ArgumentOutOfRangeException(nameof(CheckpointPath), "Option CheckpointPath must be null or a file path.");
+    }
+}
+
+/// <summary>Where a fit is: the epoch (0-based) of <see cref="Epochs"/>, the step within it of <see cref="StepsPerEpoch"/>, and at
+/// the end of an epoch (<see cref="EpochCompleted"/>) its mean training loss.</summary>
+public sealed record ContinualFitProgress(int Epoch, int Epochs, long Step, long StepsPerEpoch, bool EpochCompleted, double Loss, bool ResumedFromCheckpoint);
+
+/// <summary>A checkpoint that cannot be used: unreadable, or made by another job (other trainer, options, previous model or data).</summary>
+public sealed class ContinualCheckpointException : InvalidOperationException
+{
+    /// <summary>Creates the exception.</summary>
+    public ContinualCheckpointException(string message, Exception? inner = null) : base(message, inner) { }
+}

@@ -1,0 +1,128 @@
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using System.Text;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Continual;
+
+/// <summary>
+/// A checkpoint within a task, at an epoch boundary: the network's weights, the optimizer's state, the shuffling and
+/// global random generators' states, the strategy's within-task progress and the epoch and step reached. A fingerprint of
+/// the job (trainer, options, previous model, task rows) guards against resuming someone else's checkpoint.
+/// </summary>
+internal static class Checkpoint
+{
+    private const int Magic = 0x504B_4343; // "CCKP"
+    private const int Version = 1;
+
+    /// <summary>A fingerprint of the job: trainer name and options, the starting network's weights and the task's rows.</summary>
+    public static string Fingerprint(TrainingContext context, string trainerName)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var text = new StringBuilder(trainerName);
+        foreach (var (name, value) in context.Options.ToPairs()) text.Append('|').Append(name).Append('=').Append(value);
+        text.Append("|task=").Append(context.TaskIndex).Append("|rows=").Append(context.Task.Count);
+        void Add(Tensor t) => text.Append('|').Append(t.to(float64).sum().item<double>().ToString("R")).Append(',').Append(t.to(float64).pow(2).sum().item<double>().ToString("R"));
+        Add(context.Task.Features);
+        Add(context.Task.Targets.to(float32));
+        foreach (var (_, parameter) in context.Network.OrderedParameters()) Add(parameter.detach());
+        return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(text.ToString())));
+    }
+
+    public static void Write(string path, string fingerprint, TrainingContext context, Generator shuffle, int epochsDone)
+    {
+        string directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
+        Directory.CreateDirectory(directory);
+        string temporary = Path.Combine(directory, $".{Path.GetFileName(path)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            using (var stream = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+            {
+                using (var writer = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true))
+                {
+                    writer.Write(Magic);
+                    writer.Write(Version);
+                    writer.Write(fingerprint);
+                    writer.Write(epochsDone);
+                    writer.Write(context.Step);
+                    context.Network.WriteWeights(writer);
+                    WriteOptimizer(writer, context.Optimizer);
+                    WriteBytes(writer, shuffle.get_state());
+                    WriteBytes(writer, torch.get_rng_state());
+                    context.State.Strategy.SaveTaskProgress(writer);
+                }
+                stream.Flush(flushToDisk: true);
+            }
+            File.Move(temporary, path, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(temporary)) File.Delete(temporary);
+        }
+    }
+
+    /// <summary>Restores the checkpoint into <paramref name="context"/>; returns the epochs it had completed.</summary>
+    public static int Read(string path, string fingerprint, TrainingContext context, Generator shuffle)
+    {
+        try
+        {
+            using var stream = File.OpenRead(path);
+            using var reader = new BinaryReader(stream, Encoding.UTF8);
+            if (reader.ReadInt32() != Magic) throw new ContinualCheckpointException($"'{path}' is not a continual checkpoint.");
+            int version = reader.ReadInt32();
+            if (version != Version) throw new ContinualCheckpointException($"The checkpoint '{path}' has version {version}; this library reads version {Version}.");
+            if (reader.ReadString() != fingerprint)
+                throw new ContinualCheckpointException($"The checkpoint '{path}' belongs to another job (another trainer, options, previous model or task data); delete it or resume the job that made it.");
+            int epochs = reader.ReadInt32();
+            context.Step = reader.ReadInt64();
+            context.Network.ReadWeights(reader);
+            ReadOptimizer(reader, context.Optimizer);
+            shuffle.set_state(ReadBytes(reader));
+            torch.set_rng_state(ReadBytes(reader));
+            context.State.Strategy.LoadTaskProgress(reader);
+            return epochs;
+        }
+        catch (Exception e) when (e is EndOfStreamException or IOException or ContinualModelFormatException or ExternalException)
+        {
+            throw new ContinualCheckpointException($"The checkpoint '{path}' cannot be read ({e.Message}); delete it to start the task again.", e);
+        }
+    }
+
+    private static void WriteOptimizer(BinaryWriter writer, optim.Optimizer optimizer)
+    {
+        switch (optimizer)
+        {
+            case TorchSharp.Modules.Adam adam: adam.save_state_dict(writer); break;
+            case TorchSharp.Modules.SGD sgd: sgd.save_state_dict(writer); break;
+            default: throw new NotSupportedException($"Checkpoints do not support optimizer {optimizer.GetType().Name}.");
+        }
+    }
+
+    private static void ReadOptimizer(BinaryReader reader, optim.Optimizer optimizer)
+    {
+        switch (optimizer)
+        {
+            case TorchSharp.Modules.Adam adam: adam.load_state_dict(reader); break;
+            case TorchSharp.Modules.SGD sgd: sgd.load_state_dict(reader); break;
+            default: throw new NotSupportedException($"Checkpoints do not support optimizer {optimizer.GetType().Name}.");
+        }
+    }
+
+    internal static void WriteBytes(BinaryWriter writer, Tensor state)
+    {
+        using var cpu = state.cpu().contiguous();
+        byte[] bytes = cpu.data<byte>().ToArray();
+        writer.Write(bytes.Length);
+        writer.Write(bytes);
+    }
+
+    internal static Tensor ReadBytes(BinaryReader reader)
+    {
+        int length = ModelIO.ReadCount(reader, "random state byte");
+        byte[] bytes = reader.ReadBytes(length);
+        if (bytes.Length != length) throw new EndOfStreamException();
+        return tensor(bytes, dtype: ScalarType.Byte);
+    }
+}

@@ -215,6 +215,7 @@ public sealed class ContinualTrainers
     /// configuration file: <c>Create("ewc", new Dictionary&lt;string, string&gt; { ["Lambda"] = "1000", ["HiddenLayerSizes"] = "100,100" })</c>.
     /// An unknown trainer or option name, or a value of the wrong type or out of range, is an <see cref="ArgumentException"/> saying what is valid.
     /// </summary>
+    /// <example><code source="../../src/Samples/ProductionSample.cs" /></example>
     public IEstimator<ContinualTransformer> Create(string trainerName, IEnumerable<KeyValuePair<string, string>>? options = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(trainerName);

@@ -10,8 +10,9 @@ namespace Microsoft.ML.Continual;
 /// <remarks>
 /// <para>Classifier loss on task t: L = L_t(batch) + (t − 1) L_replay(x̃), x̃ = decoder_{t−1}(z), z ~ N(0, I): van de Ven et
 /// al.'s weighting (1/t)L_t + (1 − 1/t)L_replay, scaled by t. With <see cref="Options.Distillation"/>, L_replay is
-/// T²·KL(softmax(f_{t−1}(x̃)/T) ‖ softmax(f(x̃)/T)) over the classes the previous model knew (Hinton et al. 2015); without it, the
-/// cross-entropy to the previous model's predicted class.</para>
+/// T²·KL(p̃ ‖ softmax(f(x̃)/T)) (Hinton et al. 2015), where p̃ is softmax(f_{t−1}(x̃)/T) over the classes the previous model
+/// knew, padded with zeros for the classes added since, as van de Ven et al. do, so that new classes lose on replayed inputs;
+/// without distillation, the cross-entropy over all current classes to the previous model's predicted class.</para>
 /// <para>Generator loss: the negative ELBO (Kingma and Welling 2014) on the current batch plus (t − 1) times that on the
 /// replayed samples; Bernoulli likelihood when every input of the first task lies in [0, 1], else Gaussian. The generator's
 /// weights are part of the model zip and continue after load and refit; its parameter count is reported in the state sizes.</para>

@@ -6,7 +6,8 @@ namespace Samples;
 /// <summary>
 /// Sample for <see cref="ContinualTrainers.Replay"/>: class-incremental Split MNIST (one growing output layer, no task
 /// ids), where fine-tuning forgets every earlier class and a memory of 500 rows brings most of them back; with a
-/// class-balanced memory chosen by herding, and with online EWC added; then the memory carried through a save and a refit.
+/// class-balanced memory chosen by herding, with online EWC added, and generative replay (no rows kept); then the memory
+/// carried through a save and a refit.
 /// </summary>
 public static class ReplaySample
 {
@@ -28,6 +29,8 @@ public static class ReplaySample
                 { MemorySize = 500, BufferPolicy = ReplayBufferPolicy.ClassBalanced, Selection = ExemplarSelection.Herding }))),
             ("Replay 500 + online EWC", ml.Continual().Trainers.Replay(Setup(new ReplayTrainer.Options
                 { MemorySize = 500, Regularization = ReplayRegularization.OnlineEwc }))),
+            // Keeps no rows: a VAE regenerates the earlier digits (needs more epochs than rehearsal to learn them).
+            ("Generative replay", ml.Continual().Trainers.GenerativeReplay(Setup(new GenerativeReplayTrainer.Options { NumberOfEpochs = 8 }))),
         };
         var results = trainers.Select(t => ml.Continual().Run(t.Item2, stream, new ContinualRunOptions { Name = t.Item1 })).ToList();
         Console.WriteLine(ContinualExperimentResult.ComparisonTable(results));

@@ -56,3 +56,26 @@ public class GenerativeReplayTests
             $"Generative replay ACC {replay.Metrics.AverageAccuracy:F4} vs FineTune {fineTune.Metrics.AverageAccuracy:F4}");
     }
 }
+
+public class DistillationLossTests
+{
+    [Fact]
+    public void DistillationLoss_IsTSquaredTimesTheKlToThePaddedTeacher()
+    {
+        // One row; teacher over 2 old classes, student over 3 (one class added since).
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        var teacher = TorchSharp.torch.tensor(new float[] { 2f, 0f }).reshape(1, 2);
+        var student = TorchSharp.torch.tensor(new float[] { 1f, 0.5f, -1f }).reshape(1, 3);
+        double t = 2;
+        double[] p = Softmax([1.0, 0.0]); // teacher / T
+        double[] q = Softmax([0.5, 0.25, -0.5]); // student / T
+        double expected = t * t * (p[0] * Math.Log(p[0] / q[0]) + p[1] * Math.Log(p[1] / q[1])); // the padded class adds 0·log(0/q) = 0
+        Assert.Equal(expected, GenerativeReplayStrategy.DistillationLoss(student, teacher, t).item<float>(), 5);
+    }
+
+    private static double[] Softmax(double[] z)
+    {
+        double[] e = z.Select(Math.Exp).ToArray();
+        return e.Select(v => v / e.Sum()).ToArray();
+    }
+}

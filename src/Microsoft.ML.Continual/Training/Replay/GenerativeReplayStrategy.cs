@@ -26,7 +26,7 @@ internal sealed class VariationalAutoencoder : nn.Module
     public int HiddenSize { get; }
     public int LatentSize { get; }
 
-    /// <summary>The negative evidence lower bound per feature, mean over rows: reconstruction (Bernoulli: cross-entropy on
+    /// <summary>The negative evidence lower bound per feature, one value per row: reconstruction (Bernoulli: cross-entropy on
     /// logits; else Gaussian: ½ squared error) plus KL(q(z|x) ‖ N(0, I)).</summary>
     public Tensor Loss(Tensor x, bool bernoulli, Generator random)
     {
@@ -35,9 +35,9 @@ internal sealed class VariationalAutoencoder : nn.Module
         Tensor z = mu + (logVar * 0.5).exp() * randn(mu.shape, generator: random, device: CPU).to(mu.device);
         Tensor output = decoder.call(z);
         Tensor reconstruction = bernoulli
-            ? nn.functional.binary_cross_entropy_with_logits(output, x, reduction: nn.Reduction.None).sum(1).mean()
-            : (output - x).pow(2).sum(1).mean() * 0.5;
-        Tensor kl = (1 + logVar - mu.pow(2) - logVar.exp()).sum(1).mean() * -0.5;
+            ? nn.functional.binary_cross_entropy_with_logits(output, x, reduction: nn.Reduction.None).sum(1)
+            : (output - x).pow(2).sum(1) * 0.5;
+        Tensor kl = (1 + logVar - mu.pow(2) - logVar.exp()).sum(1) * -0.5;
         return (reconstruction + kl) / InputSize;
     }
 
@@ -142,14 +142,15 @@ internal sealed class GenerativeReplayStrategy : ContinualStrategy
         Tensor? heads = context.State.MultiHead ? randint(_headsSeen, [rows], generator: _random, device: CPU).to(context.Device) : null;
         Tensor teacher;
         using (no_grad()) teacher = OldOutputs(context, _previousClassifier.Forward(x, heads), heads);
-        Tensor student = OldOutputs(context, context.Network.Forward(x, heads), heads);
+        // The student answers over every output it has now: on replayed inputs the classes added since must lose, which
+        // is what keeps a class-incremental model from predicting only its newest classes (van de Ven et al. pad the
+        // teacher's distribution with zeros for them).
+        Tensor student = Masked(context, context.Network.Forward(x, heads), heads);
         _replayed = x;
         double temperature = _options.DistillationTemperature;
         Tensor loss = context.State.Kind switch
         {
-            ContinualPredictionKind.Multiclass when _options.Distillation =>
-                nn.functional.kl_div(nn.functional.log_softmax(student / temperature, 1), nn.functional.softmax(teacher / temperature, 1), reduction: nn.Reduction.Sum)
-                    / rows * (temperature * temperature),
+            ContinualPredictionKind.Multiclass when _options.Distillation => DistillationLoss(student, teacher, temperature),
             ContinualPredictionKind.Multiclass => nn.functional.cross_entropy(student, teacher.argmax(1)),
             ContinualPredictionKind.Binary => nn.functional.binary_cross_entropy_with_logits(student.squeeze(1),
                 _options.Distillation ? (teacher.squeeze(1) / temperature).sigmoid() : teacher.squeeze(1).gt(0).to(float32)),
@@ -158,13 +159,29 @@ internal sealed class GenerativeReplayStrategy : ContinualStrategy
         return loss * _tasksSeen;
     }
 
-    /// <summary>The outputs the previous model had (class-incremental heads grow), with a head's other classes pushed far down.</summary>
-    private Tensor OldOutputs(TrainingContext context, Tensor logits, Tensor? heads)
+    /// <summary>
+    /// T²·KL(p̃ ‖ softmax(student/T)) averaged over rows, p̃ = softmax(teacher/T) padded with zeros to the student's width
+    /// (Hinton et al. 2015). Note: TorchSharp's <c>kl_div</c> defaults to <c>log_target = true</c>, unlike PyTorch; it is given false here.
+    /// </summary>
+    internal static Tensor DistillationLoss(Tensor student, Tensor teacher, double temperature)
     {
-        Tensor old = logits.narrow(1, 0, Math.Min(_outputsSeen, (int)logits.shape[1]));
-        if (heads is null || context.State.AllowedOutputs(logits.device) is not Tensor allowed) return old;
-        Tensor mask = allowed.index_select(0, heads).narrow(1, 0, old.shape[1]).logical_not();
-        return old.masked_fill(mask, -1e9);
+        int newOutputs = (int)(student.shape[1] - teacher.shape[1]);
+        Tensor target = nn.functional.softmax(teacher / temperature, 1);
+        if (newOutputs > 0) target = nn.functional.pad(target, [0, newOutputs]);
+        return nn.functional.kl_div(nn.functional.log_softmax(student / temperature, 1), target, reduction: nn.Reduction.Sum, log_target: false)
+            / student.shape[0] * (temperature * temperature);
+    }
+
+    /// <summary>The outputs the previous model had (class-incremental heads grow), with a head's other classes pushed far down.</summary>
+    private Tensor OldOutputs(TrainingContext context, Tensor logits, Tensor? heads) =>
+        Masked(context, logits.narrow(1, 0, Math.Min(_outputsSeen, (int)logits.shape[1])), heads);
+
+    /// <summary>Logits with the classes a row's head does not predict pushed far down (multi-head models only).</summary>
+    private static Tensor Masked(TrainingContext context, Tensor logits, Tensor? heads)
+    {
+        if (heads is null || context.State.AllowedOutputs(logits.device) is not Tensor allowed) return logits;
+        Tensor mask = allowed.index_select(0, heads).narrow(1, 0, logits.shape[1]).logical_not();
+        return logits.masked_fill(mask, -1e9);
     }
 
     /// <summary>One generator step on the current batch and, from the second task on, the replayed samples (same weighting).</summary>
@@ -172,8 +189,11 @@ internal sealed class GenerativeReplayStrategy : ContinualStrategy
     {
         if (context.CurrentBatch is not TrainingBatch batch) return;
         _generatorOptimizer!.zero_grad();
-        Tensor loss = _generator!.Loss(batch.Features, _bernoulli, _random!);
-        if (_replayed is not null) loss = loss + _generator.Loss(_replayed, _bernoulli, _random!) * _tasksSeen;
+        long current = batch.Features.shape[0];
+        // One pass over the current and the replayed rows together; each part's mean, weighted as the classifier's are.
+        Tensor rows = _generator!.Loss(_replayed is null ? batch.Features : cat([batch.Features, _replayed], 0), _bernoulli, _random!);
+        Tensor loss = rows.narrow(0, 0, current).mean();
+        if (_replayed is not null) loss = loss + rows.narrow(0, current, rows.shape[0] - current).mean() * _tasksSeen;
         loss.backward();
         _generatorOptimizer.step();
         _replayed = null;

@@ -40,21 +40,32 @@ internal static class ModelFiles
         var clock = Stopwatch.StartNew();
         while (true)
         {
+            FileStream stream;
             try
             {
-                var stream = new FileStream(lockPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+                stream = new FileStream(lockPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+            }
+            catch (IOException) when (clock.Elapsed < wait)
+            {
+                Thread.Sleep(200);
+                continue;
+            }
+            catch (IOException)
+            {
+                throw new CliException(ExitCodes.Locked, $"Another job is writing '{path}' (it holds '{lockPath}'). Wait for it, or pass --wait SECONDS to wait here.");
+            }
+            try
+            {
+                // Who holds it, for a person looking at the folder; the OS lock is what counts.
                 stream.SetLength(0);
                 using (var writer = new StreamWriter(stream, leaveOpen: true)) writer.Write($"{Environment.ProcessId} {DateTime.UtcNow:O}");
                 stream.Flush();
                 return stream;
             }
-            catch (IOException) when (clock.Elapsed < wait)
+            catch
             {
-                Thread.Sleep(200);
-            }
-            catch (IOException)
-            {
-                throw new CliException(ExitCodes.Locked, $"Another job is writing '{path}' (it holds '{lockPath}'). Wait for it, or pass --wait SECONDS to wait here.");
+                stream.Dispose();
+                throw;
             }
         }
     }
@@ -109,7 +120,9 @@ internal static class ModelFiles
     /// <summary>Deletes temporary files a killed job left next to <paramref name="full"/> (we hold its lock, so none is in use).</summary>
     private static void RemoveStaleTemporaries(string full)
     {
-        foreach (string stale in Directory.EnumerateFiles(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.*.tmp"))
+        // Only this output's own temporaries: ".<name>.<pid>.<32 hex digits>.tmp" (not those of an output whose name extends this one).
+        var own = new System.Text.RegularExpressions.Regex($"^\\.{System.Text.RegularExpressions.Regex.Escape(Path.GetFileName(full))}\\.\\d+\\.[0-9a-f]{{32}}\\.tmp$");
+        foreach (string stale in Directory.EnumerateFiles(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.*.tmp").Where(f => own.IsMatch(Path.GetFileName(f))))
         {
             try { File.Delete(stale); } catch (IOException) { } catch (UnauthorizedAccessException) { }
         }

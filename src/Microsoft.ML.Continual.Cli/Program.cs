@@ -122,6 +122,7 @@ internal static class Commands
                 (ContinualTransformer)((dynamic)estimator).Fit(concatenation.Transform(prepared.View), (ContinualTransformer?)null, Checkpointed(fit, parse, outPath), token()));
             var chain = new TransformerChain<ITransformer>(concatenation, model);
             ModelFiles.SaveAtomic(ml, chain, prepared.View.Schema, outPath);
+            DeleteCheckpoint(outPath);
             Output(parse.GetValue(Json), new JsonObject
             {
                 ["command"] = "train", ["model"] = Path.GetFullPath(outPath), ["trainer"] = model.TrainerName, ["rows"] = table.Rows,
@@ -154,6 +155,7 @@ internal static class Commands
                 throw new CliException(ExitCodes.UsageError, "--out is the input model; use --in-place to replace it (the previous model is then kept as .bak).");
             var ml = new MLContext(seed: 0);
             using var _ = ModelFiles.Lock(target, TimeSpan.FromSeconds(parse.GetValue(WaitSeconds)));
+            RequireModelFile(modelPath);
             var current = ml.Continual().LoadModel(modelPath, out var schema);
             var continual = ContinualCatalog.FindContinual(current)!;
             var table = Table.Read(parse.GetValue(data)!, parse.GetValue(SchemaFile), []);
@@ -162,6 +164,7 @@ internal static class Commands
             ITransformer next = WithProgress(parse.GetValue(Json), "refit", fit => ml.Continual().Refit(current, view, Checkpointed(fit, parse, target), token()));
             if (replace) ModelFiles.BackupAtomic(modelPath, modelPath + ".bak");
             ModelFiles.SaveAtomic(ml, next, schema, target);
+            DeleteCheckpoint(target);
             var nextContinual = ContinualCatalog.FindContinual(next)!;
             Output(parse.GetValue(Json), new JsonObject
             {
@@ -188,6 +191,7 @@ internal static class Commands
             var ml = new MLContext(seed: 0);
             var modelPaths = parse.GetValue(models)!;
             var dataPaths = parse.GetValue(data)!;
+            foreach (string p in modelPaths) RequireModelFile(p);
             var loaded = modelPaths.Select(p => (Model: ml.Continual().LoadModel(p, out var s), Schema: s)).ToList();
             var tables = dataPaths.Select(p => Table.Read(p, parse.GetValue(SchemaFile), [])).ToList();
             var kind = parse.GetValue(score);
@@ -323,6 +327,7 @@ internal static class Commands
         {
             var ml = new MLContext(seed: 0);
             string path = parse.GetValue(model)!;
+            RequireModelFile(path);
             var loaded = ml.Continual().LoadModel(path, out var schema);
             var c = ContinualCatalog.FindContinual(loaded)!;
             var options = c.Options;
@@ -355,6 +360,18 @@ internal static class Commands
     }
 
     // ---- helpers ----
+    private static void RequireModelFile(string path)
+    {
+        if (!File.Exists(path)) throw new CliException(ExitCodes.ModelError, $"Model file '{path}' does not exist.");
+    }
+
+    /// <summary>After the model file is safely written, the checkpoint that led to it is no longer needed.</summary>
+    private static void DeleteCheckpoint(string output)
+    {
+        string checkpoint = Path.GetFullPath(output) + ".ckpt";
+        if (File.Exists(checkpoint)) File.Delete(checkpoint);
+    }
+
     private static ContinualFitOptions Checkpointed(ContinualFitOptions fit, ParseResult parse, string output)
     {
         int every = parse.GetValue(CheckpointEvery);
@@ -366,6 +383,7 @@ internal static class Commands
             fit.CheckpointPath = checkpoint;
             fit.CheckpointEveryEpochs = Math.Max(every, 1);
             fit.Resume = resume;
+            fit.DeleteCheckpointOnSuccess = false; // deleted once the model file is written
             if (resume && !File.Exists(checkpoint)) Console.Error.WriteLine($"No checkpoint at {checkpoint}: training the task from the start.");
         }
         return fit;

@@ -158,7 +158,9 @@ internal sealed class Table
                 var bools = new bool[values.Count];
                 for (int r = 0; r < bools.Length; r++)
                     if (!bool.TryParse(values[r], out bools[r]))
-                        throw new CliException(ExitCodes.DataError, $"Data file '{path}', column '{name}', row {r + 1}: '{values[r]}' is not true or false.");
+                        throw new CliException(ExitCodes.DataError, values[r].Length == 0
+                            ? $"Data file '{path}', column '{name}', row {r + 1}: a true/false column has a missing value; fill it, drop the row, or declare the column Text in --schema."
+                            : $"Data file '{path}', column '{name}', row {r + 1}: '{values[r]}' is not true or false.");
                 return new TableColumn(name, kind, bools);
             default:
                 return new TableColumn(name, kind, values.ToArray());

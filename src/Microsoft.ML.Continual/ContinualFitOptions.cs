@@ -12,6 +12,11 @@ public sealed class ContinualFitOptions
     /// the fit succeeds.</summary>
     public string? CheckpointPath { get; set; }
 
+    /// <summary>Whether the fit deletes its checkpoint when it succeeds. Default true. A job that writes the model afterwards
+    /// (as the command-line tool does) sets false and deletes the checkpoint once the model file is safely written, so a
+    /// crash during that write still leaves the checkpoint to resume from.</summary>
+    public bool DeleteCheckpointOnSuccess { get; set; } = true;
+
     /// <summary>Epochs between checkpoints. Default 1.</summary>
     public int CheckpointEveryEpochs { get; set; } = 1;
 

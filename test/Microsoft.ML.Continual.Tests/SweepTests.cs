@@ -49,6 +49,20 @@ public class SweepTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.InRange(below, 1800, 2200);
     }
 
+    public class SmallIntegers { [Range(1, 3, 2)] public int Layers { get; set; } }
+
+    [Fact]
+    public void IntegerRanges_GiveEveryValueAnEqualShare_AndTheGridEachValueOnce()
+    {
+        var space = new SearchSpace<SmallIntegers>();
+        var random = new Random(4);
+        var counts = Enumerable.Range(0, 30_000).Select(_ => space.Create([random.NextDouble()]).Layers).GroupBy(v => v).ToDictionary(g => g.Key, g => g.Count());
+        Assert.Equal([1, 2, 3], counts.Keys.Order());
+        Assert.All(counts.Values, c => Assert.InRange(c, 9_400, 10_600)); // 10,000 each expected
+        var grid = new GridTuner(space.Dimensions, 10);
+        Assert.Equal([1, 2, 3], grid.Points.Select(p => space.Create(p).Layers).Order());
+    }
+
     public class Bad1 { [Range(0.0, 1.0, logBase: true)] public double X { get; set; } }
     public class Bad2 { [Range(1, 10, 5)] public string X { get; set; } = ""; }
     public class Bad3 { public double X { get; set; } }

@@ -168,6 +168,12 @@ public sealed class SearchSpace<T> where T : class, new()
         u = Math.Clamp(u, 0, 1);
         if (dimension.Kind == SearchDimensionKind.Choice)
             return dimension.Choices[Math.Min((int)(u * dimension.Choices.Count), dimension.Choices.Count - 1)];
+        if (dimension.Kind == SearchDimensionKind.Integer && !dimension.LogScale)
+        {
+            // Every integer gets an equal share of [0, 1]: u maps to [min − ½, max + ½] before rounding.
+            double widened = dimension.Min - 0.5 + u * (dimension.Max - dimension.Min + 1);
+            return Math.Clamp(Math.Round(widened, MidpointRounding.AwayFromZero), dimension.Min, dimension.Max);
+        }
         double value = dimension.LogScale
             ? Math.Exp(Math.Log(dimension.Min) + u * (Math.Log(dimension.Max) - Math.Log(dimension.Min)))
             : dimension.Min + u * (dimension.Max - dimension.Min);

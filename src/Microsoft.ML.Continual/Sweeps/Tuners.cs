@@ -32,9 +32,14 @@ internal sealed class GridTuner : IUnitTuner
     {
         int d = dimensions.Count;
         int k = Math.Max(2, (int)Math.Ceiling(Math.Pow(Math.Max(maxTrials, 1), 1.0 / d) - 1e-9));
-        var axes = dimensions.Select(dim => dim.Kind == SearchDimensionKind.Choice
-            ? Enumerable.Range(0, dim.Choices.Count).Select(i => (i + 0.5) / dim.Choices.Count).ToArray()
-            : Enumerable.Range(0, k).Select(i => k == 1 ? 0.5 : (double)i / (k - 1)).ToArray()).ToArray();
+        var axes = dimensions.Select(dim => dim.Kind switch
+        {
+            SearchDimensionKind.Choice => Enumerable.Range(0, dim.Choices.Count).Select(i => (i + 0.5) / dim.Choices.Count).ToArray(),
+            // Integers: at most one grid point per distinct value (the centre of its share of [0, 1]).
+            SearchDimensionKind.Integer when !dim.LogScale && dim.Max - dim.Min + 1 <= k =>
+                Enumerable.Range(0, (int)(dim.Max - dim.Min + 1)).Select(i => (i + 0.5) / (dim.Max - dim.Min + 1)).ToArray(),
+            _ => Enumerable.Range(0, k).Select(i => k == 1 ? 0.5 : (double)i / (k - 1)).ToArray(),
+        }).ToArray();
         var all = new List<double[]>();
         void Build(int axis, double[] prefix)
         {

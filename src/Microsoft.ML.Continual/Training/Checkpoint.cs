@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
@@ -21,14 +22,23 @@ internal static class Checkpoint
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         var text = new StringBuilder(trainerName);
         foreach (var (name, value) in context.Options.ToPairs()) text.Append('|').Append(name).Append('=').Append(value);
-        text.Append("|task=").Append(context.TaskIndex).Append("|rows=").Append(context.Task.Count);
-        void Add(Tensor t) => text.Append('|').Append(t.to(float64).sum().item<double>().ToString("R")).Append(',').Append(t.to(float64).pow(2).sum().item<double>().ToString("R"));
+        text.Append(CultureInfo.InvariantCulture, $"|task={context.TaskIndex}|rows={context.Task.Count}");
+        hash.AppendData(Encoding.UTF8.GetBytes(text.ToString()));
+        // The exact rows (order included) and starting weights, byte for byte.
+        void Add(Tensor t)
+        {
+            using var cpu = t.detach().cpu().contiguous();
+            if (cpu.dtype == ScalarType.Int64) hash.AppendData(MemoryMarshal.AsBytes(cpu.data<long>().ToArray().AsSpan()));
+            else hash.AppendData(MemoryMarshal.AsBytes(cpu.to_type(ScalarType.Float32).data<float>().ToArray().AsSpan()));
+        }
         Add(context.Task.Features);
-        Add(context.Task.Targets.to(float32));
-        foreach (var (_, parameter) in context.Network.OrderedParameters()) Add(parameter.detach());
-        return Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes(text.ToString())));
+        Add(context.Task.Targets);
+        if (context.Task.Heads is not null) Add(context.Task.Heads);
+        foreach (var (_, parameter) in context.Network.OrderedParameters()) Add(parameter);
+        return Convert.ToHexString(hash.GetHashAndReset());
     }
 
     public static void Write(string path, string fingerprint, TrainingContext context, Generator shuffle, int epochsDone)

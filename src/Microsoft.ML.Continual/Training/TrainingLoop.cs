@@ -179,7 +179,7 @@ internal static class TrainingLoop
         network.train();
         strategy.BeforeTask(context); // may replace context.Task (e.g. the joint baseline trains on every task so far)
         context.Optimizer = CreateOptimizer(options, network);
-        using var generator = new Generator((ulong)taskSeed, context.Device.type == DeviceType.CPU ? CPU : context.Device);
+        using var generator = new Generator((ulong)taskSeed, CPU); // draws are made on the CPU (then moved), so the generator lives there on every device
         long count = context.Task.Count;
         long stepsPerEpoch = (count + options.BatchSize - 1) / options.BatchSize;
         long reportEvery = Math.Max(1, stepsPerEpoch / 50);
@@ -233,7 +233,7 @@ internal static class TrainingLoop
         }
         network.eval();
         strategy.AfterTask(context);
-        if (checkpointPath is not null && File.Exists(checkpointPath)) File.Delete(checkpointPath); // the task is done: the model is what counts now
+        if (checkpointPath is not null && fit!.DeleteCheckpointOnSuccess && File.Exists(checkpointPath)) File.Delete(checkpointPath); // the task is done
     }
 
     private static long CountCorrect(ContinualModelState state, Tensor outputs, TrainingBatch batch)

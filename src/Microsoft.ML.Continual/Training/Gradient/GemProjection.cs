@@ -66,13 +66,21 @@ internal static class NonNegativeQuadraticProgram
                 if (++iterations > limit)
                     throw new InvalidOperationException($"The active-set method did not converge in {limit} iterations (n = {n}).");
                 Vector<double> s = SolvePassive(p, c, passive);
+                if (s[entering] <= tolerance && x[entering] <= tolerance)
+                {
+                    // Rounding made the entering variable's step non-positive (in exact arithmetic it is positive):
+                    // it cannot improve the objective, so stop here as scipy's nnls does.
+                    passive[entering] = false;
+                    return x.ToArray();
+                }
                 bool feasible = true;
                 for (int i = 0; i < n; i++) if (passive[i] && s[i] <= 0) feasible = false;
                 if (feasible) { x = s; break; }
                 // Step from x towards s as far as feasibility allows; the variables that reach zero leave the passive set.
                 double alpha = double.PositiveInfinity;
                 for (int i = 0; i < n; i++)
-                    if (passive[i] && s[i] <= 0) alpha = Math.Min(alpha, x[i] / (x[i] - s[i]));
+                    if (passive[i] && s[i] <= 0 && x[i] - s[i] > 0) alpha = Math.Min(alpha, x[i] / (x[i] - s[i]));
+                if (double.IsInfinity(alpha)) alpha = 0;
                 x += alpha * (s - x);
                 for (int i = 0; i < n; i++)
                     if (passive[i] && x[i] <= tolerance) { passive[i] = false; x[i] = 0; }

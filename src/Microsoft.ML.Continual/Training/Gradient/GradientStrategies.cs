@@ -165,7 +165,7 @@ internal sealed class AGemStrategy : ContinualStrategy
         _flat = new FlatGradients(context.Network);
         _deviceMemory = _memory.ToDevice(context.Device);
         if (_deviceMemory is null) return;
-        _generator = new Generator((ulong)(context.TaskSeed ^ 0x4147_454D), context.Device.type == DeviceType.CPU ? CPU : context.Device);
+        _generator = new Generator((ulong)(context.TaskSeed ^ 0x4147_454D), CPU); // draws are made on the CPU (then moved), so the generator lives there on every device
         _gradient = zeros(_flat.Size, device: context.Device);
         _reference = zeros(_flat.Size, device: context.Device);
     }

@@ -114,12 +114,17 @@ internal sealed class GenerativeReplayStrategy : ContinualStrategy
 
     public override void BeforeTask(TrainingContext context)
     {
+        bool inUnitRange;
+        using (no_grad()) inUnitRange = context.Task.Features.min().item<float>() >= 0 && context.Task.Features.max().item<float>() <= 1;
         if (_generator is null)
         {
             // Bernoulli likelihood when every input lies in [0, 1] (e.g. pixel intensities), else Gaussian.
-            using (no_grad()) _bernoulli = context.Task.Features.min().item<float>() >= 0 && context.Task.Features.max().item<float>() <= 1;
+            _bernoulli = inUnitRange;
             _generator = new VariationalAutoencoder((int)context.Task.Features.shape[1], _options.GeneratorHiddenSize, _options.LatentSize);
         }
+        else if (_bernoulli && !inUnitRange)
+            throw new ContinualDataException(context.Options.FeatureColumnName,
+                "The generator was trained on features in [0, 1] (a Bernoulli likelihood) and this task has features outside that range; scale them as the first task's were.");
         _generator.to(context.Device);
         _generator.train();
         _generatorOptimizer = optim.Adam(_generator.parameters(), _options.GeneratorLearningRate ?? _options.LearningRate);
@@ -209,6 +214,7 @@ internal sealed class GenerativeReplayStrategy : ContinualStrategy
         _previousClassifier?.Dispose();
         _previousGenerator = null;
         _previousClassifier = null;
+        _generatorOptimizer?.Dispose();
         _generatorOptimizer = null;
         _random?.Dispose();
         _random = null;

@@ -19,7 +19,7 @@ internal sealed class ReplayStrategy : ContinualStrategy
     {
         _deviceMemory = _memory.ToDevice(context.Device);
         _generator = _deviceMemory is null ? null
-            : new Generator((ulong)(context.TaskSeed ^ 0x5245_504C), context.Device.type == DeviceType.CPU ? CPU : context.Device);
+            : new Generator((ulong)(context.TaskSeed ^ 0x5245_504C), CPU); // draws are made on the CPU (then moved), so the generator lives there on every device
     }
 
     public override IEnumerable<TrainingBatch> ExtraBatches(TrainingContext context, TrainingBatch taskBatch)

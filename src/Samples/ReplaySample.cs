@@ -30,7 +30,7 @@ public static class ReplaySample
             ("Replay 500 + online EWC", ml.Continual().Trainers.Replay(Setup(new ReplayTrainer.Options
                 { MemorySize = 500, Regularization = ReplayRegularization.OnlineEwc }))),
             // Keeps no rows: a VAE regenerates the earlier digits (needs more epochs than rehearsal to learn them).
-            ("Generative replay", ml.Continual().Trainers.GenerativeReplay(Setup(new GenerativeReplayTrainer.Options { NumberOfEpochs = 8 }))),
+            ("Generative replay", ml.Continual().Trainers.GenerativeReplay(Setup(new GenerativeReplayTrainer.Options { NumberOfEpochs = 20 }))),
         };
         var results = trainers.Select(t => ml.Continual().Run(t.Item2, stream, new ContinualRunOptions { Name = t.Item1 })).ToList();
         Console.WriteLine(ContinualExperimentResult.ComparisonTable(results));

@@ -13,6 +13,7 @@ using Microsoft.ML.Continual;
 //   split-mnist-generative           generative replay (with and without distillation) beside FineTune and Joint [--scenario ClassIncremental --epochs 21 --lr 0.001]
 //   sweep-ewc-lambda                 a Bayesian sweep of EWC's λ (8 trials) against a dense 24-point grid on the test sets
 //   performance                      FineTune vs a raw TorchSharp loop, Transform vs a raw forward, prediction-engine latency [--rows --epochs --repeats --hidden]
+//   refit-cost                       each method's refit time for the 2nd and the last of 20 tasks, beside SDCA and LightGBM retrained on all data [--tasks --rows --only]
 //   gem-protocol                     GEM, A-GEM, EWC and FineTune under the GEM paper's protocol [--streams rotated,permuted] [--only GEM,...]
 var arguments = args.ToList();
 string? benchmark = arguments.FirstOrDefault(a => !a.StartsWith("--"));
@@ -48,11 +49,14 @@ switch (benchmark)
     case "performance":
         PerformanceBenchmarks.Run(Option("--rows", 60000), Option("--epochs", 2), Option("--repeats", 3), (OptionText("--hidden") ?? "256,256").Split(',').Select(int.Parse).ToArray());
         return 0;
+    case "refit-cost":
+        RefitCostBenchmarks.Run(Option("--tasks", 20), Option("--rows", 1000), OptionText("--only"));
+        return 0;
     case "gem-protocol":
         GradientBenchmarks.Run(OptionText("--streams") ?? "rotated,permuted", OptionText("--only"), Option("--seed", 0), double.Parse(OptionText("--lr") ?? "0.1", CultureInfo.InvariantCulture), report);
         return 0;
     default:
-        Console.Error.WriteLine("usage: Microsoft.ML.Continual.Benchmarks <split-mnist|permuted-mnist-regularization|split-mnist-regularization|lambda-grid|gem-protocol|split-mnist-replay|split-mnist-generative|replay-throughput|sweep-ewc-lambda|performance>");
+        Console.Error.WriteLine("usage: Microsoft.ML.Continual.Benchmarks <split-mnist|permuted-mnist-regularization|split-mnist-regularization|lambda-grid|gem-protocol|split-mnist-replay|split-mnist-generative|replay-throughput|sweep-ewc-lambda|performance|refit-cost>");
         Console.Error.WriteLine("  [--seeds N] [--report DIR] [--tasks N] [--epochs N] [--only FineTune,EWC,...] [--lambda EWC=100,SI=1,...] [--scenario TaskIncremental,...] [--seed N] [--hidden 400,400]");
         return 2;
 }

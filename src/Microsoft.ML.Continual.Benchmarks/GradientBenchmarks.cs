@@ -61,7 +61,7 @@ internal static class GradientBenchmarks
             {
                 string published = Published.TryGetValue((streamName, r.Name), out var p) ? $"{p.Acc:F2} / {(double.IsNaN(p.Bwt) ? "–" : p.Bwt.ToString("+0.00;-0.00"))}" : "–";
                 string ratio = fineTune is null ? "n/a" : $"{r.TotalTrainingSeconds / fineTune.TotalTrainingSeconds:F2}";
-                var last = r.Models[^1] as ContinualTransformer;
+                var last = ContinualCatalog.FindContinual(r.Models[^1]);
                 string memory = last is not null && last.StateSizes.TryGetValue("memory rows", out var rows) ? rows.ToString("N0") : "–";
                 Console.WriteLine($"| {r.Name} | {r.Metrics.AverageAccuracy:F4} | {r.Metrics.BackwardTransfer:+0.0000;-0.0000} | {r.Metrics.ForwardTransfer:+0.0000;-0.0000} | {published} | {r.TotalTrainingSeconds:F1} | {ratio} | {memory} |");
             }

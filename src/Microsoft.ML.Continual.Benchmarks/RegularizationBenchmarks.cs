@@ -117,8 +117,7 @@ internal static class ContinualExperimentModels
 {
     public static string Last(ContinualExperimentResult r)
     {
-        var model = r.Models[^1];
-        var continual = model as ContinualTransformer ?? (model as IEnumerable<ITransformer>)?.OfType<ContinualTransformer>().LastOrDefault();
+        var continual = ContinualCatalog.FindContinual(r.Models[^1]);
         if (continual is null) return "–";
         var sizes = continual.StateSizes;
         return sizes.TryGetValue("penalty floats", out var f) ? f.ToString("N0") : sizes.TryGetValue("stored floats", out var s) ? s.ToString("N0") : "0";

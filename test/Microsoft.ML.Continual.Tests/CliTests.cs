@@ -102,6 +102,34 @@ public class CliTests
     }
 
     [Fact]
+    public void RunAndSweep_OnAGeneratedStream_PrintJson_AndWriteTheirReports()
+    {
+        using var temp = new TempFolder();
+        var run = Cli(temp.Path, "run", "--benchmark", "rotating-hyperplane", "--trainers", "finetune,ewc", "--tasks", "2", "--train-samples", "1000",
+            "--set", "NumberOfEpochs=10", "--set", "BatchSize=32", "--set", "HiddenLayerSizes=8", "--report", "run-report", "--json");
+        Assert.True(run.ExitCode == 0, run.Error);
+        var runs = JsonDocument.Parse(run.Output).RootElement.GetProperty("runs").EnumerateArray().ToList();
+        Assert.Equal(["finetune", "ewc"], runs.Select(r => r.GetProperty("trainer").GetString()));
+        Assert.All(runs, r => Assert.InRange(r.GetProperty("ACC").GetDouble(), 0.6, 1.0)); // two classes: well above chance
+        Assert.True(File.Exists(temp.File(Path.Combine("run-report", "comparison.csv"))));
+
+        var sweep = Cli(temp.Path, "sweep", "--benchmark", "rotating-hyperplane", "--trainer", "ewc", "--range", "Lambda=1:1000:log", "--range", "BatchSize=16:64:int",
+            "--tasks", "2", "--train-samples", "1000", "--set", "NumberOfEpochs=10", "--set", "HiddenLayerSizes=8", "--trials", "4", "--tuner", "Grid", "--report", "sweep-report", "--json");
+        Assert.True(sweep.ExitCode == 0, sweep.Error);
+        var result = JsonDocument.Parse(sweep.Output).RootElement;
+        var trials = result.GetProperty("trials").EnumerateArray().ToList();
+        Assert.Equal(4, trials.Count);
+        Assert.All(trials, t => Assert.Equal("Completed", t.GetProperty("status").GetString()));
+        // The grid's corners: λ at both ends of its log range, batch sizes at both ends of theirs.
+        var lambdas = trials.Select(t => double.Parse(t.GetProperty("parameters").GetProperty("Lambda").GetString()!, CultureInfo.InvariantCulture)).ToList();
+        Assert.Equal(1, lambdas.Min(), 6);
+        Assert.Equal(1000, lambdas.Max(), 3);
+        Assert.Equal(["16", "64"], trials.Select(t => t.GetProperty("parameters").GetProperty("BatchSize").GetString()).Distinct().Order());
+        Assert.InRange(result.GetProperty("bestTestACC").GetDouble(), 0.6, 1.0);
+        Assert.Equal(5, File.ReadAllLines(temp.File(Path.Combine("sweep-report", "trials.csv"))).Length);
+    }
+
+    [Fact]
     public void Help_IsReadable_AndBadInput_GetsItsExitCodeAndAClearMessage()
     {
         using var temp = new TempFolder();

@@ -63,6 +63,22 @@ public class SweepTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.Equal([1, 2, 3], grid.Points.Select(p => space.Create(p).Layers).Order());
     }
 
+    [Fact]
+    public void SearchSpace_FromDimensions_FillsTheParameterObjectThroughItsSetter()
+    {
+        var space = new SearchSpace<Dictionary<string, object>>(
+            [new SearchDimension("Lambda", SearchDimensionKind.Real, 1, 1e4, true, []), new SearchDimension("Policy", SearchDimensionKind.Choice, 0, 1, false, ["a", "b"])],
+            (p, name, value) => p[name] = value);
+        var low = space.Create([0, 0]);
+        var high = space.Create([1, 1]);
+        Assert.Equal((1.0, "a"), ((double)low["Lambda"], (string)low["Policy"]));
+        Assert.Equal(1e4, (double)high["Lambda"], 6);
+        Assert.Equal("b", high["Policy"]);
+        Assert.Equal(100, (double)space.Create([0.5, 0])["Lambda"], 9);
+        Assert.Throws<ArgumentException>(() => new SearchSpace<Dictionary<string, object>>(
+            [new SearchDimension("X", SearchDimensionKind.Real, 0, 1, true, [])], (p, n, v) => p[n] = v)); // log scale from 0
+    }
+
     public class Bad1 { [Range(0.0, 1.0, logBase: true)] public double X { get; set; } }
     public class Bad2 { [Range(1, 10, 5)] public string X { get; set; } = ""; }
     public class Bad3 { public double X { get; set; } }

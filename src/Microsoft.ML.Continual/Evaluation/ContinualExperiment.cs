@@ -64,7 +64,7 @@ internal static class ContinualExperiment
             model = model is null ? Fit(trainer, task.Train, cancellation) : ml.Continual().Refit(model, task.Train, cancellation);
             double seconds = clock.Elapsed.TotalSeconds;
             long peak = sampler.Stop();
-            var continual = Last(model);
+            var continual = ContinualCatalog.FindContinual(model);
             long trainedRows = continual?.State.LastTaskTrainingRows ?? 0;
             double loopSeconds = continual?.State.LastTaskTrainingSeconds ?? seconds;
             int epochs = continual?.State.Options.NumberOfEpochs ?? 1;
@@ -104,9 +104,6 @@ internal static class ContinualExperiment
 
     private static ITransformer Fit(IEstimator<ITransformer> trainer, IDataView data, CancellationToken cancellation) =>
         trainer is IContinualTrainer continual ? continual.Fit(data, cancellation) : trainer.Fit(data);
-
-    internal static ContinualTransformer? Last(ITransformer model) =>
-        model as ContinualTransformer ?? (model is IEnumerable<ITransformer> chain ? chain.Select(Last).LastOrDefault(m => m is not null) : null);
 
     private static string TrainerDisplayName(IEstimator<ITransformer> trainer) =>
         trainer is IContinualTrainer continual ? continual.TrainerName : trainer.GetType().Name;

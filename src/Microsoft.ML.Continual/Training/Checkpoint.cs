@@ -120,6 +120,21 @@ internal static class Checkpoint
         }
     }
 
+    /// <summary>A strategy's sampling generator (or its absence) for <see cref="ContinualStrategy.SaveTaskProgress"/>.</summary>
+    internal static void WriteGenerator(BinaryWriter writer, Generator? generator)
+    {
+        writer.Write(generator is not null);
+        if (generator is not null) WriteBytes(writer, generator.get_state());
+    }
+
+    /// <summary>Restores what <see cref="WriteGenerator"/> wrote into <paramref name="generator"/> (made again by BeforeTask).</summary>
+    internal static void ReadGenerator(BinaryReader reader, Generator? generator)
+    {
+        if (!reader.ReadBoolean()) return;
+        var state = ReadBytes(reader);
+        (generator ?? throw new ContinualCheckpointException("The checkpoint holds a sampling generator this task does not have.")).set_state(state);
+    }
+
     internal static void WriteBytes(BinaryWriter writer, Tensor state)
     {
         using var cpu = state.cpu().contiguous();

@@ -60,14 +60,13 @@ internal sealed class FlatGradients
 /// past task's memory is computed (one forward and backward each) and the step's gradient projected when it would
 /// increase any of their losses (<see cref="GemProjection"/>). After a task, a random sample of its rows joins the memory.
 /// </summary>
-internal sealed class GemStrategy : ContinualStrategy
+internal sealed class GemStrategy : MemoryStrategy
 {
     private const double Epsilon = 1e-3; // GEM's positive-definite regularisation of GGᵀ
     private readonly GemTrainer.Options _options;
-    private ExampleMemory _memory = ExampleMemory.Empty;
     private List<TrainingBatch> _pastTasks = new();
     private FlatGradients? _flat;
-    private Tensor? _gradient, _memoryGradients;
+    private Tensor? _gradient, MemoryGradients;
 
     public GemStrategy(GemTrainer.Options options) => _options = options;
 
@@ -80,16 +79,16 @@ internal sealed class GemStrategy : ContinualStrategy
         ProjectedSteps = Steps = 0;
         _pastTasks = new();
         _flat = new FlatGradients(context.Network);
-        if (_memory.Count == 0) return;
+        if (Memory.Count == 0) return;
         // Each past task's memory as one batch on the device, gathered once per task (tensors live in the fit's dispose scope).
-        using TaskTensors memory = _memory.ToDevice(context.Device)!;
-        foreach (int task in _memory.TaskOf.Distinct().Order())
+        using TaskTensors memory = Memory.ToDevice(context.Device)!;
+        foreach (int task in Memory.TaskOf.Distinct().Order())
         {
-            Tensor rows = tensor(Enumerable.Range(0, _memory.Count).Where(i => _memory.TaskOf[i] == task).Select(i => (long)i).ToArray()).to(context.Device);
+            Tensor rows = tensor(Enumerable.Range(0, Memory.Count).Where(i => Memory.TaskOf[i] == task).Select(i => (long)i).ToArray()).to(context.Device);
             _pastTasks.Add(memory.Select(rows));
         }
         _gradient = zeros(_flat.Size, device: context.Device);
-        _memoryGradients = zeros(_pastTasks.Count, _flat.Size, device: context.Device);
+        MemoryGradients = zeros(_pastTasks.Count, _flat.Size, device: context.Device);
     }
 
     public override void AfterBackward(TrainingContext context)
@@ -102,18 +101,18 @@ internal sealed class GemStrategy : ContinualStrategy
         {
             flat.Zero();
             context.Loss(_pastTasks[k]).backward();
-            using Tensor row = _memoryGradients![k];
+            using Tensor row = MemoryGradients![k];
             flat.CopyTo(row);
         }
         bool violated;
-        using (no_grad()) violated = _memoryGradients!.mv(_gradient!).lt(0).any().item<bool>();
+        using (no_grad()) violated = MemoryGradients!.mv(_gradient!).lt(0).any().item<bool>();
         if (!violated)
         {
             flat.CopyFrom(_gradient!);
             return;
         }
         ProjectedSteps++;
-        using Tensor projected = GemProjection.Project(_memoryGradients!, _gradient!, _options.MemoryStrength, Epsilon, out _);
+        using Tensor projected = GemProjection.Project(MemoryGradients!, _gradient!, _options.MemoryStrength, Epsilon, out _);
         flat.CopyFrom(projected);
     }
 
@@ -122,22 +121,11 @@ internal sealed class GemStrategy : ContinualStrategy
         var task = context.Task;
         var random = new Random(unchecked((int)(context.TaskSeed ^ 0x4745_4D00)));
         int[] rows = Enumerable.Range(0, (int)task.Count).OrderBy(_ => random.Next()).Take(_options.MemoriesPerTask).ToArray();
-        _memory = _memory.Append(task, context.TaskIndex, ExampleMemory.ClassesOf(task, context.State.Kind), rows);
+        Memory = Memory.Append(task, context.TaskIndex, ExampleMemory.ClassesOf(task, context.State.Kind), rows);
         _pastTasks = new();
-        _gradient = _memoryGradients = null;
+        _gradient = MemoryGradients = null;
     }
 
-    public override void CopyStateFrom(ContinualStrategy previous) => _memory = ((GemStrategy)previous)._memory;
-    public override void SaveState(BinaryWriter writer) => _memory.Save(writer);
-    public override void LoadState(BinaryReader reader, int formatVersion) => _memory = ExampleMemory.Load(reader);
-    internal ExampleMemory Memory => _memory;
-
-    public override IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long>
-    {
-        ["memory rows"] = _memory.Count,
-        ["memory tasks"] = _memory.TaskOf.Distinct().Count(),
-        ["memory floats"] = _memory.Features?.numel() ?? 0,
-    };
 }
 
 /// <summary>
@@ -145,10 +133,9 @@ internal sealed class GemStrategy : ContinualStrategy
 /// the whole memory; when the step's gradient g points against it (gᵀg_ref &lt; 0), g is projected onto its half-space.
 /// The memory is task-balanced with a fixed budget.
 /// </summary>
-internal sealed class AGemStrategy : ContinualStrategy
+internal sealed class AGemStrategy : MemoryStrategy
 {
     private readonly AGemTrainer.Options _options;
-    private ExampleMemory _memory = ExampleMemory.Empty;
     private TaskTensors? _deviceMemory;
     private Generator? _generator;
     private FlatGradients? _flat;
@@ -163,7 +150,7 @@ internal sealed class AGemStrategy : ContinualStrategy
     {
         ProjectedSteps = Steps = 0;
         _flat = new FlatGradients(context.Network);
-        _deviceMemory = _memory.ToDevice(context.Device);
+        _deviceMemory = Memory.ToDevice(context.Device);
         if (_deviceMemory is null) return;
         _generator = new Generator((ulong)(context.TaskSeed ^ 0x4147_454D), CPU); // draws are made on the CPU (then moved), so the generator lives there on every device
         _gradient = zeros(_flat.Size, device: context.Device);
@@ -203,7 +190,7 @@ internal sealed class AGemStrategy : ContinualStrategy
     {
         var task = context.Task;
         var random = new Random(unchecked((int)(context.TaskSeed ^ 0x4147_4500)));
-        _memory = _memory.Offer(task, context.TaskIndex, ExampleMemory.ClassesOf(task, context.State.Kind), ReplayBufferPolicy.TaskBalanced,
+        Memory = Memory.Offer(task, context.TaskIndex, ExampleMemory.ClassesOf(task, context.State.Kind), ReplayBufferPolicy.TaskBalanced,
             _options.MemorySize, ExemplarSelection.Random, random, embed: null);
         _deviceMemory?.Dispose();
         _deviceMemory = null;
@@ -212,25 +199,7 @@ internal sealed class AGemStrategy : ContinualStrategy
         _gradient = _reference = null;
     }
 
-    public override void SaveTaskProgress(BinaryWriter writer)
-    {
-        writer.Write(_generator is not null);
-        if (_generator is not null) Checkpoint.WriteBytes(writer, _generator.get_state());
-    }
+    public override void SaveTaskProgress(BinaryWriter writer) => Checkpoint.WriteGenerator(writer, _generator);
+    public override void LoadTaskProgress(BinaryReader reader) => Checkpoint.ReadGenerator(reader, _generator);
 
-    public override void LoadTaskProgress(BinaryReader reader)
-    {
-        if (reader.ReadBoolean()) _generator!.set_state(Checkpoint.ReadBytes(reader));
-    }
-
-    public override void CopyStateFrom(ContinualStrategy previous) => _memory = ((AGemStrategy)previous)._memory;
-    public override void SaveState(BinaryWriter writer) => _memory.Save(writer);
-    public override void LoadState(BinaryReader reader, int formatVersion) => _memory = ExampleMemory.Load(reader);
-    internal ExampleMemory Memory => _memory;
-
-    public override IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long>
-    {
-        ["memory rows"] = _memory.Count,
-        ["memory floats"] = _memory.Features?.numel() ?? 0,
-    };
 }

@@ -4,20 +4,17 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Continual;
 
 /// <summary>Experience replay (<see cref="ReplayTrainer"/>): rows drawn from the memory join every minibatch; the task's rows are offered to the memory after it.</summary>
-internal sealed class ReplayStrategy : ContinualStrategy
+internal sealed class ReplayStrategy : MemoryStrategy
 {
     private readonly ReplayTrainer.Options _options;
-    private ExampleMemory _memory = ExampleMemory.Empty;
     private TaskTensors? _deviceMemory;
     private Generator? _generator;
 
     public ReplayStrategy(ReplayTrainer.Options options) => _options = options;
 
-    internal ExampleMemory Memory => _memory;
-
     public override void BeforeTask(TrainingContext context)
     {
-        _deviceMemory = _memory.ToDevice(context.Device);
+        _deviceMemory = Memory.ToDevice(context.Device);
         _generator = _deviceMemory is null ? null
             : new Generator((ulong)(context.TaskSeed ^ 0x5245_504C), CPU); // draws are made on the CPU (then moved), so the generator lives there on every device
     }
@@ -38,7 +35,7 @@ internal sealed class ReplayStrategy : ContinualStrategy
         var task = context.Task;
         var random = new Random(unchecked((int)(context.TaskSeed ^ 0x5245_5000)));
         var network = context.Network;
-        _memory = _memory.Offer(task, context.TaskIndex, ExampleMemory.ClassesOf(task, context.State.Kind), _options.BufferPolicy,
+        Memory = Memory.Offer(task, context.TaskIndex, ExampleMemory.ClassesOf(task, context.State.Kind), _options.BufferPolicy,
             _options.MemorySize, _options.Selection, random, network.Embed);
         _deviceMemory?.Dispose();
         _deviceMemory = null;
@@ -46,27 +43,8 @@ internal sealed class ReplayStrategy : ContinualStrategy
         _generator = null;
     }
 
-    public override void SaveTaskProgress(BinaryWriter writer)
-    {
-        writer.Write(_generator is not null);
-        if (_generator is not null) Checkpoint.WriteBytes(writer, _generator.get_state());
-    }
-
-    public override void LoadTaskProgress(BinaryReader reader)
-    {
-        if (reader.ReadBoolean()) _generator!.set_state(Checkpoint.ReadBytes(reader));
-    }
-
-    public override void CopyStateFrom(ContinualStrategy previous) => _memory = ((ReplayStrategy)previous)._memory;
-    public override void SaveState(BinaryWriter writer) => _memory.Save(writer);
-    public override void LoadState(BinaryReader reader, int formatVersion) => _memory = ExampleMemory.Load(reader);
-
-    public override IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long>
-    {
-        ["memory rows"] = _memory.Count,
-        ["memory floats"] = _memory.Features?.numel() ?? 0,
-        ["rows offered"] = _memory.RowsOffered,
-    };
+    public override void SaveTaskProgress(BinaryWriter writer) => Checkpoint.WriteGenerator(writer, _generator);
+    public override void LoadTaskProgress(BinaryReader reader) => Checkpoint.ReadGenerator(reader, _generator);
 }
 
 /// <summary>Several strategies on the same loop (e.g. replay + online EWC): every hook runs each part in order; the state is each part's state in turn.</summary>

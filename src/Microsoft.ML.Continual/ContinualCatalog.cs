@@ -191,6 +191,18 @@ public sealed class ContinualTrainers
     /// <summary>Sliced Cramér preservation (Kolouri et al. 2020).</summary>
     public ScpTrainer Scp(ScpTrainer.Options? options = null) => new(_mlContext, options ?? new ScpTrainer.Options());
 
+    /// <summary>PackNet (Mallya and Lazebnik 2018): each task prunes and keeps a share of the trunk's weights; task-incremental, BWT = 0.</summary>
+    /// <example><code source="../../src/Samples/ArchitectureSample.cs" /></example>
+    public PackNetTrainer PackNet(PackNetTrainer.Options? options = null) => new(_mlContext, options ?? new PackNetTrainer.Options());
+
+    /// <summary>CPG (Hung et al. 2019): picks earlier tasks' weights, grows the layers when needed, compacts each task; task-incremental, BWT = 0.</summary>
+    /// <example><code source="../../src/Samples/ArchitectureSample.cs" /></example>
+    public CpgTrainer Cpg(CpgTrainer.Options? options = null) => new(_mlContext, options ?? new CpgTrainer.Options());
+
+    /// <summary>Progressive neural networks (Rusu et al. 2016): a new column per task with lateral connections; task-incremental, BWT = 0.</summary>
+    /// <example><code source="../../src/Samples/ArchitectureSample.cs" /></example>
+    public ProgressiveNetworksTrainer ProgressiveNetworks(ProgressiveNetworksTrainer.Options? options = null) => new(_mlContext, options ?? new ProgressiveNetworksTrainer.Options());
+
     /// <summary>Gradient episodic memory (Lopez-Paz and Ranzato 2017): no step may increase any past task's memory loss.</summary>
     /// <example><code source="../../src/Samples/GemSample.cs" /></example>
     public GemTrainer Gem(GemTrainer.Options? options = null) => new(_mlContext, options ?? new GemTrainer.Options());

@@ -50,8 +50,15 @@ public sealed class ContinualTransformer : ITransformer, ICanSaveModel
     /// <summary>The task ids, in head order, for a multi-head (task-incremental) model; empty otherwise.</summary>
     public IReadOnlyList<string> TaskIds => State.TaskIds.ToList();
 
+    /// <summary>The hidden layers' current widths (per column for progressive networks); wider than the options' when CPG grew them.</summary>
+    public IReadOnlyList<int> HiddenLayerSizes => State.Network.Shape.HiddenSizes.ToArray();
+
     /// <summary>The network's trainable parameter count.</summary>
     public long ParameterCount => State.Network.Shape.ParameterCount;
+
+    /// <summary>How the network's capacity is divided among the tasks, for the architecture methods (PackNet,
+    /// progressive networks); null for the other trainers.</summary>
+    public ContinualCapacity? Capacity => State.Strategy.Capacity(State);
 
     /// <summary>A copy of the options the model was trained with (changing it changes nothing).</summary>
     public ContinualTrainerOptions Options => TrainerRegistry.Get(State.TrainerName).ReadOptions(State.Options.ToPairs());

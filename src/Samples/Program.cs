@@ -4,7 +4,7 @@ using Microsoft.ML.Continual;
 using Samples;
 
 // The main demo: every trainer available so far on Permuted MNIST, compared by ACC / BWT / FWT, with a report.
-// Usage: dotnet run --project src/Samples [-- finetune|evaluation|forgetting|regularization|streams|gem|replay|sweep|production]   (a sample's name runs just that sample)
+// Usage: dotnet run --project src/Samples [-- finetune|evaluation|forgetting|regularization|streams|gem|architecture|replay|sweep|production]   (a sample's name runs just that sample)
 string work = Path.Combine(Path.GetTempPath(), "continual-samples");
 Directory.CreateDirectory(work);
 
@@ -18,11 +18,12 @@ if (args.Length > 0)
         case "regularization": RegularizationSample.Run(work); return 0;
         case "streams": StreamsSample.Run(); return 0;
         case "gem": GemSample.Run(work); return 0;
+        case "architecture": ArchitectureSample.Run(work); return 0;
         case "replay": ReplaySample.Run(work); return 0;
         case "sweep": SweepSample.Run(work); return 0;
         case "production": ProductionSample.Run(work); return 0;
         default:
-            Console.Error.WriteLine($"Unknown sample '{args[0]}'. Samples: finetune, evaluation, forgetting, regularization, streams, gem, replay, sweep, production.");
+            Console.Error.WriteLine($"Unknown sample '{args[0]}'. Samples: finetune, evaluation, forgetting, regularization, streams, gem, architecture, replay, sweep, production.");
             return 2;
     }
 }
@@ -53,6 +54,9 @@ var trainers = new (string Name, IEstimator<ITransformer> Trainer)[]
     ("Replay (1,000 rows)", ml.Continual().Trainers.Replay(Configure(new ReplayTrainer.Options()))),
     ("Joint (upper bound)", ml.Continual().Trainers.Joint(Configure(new JointTrainer.Options()))),
     ("Independent (task id given)", ml.Continual().Trainers.Independent(Configure(new IndependentTrainer.Options()))),
+    ("PackNet (task id given)", ml.Continual().Trainers.PackNet(Configure(new PackNetTrainer.Options { ExpectedTaskCount = 5, RetrainEpochs = 1 }))),
+    ("CPG (task id given)", ml.Continual().Trainers.Cpg(Configure(new CpgTrainer.Options { CompactionSteps = 2 }))),
+    ("Progressive networks (task id given)", ml.Continual().Trainers.ProgressiveNetworks(Configure(new ProgressiveNetworksTrainer.Options()))),
 };
 var results = new List<ContinualExperimentResult>();
 foreach (var (name, trainer) in trainers)

@@ -4,10 +4,16 @@ namespace Microsoft.ML.Continual.Tests;
 
 public class CheckpointTests
 {
-    private static Dictionary<string, string> Settings(string trainer) => new()
+    private static Dictionary<string, string> Settings(string trainer)
     {
-        ["HiddenLayerSizes"] = "16", ["NumberOfEpochs"] = "4", ["BatchSize"] = "16", ["Dropout"] = "0.2", ["Seed"] = "5",
-    };
+        var settings = new Dictionary<string, string>
+        {
+            ["HiddenLayerSizes"] = "16", ["NumberOfEpochs"] = "4", ["BatchSize"] = "16", ["Dropout"] = "0.2", ["Seed"] = "5",
+        };
+        if (trainer is "PackNet" or "ProgressiveNetworks") settings["TaskIdColumnName"] = "Task";
+        if (trainer == "PackNet") settings["WeightDecay"] = "0.001";
+        return settings;
+    }
 
     /// <summary>Trains with checkpoints, is cancelled after epoch <paramref name="stopAfter"/>, then resumes.</summary>
     private static ContinualTransformer Interrupted(MLContext ml, string trainer, IDataView data, ContinualTransformer? previous, string checkpoint, int stopAfter)
@@ -30,11 +36,14 @@ public class CheckpointTests
     }
 
     [Theory]
-    [InlineData("FineTune")]
-    [InlineData("Ewc")]
-    [InlineData("Replay")]
-    [InlineData("AGem")]
-    public void ResumedFit_EndsWithTheSameModel_AsAnUninterruptedOne(string trainer)
+    [InlineData("FineTune", 2)]
+    [InlineData("Ewc", 2)]
+    [InlineData("Replay", 2)]
+    [InlineData("AGem", 2)]
+    [InlineData("ProgressiveNetworks", 2)]
+    [InlineData("PackNet", 2)] // before pruning
+    [InlineData("PackNet", 5)] // after pruning, during retraining: the owners come back from the checkpoint
+    public void ResumedFit_EndsWithTheSameModel_AsAnUninterruptedOne(string trainer, int stopAfter)
     {
         using var temp = new TempFolder();
         var ml = new MLContext(seed: 1);
@@ -43,7 +52,7 @@ public class CheckpointTests
         dynamic estimator = ml.Continual().Trainers.Create(trainer, Settings(trainer));
         ContinualTransformer first = estimator.Fit(task1);
         ContinualTransformer straight = estimator.Fit(task2, first, new ContinualFitOptions(), CancellationToken.None);
-        var resumed = Interrupted(ml, trainer, task2, first, temp.File("task2.ckpt"), stopAfter: 2);
+        var resumed = Interrupted(ml, trainer, task2, first, temp.File("task2.ckpt"), stopAfter);
         var probe = TestData.View(ml, 1, [0, 1, 2], 100, 9);
         Assert.Equal(TestData.Scores(straight, probe), TestData.Scores(resumed, probe));
     }

@@ -121,6 +121,7 @@ internal static class ModelFormat
             entry = StrategyEntry;
             if (!ctx.TryLoadBinaryStream(StrategyEntry, reader => strategy.LoadState(reader, version)))
                 throw new ContinualModelFormatException($"The model has no '{StrategyEntry}' entry.");
+            strategy.AttachTo(network);
             return new ContinualModelState
             {
                 TrainerName = trainerName, Options = options, Strategy = strategy, Network = network, Kind = kind,

@@ -63,7 +63,7 @@ internal sealed class ContinualModelState : IDisposable
     public Tensor MaskLogits(Tensor logits, Tensor? heads)
     {
         Tensor? allowed = heads is null ? null : AllowedOutputs(logits.device);
-        return allowed is null ? logits : logits.masked_fill(allowed.index_select(0, heads!).logical_not(), float.NegativeInfinity);
+        return allowed is null ? logits : logits.masked_fill(allowed.index_select(0, heads!).logical_not(), CachedScalars.NegativeInfinity);
     }
 
     /// <summary>The training loss of a batch (mean over rows): cross-entropy, logistic or squared.</summary>

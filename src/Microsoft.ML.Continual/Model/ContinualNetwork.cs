@@ -5,10 +5,25 @@ using static TorchSharp.torch;
 
 namespace Microsoft.ML.Continual;
 
-/// <summary>The shape of a <see cref="ContinualNetwork"/>: enough to rebuild it before loading its weights.</summary>
-/// <remarks><c>SeparateTrunks</c>: one trunk per head (no sharing at all: the "one model per task" baseline).</remarks>
-internal sealed record NetworkShape(int InputSize, int[] HiddenSizes, ContinualActivation Activation, float Dropout, int OutputSize, int HeadCount, bool SeparateTrunks = false)
+/// <summary>How a <see cref="ContinualNetwork"/>'s trunks relate to its heads.</summary>
+internal enum NetworkColumns : byte
 {
+    /// <summary>One trunk shared by every head.</summary>
+    Shared = 0,
+    /// <summary>One trunk per head, nothing shared (the "one model per task" baseline).</summary>
+    PerTask = 1,
+    /// <summary>One trunk ("column") per head with lateral connections from every earlier column (progressive networks).</summary>
+    Progressive = 2,
+}
+
+/// <summary>The shape of a <see cref="ContinualNetwork"/>: enough to rebuild it before loading its weights.</summary>
+/// <remarks>The columns are stored in the byte that format 0x00010001 wrote as the Boolean <c>SeparateTrunks</c>
+/// (0 = shared, 1 = one per task), so every model of that format reads unchanged; 2 (progressive) only occurs in
+/// models of the progressive-networks trainer, which older versions refuse by its name.</remarks>
+internal sealed record NetworkShape(int InputSize, int[] HiddenSizes, ContinualActivation Activation, float Dropout, int OutputSize, int HeadCount, NetworkColumns Columns = NetworkColumns.Shared)
+{
+    public bool SeparateTrunks => Columns != NetworkColumns.Shared;
+
     public void Write(BinaryWriter w)
     {
         w.Write(InputSize);
@@ -17,19 +32,27 @@ internal sealed record NetworkShape(int InputSize, int[] HiddenSizes, ContinualA
         w.Write(Dropout);
         w.Write(OutputSize);
         w.Write(HeadCount);
-        w.Write(SeparateTrunks);
+        w.Write((byte)Columns);
     }
 
     public static NetworkShape Read(BinaryReader r)
     {
-        var shape = new NetworkShape(r.ReadInt32(), ModelIO.ReadInts(r, "hidden layer"), (ContinualActivation)r.ReadInt32(), r.ReadSingle(), r.ReadInt32(), r.ReadInt32(), r.ReadBoolean());
+        var shape = new NetworkShape(r.ReadInt32(), ModelIO.ReadInts(r, "hidden layer"), (ContinualActivation)r.ReadInt32(), r.ReadSingle(), r.ReadInt32(), r.ReadInt32(), (NetworkColumns)r.ReadByte());
         if (shape.InputSize <= 0 || shape.OutputSize <= 0 || shape.HeadCount <= 0 || shape.HiddenSizes.Any(h => h <= 0)
-            || !Enum.IsDefined(shape.Activation) || !(shape.Dropout >= 0 && shape.Dropout < 1)
+            || !Enum.IsDefined(shape.Activation) || !(shape.Dropout >= 0 && shape.Dropout < 1) || !Enum.IsDefined(shape.Columns)
             || (long)shape.InputSize * (shape.HiddenSizes.Length == 0 ? 1 : shape.HiddenSizes.Max()) > ModelIO.MaxCount
-            || (long)shape.HeadCount * shape.OutputSize > ModelIO.MaxCount)
+            || (long)shape.HeadCount * shape.OutputSize > ModelIO.MaxCount
+            || (shape.Columns == NetworkColumns.Progressive && (long)shape.HeadCount * shape.HeadCount > ModelIO.MaxCount))
             throw new ContinualModelFormatException("The stored network shape is invalid.");
         return shape;
     }
+
+    /// <summary>Lateral layers from column <c>source</c> into column <c>target</c> (progressive only): one into each hidden
+    /// layer after the first and one into the head, so as many as there are hidden layers.</summary>
+    public int LateralsPerPair => Columns == NetworkColumns.Progressive ? HiddenSizes.Length : 0;
+
+    /// <summary>Index of the first lateral layer of column <paramref name="target"/> in the flat list (pairs ordered by target, then source, then layer).</summary>
+    public int FirstLateral(int target) => LateralsPerPair * (target * (target - 1) / 2);
 
     public long ParameterCount
     {
@@ -39,19 +62,42 @@ internal sealed record NetworkShape(int InputSize, int[] HiddenSizes, ContinualA
             int previous = InputSize;
             foreach (int h in HiddenSizes) { count += (long)previous * h + h; previous = h; }
             if (SeparateTrunks) count *= HeadCount;
-            return count + HeadCount * ((long)previous * OutputSize + OutputSize);
+            count += HeadCount * ((long)previous * OutputSize + OutputSize);
+            if (Columns == NetworkColumns.Progressive)
+            {
+                // Lateral layers have no bias: each (target, source) pair maps source layer i-1 into target layer i.
+                long perPair = 0;
+                for (int i = 1; i < HiddenSizes.Length; i++) perPair += (long)HiddenSizes[i - 1] * HiddenSizes[i];
+                if (HiddenSizes.Length > 0) perPair += (long)HiddenSizes[^1] * OutputSize;
+                count += perPair * ((long)HeadCount * (HeadCount - 1) / 2);
+            }
+            return count;
         }
     }
 }
 
+/// <summary>Per-head views of the shared trunk's layers (PackNet's and CPG's masks): for each head, the weight and bias
+/// each trunk layer computes with. Attached to a network by its strategy (<see cref="ContinualStrategy.AttachTo"/>).</summary>
+internal interface ITrunkWeightView
+{
+    /// <summary>The weight and bias layer <paramref name="layer"/> uses for rows of head <paramref name="head"/>: the
+    /// parameters themselves, a masked copy that gradients flow through, or a masked slice (the widths the head was
+    /// trained with, when the layers grew later). The head's own output layer reads as many inputs as the trunk gives.</summary>
+    (Tensor Weight, Tensor Bias) LayerFor(int head, int layer, Tensor weight, Tensor bias);
+}
+
 /// <summary>
 /// A multilayer perceptron with a shared trunk and one or more linear output heads (one per task when the
-/// model is task-incremental). Heads are selected per row, so a batch may mix tasks (as replay does).
+/// model is task-incremental). Heads are selected per row, so a batch may mix tasks (as replay does). With
+/// <see cref="NetworkColumns.PerTask"/> each head has its own trunk; with <see cref="NetworkColumns.Progressive"/>
+/// each head's trunk (column) also receives lateral connections from every earlier column (Rusu et al. 2016, eq. 1):
+/// h_i^(k) = f(W_i^(k) h_{i-1}^(k) + b_i^(k) + Σ_{j&lt;k} U_i^(k:j) h_{i-1}^(j)).
 /// </summary>
 internal sealed class ContinualNetwork : nn.Module
 {
     private readonly ModuleList<Sequential> trunks;
     private readonly ModuleList<Linear> heads;
+    private readonly ModuleList<Linear> laterals;
 
     public ContinualNetwork(NetworkShape shape) : base(nameof(ContinualNetwork))
     {
@@ -59,6 +105,12 @@ internal sealed class ContinualNetwork : nn.Module
         int previous = shape.HiddenSizes.Length == 0 ? shape.InputSize : shape.HiddenSizes[^1];
         trunks = nn.ModuleList(Enumerable.Range(0, shape.SeparateTrunks ? shape.HeadCount : 1).Select(_ => CreateTrunk(shape)).ToArray());
         heads = nn.ModuleList(Enumerable.Range(0, shape.HeadCount).Select(_ => nn.Linear(previous, shape.OutputSize)).ToArray());
+        var lateralLayers = new List<Linear>();
+        for (int target = 1; target < shape.HeadCount && shape.LateralsPerPair > 0; target++)
+            for (int source = 0; source < target; source++)
+                for (int i = 1; i <= shape.HiddenSizes.Length; i++)
+                    lateralLayers.Add(nn.Linear(shape.HiddenSizes[i - 1], i < shape.HiddenSizes.Length ? shape.HiddenSizes[i] : shape.OutputSize, hasBias: false));
+        laterals = nn.ModuleList(lateralLayers.ToArray());
         RegisterComponents();
     }
 
@@ -84,24 +136,124 @@ internal sealed class ContinualNetwork : nn.Module
 
     public NetworkShape Shape { get; }
 
+    /// <summary>Per-head views of the shared trunk's weights, or null (every head uses the weights as they are).
+    /// Not saved with the weights: the strategy that owns the masks attaches itself after making or loading the network.</summary>
+    public ITrunkWeightView? TrunkWeightView { get; set; }
+
     /// <summary>Outputs (logits) for each row; <paramref name="headOfRow"/> picks each row's head (null: head 0).</summary>
     public Tensor Forward(Tensor features, Tensor? headOfRow)
     {
         using var scope = NewDisposeScope();
-        if (headOfRow is null || Shape.HeadCount == 1)
+        if ((headOfRow is null || Shape.HeadCount == 1) && TrunkWeightView is null)
             return heads[0].call(trunks[0].call(features)).MoveToOuterDisposeScope();
-        Tensor? shared = Shape.SeparateTrunks ? null : trunks[0].call(features);
+        if (headOfRow is null || Shape.HeadCount == 1)
+            return HeadOutput(0, features).MoveToOuterDisposeScope();
+        Tensor? shared = Shape.Columns == NetworkColumns.Shared && TrunkWeightView is null ? trunks[0].call(features) : null;
         Tensor output = zeros(features.shape[0], Shape.OutputSize, dtype: features.dtype, device: features.device);
         // Only the heads present in the batch run; rows are gathered, scored and put back in place.
         var present = headOfRow.unique().output.data<long>().ToArray();
         foreach (long head in present)
         {
             Tensor rows = (headOfRow == head).nonzero().squeeze(1);
-            Tensor hidden = shared is null ? trunks[(int)head].call(features.index_select(0, rows)) : shared.index_select(0, rows);
-            output = output.index_copy(0, rows, heads[(int)head].call(hidden));
+            Tensor scored = shared is null ? HeadOutput((int)head, features.index_select(0, rows)) : heads[(int)head].call(shared.index_select(0, rows));
+            output = output.index_copy(0, rows, scored);
         }
         return output.MoveToOuterDisposeScope();
     }
+
+    /// <summary>The outputs of head <paramref name="head"/> for rows that all belong to it.</summary>
+    private Tensor HeadOutput(int head, Tensor features)
+    {
+        switch (Shape.Columns)
+        {
+            case NetworkColumns.PerTask:
+                return heads[head].call(trunks[head].call(features));
+            case NetworkColumns.Progressive:
+                return ProgressiveOutput(head, features);
+            default:
+                if (TrunkWeightView is null) return heads[head].call(trunks[0].call(features));
+                Tensor hidden = MaskedTrunk(head, features);
+                var output = heads[head];
+                // A head trained before the layers grew reads only the units that existed then.
+                return hidden.shape[1] == output.weight!.shape[1] ? output.call(hidden)
+                    : nn.functional.linear(hidden, output.weight!.narrow(1, 0, hidden.shape[1]), output.bias);
+        }
+    }
+
+    /// <summary>The shared trunk computed with head <paramref name="head"/>'s view of the weights.</summary>
+    private Tensor MaskedTrunk(int head, Tensor x)
+    {
+        var view = TrunkWeightView!;
+        var trunk = TrunkLinears(0);
+        for (int i = 0; i < trunk.Count; i++)
+        {
+            var (weight, bias) = view.LayerFor(head, i, trunk[i].weight!, trunk[i].bias!);
+            x = nn.functional.linear(x, weight, bias);
+            x = Activate(x);
+            if (Shape.Dropout > 0) x = nn.functional.dropout(x, Shape.Dropout, training);
+        }
+        return x;
+    }
+
+    /// <summary>Progressive networks: columns 0..<paramref name="head"/> are run layer by layer; every earlier column is
+    /// computed without gradients (it is frozen: Rusu et al. train only the newest column and its lateral connections).</summary>
+    private Tensor ProgressiveOutput(int head, Tensor x)
+    {
+        int depth = Shape.HiddenSizes.Length;
+        var activations = new Tensor[head + 1]; // each column's output of the previous layer
+        for (int column = 0; column <= head; column++) activations[column] = x;
+        for (int i = 0; i < depth; i++)
+        {
+            var next = new Tensor[head + 1];
+            for (int column = 0; column <= head; column++)
+            {
+                using var frozen = column < head ? no_grad() : null;
+                var layer = TrunkLinears(column)[i];
+                Tensor z = layer.call(activations[column]);
+                if (i > 0)
+                    for (int source = 0; source < column; source++)
+                        z = z + laterals[LateralIndex(column, source, i)].call(activations[source]);
+                z = Activate(z);
+                if (Shape.Dropout > 0) z = nn.functional.dropout(z, Shape.Dropout, training);
+                next[column] = z;
+            }
+            activations = next;
+        }
+        Tensor output = heads[head].call(activations[head]);
+        if (depth > 0)
+            for (int source = 0; source < head; source++)
+                output = output + laterals[LateralIndex(head, source, depth)].call(activations[source]);
+        return output;
+    }
+
+    private int LateralIndex(int target, int source, int layer) => Shape.FirstLateral(target) + source * Shape.LateralsPerPair + (layer - 1);
+
+    private readonly Dictionary<int, List<Linear>> _trunkLinears = new();
+
+    private List<Linear> TrunkLinears(int trunk)
+    {
+        if (!_trunkLinears.TryGetValue(trunk, out var list))
+        {
+            list = trunks[trunk].named_children().Where(c => c.name.StartsWith("linear", StringComparison.Ordinal)).Select(c => (Linear)c.module).ToList();
+            _trunkLinears[trunk] = list;
+        }
+        return list;
+    }
+
+    private Tensor Activate(Tensor x) => Shape.Activation switch
+    {
+        ContinualActivation.Tanh => x.tanh(),
+        ContinualActivation.Sigmoid => x.sigmoid(),
+        ContinualActivation.Gelu => nn.functional.gelu(x),
+        _ => nn.functional.relu(x),
+    };
+
+    /// <summary>The weight and bias of each shared-trunk layer, in order (for masks over the trunk).</summary>
+    public IReadOnlyList<(Parameter Weight, Parameter Bias)> SharedTrunkLayers() =>
+        TrunkLinears(0).Select(l => ((Parameter)l.weight!, (Parameter)l.bias!)).ToList();
+
+    /// <summary>The parameters of head <paramref name="head"/> (its linear layer).</summary>
+    public IEnumerable<Parameter> HeadParameters(int head) => heads[head].parameters();
 
     /// <summary>The last hidden layer's output (the shared trunk's), e.g. for herding.</summary>
     public Tensor Embed(Tensor features) => trunks[0].call(features);
@@ -113,6 +265,7 @@ internal sealed class ContinualNetwork : nn.Module
     {
         this.to(device);
         _orderedParameters = null;
+        _trunkLinears.Clear();
     }
 
     /// <summary>All parameters in a fixed order (trunk first, then heads); the list is built once (hooks call this at every step).</summary>
@@ -124,7 +277,7 @@ internal sealed class ContinualNetwork : nn.Module
     /// initialisation (drawn from torch's generator, which the caller seeds).</summary>
     public ContinualNetwork GrowTo(NetworkShape shape)
     {
-        if (shape.InputSize != Shape.InputSize || !shape.HiddenSizes.SequenceEqual(Shape.HiddenSizes) || shape.SeparateTrunks != Shape.SeparateTrunks
+        if (shape.InputSize != Shape.InputSize || !shape.HiddenSizes.SequenceEqual(Shape.HiddenSizes) || shape.Columns != Shape.Columns
             || shape.OutputSize < Shape.OutputSize || shape.HeadCount < Shape.HeadCount)
             throw new InvalidOperationException("A network can only grow its outputs and heads.");
         var grown = new ContinualNetwork(shape);
@@ -133,12 +286,34 @@ internal sealed class ContinualNetwork : nn.Module
         {
             foreach (var (name, target) in grown.named_parameters())
             {
-                if (!source.TryGetValue(name, out var old)) continue; // a new head (or trunk)
+                if (!source.TryGetValue(name, out var old)) continue; // a new head (or trunk, or lateral layer)
                 if (old.shape.SequenceEqual(target.shape)) target.copy_(old);
-                else target.narrow(0, 0, old.shape[0]).copy_(old); // a grown head: old outputs first
+                else target.narrow(0, 0, old.shape[0]).copy_(old); // a grown head (or lateral into a head): old outputs first
             }
         }
         return grown;
+    }
+
+    /// <summary>A new network whose hidden layers are <paramref name="hiddenSizes"/> wide (at least the current widths; shared
+    /// trunk only): every existing weight, bias and head input keeps its value and place (the top-left block); the new
+    /// units' weights keep their fresh initialisation (drawn from torch's generator).</summary>
+    public ContinualNetwork WidenTo(int[] hiddenSizes)
+    {
+        if (Shape.Columns != NetworkColumns.Shared || hiddenSizes.Length != Shape.HiddenSizes.Length || hiddenSizes.Zip(Shape.HiddenSizes).Any(p => p.First < p.Second))
+            throw new InvalidOperationException("Only a shared trunk's hidden layers can be widened, and only wider.");
+        var wider = new ContinualNetwork(Shape with { HiddenSizes = hiddenSizes });
+        var source = named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        using (no_grad())
+        {
+            foreach (var (name, target) in wider.named_parameters())
+            {
+                var old = source[name];
+                Tensor block = target;
+                for (int d = 0; d < old.dim(); d++) block = block.narrow(d, 0, old.shape[d]);
+                block.copy_(old);
+            }
+        }
+        return wider;
     }
 
     /// <summary>An independent copy (same shape, same weights).</summary>

@@ -65,5 +65,5 @@ internal sealed class JointStrategy : ContinualStrategy
 /// <summary>One network per task: asks the loop for a trunk per head; nothing else to do.</summary>
 internal sealed class IndependentStrategy : ContinualStrategy
 {
-    public override bool SeparateTrunks => true;
+    public override NetworkColumns Columns => NetworkColumns.PerTask;
 }

@@ -58,7 +58,7 @@ internal static class Checkpoint
                     writer.Write(epochsDone);
                     writer.Write(context.Step);
                     context.Network.WriteWeights(writer);
-                    WriteOptimizer(writer, context.Optimizer);
+                    WriteOptimizer(writer, context.Optimizer!);
                     WriteBytes(writer, shuffle.get_state());
                     WriteBytes(writer, torch.get_rng_state());
                     context.State.Strategy.SaveTaskProgress(writer);
@@ -88,7 +88,7 @@ internal static class Checkpoint
             int epochs = reader.ReadInt32();
             context.Step = reader.ReadInt64();
             context.Network.ReadWeights(reader);
-            ReadOptimizer(reader, context.Optimizer);
+            ReadOptimizer(reader, context.Optimizer!);
             shuffle.set_state(ReadBytes(reader));
             torch.set_rng_state(ReadBytes(reader));
             context.State.Strategy.LoadTaskProgress(reader);

@@ -17,8 +17,14 @@ namespace Microsoft.ML.Continual;
 /// </remarks>
 internal abstract class ContinualStrategy
 {
-    /// <summary>True when each task's head needs a trunk of its own (the independent-models baseline).</summary>
-    public virtual bool SeparateTrunks => false;
+    /// <summary>How the network's trunks relate to its heads: one shared trunk (default), one per task (the
+    /// independent-models baseline) or progressive columns.</summary>
+    public virtual NetworkColumns Columns => NetworkColumns.Shared;
+
+    /// <summary>Called whenever the strategy's network is made: after it is grown for a task (before
+    /// <see cref="BeforeTask"/>) and after a saved model is loaded (after <see cref="LoadState"/>). A strategy whose
+    /// state changes the forward pass (per-task weight masks) attaches it here.</summary>
+    public virtual void AttachTo(ContinualNetwork network) { }
 
     /// <summary>Takes a copy of <paramref name="previous"/>'s state (same strategy type) for a new fit. The default
     /// goes through <see cref="SaveState"/>/<see cref="LoadState"/>; a strategy whose state is immutable once made may
@@ -34,6 +40,21 @@ internal abstract class ContinualStrategy
 
     /// <summary>Called once per task, after the network has grown for the task and before the first batch.</summary>
     public virtual void BeforeTask(TrainingContext context) { }
+
+    /// <summary>True when the method widens the hidden layers itself (CPG): a refit then continues with the model's widths
+    /// (the options' <c>HiddenLayerSizes</c> are the first task's).</summary>
+    public virtual bool GrowsHiddenLayers => false;
+
+    /// <summary>Parameters outside the network that the optimizer also trains during this task (CPG's real-valued masks).
+    /// Read whenever the optimizer is made: at the start of the task and after <see cref="TrainingContext.ReplaceNetwork"/>.</summary>
+    public virtual IEnumerable<TorchSharp.Modules.Parameter> ExtraParameters(TrainingContext context) => [];
+
+    /// <summary>How many epochs the task runs: the options' <c>NumberOfEpochs</c> unless the method adds phases (e.g.
+    /// PackNet's retraining after pruning). Read before every epoch.</summary>
+    public virtual int EpochCount(TrainingContext context) => context.Options.NumberOfEpochs;
+
+    /// <summary>Called before each epoch (<see cref="TrainingContext.Epoch"/> is set): e.g. pruning between phases.</summary>
+    public virtual void BeforeEpoch(TrainingContext context) { }
 
     /// <summary>Extra batches to train on together with the task's batch (replay); their losses are added, each times its weight.</summary>
     public virtual IEnumerable<TrainingBatch> ExtraBatches(TrainingContext context, TrainingBatch taskBatch) => [];
@@ -66,6 +87,9 @@ internal abstract class ContinualStrategy
     /// <summary>Reads what <see cref="SaveTaskProgress"/> wrote, after <see cref="BeforeTask"/> ran again on resume.</summary>
     public virtual void LoadTaskProgress(BinaryReader reader) { }
 
+    /// <summary>How the network's capacity is divided among the tasks (architecture methods), or null.</summary>
+    public virtual ContinualCapacity? Capacity(ContinualModelState state) => null;
+
     /// <summary>Human-readable sizes of the state, for inspection (e.g. "fisher: 89,610 floats").</summary>
     public virtual IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long>();
 }
@@ -76,14 +100,16 @@ internal sealed record TrainingBatch(Tensor Features, Tensor Targets, Tensor? He
 /// <summary>What the hooks see of the loop: the network, the optimizer, the task and where training is.</summary>
 internal sealed class TrainingContext
 {
-    public required ContinualNetwork Network { get; init; }
+    /// <summary>The network being trained; <see cref="ReplaceNetwork"/> swaps it (CPG's growth).</summary>
+    public required ContinualNetwork Network { get; set; }
     public required ContinualTrainerOptions Options { get; init; }
     public required ContinualModelState State { get; init; }
     /// <summary>The rows trained on; <see cref="ContinualStrategy.BeforeTask"/> may replace them.</summary>
     public required TaskTensors Task { get; set; }
     public required Device Device { get; init; }
     public required CancellationToken Cancellation { get; init; }
-    public optim.Optimizer Optimizer { get; set; } = null!;
+    /// <summary>The optimizer; null until <see cref="ContinualStrategy.BeforeTask"/> has run.</summary>
+    public optim.Optimizer? Optimizer { get; set; }
 
     /// <summary>0 for the first task the model ever sees.</summary>
     public int TaskIndex { get; init; }
@@ -91,10 +117,30 @@ internal sealed class TrainingContext
     /// <summary>This task's seed (the options' seed mixed with the task index): strategies draw their own random numbers from it.</summary>
     public long TaskSeed { get; init; }
     public int Epoch { get; set; }
+
+    /// <summary>Writes an informational message to the fit's log channel (<c>MLContext.Log</c>).</summary>
+    public Action<string> Info { get; init; } = _ => { };
     public long Step { get; set; }
 
     /// <summary>The task's minibatch of this step (valid from <see cref="ContinualStrategy.ExtraBatches"/> to <see cref="ContinualStrategy.AfterStep"/>).</summary>
     public TrainingBatch? CurrentBatch { get; set; }
+
+    /// <summary>Makes the optimizer for the current network and the strategy's extra parameters (set by the loop).</summary>
+    internal Func<optim.Optimizer> CreateOptimizer { get; set; } = null!;
+
+    /// <summary>Continues the task with <paramref name="network"/> (e.g. wider layers) from the next batch on: the model's
+    /// network becomes it, the strategy is attached to it and the optimizer is made anew (its moments start again).</summary>
+    public void ReplaceNetwork(ContinualNetwork network)
+    {
+        network.MoveTo(Device);
+        network.train();
+        var old = Network;
+        Network = network;
+        State.Network = network;
+        State.Strategy.AttachTo(network);
+        if (Optimizer is not null) Optimizer = CreateOptimizer();
+        old.Dispose();
+    }
 
     /// <summary>The loss the loop minimises for a batch (mean over rows), with the model's output masking.</summary>
     public Tensor Loss(TrainingBatch batch) => State.Loss(Network.Forward(batch.Features, batch.Heads), batch);

@@ -117,11 +117,13 @@ internal static class TrainingLoop
         long taskSeed = seed + 1_000_003L * taskIndex;
         manual_seed(taskSeed);
         int outputs = classes is null ? 1 : Math.Max(classes.Count, 1);
-        var shape = new NetworkShape(featureSize, options.HiddenLayerSizes.ToArray(), options.Activation, options.Dropout,
-            outputs, Math.Max(taskIds.Count, 1), strategy.SeparateTrunks);
-        CheckArchitecture(previous, shape);
+        int[] hiddenSizes = strategy.GrowsHiddenLayers && previous is not null ? previous.Network.Shape.HiddenSizes : options.HiddenLayerSizes.ToArray();
+        var shape = new NetworkShape(featureSize, hiddenSizes, options.Activation, options.Dropout,
+            outputs, Math.Max(taskIds.Count, 1), strategy.Columns);
+        CheckArchitecture(previous, shape, strategy.GrowsHiddenLayers ? previous?.Options.HiddenLayerSizes : null, options.HiddenLayerSizes);
         ContinualNetwork network = previous is null ? new ContinualNetwork(shape) : previous.Network.GrowTo(shape);
         network.MoveTo(device);
+        strategy.AttachTo(network);
 
         var state = new ContinualModelState
         {
@@ -146,7 +148,7 @@ internal static class TrainingLoop
             var context = new TrainingContext
             {
                 Network = network, Options = options, State = state, Task = task, Device = device,
-                Cancellation = cancellation, TaskIndex = taskIndex, TaskSeed = taskSeed,
+                Cancellation = cancellation, TaskIndex = taskIndex, TaskSeed = taskSeed, Info = message => channel.Info(message),
             };
             if (UntrainedScope.Value)
             {
@@ -160,7 +162,7 @@ internal static class TrainingLoop
             if (!ReferenceEquals(context.Task, task)) context.Task.Dispose();
             state.TasksSeen = taskIndex + 1;
             state.RowsSeen += task.Count;
-            network.eval();
+            state.Network.eval();
             channel.Info($"Task {taskIndex + 1} trained on {state.LastTaskTrainingRows} rows in {stopwatch.Elapsed.TotalSeconds:F1} s.");
             return state;
         }
@@ -175,10 +177,10 @@ internal static class TrainingLoop
     {
         var options = context.Options;
         var strategy = context.State.Strategy;
-        var network = context.Network;
-        network.train();
-        strategy.BeforeTask(context); // may replace context.Task (e.g. the joint baseline trains on every task so far)
-        context.Optimizer = CreateOptimizer(options, network);
+        context.Network.train();
+        context.CreateOptimizer = () => CreateOptimizer(options, context.Network.parameters().Concat(strategy.ExtraParameters(context)));
+        strategy.BeforeTask(context); // may replace context.Task (the joint baseline trains on every task so far) or the network
+        context.Optimizer = context.CreateOptimizer();
         using var generator = new Generator((ulong)taskSeed, CPU); // draws are made on the CPU (then moved), so the generator lives there on every device
         long count = context.Task.Count;
         long stepsPerEpoch = (count + options.BatchSize - 1) / options.BatchSize;
@@ -191,10 +193,12 @@ internal static class TrainingLoop
             firstEpoch = Checkpoint.Read(checkpointPath, fingerprint!, context, generator);
             channel.Info($"Resumed from checkpoint '{checkpointPath}' after epoch {firstEpoch}.");
         }
-        for (int epoch = firstEpoch; epoch < options.NumberOfEpochs; epoch++)
+        for (int epoch = firstEpoch; epoch < strategy.EpochCount(context); epoch++)
         {
             var epochClock = Stopwatch.StartNew();
             context.Epoch = epoch;
+            strategy.BeforeEpoch(context);
+            int epochs = strategy.EpochCount(context);
             double lossSum = 0;
             long correct = 0;
             using Tensor order = randperm(count, generator: generator, device: CPU).to(context.Device);
@@ -205,7 +209,7 @@ internal static class TrainingLoop
                 TrainingBatch batch = context.Task.Select(order.narrow(0, start, Math.Min(options.BatchSize, count - start)));
                 context.CurrentBatch = batch;
                 context.Optimizer.zero_grad();
-                Tensor outputs = network.Forward(batch.Features, batch.Heads);
+                Tensor outputs = context.Network.Forward(batch.Features, batch.Heads);
                 Tensor loss = context.State.Loss(outputs, batch);
                 lossSum += loss.item<float>() * batch.Features.shape[0];
                 correct += CountCorrect(context.State, outputs, batch);
@@ -219,19 +223,19 @@ internal static class TrainingLoop
                 context.Step++;
                 long stepInEpoch = start / options.BatchSize + 1;
                 if (fit?.Progress is { } report && stepInEpoch % reportEvery == 0 && stepInEpoch < stepsPerEpoch)
-                    report(new ContinualFitProgress(epoch, options.NumberOfEpochs, stepInEpoch, stepsPerEpoch, false, double.NaN, firstEpoch > 0));
+                    report(new ContinualFitProgress(epoch, epochs, stepInEpoch, stepsPerEpoch, false, double.NaN, firstEpoch > 0));
             }
             context.CurrentBatch = null;
             context.State.LastTaskEpochSeconds.Add(epochClock.Elapsed.TotalSeconds);
-            fit?.Progress?.Invoke(new ContinualFitProgress(epoch, options.NumberOfEpochs, stepsPerEpoch, stepsPerEpoch, true, lossSum / count, firstEpoch > 0));
-            if (checkpointPath is not null && (epoch + 1) % fit!.CheckpointEveryEpochs == 0 && epoch + 1 < options.NumberOfEpochs)
+            fit?.Progress?.Invoke(new ContinualFitProgress(epoch, epochs, stepsPerEpoch, stepsPerEpoch, true, lossSum / count, firstEpoch > 0));
+            if (checkpointPath is not null && (epoch + 1) % fit!.CheckpointEveryEpochs == 0 && epoch + 1 < epochs)
             {
                 Checkpoint.Write(checkpointPath, fingerprint!, context, generator, epoch + 1);
             }
             string accuracy = context.State.Kind == ContinualPredictionKind.Regression ? "" : $", training accuracy {(double)correct / count:F4}";
-            channel.Info($"Task {context.TaskIndex + 1}, epoch {epoch + 1}/{options.NumberOfEpochs}: loss {lossSum / count:F4}{accuracy}");
+            channel.Info($"Task {context.TaskIndex + 1}, epoch {epoch + 1}/{epochs}: loss {lossSum / count:F4}{accuracy}");
         }
-        network.eval();
+        context.Network.eval();
         strategy.AfterTask(context);
         if (checkpointPath is not null && fit!.DeleteCheckpointOnSuccess && File.Exists(checkpointPath)) File.Delete(checkpointPath); // the task is done
     }
@@ -247,11 +251,11 @@ internal static class TrainingLoop
         };
     }
 
-    private static optim.Optimizer CreateOptimizer(ContinualTrainerOptions options, ContinualNetwork network) => options.Optimizer switch
+    private static optim.Optimizer CreateOptimizer(ContinualTrainerOptions options, IEnumerable<TorchSharp.Modules.Parameter> parameters) => options.Optimizer switch
     {
-        ContinualOptimizer.Sgd => optim.SGD(network.parameters(), options.LearningRate, weight_decay: options.WeightDecay),
-        ContinualOptimizer.SgdMomentum => optim.SGD(network.parameters(), options.LearningRate, momentum: options.Momentum, weight_decay: options.WeightDecay),
-        _ => optim.Adam(network.parameters(), options.LearningRate, weight_decay: options.WeightDecay),
+        ContinualOptimizer.Sgd => optim.SGD(parameters, options.LearningRate, weight_decay: options.WeightDecay),
+        ContinualOptimizer.SgdMomentum => optim.SGD(parameters, options.LearningRate, momentum: options.Momentum, weight_decay: options.WeightDecay),
+        _ => optim.Adam(parameters, options.LearningRate, weight_decay: options.WeightDecay),
     };
 
     private static Tensor MakeTargets(ContinualPredictionKind kind, LabelVocabulary? classes, TaskData data, string labelColumn)
@@ -302,12 +306,17 @@ internal static class TrainingLoop
                 : $"Label column '{column}' must be numeric for regression.");
     }
 
-    private static void CheckArchitecture(ContinualModelState? previous, NetworkShape shape)
+    /// <summary>Refits must describe the previous model's network. For a method that widens its layers,
+    /// <paramref name="firstSizes"/> are the hidden sizes the model started with, compared with <paramref name="optionSizes"/>
+    /// instead of the current widths.</summary>
+    private static void CheckArchitecture(ContinualModelState? previous, NetworkShape shape, int[]? firstSizes, int[] optionSizes)
     {
         if (previous is null) return;
         var old = previous.Network.Shape;
         var differences = new List<string>();
-        if (!old.HiddenSizes.SequenceEqual(shape.HiddenSizes)) differences.Add($"HiddenLayerSizes [{string.Join(",", old.HiddenSizes)}] vs [{string.Join(",", shape.HiddenSizes)}]");
+        int[] modelSizes = firstSizes ?? old.HiddenSizes;
+        int[] requested = firstSizes is null ? shape.HiddenSizes : optionSizes;
+        if (!modelSizes.SequenceEqual(requested)) differences.Add($"HiddenLayerSizes [{string.Join(",", modelSizes)}] vs [{string.Join(",", requested)}]");
         if (old.Activation != shape.Activation) differences.Add($"Activation {old.Activation} vs {shape.Activation}");
         if (old.Dropout != shape.Dropout) differences.Add($"Dropout {old.Dropout} vs {shape.Dropout}");
         if (differences.Count > 0)

@@ -204,7 +204,7 @@ internal sealed class ExampleMemory
         for (int k = 0; k < chosen.Length; k++)
         {
             // argmin_i ‖μ − (S + φ_i)/(k+1)‖² = argmax_i φ_iᵀ((k+1)μ − S), as every ‖φ_i‖ = 1: one matrix-vector product per pick.
-            Tensor score = phi.mv(mean * (k + 1) - sum).masked_fill(taken, double.NegativeInfinity);
+            Tensor score = phi.mv(mean * (k + 1) - sum).masked_fill(taken, CachedScalars.NegativeInfinity);
             int best = (int)score.argmax().item<long>();
             chosen[k] = rows[best];
             taken[best].fill_(true);

@@ -98,7 +98,7 @@ internal static class ImportanceEstimation
         Tensor SquaredNorm(Tensor outputs, TrainingBatch row)
         {
             Tensor? allowed = row.Heads is null ? null : state.AllowedOutputs(outputs.device);
-            Tensor kept = allowed is null ? outputs : outputs.masked_fill(allowed.index_select(0, row.Heads!).logical_not(), 0f);
+            Tensor kept = allowed is null ? outputs : outputs.masked_fill(allowed.index_select(0, row.Heads!).logical_not(), CachedScalars.Zero);
             return kept.pow(2).sum();
         }
         return PerSampleMean(context, samples, SquaredNorm, g => g.abs());

@@ -186,7 +186,7 @@ internal sealed class GenerativeReplayStrategy : ContinualStrategy
     {
         if (heads is null || context.State.AllowedOutputs(logits.device) is not Tensor allowed) return logits;
         Tensor mask = allowed.index_select(0, heads).narrow(1, 0, logits.shape[1]).logical_not();
-        return logits.masked_fill(mask, -1e9);
+        return logits.masked_fill(mask, CachedScalars.MinusOneBillion);
     }
 
     /// <summary>One generator step on the current batch and, from the second task on, the replayed samples (same weighting).</summary>

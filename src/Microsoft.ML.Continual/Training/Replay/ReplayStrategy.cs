@@ -52,7 +52,7 @@ internal sealed class CompositeStrategy(IReadOnlyList<ContinualStrategy> parts) 
 {
     public IReadOnlyList<ContinualStrategy> Parts { get; } = parts;
 
-    public override bool SeparateTrunks => Parts.Any(p => p.SeparateTrunks);
+    public override NetworkColumns Columns => Parts.Select(p => p.Columns).FirstOrDefault(c => c != NetworkColumns.Shared);
     public override bool SupportsCheckpoints => Parts.All(p => p.SupportsCheckpoints);
     public override void SaveTaskProgress(BinaryWriter writer) { foreach (var p in Parts) p.SaveTaskProgress(writer); }
     public override void LoadTaskProgress(BinaryReader reader) { foreach (var p in Parts) p.LoadTaskProgress(reader); }

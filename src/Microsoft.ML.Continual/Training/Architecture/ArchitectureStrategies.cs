@@ -1,0 +1,239 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Continual;
+
+/// <summary>Rules the architecture family shares: each fit trains exactly one task, new to the model, and every
+/// earlier task's parameters stay as they are.</summary>
+internal static class ArchitectureTasks
+{
+    /// <summary>The head this fit trains: the data must hold exactly one task id, one the model has not been trained on.</summary>
+    public static int NewHead(TrainingContext context, int tasksTrained, string method)
+    {
+        Tensor heads = context.Task.Heads ?? throw new ContinualDataException(context.Options.TaskIdColumnName,
+            $"{method} allocates weights per task and needs each row's task id: set TaskIdColumnName.");
+        long[] present = heads.unique().output.cpu().data<long>().ToArray();
+        var ids = context.State.TaskIds;
+        if (present.Length != 1)
+            throw new ContinualDataException(context.Options.TaskIdColumnName,
+                $"{method} trains one task per fit; the data holds {present.Length} task ids ({string.Join(", ", present.Select(h => ids[(int)h]))}). Fit each task separately, in order.");
+        int head = (int)present[0];
+        if (head < tasksTrained)
+            throw new ContinualDataException(context.Options.TaskIdColumnName,
+                $"{method} already trained task '{ids[head]}' in an earlier fit; its weights are frozen so that its predictions never change. Give new data a new task id.");
+        return head;
+    }
+}
+
+/// <summary>
+/// PackNet (Mallya and Lazebnik 2018): each task trains the free weights of the shared trunk, keeps the largest of them,
+/// frees the rest and retrains what it kept; the kept weights are frozen for good. Head h predicts with the weights of
+/// tasks 0..h only (<see cref="WeightOwnership"/>), so later tasks cannot change its predictions.
+/// </summary>
+internal sealed class PackNetStrategy : ContinualStrategy, ITrunkWeightView
+{
+    private readonly PackNetTrainer.Options _options;
+    private WeightOwnership? _ownership;
+    private int _tasksTrained;
+    private ContinualNetwork? _network;
+
+    // During a task only.
+    private int _head = -1;
+    private bool _pruned;
+    private FrozenElements? _frozen;
+
+    public PackNetStrategy(PackNetTrainer.Options options) => _options = options;
+
+    public override void AttachTo(ContinualNetwork network)
+    {
+        _network = network;
+        network.TrunkWeightView = this;
+        if (_ownership is not null)
+        {
+            _ownership.CheckMatches(network);
+            _ownership.MoveTo(network.SharedTrunkLayers()[0].Weight.device);
+        }
+    }
+
+    public (Tensor Weight, Tensor Bias) LayerFor(int head, int layer, Tensor weight, Tensor bias) =>
+        // masked_fill writes +0 whatever the hidden weight holds, so head h's arithmetic never depends on later tasks.
+        (_ownership is null ? weight : weight.masked_fill(_ownership.HiddenFrom(head, layer), CachedScalars.Zero), bias);
+
+    /// <summary>The fraction of the weights this task trained on that pruning frees again.</summary>
+    internal double PruneFractionFor(int head)
+    {
+        if (_options.ExpectedTaskCount <= 0) return _options.PruneFraction;
+        int remaining = _options.ExpectedTaskCount - head; // tasks that still need a share, this one included
+        return remaining <= 1 ? 0 : 1 - 1.0 / remaining;
+    }
+
+    public override int EpochCount(TrainingContext context) =>
+        context.Options.NumberOfEpochs + (PruneFractionFor(Math.Max(_head, 0)) > 0 ? _options.RetrainEpochs : 0);
+
+    public override void BeforeTask(TrainingContext context)
+    {
+        var network = context.Network;
+        _head = ArchitectureTasks.NewHead(context, _tasksTrained, "PackNet");
+        _ownership ??= WeightOwnership.AllFree(network);
+        _ownership.CheckMatches(network);
+        var layers = network.SharedTrunkLayers();
+        long[] free = _ownership.CountOwnedBy(WeightOwnership.Free);
+        for (int i = 0; i < layers.Count; i++)
+            if (free[i] == 0)
+                throw new ContinualCapacityException(
+                    $"PackNet has no free weights left in trunk layer {i + 1} ({layers[i].Weight.shape[1]} → {layers[i].Weight.shape[0]}): the {_tasksTrained} tasks trained so far own all of them. "
+                    + "Start a new model with wider HiddenLayerSizes, or leave room for more tasks (a larger PruneFraction, or ExpectedTaskCount).");
+
+        _frozen = new FrozenElements();
+        using (no_grad())
+        {
+            for (int i = 0; i < layers.Count; i++)
+            {
+                var (weight, bias) = layers[i];
+                using Tensor isFree = _ownership[i].eq(WeightOwnership.Free);
+                // Free weights start afresh, drawn like nn.Linear's (U(-1/√fan_in, 1/√fan_in)); pruned ones were zero.
+                double bound = 1 / Math.Sqrt(weight.shape[1]);
+                using Tensor fresh = rand(weight.shape, dtype: weight.dtype, device: weight.device).mul_(2 * bound).sub_(bound);
+                weight.copy_(where(isFree, fresh, weight));
+                _ownership.Assign(i, isFree, (short)_head);
+                using Tensor trainable = _ownership[i].eq(_head);
+                _frozen.Add(weight, trainable);
+                // The paper fixes the biases after the first task (they are not masked per task).
+                if (_head > 0) _frozen.AddAll(bias);
+            }
+        }
+        _pruned = false;
+    }
+
+    public override void BeforeEpoch(TrainingContext context)
+    {
+        if (!_pruned && context.Epoch >= context.Options.NumberOfEpochs) Prune(context);
+    }
+
+    public override void AfterBackward(TrainingContext context) => _frozen!.MaskGradients();
+
+    public override void AfterStep(TrainingContext context) => _frozen!.Restore();
+
+    public override void AfterTask(TrainingContext context)
+    {
+        if (!_pruned) Prune(context);
+        _tasksTrained = _head + 1;
+        _frozen!.Dispose();
+        _frozen = null;
+        var capacity = _ownership!.Report(context.State.TaskIds, _tasksTrained);
+        TaskCapacity own = capacity.Tasks[_head];
+        _head = -1;
+        context.Info($"PackNet: task '{own.TaskId}' keeps {own.Fraction:P1} of the trunk's weights; {capacity.FreeFraction:P1} are free.");
+    }
+
+    /// <summary>Frees the <see cref="PruneFractionFor"/> smallest-magnitude weights of those this task trained, layer by
+    /// layer (Mallya and Lazebnik 2018, §3: one-shot magnitude pruning per layer), and zeroes them.</summary>
+    private void Prune(TrainingContext context)
+    {
+        _pruned = true;
+        double fraction = PruneFractionFor(_head);
+        if (fraction <= 0) return;
+        var layers = context.Network.SharedTrunkLayers();
+        for (int i = 0; i < layers.Count; i++)
+        {
+            long owned = _ownership!.CountOwnedBy((short)_head)[i];
+            _ownership.FreeSmallest(i, layers[i].Weight, (short)_head, (long)Math.Round(fraction * owned));
+            _frozen!.Refresh(layers[i].Weight, _ownership[i].eq(_head));
+        }
+    }
+
+    public override ContinualCapacity? Capacity(ContinualModelState state) => _ownership?.Report(state.TaskIds, _tasksTrained);
+
+    public override void CopyStateFrom(ContinualStrategy previous)
+    {
+        var other = (PackNetStrategy)previous;
+        _ownership = other._ownership?.Clone();
+        _tasksTrained = other._tasksTrained;
+    }
+
+    public override void SaveState(BinaryWriter writer)
+    {
+        writer.Write(_tasksTrained);
+        writer.Write(_ownership is not null);
+        _ownership?.Write(writer);
+    }
+
+    public override void LoadState(BinaryReader reader, int formatVersion)
+    {
+        _tasksTrained = reader.ReadInt32();
+        if (_tasksTrained < 0) throw new ContinualModelFormatException("PackNet's task count is negative.");
+        _ownership = reader.ReadBoolean() ? WeightOwnership.Read(reader) : null;
+    }
+
+    public override void SaveTaskProgress(BinaryWriter writer)
+    {
+        writer.Write(_pruned);
+        _ownership!.Write(writer);
+    }
+
+    public override void LoadTaskProgress(BinaryReader reader)
+    {
+        bool pruned = reader.ReadBoolean();
+        var ownership = WeightOwnership.Read(reader);
+        ownership.CheckMatches(_network!);
+        _ownership = ownership;
+        _pruned = pruned;
+        // The frozen values are this task's start; the trainable sets follow the restored owners.
+        var layers = _network!.SharedTrunkLayers();
+        for (int i = 0; i < layers.Count; i++) _frozen!.Refresh(layers[i].Weight, _ownership[i].eq(_head));
+    }
+
+    public override IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long>
+    {
+        ["tasks"] = _tasksTrained,
+        ["weight owners (int16)"] = _ownership?.TotalWeights ?? 0,
+        ["free weights"] = _ownership?.CountOwnedBy(WeightOwnership.Free).Sum() ?? 0,
+    };
+}
+
+/// <summary>
+/// Progressive neural networks (Rusu et al. 2016): a new column (trunk and head) per task, with lateral connections
+/// from every earlier column; the earlier columns are frozen (<see cref="ContinualNetwork"/> computes them without
+/// gradients), so their predictions never change.
+/// </summary>
+internal sealed class ProgressiveStrategy : ContinualStrategy
+{
+    private int _tasksTrained;
+
+    public override NetworkColumns Columns => NetworkColumns.Progressive;
+
+    public override void BeforeTask(TrainingContext context) =>
+        ArchitectureTasks.NewHead(context, _tasksTrained, "Progressive networks");
+
+    public override void AfterTask(TrainingContext context) => _tasksTrained = context.State.TaskIds.Count;
+
+    public override ContinualCapacity? Capacity(ContinualModelState state)
+    {
+        // Column k: its trunk, its head and its lateral layers from columns 0..k-1 (no free capacity: the network grows).
+        var shape = state.Network.Shape;
+        long trunk = 0;
+        int previous = shape.InputSize;
+        foreach (int h in shape.HiddenSizes) { trunk += (long)previous * h + h; previous = h; }
+        long head = (long)previous * shape.OutputSize + shape.OutputSize;
+        long lateralsPerSource = 0;
+        for (int i = 1; i <= shape.HiddenSizes.Length; i++)
+            lateralsPerSource += (long)shape.HiddenSizes[i - 1] * (i < shape.HiddenSizes.Length ? shape.HiddenSizes[i] : shape.OutputSize);
+        long total = shape.ParameterCount;
+        var tasks = Enumerable.Range(0, _tasksTrained).Select(k =>
+        {
+            long owned = trunk + head + k * lateralsPerSource;
+            return new TaskCapacity(state.TaskIds[k], owned, (double)owned / total);
+        }).ToList();
+        return new ContinualCapacity(total, tasks, null);
+    }
+
+    public override void SaveState(BinaryWriter writer) => writer.Write(_tasksTrained);
+
+    public override void LoadState(BinaryReader reader, int formatVersion)
+    {
+        _tasksTrained = reader.ReadInt32();
+        if (_tasksTrained < 0) throw new ContinualModelFormatException("The progressive network's task count is negative.");
+    }
+
+    public override IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long> { ["columns"] = _tasksTrained };
+}

@@ -104,6 +104,17 @@ public abstract class ContinualTrainerOptions
     /// when set. Default <c>null</c> (leave libtorch's setting alone).</summary>
     public int? NumberOfThreads { get; set; }
 
+    /// <summary>A bound, in megabytes, on the memory the trainer uses for a task's rows. Default <c>null</c>: every task is
+    /// read once into memory (rows × features × 4 bytes, the fastest path).</summary>
+    /// <remarks>When set, a task larger than the budget (or whose row count the data view does not report) is not held in
+    /// memory: one pass reads the classes, task ids and a uniform sample of rows (an eighth of the budget: the rows the
+    /// methods' consolidation steps see, e.g. EWC's Fisher samples or a replay memory's candidates), and every epoch reads
+    /// the data view again through a shuffle buffer of half the budget; the rest is left for the data view's own
+    /// allocations and the runtime's. The data view is read once per epoch plus once,
+    /// so it should be cheap to read again (a file, a database query, a generated view). The joint baseline, which keeps
+    /// every row, refuses such a task.</remarks>
+    public int? MemoryBudgetMegabytes { get; set; }
+
     /// <summary>The TorchSharp device, e.g. <c>"cpu"</c> or <c>"cuda:0"</c>. Default <c>"cpu"</c>. CUDA needs the
     /// CUDA build of libtorch in place of <c>libtorch-cpu-linux-x64</c>; see the README.</summary>
     public string Device { get; set; } = "cpu";
@@ -175,6 +186,7 @@ public abstract class ContinualTrainerOptions
         Check(BatchSize > 0, nameof(BatchSize), "positive");
         Check(NumberOfEpochs > 0, nameof(NumberOfEpochs), "positive");
         Check(NumberOfThreads is null || NumberOfThreads > 0, nameof(NumberOfThreads), "null or positive");
+        Check(MemoryBudgetMegabytes is null || MemoryBudgetMegabytes is > 0 and <= 1 << 20, nameof(MemoryBudgetMegabytes), "null or in [1, 1,048,576]");
         Check(!string.IsNullOrWhiteSpace(Device), nameof(Device), "a TorchSharp device name such as \"cpu\"");
     }
 

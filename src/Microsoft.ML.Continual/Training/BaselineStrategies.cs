@@ -11,6 +11,8 @@ internal sealed class JointStrategy : ContinualStrategy
 
     public override void BeforeTask(TrainingContext context)
     {
+        if (context.Stream is not null)
+            throw new NotSupportedException("The joint baseline keeps every row of every task; it cannot train on a task larger than MemoryBudgetMegabytes. Leave MemoryBudgetMegabytes unset for it.");
         context.Network.Reinitialize();
         _current = context.Task;
         if (_tasks.Count == 0) return;

@@ -111,6 +111,13 @@ internal sealed class TrainingContext
     /// <summary>The optimizer; null until <see cref="ContinualStrategy.BeforeTask"/> has run.</summary>
     public optim.Optimizer? Optimizer { get; set; }
 
+    /// <summary>The batches of a streamed task (larger than <c>MemoryBudgetMegabytes</c>), or null when the task is in
+    /// memory. When streaming, <see cref="Task"/> is a uniform sample of the task's rows.</summary>
+    public StreamingBatches? Stream { get; init; }
+
+    /// <summary>The heads of every task id in the task's rows (all rows, also when <see cref="Task"/> is a sample).</summary>
+    public IReadOnlyList<long> HeadsInTask { get; init; } = [];
+
     /// <summary>0 for the first task the model ever sees.</summary>
     public int TaskIndex { get; init; }
 

@@ -32,6 +32,10 @@ internal sealed class TaskData : IDisposable
 
     public void Dispose() => Features.Dispose();
 
+    /// <summary>A task of the given rows: <paramref name="features"/> is [rows, featureSize] in torch memory and becomes the task's.</summary>
+    public static TaskData FromTensor(Tensor features, LabelValue[] labels, LabelValue[]? taskIds, long rowsSkipped) =>
+        new(features, labels, taskIds, rowsSkipped);
+
     /// <summary>The size of the feature column, checking its type.</summary>
     public static int FeatureSize(DataViewSchema schema, string column, int? expected)
     {
@@ -169,8 +173,13 @@ internal sealed class TaskData : IDisposable
         var active = new List<DataViewSchema.Column> { featureCol, labelCol };
         if (taskCol is not null) active.Add(taskCol.Value);
 
+        // Rows are read into chunks, then copied once into torch memory: no doubling copies whatever the row count
+        // (a tensor wrapping a managed array had made scoring drift by 1 ulp between runs, so the tensor owns its copy).
         long capacityHint = data.GetRowCount() ?? 1024;
-        var features = new float[checked((int)Math.Min(Math.Max(capacityHint, 16) * featureSize, Array.MaxLength))];
+        int chunkRows = Math.Max(1, Math.Min(65_536, (int)Math.Min(Math.Max(capacityHint, 16), Array.MaxLength / Math.Max(featureSize, 1))));
+        var chunks = new List<float[]>();
+        var chunk = new float[(long)chunkRows * featureSize];
+        int inChunk = 0;
         var labels = new List<LabelValue>((int)Math.Min(capacityHint, 1 << 24));
         var taskIds = taskCol is null ? null : new List<LabelValue>(labels.Capacity);
         long skipped = 0, rowIndex = 0;
@@ -187,15 +196,14 @@ internal sealed class TaskData : IDisposable
                 LabelValue taskId = default;
                 if (readTask is not null && !readTask(out taskId))
                     throw new ContinualDataException(taskIdColumn, $"Row {rowIndex} has no value in task-id column '{taskIdColumn}'.");
-                long offset = (long)labels.Count * featureSize;
-                if (offset + featureSize > features.Length)
+                if (inChunk == chunkRows)
                 {
-                    long grown = Math.Min(Math.Max(features.LongLength * 2, offset + featureSize), Array.MaxLength);
-                    if (grown < offset + featureSize)
-                        throw new ContinualDataException(featureColumn, $"The task has more than {Array.MaxLength / featureSize} rows, more than one in-memory task can hold.");
-                    Array.Resize(ref features, (int)grown);
+                    chunks.Add(chunk);
+                    chunk = new float[(long)chunkRows * featureSize];
+                    inChunk = 0;
                 }
-                readFeatures(features.AsSpan((int)offset, featureSize), rowIndex);
+                readFeatures(chunk.AsSpan(inChunk * featureSize, featureSize), rowIndex);
+                inChunk++;
                 labels.Add(label);
                 taskIds?.Add(taskId);
                 rowIndex++;
@@ -206,10 +214,17 @@ internal sealed class TaskData : IDisposable
                 ? "The task has no rows; a task needs at least one labelled row."
                 : $"The task has {rowIndex} rows but every value of label column '{labelColumn}' is missing.");
 
-        // Copy into torch memory: a tensor that wraps a managed array made scoring drift by 1 ulp between runs.
-        Tensor featureTensor;
-        using (Tensor view = tensor(features.AsSpan(0, labels.Count * featureSize).ToArray(), new long[] { labels.Count, featureSize }))
-            featureTensor = view.clone();
+        Tensor featureTensor = empty(labels.Count, featureSize);
+        var writer = featureTensor.data<float>();
+        long offset = 0;
+        chunks.Add(chunk);
+        for (int c = 0; c < chunks.Count; c++)
+        {
+            int rows = c < chunks.Count - 1 ? chunkRows : inChunk;
+            writer.CopyFrom(chunks[c].AsSpan(0, rows * featureSize), 0, offset);
+            offset += (long)rows * featureSize;
+            chunks[c] = null!; // let each chunk go as soon as it is copied
+        }
         return new TaskData(featureTensor, labels.ToArray(), taskIds?.ToArray(), skipped);
     }
 }

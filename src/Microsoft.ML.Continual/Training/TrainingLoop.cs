@@ -69,9 +69,21 @@ internal static class TrainingLoop
         var device = new Device(options.Device);
         var stopwatch = Stopwatch.StartNew();
 
-        using var taskData = TaskData.Read(data, options.FeatureColumnName, featureSize, options.LabelColumnName, options.TaskIdColumnName, cancellation);
-        if (taskData.RowsSkipped > 0)
-            channel.Warning($"{taskData.RowsSkipped} rows with a missing label were skipped.");
+        // A task larger than the memory budget is streamed: one pass for classes, task ids and a sample (1/8 of the budget),
+        // then one per epoch through a shuffle buffer (1/2); the rest is left for the data view's and the runtime's allocations.
+        long budgetBytes = options.MemoryBudgetMegabytes is int mb ? mb * 1048576L : long.MaxValue;
+        long rowBytes = featureSize * 4L + 16;
+        bool stream = options.MemoryBudgetMegabytes is not null && (data.GetRowCount() is not long rows || rows * rowBytes > budgetBytes);
+        StreamedTask? streamed = stream
+            ? StreamedTask.Read(data, options.FeatureColumnName, featureSize, options.LabelColumnName, options.TaskIdColumnName,
+                (int)Math.Clamp(budgetBytes / 8 / rowBytes, 1, int.MaxValue / Math.Max(featureSize, 1)), seed + taskIndex, cancellation)
+            : null;
+        using var taskData = streamed?.Sample ?? TaskData.Read(data, options.FeatureColumnName, featureSize, options.LabelColumnName, options.TaskIdColumnName, cancellation);
+        long rowsSkipped = streamed?.RowsSkipped ?? taskData.RowsSkipped;
+        if (rowsSkipped > 0)
+            channel.Warning($"{rowsSkipped} rows with a missing label were skipped.");
+        if (streamed is not null)
+            channel.Info($"The task ({streamed.RowCount:N0} rows) is larger than the memory budget of {options.MemoryBudgetMegabytes} MB: it streams, with a sample of {taskData.Count:N0} rows for consolidation.");
 
         // The new state: copies of the previous vocabulary and task ids, grown by this task.
         LabelVocabulary? classes = kind == ContinualPredictionKind.Multiclass
@@ -83,23 +95,27 @@ internal static class TrainingLoop
                 var labelType = (Microsoft.ML.Data.KeyDataViewType)schema[options.LabelColumnName].Type;
                 classes.EnsureKeyCount(labelType.Count, KeyNames(schema[options.LabelColumnName]));
             }
-            int added = classes.AddRange(taskData.Labels);
+            int added = classes.AddRange((IEnumerable<LabelValue>?)streamed?.Labels ?? taskData.Labels);
             if (added > 0 && previous is not null)
                 channel.Info($"{added} new classes; the output layer grows to {classes.Count}.");
         }
         var taskIds = new List<string>(previous?.TaskIds ?? []);
         var headClasses = (previous?.HeadClasses ?? []).Select(a => (bool[])a.Clone()).ToList();
         long[]? headOfRow = null;
+        var headIndex = taskIds.Select((id, i) => (id, i)).ToDictionary(p => p.id, p => p.i, StringComparer.Ordinal);
+        long HeadOf(LabelValue taskId)
+        {
+            string id = taskId.ToString();
+            if (!headIndex.TryGetValue(id, out int head)) { head = taskIds.Count; headIndex[id] = head; taskIds.Add(id); }
+            return head;
+        }
+        var headsInTask = new SortedSet<long>();
+        if (streamed?.TaskIds is { } streamedIds)
+            foreach (var id in streamedIds) headsInTask.Add(HeadOf(id)); // every task id, in order of first appearance
         if (taskData.TaskIds is not null)
         {
             headOfRow = new long[taskData.Count];
-            var index = taskIds.Select((id, i) => (id, i)).ToDictionary(p => p.id, p => p.i, StringComparer.Ordinal);
-            for (int i = 0; i < headOfRow.Length; i++)
-            {
-                string id = taskData.TaskIds[i].ToString();
-                if (!index.TryGetValue(id, out int head)) { head = taskIds.Count; index[id] = head; taskIds.Add(id); }
-                headOfRow[i] = head;
-            }
+            for (int i = 0; i < headOfRow.Length; i++) headsInTask.Add(headOfRow[i] = HeadOf(taskData.TaskIds[i]));
         }
 
         using var _ = NewDisposeScope();
@@ -109,9 +125,20 @@ internal static class TrainingLoop
             while (headClasses.Count < taskIds.Count) headClasses.Add(new bool[classes.Count]);
             for (int h = 0; h < headClasses.Count; h++)
                 if (headClasses[h].Length < classes.Count) { var a = headClasses[h]; Array.Resize(ref a, classes.Count); headClasses[h] = a; }
-            long[] classOfRow = targets.data<long>().ToArray();
-            for (int i = 0; i < classOfRow.Length; i++) headClasses[(int)headOfRow[i]][classOfRow[i]] = true;
+            if (streamed?.TaskLabels is { } pairs)
+                foreach (var (taskId, label) in pairs) headClasses[headIndex[taskId]][classes.IndexOf(label)] = true;
+            else
+            {
+                long[] classOfRow = targets.data<long>().ToArray();
+                for (int i = 0; i < classOfRow.Length; i++) headClasses[(int)headOfRow[i]][classOfRow[i]] = true;
+            }
         }
+        StreamingBatches? batches = streamed is null ? null : new StreamingBatches(data, options, featureSize,
+            (int)Math.Clamp(budgetBytes / 2 / rowBytes, 1, int.MaxValue / Math.Max(featureSize, 1)), streamed.RowCount,
+            classTargets: classes is not null,
+            targetOf: classes is not null ? label => classes.IndexOf(label) : label => TargetValue(label, kind, options.LabelColumnName),
+            headOf: taskData.TaskIds is null ? null : id => headIndex.TryGetValue(id.ToString(), out int h) ? h
+                : throw new ContinualDataException(options.TaskIdColumnName, $"Task id '{id}' appeared in an epoch but not in the first pass: the data view must give the same rows each time it is read."));
 
         // Seeding per task keeps every task's initialisation, shuffling and dropout reproducible.
         long taskSeed = seed + 1_000_003L * taskIndex;
@@ -149,6 +176,7 @@ internal static class TrainingLoop
             {
                 Network = network, Options = options, State = state, Task = task, Device = device,
                 Cancellation = cancellation, TaskIndex = taskIndex, TaskSeed = taskSeed, Info = message => channel.Info(message),
+                Stream = batches, HeadsInTask = headsInTask.ToArray(),
             };
             if (UntrainedScope.Value)
             {
@@ -158,10 +186,10 @@ internal static class TrainingLoop
             var loopClock = Stopwatch.StartNew();
             RunEpochs(context, channel, taskSeed, trainerName, fit);
             state.LastTaskTrainingSeconds = loopClock.Elapsed.TotalSeconds;
-            state.LastTaskTrainingRows = context.Task.Count;
+            state.LastTaskTrainingRows = batches?.RowCount ?? context.Task.Count;
             if (!ReferenceEquals(context.Task, task)) context.Task.Dispose();
             state.TasksSeen = taskIndex + 1;
-            state.RowsSeen += task.Count;
+            state.RowsSeen += batches?.RowCount ?? task.Count;
             state.Network.eval();
             channel.Info($"Task {taskIndex + 1} trained on {state.LastTaskTrainingRows} rows in {stopwatch.Elapsed.TotalSeconds:F1} s.");
             return state;
@@ -182,7 +210,7 @@ internal static class TrainingLoop
         strategy.BeforeTask(context); // may replace context.Task (the joint baseline trains on every task so far) or the network
         context.Optimizer = context.CreateOptimizer();
         using var generator = new Generator((ulong)taskSeed, CPU); // draws are made on the CPU (then moved), so the generator lives there on every device
-        long count = context.Task.Count;
+        long count = context.Stream?.RowCount ?? context.Task.Count;
         long stepsPerEpoch = (count + options.BatchSize - 1) / options.BatchSize;
         long reportEvery = Math.Max(1, stepsPerEpoch / 50);
         string? checkpointPath = fit?.CheckpointPath;
@@ -201,14 +229,17 @@ internal static class TrainingLoop
             int epochs = strategy.EpochCount(context);
             double lossSum = 0;
             long correct = 0;
-            using Tensor order = randperm(count, generator: generator, device: CPU).to(context.Device);
-            for (long start = 0; start < count; start += options.BatchSize)
+            using Tensor? order = context.Stream is null ? randperm(count, generator: generator, device: CPU).to(context.Device) : null;
+            IEnumerable<TrainingBatch> epochBatches = context.Stream?.Epoch(taskSeed, epoch, context.Device, context.Cancellation) ?? InMemoryBatches(context.Task, order!, options.BatchSize);
+            using var batchEnumerator = epochBatches.GetEnumerator();
+            for (long stepInEpoch = 1; ; stepInEpoch++)
             {
                 context.Cancellation.ThrowIfCancellationRequested();
-                using var scope = NewDisposeScope();
-                TrainingBatch batch = context.Task.Select(order.narrow(0, start, Math.Min(options.BatchSize, count - start)));
+                using var scope = NewDisposeScope(); // the batch's tensors are made in MoveNext, inside the step's scope
+                if (!batchEnumerator.MoveNext()) break;
+                TrainingBatch batch = batchEnumerator.Current;
                 context.CurrentBatch = batch;
-                context.Optimizer.zero_grad();
+                context.Optimizer!.zero_grad();
                 Tensor outputs = context.Network.Forward(batch.Features, batch.Heads);
                 Tensor loss = context.State.Loss(outputs, batch);
                 lossSum += loss.item<float>() * batch.Features.shape[0];
@@ -221,7 +252,6 @@ internal static class TrainingLoop
                 context.Optimizer.step();
                 strategy.AfterStep(context);
                 context.Step++;
-                long stepInEpoch = start / options.BatchSize + 1;
                 if (fit?.Progress is { } report && stepInEpoch % reportEvery == 0 && stepInEpoch < stepsPerEpoch)
                     report(new ContinualFitProgress(epoch, epochs, stepInEpoch, stepsPerEpoch, false, double.NaN, firstEpoch > 0));
             }
@@ -238,6 +268,14 @@ internal static class TrainingLoop
         context.Network.eval();
         strategy.AfterTask(context);
         if (checkpointPath is not null && fit!.DeleteCheckpointOnSuccess && File.Exists(checkpointPath)) File.Delete(checkpointPath); // the task is done
+    }
+
+    /// <summary>The minibatches of an in-memory task in the epoch's shuffled order.</summary>
+    private static IEnumerable<TrainingBatch> InMemoryBatches(TaskTensors task, Tensor order, int batchSize)
+    {
+        long count = order.shape[0];
+        for (long start = 0; start < count; start += batchSize)
+            yield return task.Select(order.narrow(0, start, Math.Min(batchSize, count - start)));
     }
 
     private static long CountCorrect(ContinualModelState state, Tensor outputs, TrainingBatch batch)
@@ -272,13 +310,17 @@ internal static class TrainingLoop
             return tensor(indices);
         }
         var values = new float[data.Count];
-        for (int i = 0; i < values.Length; i++)
-        {
-            values[i] = (float)data.Labels[i].Number;
-            if (!float.IsFinite(values[i]))
-                throw new ContinualDataException(labelColumn, $"Label column '{labelColumn}' has an infinite value; a finite label is expected.");
-        }
+        for (int i = 0; i < values.Length; i++) values[i] = TargetValue(data.Labels[i], kind, labelColumn);
         return tensor(values);
+    }
+
+    /// <summary>The training target of a binary (0/1) or regression label.</summary>
+    private static float TargetValue(LabelValue label, ContinualPredictionKind kind, string labelColumn)
+    {
+        float value = (float)label.Number;
+        if (!float.IsFinite(value))
+            throw new ContinualDataException(labelColumn, $"Label column '{labelColumn}' has an infinite value; a finite label is expected.");
+        return value;
     }
 
     private static ContinualPredictionKind ResolveKind(ContinualPredictionKind requested, ValueKind label, string column)

@@ -10,9 +10,9 @@ internal static class ArchitectureTasks
     /// <summary>The head this fit trains: the data must hold exactly one task id, one the model has not been trained on.</summary>
     public static int NewHead(TrainingContext context, int tasksTrained, string method)
     {
-        Tensor heads = context.Task.Heads ?? throw new ContinualDataException(context.Options.TaskIdColumnName,
-            $"{method} allocates weights per task and needs each row's task id: set TaskIdColumnName.");
-        long[] present = heads.unique().output.cpu().data<long>().ToArray();
+        if (context.Task.Heads is null)
+            throw new ContinualDataException(context.Options.TaskIdColumnName, $"{method} allocates weights per task and needs each row's task id: set TaskIdColumnName.");
+        long[] present = context.HeadsInTask.ToArray(); // every row's task id, also when the task streams
         var ids = context.State.TaskIds;
         if (present.Length != 1)
             throw new ContinualDataException(context.Options.TaskIdColumnName,

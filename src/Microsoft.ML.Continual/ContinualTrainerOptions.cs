@@ -109,8 +109,9 @@ public abstract class ContinualTrainerOptions
     /// <remarks>When set, a task larger than the budget (or whose row count the data view does not report) is not held in
     /// memory: one pass reads the classes, task ids and a uniform sample of rows (an eighth of the budget: the rows the
     /// methods' consolidation steps see, e.g. EWC's Fisher samples or a replay memory's candidates), and every epoch reads
-    /// the data view again through a shuffle buffer of half the budget; the rest is left for the data view's own
-    /// allocations and the runtime's. The data view is read once per epoch plus once,
+    /// the data view again through a shuffle buffer of 3/8 of the budget; the other half is left for the data view's own
+    /// allocations and the runtime's (the .NET garbage collector's gen-0 budget alone is about 90 MB with default settings,
+    /// so budgets below about 200 MB bound the trainer's rows, not the process). The data view is read once per epoch plus once,
     /// so it should be cheap to read again (a file, a database query, a generated view). The joint baseline, which keeps
     /// every row, refuses such a task.</remarks>
     public int? MemoryBudgetMegabytes { get; set; }

@@ -156,9 +156,11 @@ public sealed class MasTrainer : ContinualTrainerBase<MasTrainer.Options>
 /// intransigence", ECCV): an online Fisher (EWC++) plus a KL-normalised path score. Reach it with <c>mlContext.Continual().Trainers.RWalk(...)</c>.
 /// </summary>
 /// <remarks>
-/// At every step F ← α g² + (1−α) F (EWC++, eq. 6, with g the minibatch gradient of the task loss) and
-/// s_i += −g_i Δθ_i / (½ F_i Δθ_i² + ε) (eq. 8, g the gradient the optimizer used). After each task, with s_t clipped at 0 and both normalised by their
-/// maximum, s̄ ← ½(s̄ + s_t) and L'(θ) = L_t(θ) + λ Σ_i (F_i + s̄_i)(θ_i − θ_i^{t−1})² (eq. 9).
+/// Every <see cref="Options.ScoreUpdateInterval"/> steps (a window w, as the authors' code does with FISHER_UPDATE_AFTER = 50):
+/// s_i += Σ_{steps in w} (−g_i Δθ_i) / (½ F_i (θ_i − θ_i^{start of w})² + ε) (eq. 8–10, g the gradient the optimizer used,
+/// Δθ each step's change), then F ← α·mean_w(g²) + (1−α) F (EWC++, eq. 6, g the minibatch gradient of the task loss).
+/// After each task, with s_t clipped at 0 and both normalised by their maximum, s̄ ← ½(s̄ + s_t) and
+/// L'(θ) = L_t(θ) + λ Σ_i (F_i + s̄_i)(θ_i − θ_i^{t−1})² (eq. 9). A window of 1 step is the per-step form of the paper's equations.
 /// </remarks>
 public sealed class RWalkTrainer : ContinualTrainerBase<RWalkTrainer.Options>
 {
@@ -170,8 +172,12 @@ public sealed class RWalkTrainer : ContinualTrainerBase<RWalkTrainer.Options>
         /// <summary>Creates the options; <see cref="RegularizationTrainerOptions.Lambda"/> defaults to 1 (the best of the λ grid in docs/benchmarks.md).</summary>
         public Options() => Lambda = 1;
 
-        /// <summary>Weight α of the newest minibatch in the running Fisher. Default 0.9.</summary>
+        /// <summary>Weight α of the newest window's mean squared gradient in the running Fisher. Default 0.9.</summary>
         public double FisherAlpha { get; set; } = 0.9;
+
+        /// <summary>Steps per window: the path score's denominator and the running Fisher are updated once per window
+        /// (the per-step path sum costs three passes over the parameters). Default 50 (the authors' code).</summary>
+        public int ScoreUpdateInterval { get; set; } = 50;
 
         /// <summary>ε in the path score's denominator. Default 1e-3.</summary>
         public double Epsilon { get; set; } = 1e-3;
@@ -181,6 +187,7 @@ public sealed class RWalkTrainer : ContinualTrainerBase<RWalkTrainer.Options>
             base.Validate();
             if (!(FisherAlpha > 0 && FisherAlpha <= 1)) throw new ArgumentOutOfRangeException(nameof(FisherAlpha), "Option FisherAlpha must be in (0, 1].");
             if (!(Epsilon > 0)) throw new ArgumentOutOfRangeException(nameof(Epsilon), "Option Epsilon must be positive.");
+            if (ScoreUpdateInterval < 1 || ScoreUpdateInterval > 1_000_000) throw new ArgumentOutOfRangeException(nameof(ScoreUpdateInterval), "Option ScoreUpdateInterval must be in [1, 1,000,000].");
         }
     }
 

@@ -16,5 +16,6 @@ internal static class CachedScalars
 {
     public static readonly Scalar NegativeInfinity = float.NegativeInfinity.ToScalar();
     public static readonly Scalar Zero = 0f.ToScalar();
+    public static readonly Scalar One = 1f.ToScalar();
     public static readonly Scalar MinusOneBillion = (-1e9f).ToScalar();
 }

@@ -70,7 +70,7 @@ internal static class TrainingLoop
         var stopwatch = Stopwatch.StartNew();
 
         // A task larger than the memory budget is streamed: one pass for classes, task ids and a sample (1/8 of the budget),
-        // then one per epoch through a shuffle buffer (1/2); the rest is left for the data view's and the runtime's allocations.
+        // then one per epoch through a shuffle buffer (3/8); the other half is left for the data view's and the runtime's allocations.
         long budgetBytes = options.MemoryBudgetMegabytes is int mb ? mb * 1048576L : long.MaxValue;
         long rowBytes = featureSize * 4L + 16;
         bool stream = options.MemoryBudgetMegabytes is not null && (data.GetRowCount() is not long rows || rows * rowBytes > budgetBytes);
@@ -134,7 +134,7 @@ internal static class TrainingLoop
             }
         }
         StreamingBatches? batches = streamed is null ? null : new StreamingBatches(data, options, featureSize,
-            (int)Math.Clamp(budgetBytes / 2 / rowBytes, 1, int.MaxValue / Math.Max(featureSize, 1)), streamed.RowCount,
+            (int)Math.Clamp(budgetBytes * 3 / 8 / rowBytes, 1, int.MaxValue / Math.Max(featureSize, 1)), streamed.RowCount,
             classTargets: classes is not null,
             targetOf: classes is not null ? label => classes.IndexOf(label) : label => TargetValue(label, kind, options.LabelColumnName),
             headOf: taskData.TaskIds is null ? null : id => headIndex.TryGetValue(id.ToString(), out int h) ? h

@@ -102,6 +102,9 @@ internal sealed class SiStrategy(SiTrainer.Options options) : RegularizationStra
 internal sealed class RWalkStrategy(RWalkTrainer.Options options) : RegularizationStrategy(options.Lambda)
 {
     private ParameterTensors? _fisher, _scores, _previous, _taskScores;
+    // Within a window of ScoreUpdateInterval steps: Σ g² (task loss), Σ −g·Δθ per step, θ at the window's start.
+    private ParameterTensors? _windowSquares, _windowPath, _windowStart;
+    private int _windowSteps;
 
     // The running Fisher and path scores change at every step; they are not part of a within-task checkpoint.
     public override bool SupportsCheckpoints => false;
@@ -114,45 +117,73 @@ internal sealed class RWalkStrategy(RWalkTrainer.Options options) : Regularizati
         _fisher.AddMissing(context.Network); // parameters new in this task (a new head) start with zero Fisher
         _scores?.AlignTo(context.Network);
         _previous = ParameterTensors.CopyOf(context.Network);
+        _windowStart = ParameterTensors.CopyOf(context.Network);
+        _windowSquares = ParameterTensors.ZerosLike(context.Network);
+        _windowPath = ParameterTensors.ZerosLike(context.Network);
         _taskScores = ParameterTensors.ZerosLike(context.Network);
+        _windowSteps = 0;
     }
 
     public override void AfterBackward(TrainingContext context)
     {
-        // The running Fisher uses the task loss's gradient, before the penalty's is added.
-        float alpha = (float)options.FisherAlpha;
+        // The Fisher uses the task loss's gradient, before the penalty's is added.
         using (no_grad())
             foreach (var (name, p) in context.Network.OrderedParameters())
-                if (p.grad is Tensor g) _fisher![name].mul_(1 - alpha).addcmul_(g, g, value: alpha);
+                if (p.grad is Tensor g) _windowSquares![name].addcmul_(g, g, CachedScalars.One);
         base.AfterBackward(context);
     }
 
     public override void AfterStep(TrainingContext context)
     {
-        // The path score uses the gradient the optimizer used (still in .grad after the step).
+        // The path uses the gradient the optimizer used (still in .grad after the step): Σ −g·Δθ, three passes, no allocation.
+        using (no_grad())
+            foreach (var (name, p) in context.Network.OrderedParameters())
+            {
+                if (p.grad is not Tensor g) continue;
+                Tensor previous = _previous![name];
+                previous.sub_(p);                           // −Δθ
+                _windowPath![name].addcmul_(g, previous, CachedScalars.One); // += −g·Δθ
+                previous.copy_(p);
+            }
+        if (++_windowSteps == options.ScoreUpdateInterval) CloseWindow(context);
+    }
+
+    /// <summary>The end of a window of steps (the authors' code: FISHER_UPDATE_AFTER = 50): the window's path divided by
+    /// ½ F (θ − θ_window start)² + ε joins the task's score, then the running Fisher takes the window's mean squared gradient.</summary>
+    private void CloseWindow(TrainingContext context)
+    {
+        float alpha = (float)options.FisherAlpha;
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         using var epsilonTensor = tensor((float)options.Epsilon, device: context.Device);
         foreach (var (name, p) in context.Network.OrderedParameters())
         {
-            if (p.grad is not Tensor g) continue;
-            Tensor previous = _previous![name];
-            Tensor delta = p - previous;
-            Tensor denominator = epsilonTensor.addcmul(_fisher![name], delta.square(), value: 0.5f); // ½ F Δθ² + ε
-            _taskScores![name].addcdiv_(g.mul(delta), denominator, value: -1);
-            previous.copy_(p);
+            Tensor start = _windowStart![name];
+            Tensor fisher = _fisher![name];
+            if (_windowSquares![name].abs().max().item<float>() > 0 || _windowPath![name].abs().max().item<float>() > 0)
+            {
+                Tensor delta = p - start;
+                Tensor denominator = epsilonTensor.addcmul(fisher, delta.square(), value: 0.5f); // ½ F Δθ² + ε
+                _taskScores![name].addcdiv_(_windowPath![name], denominator);
+                fisher.mul_(1 - alpha).add_(_windowSquares[name], alpha: alpha / _windowSteps);
+            }
+            start.copy_(p);
+            _windowSquares[name].zero_();
+            _windowPath![name].zero_();
         }
+        _windowSteps = 0;
     }
 
     protected override void Consolidate(TrainingContext context)
     {
+        if (_windowSteps > 0) CloseWindow(context); // the task's last, shorter window
         float scoreMax = Math.Max(_taskScores!.Names.Select(n => _taskScores[n].clamp_min(0).max().item<float>()).DefaultIfEmpty(0).Max(), 1e-12f);
         float fisherMax = Math.Max(_fisher!.Names.Select(n => _fisher[n].max().item<float>()).DefaultIfEmpty(0).Max(), 1e-12f);
         var taskScores = _taskScores.Combine(null, (s, _) => s.clamp_min(0) / scoreMax);
         _scores = taskScores.Combine(_scores, (s, old) => old is null ? s.clone() : (old + s) * 0.5f);
         var importance = _scores.Combine(_fisher, (s, f) => f is null ? s.clone() : s + f / fisherMax);
         Terms = [new PenaltyTerm(ParameterTensors.CopyOf(context.Network), importance)];
-        _previous = _taskScores = null;
+        _previous = _taskScores = _windowStart = _windowSquares = _windowPath = null;
     }
 
     protected override void SaveExtra(BinaryWriter writer)

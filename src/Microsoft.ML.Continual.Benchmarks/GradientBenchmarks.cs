@@ -15,20 +15,22 @@ internal static class GradientBenchmarks
         [("permuted", "GEM")] = (0.83, double.NaN), [("permuted", "A-GEM")] = (0.81, double.NaN),
     };
 
-    public static void Run(string streams, string? only, int seed, double learningRate, string reportDirectory)
+    /// <param name="rowsPerTask">1,000 in the GEM paper; 60,000 (all of MNIST) in the A-GEM paper.</param>
+    /// <param name="hidden">100,100 in the GEM paper; 256,256 in the A-GEM paper.</param>
+    public static void Run(string streams, string? only, int seed, double learningRate, int rowsPerTask, int[] hidden, string reportDirectory)
     {
         foreach (string streamName in streams.Split(','))
         {
             var ml = new MLContext(seed: seed);
             var stream = streamName switch
             {
-                "rotated" => ml.Continual().Benchmarks.RotatedMnist(numberOfTasks: 20, maxAngle: 180, trainSamplesPerTask: 1000, seed: seed),
-                "permuted" => ml.Continual().Benchmarks.PermutedMnist(numberOfTasks: 20, trainSamplesPerTask: 1000, seed: seed),
+                "rotated" => ml.Continual().Benchmarks.RotatedMnist(numberOfTasks: 20, maxAngle: 180, trainSamplesPerTask: rowsPerTask, seed: seed),
+                "permuted" => ml.Continual().Benchmarks.PermutedMnist(numberOfTasks: 20, trainSamplesPerTask: rowsPerTask, seed: seed),
                 _ => throw new ArgumentException($"Unknown stream '{streamName}' (rotated, permuted)."),
             };
             T Protocol<T>(T o) where T : ContinualTrainerOptions
             {
-                o.HiddenLayerSizes = [100, 100];
+                o.HiddenLayerSizes = hidden;
                 o.Optimizer = ContinualOptimizer.Sgd;
                 o.LearningRate = learningRate;
                 o.BatchSize = 10;
@@ -54,7 +56,7 @@ internal static class GradientBenchmarks
             }
             var fineTune = results.FirstOrDefault(r => r.Name == "FineTune");
             Console.WriteLine();
-            Console.WriteLine($"{stream.Name}, GEM protocol (20 × 1,000 images, MLP 784-100-100-10, SGD {learningRate}, batch 10, 1 epoch), seed {seed}; {clock.Elapsed.TotalMinutes:F1} min");
+            Console.WriteLine($"{stream.Name}, 20 × {rowsPerTask:N0} images, MLP 784-{string.Join("-", hidden)}-10, SGD {learningRate}, batch 10, 1 epoch, seed {seed}; {clock.Elapsed.TotalMinutes:F1} min");
             Console.WriteLine("| method | ACC | BWT | FWT | published ACC / BWT | training s | time / FineTune | memory rows after last task |");
             Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
             foreach (var r in results)
@@ -65,7 +67,7 @@ internal static class GradientBenchmarks
                 string memory = last is not null && last.StateSizes.TryGetValue("memory rows", out var rows) ? rows.ToString("N0") : "–";
                 Console.WriteLine($"| {r.Name} | {r.Metrics.AverageAccuracy:F4} | {r.Metrics.BackwardTransfer:+0.0000;-0.0000} | {r.Metrics.ForwardTransfer:+0.0000;-0.0000} | {published} | {r.TotalTrainingSeconds:F1} | {ratio} | {memory} |");
             }
-            ContinualExperimentResult.SaveComparison(results, Path.Combine(reportDirectory, $"gem-protocol-{streamName}-seed{seed}-lr{learningRate}"));
+            ContinualExperimentResult.SaveComparison(results, Path.Combine(reportDirectory, $"gem-protocol-{streamName}-seed{seed}-lr{learningRate}-rows{rowsPerTask}"));
         }
     }
 }

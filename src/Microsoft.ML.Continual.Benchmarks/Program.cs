@@ -16,7 +16,7 @@ using Microsoft.ML.Continual;
 //   refit-cost                       each method's refit time for the 2nd and the last of 20 tasks, beside SDCA and LightGBM retrained on all data [--tasks --rows --only]
 //   permuted-mnist-architecture      PackNet, CPG and progressive networks beside FineTune, 10 tasks with task ids [--epochs 2 --retrain 1 --cpg-goal 0.97 --hidden 256,256 --only ...]
 //   streaming                        a generated 10-million-row task within MemoryBudgetMegabytes, beside reading it into memory [--rows 10000000 --budget 256 --stream-only]
-//   gem-protocol                     GEM, A-GEM, EWC and FineTune under the GEM paper's protocol [--streams rotated,permuted] [--only GEM,...]
+//   gem-protocol                     GEM, A-GEM, EWC and FineTune under the GEM paper's protocol [--streams rotated,permuted] [--only GEM,...] [--rows 1000 --hidden 100,100]
 var arguments = args.ToList();
 string? benchmark = arguments.FirstOrDefault(a => !a.StartsWith("--"));
 int seeds = Option("--seeds", 1);
@@ -62,7 +62,8 @@ switch (benchmark)
         StreamingBenchmarks.Run(long.Parse(OptionText("--rows") ?? "10000000", CultureInfo.InvariantCulture), Option("--budget", 256), !arguments.Contains("--stream-only"));
         return 0;
     case "gem-protocol":
-        GradientBenchmarks.Run(OptionText("--streams") ?? "rotated,permuted", OptionText("--only"), Option("--seed", 0), double.Parse(OptionText("--lr") ?? "0.1", CultureInfo.InvariantCulture), report);
+        GradientBenchmarks.Run(OptionText("--streams") ?? "rotated,permuted", OptionText("--only"), Option("--seed", 0), double.Parse(OptionText("--lr") ?? "0.1", CultureInfo.InvariantCulture),
+            Option("--rows", 1000), (OptionText("--hidden") ?? "100,100").Split(',').Select(int.Parse).ToArray(), report);
         return 0;
     default:
         Console.Error.WriteLine("usage: Microsoft.ML.Continual.Benchmarks <split-mnist|permuted-mnist-regularization|split-mnist-regularization|lambda-grid|gem-protocol|permuted-mnist-architecture|streaming|split-mnist-replay|split-mnist-generative|replay-throughput|sweep-ewc-lambda|performance|refit-cost>");

@@ -56,7 +56,7 @@ public sealed class ContinualTransformer : ITransformer, ICanSaveModel
     /// <summary>The network's trainable parameter count.</summary>
     public long ParameterCount => State.Network.Shape.ParameterCount;
 
-    /// <summary>How the network's capacity is divided among the tasks, for the architecture methods (PackNet,
+    /// <summary>How the network's capacity is divided among the tasks, for the architecture methods (PackNet, CPG,
     /// progressive networks); null for the other trainers.</summary>
     public ContinualCapacity? Capacity => State.Strategy.Capacity(State);
 

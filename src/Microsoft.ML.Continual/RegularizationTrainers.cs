@@ -160,7 +160,9 @@ public sealed class MasTrainer : ContinualTrainerBase<MasTrainer.Options>
 /// s_i += Σ_{steps in w} (−g_i Δθ_i) / (½ F_i (θ_i − θ_i^{start of w})² + ε) (eq. 8–10, g the gradient the optimizer used,
 /// Δθ each step's change), then F ← α·mean_w(g²) + (1−α) F (EWC++, eq. 6, g the minibatch gradient of the task loss).
 /// After each task, with s_t clipped at 0 and both normalised by their maximum, s̄ ← ½(s̄ + s_t) and
-/// L'(θ) = L_t(θ) + λ Σ_i (F_i + s̄_i)(θ_i − θ_i^{t−1})² (eq. 9). A window of 1 step is the per-step form of the paper's equations.
+/// L'(θ) = L_t(θ) + λ Σ_i (F_i + s̄_i)(θ_i − θ_i^{t−1})² (eq. 9). With a window of 1 step the score is the paper's per-step
+/// sum, each step's term using the Fisher from before that step. A parameter with no gradient in a whole window (e.g. an
+/// earlier task's head) keeps its Fisher unchanged.
 /// </remarks>
 public sealed class RWalkTrainer : ContinualTrainerBase<RWalkTrainer.Options>
 {

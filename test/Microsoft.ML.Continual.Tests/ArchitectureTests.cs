@@ -221,4 +221,25 @@ public class ArchitectureTests
         var error = Assert.Throws<NotSupportedException>(() => ml.Continual().Trainers.Cpg(regression).Fit(TestData.View(ml, 0, [0, 1], 100, 1)));
         Assert.Contains("classification", error.Message);
     }
+
+    [Theory]
+    [MemberData(nameof(Methods))]
+    public void ATrainerSwitch_ToOrFromTheArchitectureFamily_IsRefused(string method)
+    {
+        var ml = new MLContext(seed: 1);
+        var task0 = TestData.View(ml, 0, [0, 1], 200, 1);
+        var task1 = TestData.View(ml, 1, [0, 1], 200, 1);
+        var fineTune = ml.Continual().Trainers.FineTune(OnBlobs(new FineTuneTrainer.Options()));
+        var fromFineTune = fineTune.Fit(task0);
+        var made = (ContinualTransformer)Trainer(ml, method, mnist: false).Fit(task0);
+        byte[] before = TestData.Bytes(TestData.Scores(made, task0));
+
+        // An architecture trainer cannot take over a model it did not make, nor give its model to another trainer.
+        dynamic trainer = Trainer(ml, method, mnist: false);
+        var into = Assert.Throws<ArgumentException>(() => (ContinualTransformer)trainer.Fit(task1, fromFineTune));
+        Assert.Contains("cannot be continued by", into.Message);
+        var away = Assert.Throws<ArgumentException>(() => fineTune.Fit(task1, made));
+        Assert.Contains($"A model made by {made.TrainerName}", away.Message);
+        Assert.Equal(before, TestData.Bytes(TestData.Scores(made, task0)));
+    }
 }

@@ -18,4 +18,9 @@ internal static class CachedScalars
     public static readonly Scalar Zero = 0f.ToScalar();
     public static readonly Scalar One = 1f.ToScalar();
     public static readonly Scalar MinusOneBillion = (-1e9f).ToScalar();
+
+    private static readonly System.Collections.Concurrent.ConcurrentDictionary<long, Scalar> Indices = new();
+
+    /// <summary>An integer Scalar (head indices, compared at every forward); one per value, kept for the process.</summary>
+    public static Scalar Index(long value) => Indices.GetOrAdd(value, v => v.ToScalar());
 }

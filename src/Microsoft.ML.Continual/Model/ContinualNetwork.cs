@@ -154,7 +154,7 @@ internal sealed class ContinualNetwork : nn.Module
         var present = headOfRow.unique().output.data<long>().ToArray();
         foreach (long head in present)
         {
-            Tensor rows = (headOfRow == head).nonzero().squeeze(1);
+            Tensor rows = headOfRow.eq(CachedScalars.Index(head)).nonzero().squeeze(1);
             Tensor scored = shared is null ? HeadOutput((int)head, features.index_select(0, rows)) : heads[(int)head].call(shared.index_select(0, rows));
             output = output.index_copy(0, rows, scored);
         }
@@ -175,8 +175,9 @@ internal sealed class ContinualNetwork : nn.Module
                 Tensor hidden = MaskedTrunk(head, features);
                 var output = heads[head];
                 // A head trained before the layers grew reads only the units that existed then.
+                // (copied contiguous: the same memory layout, so the same arithmetic, as before the layers grew)
                 return hidden.shape[1] == output.weight!.shape[1] ? output.call(hidden)
-                    : nn.functional.linear(hidden, output.weight!.narrow(1, 0, hidden.shape[1]), output.bias);
+                    : nn.functional.linear(hidden, output.weight!.narrow(1, 0, hidden.shape[1]).contiguous(), output.bias);
         }
     }
 
@@ -214,7 +215,8 @@ internal sealed class ContinualNetwork : nn.Module
                     for (int source = 0; source < column; source++)
                         z = z + laterals[LateralIndex(column, source, i)].call(activations[source]);
                 z = Activate(z);
-                if (Shape.Dropout > 0) z = nn.functional.dropout(z, Shape.Dropout, training);
+                // Frozen columns are fixed functions: only the column being trained drops units.
+                if (Shape.Dropout > 0 && column == head) z = nn.functional.dropout(z, Shape.Dropout, training);
                 next[column] = z;
             }
             activations = next;

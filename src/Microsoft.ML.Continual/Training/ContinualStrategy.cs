@@ -41,6 +41,11 @@ internal abstract class ContinualStrategy
     /// <summary>Called once per task, after the network has grown for the task and before the first batch.</summary>
     public virtual void BeforeTask(TrainingContext context) { }
 
+    /// <summary>True for the architecture family: the network is divided among the tasks by state only this method
+    /// understands (owners, masks, columns), so a model made by it can be continued only by it, and it cannot continue a
+    /// model made by another method (the loop refuses both).</summary>
+    public virtual bool AllocatesPerTask => false;
+
     /// <summary>True when the method widens the hidden layers itself (CPG): a refit then continues with the model's widths
     /// (the options' <c>HiddenLayerSizes</c> are the first task's).</summary>
     public virtual bool GrowsHiddenLayers => false;
@@ -137,7 +142,10 @@ internal sealed class TrainingContext
 
     /// <summary>Continues the task with <paramref name="network"/> (e.g. wider layers) from the next batch on: the model's
     /// network becomes it, the strategy is attached to it and the optimizer is made anew (its moments start again).</summary>
-    public void ReplaceNetwork(ContinualNetwork network)
+    /// <param name="network">The network to continue with.</param>
+    /// <param name="prepare">Runs after the swap and before the optimizer is made anew (e.g. the strategy rebuilds its
+    /// extra parameters for the new shapes).</param>
+    public void ReplaceNetwork(ContinualNetwork network, Action? prepare = null)
     {
         network.MoveTo(Device);
         network.train();
@@ -145,7 +153,12 @@ internal sealed class TrainingContext
         Network = network;
         State.Network = network;
         State.Strategy.AttachTo(network);
-        if (Optimizer is not null) Optimizer = CreateOptimizer();
+        prepare?.Invoke();
+        if (Optimizer is not null)
+        {
+            (Optimizer as IDisposable)?.Dispose();
+            Optimizer = CreateOptimizer();
+        }
         old.Dispose();
     }
 

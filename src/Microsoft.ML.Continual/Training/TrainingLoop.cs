@@ -42,6 +42,10 @@ internal static class TrainingLoop
     {
         options.Validate();
         fit?.Validate();
+        if (previous is not null && previous.TrainerName != trainerName && (previous.Strategy.AllocatesPerTask || strategy.AllocatesPerTask))
+            throw new ArgumentException(
+                $"A model made by {previous.TrainerName} cannot be continued by {trainerName}: {(previous.Strategy.AllocatesPerTask ? previous.TrainerName : trainerName)} divides the network among its tasks, "
+                + "and the other trainer would change or misread what the earlier tasks use. Continue it with its own trainer (ml.Continual().Refit), or start a new model.", "previousModel");
         if (fit?.CheckpointPath is not null && !strategy.SupportsCheckpoints)
             throw new NotSupportedException($"Trainer {trainerName} accumulates state during a task that a checkpoint does not capture; run it without CheckpointPath (the model file is still written atomically at the end).");
         var host = env.Register("Continual");
@@ -136,7 +140,10 @@ internal static class TrainingLoop
         StreamingBatches? batches = streamed is null ? null : new StreamingBatches(data, options, featureSize,
             (int)Math.Clamp(budgetBytes * 3 / 8 / rowBytes, 1, int.MaxValue / Math.Max(featureSize, 1)), streamed.RowCount,
             classTargets: classes is not null,
-            targetOf: classes is not null ? label => classes.IndexOf(label) : label => TargetValue(label, kind, options.LabelColumnName),
+            targetOf: classes is not null
+                ? label => classes.IndexOf(label) is int c and >= 0 ? c : throw new ContinualDataException(options.LabelColumnName,
+                    $"Label {label} appeared in an epoch but not in the first pass: the data view must give the same rows each time it is read.")
+                : label => TargetValue(label, kind, options.LabelColumnName),
             headOf: taskData.TaskIds is null ? null : id => headIndex.TryGetValue(id.ToString(), out int h) ? h
                 : throw new ContinualDataException(options.TaskIdColumnName, $"Task id '{id}' appeared in an epoch but not in the first pass: the data view must give the same rows each time it is read."));
 

@@ -32,6 +32,8 @@ internal static class ArchitectureTasks
 /// </summary>
 internal sealed class PackNetStrategy : ContinualStrategy, ITrunkWeightView
 {
+    public override bool AllocatesPerTask => true;
+
     private readonly PackNetTrainer.Options _options;
     private WeightOwnership? _ownership;
     private int _tasksTrained;
@@ -74,6 +76,8 @@ internal sealed class PackNetStrategy : ContinualStrategy, ITrunkWeightView
     {
         var network = context.Network;
         _head = ArchitectureTasks.NewHead(context, _tasksTrained, "PackNet");
+        if (_ownership is null && _head > 0)
+            throw new InvalidOperationException("PackNet found a model with trained heads but no weight owners; it can only continue a model it made.");
         _ownership ??= WeightOwnership.AllFree(network);
         _ownership.CheckMatches(network);
         var layers = network.SharedTrunkLayers();
@@ -176,6 +180,8 @@ internal sealed class PackNetStrategy : ContinualStrategy, ITrunkWeightView
         bool pruned = reader.ReadBoolean();
         var ownership = WeightOwnership.Read(reader);
         ownership.CheckMatches(_network!);
+        ownership.MoveTo(_network!.SharedTrunkLayers()[0].Weight.device);
+        _ownership?.Dispose();
         _ownership = ownership;
         _pruned = pruned;
         // The frozen values are this task's start; the trainable sets follow the restored owners.
@@ -199,6 +205,8 @@ internal sealed class PackNetStrategy : ContinualStrategy, ITrunkWeightView
 internal sealed class ProgressiveStrategy : ContinualStrategy
 {
     private int _tasksTrained;
+
+    public override bool AllocatesPerTask => true;
 
     public override NetworkColumns Columns => NetworkColumns.Progressive;
 

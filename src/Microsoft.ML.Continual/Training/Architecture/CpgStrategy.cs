@@ -15,6 +15,7 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
     // The picking mask's real values start at 1e-2 and a weight is used while its value exceeds 5e-3, as in the authors'
     // code (piggyback masks, Mallya et al. 2018); gradients pass the threshold straight through.
     private const float PickInitial = 1e-2f, PickThreshold = 5e-3f;
+    private static readonly Scalar PickThresholdScalar = PickThreshold.ToScalar(); // compared at every forward: kept alive (see CachedScalars)
 
     private readonly CpgTrainer.Options _options;
     private WeightOwnership? _ownership;
@@ -31,12 +32,14 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
     private int[] _startWidths = [];
     private int _growths, _trainEnd, _compactionStep, _stopAt = -1;
     private double _reference;
-    private (Tensor[] Weights, WeightOwnership Owners)? _snapshot;
+    private (Tensor[] Parameters, Tensor[]? PickScores, WeightOwnership Owners)? _snapshot;
     private long[] _ownedAtCompaction = [];
 
     public CpgStrategy(CpgTrainer.Options options) => _options = options;
 
     public override bool GrowsHiddenLayers => true;
+
+    public override bool AllocatesPerTask => true;
 
     // Growth replaces the network within a task, which a checkpoint does not capture.
     public override bool SupportsCheckpoints => false;
@@ -63,7 +66,7 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
             if (_pickScores is not null)
             {
                 Tensor scores = _pickScores[layer];
-                Tensor binary = scores.gt(PickThreshold).to_type(scores.dtype);
+                Tensor binary = scores.gt(PickThresholdScalar).to_type(scores.dtype);
                 mask = mask + _earlier![layer] * (binary + (scores - scores.detach())); // value: exactly the binary mask
             }
             return (weight * mask, bias);
@@ -103,6 +106,8 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
         if (context.State.Kind == ContinualPredictionKind.Regression)
             throw new NotSupportedException("CPG grows and compacts against an accuracy goal; it needs a classification task.");
         _head = ArchitectureTasks.NewHead(context, _tasksTrained, "CPG");
+        if (_ownership is null && _head > 0)
+            throw new InvalidOperationException("CPG found a model with trained heads but no weight owners; it can only continue a model it made.");
         _ownership ??= WeightOwnership.AllFree(context.Network);
         _ownership.CheckMatches(context.Network);
         _startWidths = context.Network.Shape.HiddenSizes.ToArray();
@@ -235,24 +240,38 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
         }
     }
 
+    /// <summary>Everything a compaction step and the epoch after it change: every parameter (trunk, biases, this task's
+    /// head), the pick scores and the owners.</summary>
     private void Snapshot(ContinualNetwork network)
     {
         DropSnapshot();
-        _snapshot = (network.SharedTrunkLayers().Select(l => l.Weight.detach().clone().DetachFromDisposeScope()).ToArray(), _ownership!.Clone());
+        using var _ = no_grad();
+        _snapshot = (network.parameters().Select(p => p.detach().clone().DetachFromDisposeScope()).ToArray(),
+            _pickScores?.Select(p => p.detach().clone().DetachFromDisposeScope()).ToArray(), _ownership!.Clone());
     }
 
     private void DropSnapshot()
     {
-        if (_snapshot is { } s) DisposeAll(s.Weights);
+        if (_snapshot is { } s)
+        {
+            DisposeAll(s.Parameters);
+            DisposeAll(s.PickScores);
+            s.Owners.Dispose();
+        }
         _snapshot = null;
     }
 
     private void Revert(TrainingContext context)
     {
-        var (weights, owners) = _snapshot!.Value;
+        var (parameters, pickScores, owners) = _snapshot!.Value;
         var layers = context.Network.SharedTrunkLayers();
         using (no_grad())
-            for (int i = 0; i < layers.Count; i++) layers[i].Weight.copy_(weights[i]);
+        {
+            foreach (var (parameter, saved) in context.Network.parameters().Zip(parameters)) parameter.copy_(saved);
+            if (pickScores is not null)
+                for (int i = 0; i < pickScores.Length; i++) _pickScores![i].copy_(pickScores[i]);
+        }
+        _ownership!.Dispose();
         _ownership = owners.Clone();
         for (int i = 0; i < layers.Count; i++) _frozen!.Refresh(layers[i].Weight, _ownership[i].eq(_head));
         RebuildOwnMasks(context.Network);
@@ -269,10 +288,9 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
         int[] wider = network.Shape.HiddenSizes.Select((w, i) => w + Math.Max(1, (int)Math.Ceiling(_options.GrowthFraction * first[i]))).ToArray();
         var grown = network.WidenTo(wider);
         _ownership!.Widen(grown, (short)_head);
-        context.ReplaceNetwork(grown); // attaches this strategy and makes a new optimizer (with the new pick scores, below)
         bool started = _own is not null;
-        PrepareTask(grown, reinitialiseFree: !started);
-        if (context.Optimizer is not null) context.Optimizer = context.CreateOptimizer();
+        // Attaches this strategy, rebuilds the frozen set and pick scores for the new shapes, then makes a new optimizer.
+        context.ReplaceNetwork(grown, () => PrepareTask(grown, reinitialiseFree: !started));
         context.Info($"CPG: hidden layers grown to [{string.Join(",", wider)}].");
     }
 

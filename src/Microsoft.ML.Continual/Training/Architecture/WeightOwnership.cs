@@ -9,7 +9,7 @@ namespace Microsoft.ML.Continual;
 /// head's index, or <see cref="Free"/>. Head h computes with the weights its own and earlier heads own
 /// (owner ≤ h), so later tasks can neither change nor see into an earlier task's function.
 /// </summary>
-internal sealed class WeightOwnership
+internal sealed class WeightOwnership : IDisposable
 {
     /// <summary>The owner code of a weight no task owns (larger than every head index, so "owner ≤ h" excludes it).</summary>
     public const short Free = short.MaxValue;
@@ -92,8 +92,19 @@ internal sealed class WeightOwnership
     public void MoveTo(Device device)
     {
         for (int i = 0; i < _owners.Length; i++)
-            if (_owners[i].device != device) _owners[i] = _owners[i].to(device).DetachFromDisposeScope();
+            if (_owners[i].device != device)
+            {
+                var moved = _owners[i].to(device).DetachFromDisposeScope();
+                _owners[i].Dispose();
+                _owners[i] = moved;
+            }
         ClearMasks();
+    }
+
+    public void Dispose()
+    {
+        ClearMasks();
+        foreach (var owner in _owners) owner.Dispose();
     }
 
     public void Write(BinaryWriter writer)

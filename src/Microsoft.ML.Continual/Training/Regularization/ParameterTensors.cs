@@ -7,8 +7,14 @@ namespace Microsoft.ML.Continual;
 /// grows (new classes add output rows, new tasks add heads), stored tensors are padded with zeros to the new shape, so
 /// new outputs start with zero importance.
 /// </summary>
-internal sealed class ParameterTensors
+internal sealed class ParameterTensors : IDisposable
 {
+    public void Dispose()
+    {
+        foreach (var t in _tensors.Values) t.Dispose();
+        _tensors.Clear();
+    }
+
     private readonly Dictionary<string, Tensor> _tensors;
 
     public ParameterTensors(Dictionary<string, Tensor> tensors) => _tensors = tensors;

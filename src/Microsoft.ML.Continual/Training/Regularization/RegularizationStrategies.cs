@@ -183,6 +183,7 @@ internal sealed class RWalkStrategy(RWalkTrainer.Options options) : Regularizati
         _scores = taskScores.Combine(_scores, (s, old) => old is null ? s.clone() : (old + s) * 0.5f);
         var importance = _scores.Combine(_fisher, (s, f) => f is null ? s.clone() : s + f / fisherMax);
         Terms = [new PenaltyTerm(ParameterTensors.CopyOf(context.Network), importance)];
+        foreach (var spent in new[] { _previous, _taskScores, _windowStart, _windowSquares, _windowPath }) spent?.Dispose();
         _previous = _taskScores = _windowStart = _windowSquares = _windowPath = null;
     }
 

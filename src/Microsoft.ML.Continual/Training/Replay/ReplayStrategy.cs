@@ -54,6 +54,13 @@ internal sealed class CompositeStrategy(IReadOnlyList<ContinualStrategy> parts) 
 
     public override NetworkColumns Columns => Parts.Select(p => p.Columns).FirstOrDefault(c => c != NetworkColumns.Shared);
     public override bool SupportsCheckpoints => Parts.All(p => p.SupportsCheckpoints);
+    public override bool AllocatesPerTask => Parts.Any(p => p.AllocatesPerTask);
+    public override bool GrowsHiddenLayers => Parts.Any(p => p.GrowsHiddenLayers);
+    public override void AttachTo(ContinualNetwork network) { foreach (var p in Parts) p.AttachTo(network); }
+    public override int EpochCount(TrainingContext context) => Parts.Max(p => p.EpochCount(context));
+    public override void BeforeEpoch(TrainingContext context) { foreach (var p in Parts) p.BeforeEpoch(context); }
+    public override IEnumerable<TorchSharp.Modules.Parameter> ExtraParameters(TrainingContext context) => Parts.SelectMany(p => p.ExtraParameters(context));
+    public override ContinualCapacity? Capacity(ContinualModelState state) => Parts.Select(p => p.Capacity(state)).FirstOrDefault(c => c is not null);
     public override void SaveTaskProgress(BinaryWriter writer) { foreach (var p in Parts) p.SaveTaskProgress(writer); }
     public override void LoadTaskProgress(BinaryReader reader) { foreach (var p in Parts) p.LoadTaskProgress(reader); }
 

@@ -214,17 +214,17 @@ internal sealed class TaskData : IDisposable
                 ? "The task has no rows; a task needs at least one labelled row."
                 : $"The task has {rowIndex} rows but every value of label column '{labelColumn}' is missing.");
 
-        Tensor featureTensor = empty(labels.Count, featureSize);
-        var writer = featureTensor.data<float>();
-        long offset = 0;
+        // One copy into torch memory: each chunk is viewed in place, and cat writes them into a new tensor.
         chunks.Add(chunk);
+        var views = new List<Tensor>(chunks.Count);
         for (int c = 0; c < chunks.Count; c++)
         {
             int rows = c < chunks.Count - 1 ? chunkRows : inChunk;
-            writer.CopyFrom(chunks[c].AsSpan(0, rows * featureSize), 0, offset);
-            offset += (long)rows * featureSize;
-            chunks[c] = null!; // let each chunk go as soon as it is copied
+            using Tensor whole = tensor(chunks[c], new long[] { chunkRows, featureSize });
+            views.Add(whole.narrow(0, 0, rows));
         }
+        Tensor featureTensor = views.Count == 1 ? views[0].clone() : cat(views, 0);
+        foreach (var view in views) view.Dispose();
         return new TaskData(featureTensor, labels.ToArray(), taskIds?.ToArray(), skipped);
     }
 }

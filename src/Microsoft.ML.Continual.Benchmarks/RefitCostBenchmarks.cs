@@ -44,10 +44,10 @@ internal static class RefitCostBenchmarks
         {
             GC.Collect();
             GC.WaitForPendingFinalizers();
-            long before = Resident("VmRSS:");
-            File.WriteAllText("/proc/self/clear_refs", "5"); // Linux: resets the peak (VmHWM) to the current resident size
+            long before = ProcessMemory.ResidentBytes();
+            ProcessMemory.ResetPeak();
             var result = ml.Continual().Run(create(), stream, new ContinualRunOptions { EvaluateBeforeTraining = false, Name = name });
-            long peak = Resident("VmHWM:");
+            long peak = ProcessMemory.PeakResidentBytes();
             var t = result.Tasks;
             // Single fits of a second or less are noisy on a shared machine: the means of three refits at each end are steadier.
             double early = t.Skip(1).Take(3).Average(r => r.TrainingSeconds), late = t.TakeLast(3).Average(r => r.TrainingSeconds);
@@ -81,9 +81,6 @@ internal static class RefitCostBenchmarks
             Console.WriteLine($"| {name} | {first:F2} | {second:F2} | {last:F2} | {last / second:F2} | – | – | – | {acc:F4} | – |");
         }
     }
-
-    private static long Resident(string field) =>
-        long.Parse(File.ReadLines("/proc/self/status").First(l => l.StartsWith(field, StringComparison.Ordinal)).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
 
     /// <summary>Rows of <paramref name="a"/> then <paramref name="b"/> (same schema), through an enumerable of plain rows.</summary>
     private static IDataView Concatenate(MLContext ml, IDataView a, IDataView b) =>

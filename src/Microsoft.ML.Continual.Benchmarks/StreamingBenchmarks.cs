@@ -51,12 +51,12 @@ internal static class StreamingBenchmarks
         {
             GC.Collect();
             GC.WaitForPendingFinalizers();
-            long before = ResidentBytes();
-            ResetPeak();
+            long before = ProcessMemory.ResidentBytes();
+            ProcessMemory.ResetPeak();
             var clock = Stopwatch.StartNew();
             var model = ml.Continual().Trainers.FineTune(options).Fit(ml.Data.LoadFromEnumerable(Generate(rows, 3)));
             double seconds = clock.Elapsed.TotalSeconds;
-            long peak = PeakResidentBytes();
+            long peak = ProcessMemory.PeakResidentBytes();
             var scored = model.Transform(test);
             var truth = scored.GetColumn<int>("Label").ToArray();
             var predicted = scored.GetColumn<int>("PredictedLabel").ToArray();
@@ -64,12 +64,4 @@ internal static class StreamingBenchmarks
             Console.WriteLine($"| {name} | {(peak - before) / 1048576.0:N0} MB | {seconds:F1} | {rows / seconds:N0} | {accuracy:F4} |");
         }
     }
-
-    // Linux: VmRSS and VmHWM from /proc/self/status; writing 5 to clear_refs resets the high-water mark.
-    private static long ResidentBytes() => StatusKilobytes("VmRSS:") * 1024;
-    private static long PeakResidentBytes() => StatusKilobytes("VmHWM:") * 1024;
-    private static void ResetPeak() => File.WriteAllText("/proc/self/clear_refs", "5");
-
-    private static long StatusKilobytes(string field) =>
-        long.Parse(File.ReadLines("/proc/self/status").First(l => l.StartsWith(field, StringComparison.Ordinal)).Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]);
 }

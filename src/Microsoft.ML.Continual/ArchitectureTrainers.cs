@@ -26,10 +26,9 @@ public sealed class PackNetTrainer : ContinualTrainerBase<PackNetTrainer.Options
     internal const string TrainerName = "PackNet";
 
     /// <summary>Options for <see cref="PackNetTrainer"/>; <see cref="ContinualTrainerOptions.TaskIdColumnName"/> defaults to <c>"TaskId"</c> here.</summary>
-    public sealed class Options : ContinualTrainerOptions
+    public sealed class Options : TaskIncrementalTrainerOptions
     {
-        /// <summary>Creates the options with <see cref="ContinualTrainerOptions.TaskIdColumnName"/> = <c>"TaskId"</c>.</summary>
-        public Options() => TaskIdColumnName = "TaskId";
+        private protected override string Routing => "PackNet routes each row to its task's weights";
 
         /// <summary>The fraction of the weights a task trained that pruning frees for later tasks, in [0, 1). Default 0.5
         /// (the paper's setting for a few tasks). Ignored when <see cref="ExpectedTaskCount"/> is set.</summary>
@@ -45,8 +44,6 @@ public sealed class PackNetTrainer : ContinualTrainerBase<PackNetTrainer.Options
         internal override void Validate()
         {
             base.Validate();
-            if (TaskIdColumnName is null)
-                throw new ArgumentOutOfRangeException(nameof(TaskIdColumnName), "PackNet routes each row to its task's weights by the task id: set TaskIdColumnName.");
             if (!(PruneFraction >= 0 && PruneFraction < 1)) throw new ArgumentOutOfRangeException(nameof(PruneFraction), "Option PruneFraction must be in [0, 1).");
             if (ExpectedTaskCount < 0 || ExpectedTaskCount > short.MaxValue - 1) throw new ArgumentOutOfRangeException(nameof(ExpectedTaskCount), "Option ExpectedTaskCount must be in [0, 32,766].");
             if (RetrainEpochs < 0 || RetrainEpochs > 10_000) throw new ArgumentOutOfRangeException(nameof(RetrainEpochs), "Option RetrainEpochs must be in [0, 10,000].");
@@ -78,17 +75,9 @@ public sealed class ProgressiveNetworksTrainer : ContinualTrainerBase<Progressiv
     internal const string TrainerName = "ProgressiveNetworks";
 
     /// <summary>Options for <see cref="ProgressiveNetworksTrainer"/>; <see cref="ContinualTrainerOptions.HiddenLayerSizes"/> are each column's sizes.</summary>
-    public sealed class Options : ContinualTrainerOptions
+    public sealed class Options : TaskIncrementalTrainerOptions
     {
-        /// <summary>Creates the options with <see cref="ContinualTrainerOptions.TaskIdColumnName"/> = <c>"TaskId"</c>.</summary>
-        public Options() => TaskIdColumnName = "TaskId";
-
-        internal override void Validate()
-        {
-            base.Validate();
-            if (TaskIdColumnName is null)
-                throw new ArgumentOutOfRangeException(nameof(TaskIdColumnName), "Progressive networks route each row to its task's column by the task id: set TaskIdColumnName.");
-        }
+        private protected override string Routing => "Progressive networks route each row to its task's column";
     }
 
     internal ProgressiveNetworksTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
@@ -124,10 +113,9 @@ public sealed class CpgTrainer : ContinualTrainerBase<CpgTrainer.Options>
     internal const string TrainerName = "Cpg";
 
     /// <summary>Options for <see cref="CpgTrainer"/>; <see cref="ContinualTrainerOptions.HiddenLayerSizes"/> are the first task's widths.</summary>
-    public sealed class Options : ContinualTrainerOptions
+    public sealed class Options : TaskIncrementalTrainerOptions
     {
-        /// <summary>Creates the options with <see cref="ContinualTrainerOptions.TaskIdColumnName"/> = <c>"TaskId"</c>.</summary>
-        public Options() => TaskIdColumnName = "TaskId";
+        private protected override string Routing => "CPG routes each row to its task's weights";
 
         /// <summary>The accuracy (on the task's rows) below which the layers grow, in [0, 1]. Default 0: never grow for accuracy.</summary>
         public double AccuracyGoal { get; set; }
@@ -150,8 +138,6 @@ public sealed class CpgTrainer : ContinualTrainerBase<CpgTrainer.Options>
         internal override void Validate()
         {
             base.Validate();
-            if (TaskIdColumnName is null)
-                throw new ArgumentOutOfRangeException(nameof(TaskIdColumnName), "CPG routes each row to its task's weights by the task id: set TaskIdColumnName.");
             if (!(AccuracyGoal >= 0 && AccuracyGoal <= 1)) throw new ArgumentOutOfRangeException(nameof(AccuracyGoal), "Option AccuracyGoal must be in [0, 1].");
             if (!(GrowthFraction > 0 && GrowthFraction <= 10)) throw new ArgumentOutOfRangeException(nameof(GrowthFraction), "Option GrowthFraction must be in (0, 10].");
             if (MaxGrowths < 0 || MaxGrowths > 100) throw new ArgumentOutOfRangeException(nameof(MaxGrowths), "Option MaxGrowths must be in [0, 100].");

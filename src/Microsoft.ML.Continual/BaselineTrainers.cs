@@ -35,17 +35,9 @@ public sealed class IndependentTrainer : ContinualTrainerBase<IndependentTrainer
     internal const string TrainerName = "Independent";
 
     /// <summary>Options for <see cref="IndependentTrainer"/>; <see cref="ContinualTrainerOptions.TaskIdColumnName"/> defaults to <c>"TaskId"</c> here.</summary>
-    public sealed class Options : ContinualTrainerOptions
+    public sealed class Options : TaskIncrementalTrainerOptions
     {
-        /// <summary>Creates the options with <see cref="ContinualTrainerOptions.TaskIdColumnName"/> = <c>"TaskId"</c>.</summary>
-        public Options() => TaskIdColumnName = "TaskId";
-
-        internal override void Validate()
-        {
-            base.Validate();
-            if (TaskIdColumnName is null)
-                throw new ArgumentOutOfRangeException(nameof(TaskIdColumnName), "The independent baseline routes rows to their task's model by the task id: set TaskIdColumnName.");
-        }
+        private protected override string Routing => "The independent baseline routes rows to their task's model";
     }
 
     internal IndependentTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }

@@ -114,6 +114,7 @@ public abstract class ContinualTrainerOptions
     /// so budgets below about 200 MB bound the trainer's rows, not the process). The data view is read once per epoch plus once,
     /// so it should be cheap to read again (a file, a database query, a generated view). The joint baseline, which keeps
     /// every row, refuses such a task.</remarks>
+    /// <example><code source="../../src/Samples/LargeTaskSample.cs" /></example>
     public int? MemoryBudgetMegabytes { get; set; }
 
     /// <summary>The TorchSharp device, e.g. <c>"cpu"</c> or <c>"cuda:0"</c>. Default <c>"cpu"</c>. CUDA needs the
@@ -227,6 +228,25 @@ public abstract class ContinualTrainerOptions
             throw new ContinualModelFormatException($"Stored option {name} has the value '{text}', which is not a valid {type.Name}.", e);
         }
         throw new ContinualModelFormatException($"Stored option {name} has a type ({type.Name}) this version cannot read.");
+    }
+}
+
+/// <summary>Options of the trainers that need each row's task id (one network, column or weight share per task):
+/// <see cref="ContinualTrainerOptions.TaskIdColumnName"/> defaults to <c>"TaskId"</c> (the column streams made by this
+/// library have) and may not be null.</summary>
+public abstract class TaskIncrementalTrainerOptions : ContinualTrainerOptions
+{
+    /// <summary>Creates the options with <see cref="ContinualTrainerOptions.TaskIdColumnName"/> = <c>"TaskId"</c>.</summary>
+    protected TaskIncrementalTrainerOptions() => TaskIdColumnName = "TaskId";
+
+    /// <summary>What the method routes by the task id, for the error when the column is missing (e.g. "PackNet routes each row to its task's weights").</summary>
+    private protected abstract string Routing { get; }
+
+    internal override void Validate()
+    {
+        base.Validate();
+        if (TaskIdColumnName is null)
+            throw new ArgumentOutOfRangeException(nameof(TaskIdColumnName), $"{Routing} by the task id: set TaskIdColumnName.");
     }
 }
 

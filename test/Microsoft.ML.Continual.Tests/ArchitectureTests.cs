@@ -186,7 +186,7 @@ public class ArchitectureTests
         var task0 = ml.Data.LoadFromEnumerable(TestData.Rows(0, [0, 1, 2], 300, 1, spread: 4f));
         var probe0 = TestData.View(ml, 0, [0, 1, 2], 200, 9);
         var first = (ContinualTransformer)trainer.Fit(task0);
-        Assert.Equal([20, 15], first.State.Network.Shape.HiddenSizes);
+        Assert.Equal([20, 15], first.HiddenLayerSizes);
         // Compaction freed half of what the task trained (tolerance 1: every step kept): 6·20 + 20·15 = 420 weights, 210 kept.
         Assert.Equal(420, first.Capacity!.TotalWeights);
         Assert.Equal(210, first.Capacity.Tasks[0].Weights);
@@ -197,7 +197,7 @@ public class ArchitectureTests
 
         Program.RunFresh("refit", temp.File("cpg.zip"), "1", "0,1,2", "300", "1", temp.File("next.zip"));
         var second = (ContinualTransformer)ml.Model.Load(temp.File("next.zip"), out _);
-        Assert.True(second.State.Network.Shape.HiddenSizes[0] >= 20);
+        Assert.True(second.HiddenLayerSizes[0] >= 20);
         Assert.Equal(before, TestData.Bytes(TestData.Scores(second, probe0)));
         Assert.True(TestData.Accuracy(second, TestData.View(ml, 1, [0, 1, 2], 200, 9)) > 0.8);
         Assert.True(second.ParameterCount > first.ParameterCount); // a second head at least

@@ -74,6 +74,18 @@ internal sealed class ContinualModelState : IDisposable
         _ => nn.functional.mse_loss(outputs.squeeze(1), batch.Targets),
     };
 
+    /// <summary>Rows of <paramref name="batch"/> whose prediction from <paramref name="outputs"/> is right (0 for regression).</summary>
+    public long CountCorrect(Tensor outputs, TrainingBatch batch)
+    {
+        using var _ = no_grad();
+        return Kind switch
+        {
+            ContinualPredictionKind.Multiclass => MaskLogits(outputs, batch.Heads).argmax(1).eq(batch.Targets).sum().item<long>(),
+            ContinualPredictionKind.Binary => outputs.squeeze(1).gt(0).eq(batch.Targets.gt(0.5)).sum().item<long>(),
+            _ => 0,
+        };
+    }
+
     public void Dispose()
     {
         _allowedCache?.Dispose();

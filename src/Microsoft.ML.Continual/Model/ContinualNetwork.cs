@@ -54,26 +54,37 @@ internal sealed record NetworkShape(int InputSize, int[] HiddenSizes, ContinualA
     /// <summary>Index of the first lateral layer of column <paramref name="target"/> in the flat list (pairs ordered by target, then source, then layer).</summary>
     public int FirstLateral(int target) => LateralsPerPair * (target * (target - 1) / 2);
 
-    public long ParameterCount
+    /// <summary>Weights and biases of one trunk (column).</summary>
+    public long TrunkParameterCount
     {
         get
         {
             long count = 0;
             int previous = InputSize;
             foreach (int h in HiddenSizes) { count += (long)previous * h + h; previous = h; }
-            if (SeparateTrunks) count *= HeadCount;
-            count += HeadCount * ((long)previous * OutputSize + OutputSize);
-            if (Columns == NetworkColumns.Progressive)
-            {
-                // Lateral layers have no bias: each (target, source) pair maps source layer i-1 into target layer i.
-                long perPair = 0;
-                for (int i = 1; i < HiddenSizes.Length; i++) perPair += (long)HiddenSizes[i - 1] * HiddenSizes[i];
-                if (HiddenSizes.Length > 0) perPair += (long)HiddenSizes[^1] * OutputSize;
-                count += perPair * ((long)HeadCount * (HeadCount - 1) / 2);
-            }
             return count;
         }
     }
+
+    /// <summary>Weights and biases of one head.</summary>
+    public long HeadParameterCount => (long)(HiddenSizes.Length == 0 ? InputSize : HiddenSizes[^1]) * OutputSize + OutputSize;
+
+    /// <summary>Lateral weights (no bias) from one source column into one target column: source layer i−1 into target
+    /// layer i for every hidden layer after the first, and the last hidden layer into the head (progressive only).</summary>
+    public long LateralParameterCountPerSource
+    {
+        get
+        {
+            if (Columns != NetworkColumns.Progressive || HiddenSizes.Length == 0) return 0;
+            long perPair = (long)HiddenSizes[^1] * OutputSize;
+            for (int i = 1; i < HiddenSizes.Length; i++) perPair += (long)HiddenSizes[i - 1] * HiddenSizes[i];
+            return perPair;
+        }
+    }
+
+    public long ParameterCount =>
+        TrunkParameterCount * (SeparateTrunks ? HeadCount : 1) + HeadCount * HeadParameterCount
+        + LateralParameterCountPerSource * ((long)HeadCount * (HeadCount - 1) / 2);
 }
 
 /// <summary>Per-head views of the shared trunk's layers (PackNet's and CPG's masks): for each head, the weight and bias

@@ -166,13 +166,6 @@ internal sealed class TaskData : IDisposable
     /// <summary>Reads every row of <paramref name="data"/>; rows with a missing label are skipped and counted.</summary>
     public static TaskData Read(IDataView data, string featureColumn, int featureSize, string labelColumn, string? taskIdColumn, CancellationToken cancellation)
     {
-        var schema = data.Schema;
-        var featureCol = schema[featureColumn];
-        var labelCol = schema[labelColumn];
-        var taskCol = taskIdColumn is null ? (DataViewSchema.Column?)null : schema[taskIdColumn];
-        var active = new List<DataViewSchema.Column> { featureCol, labelCol };
-        if (taskCol is not null) active.Add(taskCol.Value);
-
         // Rows are read into chunks, then copied once into torch memory: no doubling copies whatever the row count
         // (a tensor wrapping a managed array had made scoring drift by 1 ulp between runs, so the tensor owns its copy).
         long capacityHint = data.GetRowCount() ?? 1024;
@@ -181,33 +174,26 @@ internal sealed class TaskData : IDisposable
         var chunk = new float[(long)chunkRows * featureSize];
         int inChunk = 0;
         var labels = new List<LabelValue>((int)Math.Min(capacityHint, 1 << 24));
-        var taskIds = taskCol is null ? null : new List<LabelValue>(labels.Capacity);
-        long skipped = 0, rowIndex = 0;
+        var taskIds = taskIdColumn is null ? null : new List<LabelValue>(labels.Capacity);
+        long skipped, rowIndex;
 
-        using (var cursor = data.GetRowCursor(active))
+        using (var reader = new TaskRowReader(data, featureColumn, featureSize, labelColumn, taskIdColumn))
         {
-            var readFeatures = MakeFeatureReader(cursor, featureCol, featureSize);
-            var readLabel = MakeValueGetter(cursor, labelCol);
-            var readTask = taskCol is null ? null : MakeValueGetter(cursor, taskCol.Value);
-            while (cursor.MoveNext())
+            while (true)
             {
-                if ((rowIndex & 1023) == 0) cancellation.ThrowIfCancellationRequested();
-                if (!readLabel(out LabelValue label)) { skipped++; rowIndex++; continue; }
-                LabelValue taskId = default;
-                if (readTask is not null && !readTask(out taskId))
-                    throw new ContinualDataException(taskIdColumn, $"Row {rowIndex} has no value in task-id column '{taskIdColumn}'.");
                 if (inChunk == chunkRows)
                 {
                     chunks.Add(chunk);
                     chunk = new float[(long)chunkRows * featureSize];
                     inChunk = 0;
                 }
-                readFeatures(chunk.AsSpan(inChunk * featureSize, featureSize), rowIndex);
+                if (!reader.Next(chunk.AsSpan(inChunk * featureSize, featureSize), out LabelValue label, out LabelValue taskId, cancellation)) break;
                 inChunk++;
                 labels.Add(label);
                 taskIds?.Add(taskId);
-                rowIndex++;
             }
+            skipped = reader.RowsSkipped;
+            rowIndex = reader.RowsRead;
         }
         if (labels.Count == 0)
             throw new ContinualDataException(labelColumn, rowIndex == 0
@@ -220,6 +206,7 @@ internal sealed class TaskData : IDisposable
         for (int c = 0; c < chunks.Count; c++)
         {
             int rows = c < chunks.Count - 1 ? chunkRows : inChunk;
+            if (rows == 0) continue; // the last chunk, when the rows ended at a chunk's boundary
             using Tensor whole = tensor(chunks[c], new long[] { chunkRows, featureSize });
             views.Add(whole.narrow(0, 0, rows));
         }
@@ -227,4 +214,59 @@ internal sealed class TaskData : IDisposable
         foreach (var view in views) view.Dispose();
         return new TaskData(featureTensor, labels.ToArray(), taskIds?.ToArray(), skipped);
     }
+}
+
+/// <summary>
+/// Reads a task's labelled rows from its data view, for every pass over a task (the in-memory read, streaming's first
+/// pass and its epochs): features copied and checked finite, rows with a missing label skipped and counted, a missing
+/// task id an error, cancellation checked every 1,024 rows.
+/// </summary>
+internal sealed class TaskRowReader : IDisposable
+{
+    private readonly DataViewRowCursor _cursor;
+    private readonly Action<Span<float>, long> _readFeatures;
+    private readonly TaskData.ValueGetter _readLabel;
+    private readonly TaskData.ValueGetter? _readTask;
+    private readonly string? _taskIdColumn;
+
+    public TaskRowReader(IDataView data, string featureColumn, int featureSize, string labelColumn, string? taskIdColumn)
+    {
+        var schema = data.Schema;
+        var featureCol = schema[featureColumn];
+        var labelCol = schema[labelColumn];
+        var taskCol = taskIdColumn is null ? (DataViewSchema.Column?)null : schema[taskIdColumn];
+        var active = new List<DataViewSchema.Column> { featureCol, labelCol };
+        if (taskCol is not null) active.Add(taskCol.Value);
+        _cursor = data.GetRowCursor(active);
+        _readFeatures = TaskData.MakeFeatureReader(_cursor, featureCol, featureSize);
+        _readLabel = TaskData.MakeValueGetter(_cursor, labelCol);
+        _readTask = taskCol is null ? null : TaskData.MakeValueGetter(_cursor, taskCol.Value);
+        _taskIdColumn = taskIdColumn;
+    }
+
+    /// <summary>Rows read so far, labelled or not.</summary>
+    public long RowsRead { get; private set; }
+
+    /// <summary>Rows skipped so far because their label was missing.</summary>
+    public long RowsSkipped { get; private set; }
+
+    /// <summary>Moves to the next labelled row and writes its features into <paramref name="features"/>; false at the end.</summary>
+    public bool Next(Span<float> features, out LabelValue label, out LabelValue taskId, CancellationToken cancellation)
+    {
+        taskId = default;
+        while (_cursor.MoveNext())
+        {
+            long row = RowsRead++;
+            if ((row & 1023) == 0) cancellation.ThrowIfCancellationRequested();
+            if (!_readLabel(out label)) { RowsSkipped++; continue; }
+            if (_readTask is not null && !_readTask(out taskId))
+                throw new ContinualDataException(_taskIdColumn, $"Row {row} has no value in task-id column '{_taskIdColumn}'.");
+            _readFeatures(features, row);
+            return true;
+        }
+        label = default;
+        return false;
+    }
+
+    public void Dispose() => _cursor.Dispose();
 }

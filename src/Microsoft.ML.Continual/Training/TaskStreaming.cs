@@ -1,4 +1,3 @@
-using Microsoft.ML.Data;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Continual;
@@ -21,39 +20,23 @@ internal sealed class StreamedTask
     public static StreamedTask Read(IDataView data, string featureColumn, int featureSize, string labelColumn, string? taskIdColumn,
         int sampleRows, int seed, CancellationToken cancellation)
     {
-        var schema = data.Schema;
-        var featureCol = schema[featureColumn];
-        var labelCol = schema[labelColumn];
-        var taskCol = taskIdColumn is null ? (DataViewSchema.Column?)null : schema[taskIdColumn];
-        var active = new List<DataViewSchema.Column> { featureCol, labelCol };
-        if (taskCol is not null) active.Add(taskCol.Value);
-
         var random = new Random(seed);
         // The sample is written straight into torch memory: no managed copy to outlive it.
         Tensor sampleFeatures = empty(sampleRows, featureSize);
         var sampleWriter = sampleFeatures.data<float>();
         var sampleLabels = new LabelValue[sampleRows];
-        var sampleTasks = taskCol is null ? null : new LabelValue[sampleRows];
+        var sampleTasks = taskIdColumn is null ? null : new LabelValue[sampleRows];
         var labels = new List<LabelValue>();
         var seenLabels = new HashSet<LabelValue>();
-        var taskIds = taskCol is null ? null : new List<LabelValue>();
+        var taskIds = taskIdColumn is null ? null : new List<LabelValue>();
         var seenTasks = new HashSet<LabelValue>();
-        var taskLabels = taskCol is null ? null : new HashSet<(string, LabelValue)>();
-        long kept = 0, skipped = 0, rowIndex = 0;
+        var taskLabels = taskIdColumn is null ? null : new HashSet<(string, LabelValue)>();
+        long kept = 0, skipped, rowIndex;
         var row = new float[featureSize];
-        using (var cursor = data.GetRowCursor(active))
+        using (var reader = new TaskRowReader(data, featureColumn, featureSize, labelColumn, taskIdColumn))
         {
-            var readFeatures = TaskData.MakeFeatureReader(cursor, featureCol, featureSize);
-            var readLabel = TaskData.MakeValueGetter(cursor, labelCol);
-            var readTask = taskCol is null ? null : TaskData.MakeValueGetter(cursor, taskCol.Value);
-            while (cursor.MoveNext())
+            while (reader.Next(row, out LabelValue label, out LabelValue taskId, cancellation)) // every row is checked, sampled or not
             {
-                if ((rowIndex & 1023) == 0) cancellation.ThrowIfCancellationRequested();
-                if (!readLabel(out LabelValue label)) { skipped++; rowIndex++; continue; }
-                LabelValue taskId = default;
-                if (readTask is not null && !readTask(out taskId))
-                    throw new ContinualDataException(taskIdColumn, $"Row {rowIndex} has no value in task-id column '{taskIdColumn}'.");
-                readFeatures(row, rowIndex); // every row is checked, sampled or not
                 if (seenLabels.Add(label)) labels.Add(label);
                 if (taskIds is not null)
                 {
@@ -69,8 +52,9 @@ internal sealed class StreamedTask
                     if (sampleTasks is not null) sampleTasks[slot] = taskId;
                 }
                 kept++;
-                rowIndex++;
             }
+            skipped = reader.RowsSkipped;
+            rowIndex = reader.RowsRead;
         }
         if (kept == 0)
             throw new ContinualDataException(labelColumn, rowIndex == 0
@@ -143,17 +127,8 @@ internal sealed class StreamingBatches
         var batchTargets = _batchTargets ??= new float[batchSize];
         var batchHeads = _batchHeads ??= new long[batchSize];
         int filled = 0, inBatch = 0;
-        var schema = _data.Schema;
-        var featureCol = schema[_options.FeatureColumnName];
-        var labelCol = schema[_options.LabelColumnName];
-        var taskCol = _options.TaskIdColumnName is { } t ? schema[t] : (DataViewSchema.Column?)null;
-        var active = new List<DataViewSchema.Column> { featureCol, labelCol };
-        if (taskCol is not null) active.Add(taskCol.Value);
-        long rowIndex = 0;
-        using var cursor = _data.GetRowCursor(active);
-        var readFeatures = TaskData.MakeFeatureReader(cursor, featureCol, size);
-        var readLabel = TaskData.MakeValueGetter(cursor, labelCol);
-        var readTask = taskCol is null ? null : TaskData.MakeValueGetter(cursor, taskCol.Value);
+        using var reader = new TaskRowReader(_data, _options.FeatureColumnName, size, _options.LabelColumnName, _options.TaskIdColumnName);
+        var row = new float[size];
 
         void Take(int slot)
         {
@@ -163,13 +138,8 @@ internal sealed class StreamingBatches
             inBatch++;
         }
 
-        while (cursor.MoveNext())
+        while (reader.Next(row, out LabelValue label, out LabelValue taskId, cancellation))
         {
-            if ((rowIndex & 1023) == 0) cancellation.ThrowIfCancellationRequested();
-            if (!readLabel(out LabelValue label)) { rowIndex++; continue; }
-            LabelValue taskId = default;
-            if (readTask is not null && !readTask(out taskId))
-                throw new ContinualDataException(_options.TaskIdColumnName, $"Row {rowIndex} has no value in task-id column '{_options.TaskIdColumnName}'.");
             int slot = filled;
             if (filled == _bufferRows)
             {
@@ -178,10 +148,9 @@ internal sealed class StreamingBatches
                 if (inBatch == batchSize) { yield return MakeBatch(batchFeatures, batchTargets, batchHeads, inBatch, device); inBatch = 0; }
             }
             else filled++;
-            readFeatures(bufferFeatures.AsSpan(slot * size, size), rowIndex);
+            row.CopyTo(bufferFeatures.AsSpan(slot * size, size));
             bufferTargets[slot] = _targetOf(label);
             bufferHeads[slot] = _headOf?.Invoke(taskId) ?? 0;
-            rowIndex++;
         }
         // The rows still in the buffer, in random order (Fisher–Yates).
         for (int i = filled - 1; i >= 0; i--)

@@ -250,7 +250,7 @@ internal static class TrainingLoop
                 Tensor outputs = context.Network.Forward(batch.Features, batch.Heads);
                 Tensor loss = context.State.Loss(outputs, batch);
                 lossSum += loss.item<float>() * batch.Features.shape[0];
-                correct += CountCorrect(context.State, outputs, batch);
+                correct += context.State.CountCorrect(outputs, batch);
                 foreach (TrainingBatch extra in strategy.ExtraBatches(context, batch))
                     loss = loss + context.Loss(extra) * extra.Weight;
                 if (strategy.Penalty(context) is Tensor penalty) loss = loss + penalty;
@@ -283,17 +283,6 @@ internal static class TrainingLoop
         long count = order.shape[0];
         for (long start = 0; start < count; start += batchSize)
             yield return task.Select(order.narrow(0, start, Math.Min(batchSize, count - start)));
-    }
-
-    private static long CountCorrect(ContinualModelState state, Tensor outputs, TrainingBatch batch)
-    {
-        using var _ = no_grad();
-        return state.Kind switch
-        {
-            ContinualPredictionKind.Multiclass => state.MaskLogits(outputs, batch.Heads).argmax(1).eq(batch.Targets).sum().item<long>(),
-            ContinualPredictionKind.Binary => outputs.squeeze(1).gt(0).eq(batch.Targets.gt(0.5)).sum().item<long>(),
-            _ => 0,
-        };
     }
 
     private static optim.Optimizer CreateOptimizer(ContinualTrainerOptions options, IEnumerable<TorchSharp.Modules.Parameter> parameters) => options.Optimizer switch

@@ -94,12 +94,7 @@ internal sealed class PackNetStrategy : ContinualStrategy, ITrunkWeightView
             for (int i = 0; i < layers.Count; i++)
             {
                 var (weight, bias) = layers[i];
-                using Tensor isFree = _ownership[i].eq(WeightOwnership.Free);
-                // Free weights start afresh, drawn like nn.Linear's (U(-1/√fan_in, 1/√fan_in)); pruned ones were zero.
-                double bound = 1 / Math.Sqrt(weight.shape[1]);
-                using Tensor fresh = rand(weight.shape, dtype: weight.dtype, device: weight.device).mul_(2 * bound).sub_(bound);
-                weight.copy_(where(isFree, fresh, weight));
-                _ownership.Assign(i, isFree, (short)_head);
+                _ownership.ClaimFree(i, weight, (short)_head);
                 using Tensor trainable = _ownership[i].eq(_head);
                 _frozen.Add(weight, trainable);
                 // The paper fixes the biases after the first task (they are not masked per task).
@@ -219,17 +214,10 @@ internal sealed class ProgressiveStrategy : ContinualStrategy
     {
         // Column k: its trunk, its head and its lateral layers from columns 0..k-1 (no free capacity: the network grows).
         var shape = state.Network.Shape;
-        long trunk = 0;
-        int previous = shape.InputSize;
-        foreach (int h in shape.HiddenSizes) { trunk += (long)previous * h + h; previous = h; }
-        long head = (long)previous * shape.OutputSize + shape.OutputSize;
-        long lateralsPerSource = 0;
-        for (int i = 1; i <= shape.HiddenSizes.Length; i++)
-            lateralsPerSource += (long)shape.HiddenSizes[i - 1] * (i < shape.HiddenSizes.Length ? shape.HiddenSizes[i] : shape.OutputSize);
         long total = shape.ParameterCount;
         var tasks = Enumerable.Range(0, _tasksTrained).Select(k =>
         {
-            long owned = trunk + head + k * lateralsPerSource;
+            long owned = shape.TrunkParameterCount + shape.HeadParameterCount + k * shape.LateralParameterCountPerSource;
             return new TaskCapacity(state.TaskIds[k], owned, (double)owned / total);
         }).ToList();
         return new ContinualCapacity(total, tasks, null);

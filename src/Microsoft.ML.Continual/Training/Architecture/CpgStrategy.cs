@@ -137,14 +137,7 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
         for (int i = 0; i < layers.Count; i++)
         {
             var (weight, bias) = layers[i];
-            if (reinitialiseFree)
-            {
-                using Tensor isFree = _ownership![i].eq(WeightOwnership.Free);
-                double bound = 1 / Math.Sqrt(weight.shape[1]);
-                using Tensor fresh = rand(weight.shape, dtype: weight.dtype, device: weight.device).mul_(2 * bound).sub_(bound);
-                weight.copy_(where(isFree, fresh, weight));
-                _ownership.Assign(i, isFree, (short)_head);
-            }
+            if (reinitialiseFree) _ownership!.ClaimFree(i, weight, (short)_head);
             using Tensor trainable = _ownership![i].eq(_head);
             _frozen.Add(weight, trainable);
             if (_head > 0)
@@ -305,13 +298,8 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
             {
                 using var scope = NewDisposeScope();
                 long n = Math.Min(4096, count - start);
-                Tensor x = context.Task.Features.narrow(0, start, n);
-                Tensor? heads = context.Task.Heads?.narrow(0, start, n);
-                Tensor targets = context.Task.Targets.narrow(0, start, n);
-                Tensor outputs = network.Forward(x, heads);
-                correct += context.State.Kind == ContinualPredictionKind.Multiclass
-                    ? context.State.MaskLogits(outputs, heads).argmax(1).eq(targets).sum().item<long>()
-                    : outputs.squeeze(1).gt(0).eq(targets.gt(0.5)).sum().item<long>();
+                var rows = new TrainingBatch(context.Task.Features.narrow(0, start, n), context.Task.Targets.narrow(0, start, n), context.Task.Heads?.narrow(0, start, n));
+                correct += context.State.CountCorrect(network.Forward(rows.Features, rows.Heads), rows);
             }
         network.train();
         return (double)correct / count;

@@ -51,6 +51,18 @@ internal sealed class WeightOwnership : IDisposable
         _masks.Clear();
     }
 
+    /// <summary>Gives the free weights of layer <paramref name="layer"/> to <paramref name="owner"/>, drawn afresh like
+    /// nn.Linear's (U(−1/√fan_in, 1/√fan_in), from torch's generator, which the loop seeds); pruned ones were zero.</summary>
+    public void ClaimFree(int layer, Tensor weight, short owner)
+    {
+        using var _ = no_grad();
+        using Tensor isFree = _owners[layer].eq(Free);
+        double bound = 1 / Math.Sqrt(weight.shape[1]);
+        using Tensor fresh = rand(weight.shape, dtype: weight.dtype, device: weight.device).mul_(2 * bound).sub_(bound);
+        weight.copy_(where(isFree, fresh, weight));
+        Assign(layer, isFree, owner);
+    }
+
     /// <summary>Frees the <paramref name="count"/> weights of <paramref name="owner"/> in layer <paramref name="layer"/> with the
     /// smallest magnitude (ties: lower index first) and zeroes them: magnitude pruning.</summary>
     public void FreeSmallest(int layer, Tensor weight, short owner, long count)

@@ -17,6 +17,7 @@ using Microsoft.ML.Continual;
 //   permuted-mnist-architecture      PackNet, CPG and progressive networks beside FineTune, 10 tasks with task ids [--epochs 2 --retrain 1 --cpg-goal 0.97 --hidden 256,256 --only ...]
 //   streaming                        a generated 10-million-row task within MemoryBudgetMegabytes, beside reading it into memory [--rows 10000000 --budget 256 --stream-only]
 //   gem-protocol                     GEM, A-GEM, EWC and FineTune under the GEM paper's protocol [--streams rotated,permuted] [--only GEM,...] [--rows 1000 --hidden 100,100]
+//   scale-out                        data-parallel training under mpirun: 1 process vs 2 over shared memory and TCP loopback, 1 thread each; allreduce times [--trainer FineTune --tasks 1 --rows 60000 --batch 256 --hidden 1000,1000 --repeats 3]
 var arguments = args.ToList();
 string? benchmark = arguments.FirstOrDefault(a => !a.StartsWith("--"));
 int seeds = Option("--seeds", 1);
@@ -65,8 +66,19 @@ switch (benchmark)
         GradientBenchmarks.Run(OptionText("--streams") ?? "rotated,permuted", OptionText("--only"), Option("--seed", 0), double.Parse(OptionText("--lr") ?? "0.1", CultureInfo.InvariantCulture),
             Option("--rows", 1000), (OptionText("--hidden") ?? "100,100").Split(',').Select(int.Parse).ToArray(), report);
         return 0;
+    case "scale-out":
+        ScaleOutBenchmarks.Run(OptionText("--trainer") ?? "FineTune", Option("--tasks", 1), Option("--rows", 60000), Option("--epochs", 1), Option("--batch", 256),
+            (OptionText("--hidden") ?? "1000,1000").Split(',').Select(int.Parse).ToArray(), Option("--repeats", 3));
+        return 0;
+    case "scale-out-worker": // one process of the scale-out benchmark (run by it, under mpirun or alone)
+        ScaleOutBenchmarks.Worker(OptionText("--trainer")!, Option("--tasks", 1), Option("--rows", 60000), Option("--epochs", 1), Option("--batch", 256),
+            OptionText("--hidden")!.Split(',').Select(int.Parse).ToArray());
+        return 0;
+    case "scale-out-allreduce":
+        ScaleOutBenchmarks.AllReduce(long.Parse(OptionText("--floats")!, CultureInfo.InvariantCulture), Option("--reps", 200));
+        return 0;
     default:
-        Console.Error.WriteLine("usage: Microsoft.ML.Continual.Benchmarks <split-mnist|permuted-mnist-regularization|split-mnist-regularization|lambda-grid|gem-protocol|permuted-mnist-architecture|streaming|split-mnist-replay|split-mnist-generative|replay-throughput|sweep-ewc-lambda|performance|refit-cost>");
+        Console.Error.WriteLine("usage: Microsoft.ML.Continual.Benchmarks <split-mnist|permuted-mnist-regularization|split-mnist-regularization|lambda-grid|gem-protocol|permuted-mnist-architecture|streaming|split-mnist-replay|split-mnist-generative|replay-throughput|sweep-ewc-lambda|performance|refit-cost|scale-out>");
         Console.Error.WriteLine("  [--seeds N] [--report DIR] [--tasks N] [--epochs N] [--only FineTune,EWC,...] [--lambda EWC=100,SI=1,...] [--scenario TaskIncremental,...] [--seed N] [--hidden 400,400]");
         return 2;
 }

@@ -116,11 +116,12 @@ internal static class Commands
             if (kind is not null) settings["PredictionKind"] = kind.Value.ToString();
             var estimator = ml.Continual().Trainers.Create(parse.GetValue(trainer)!, settings);
             var concatenation = ml.Transforms.Concatenate(DataPreparation.FeaturesColumn, prepared.FeatureColumns).Fit(prepared.View);
-            using var _ = ModelFiles.Lock(outPath, TimeSpan.FromSeconds(parse.GetValue(WaitSeconds)));
+            using var _ = IsWriter ? ModelFiles.Lock(outPath, TimeSpan.FromSeconds(parse.GetValue(WaitSeconds))) : null;
             var clock = System.Diagnostics.Stopwatch.StartNew();
             ContinualTransformer model = WithProgress(parse.GetValue(Json), "train", fit =>
                 (ContinualTransformer)((dynamic)estimator).Fit(concatenation.Transform(prepared.View), (ContinualTransformer?)null, Checkpointed(fit, parse, outPath), token()));
             var chain = new TransformerChain<ITransformer>(concatenation, model);
+            if (!IsWriter) return ExitCodes.Success; // under mpirun every process trained the same model; rank 0 writes it
             ModelFiles.SaveAtomic(ml, chain, prepared.View.Schema, outPath);
             DeleteCheckpoint(outPath);
             Output(parse.GetValue(Json), new JsonObject
@@ -154,7 +155,7 @@ internal static class Commands
             if (!replace && Path.GetFullPath(target) == Path.GetFullPath(modelPath))
                 throw new CliException(ExitCodes.UsageError, "--out is the input model; use --in-place to replace it (the previous model is then kept as .bak).");
             var ml = new MLContext(seed: 0);
-            using var _ = ModelFiles.Lock(target, TimeSpan.FromSeconds(parse.GetValue(WaitSeconds)));
+            using var _ = IsWriter ? ModelFiles.Lock(target, TimeSpan.FromSeconds(parse.GetValue(WaitSeconds))) : null;
             RequireModelFile(modelPath);
             var current = ml.Continual().LoadModel(modelPath, out var schema);
             var continual = ContinualCatalog.FindContinual(current)!;
@@ -162,6 +163,7 @@ internal static class Commands
             var view = DataPreparation.ForModel(table, current, schema, continual);
             var clock = System.Diagnostics.Stopwatch.StartNew();
             ITransformer next = WithProgress(parse.GetValue(Json), "refit", fit => ml.Continual().Refit(current, view, Checkpointed(fit, parse, target), token()));
+            if (!IsWriter) return ExitCodes.Success; // under mpirun every process trained the same model; rank 0 writes it
             if (replace) ModelFiles.BackupAtomic(modelPath, modelPath + ".bak");
             ModelFiles.SaveAtomic(ml, next, schema, target);
             DeleteCheckpoint(target);
@@ -251,10 +253,10 @@ internal static class Commands
                 results.Add(ml.Continual().Run(estimator, stream, new ContinualRunOptions
                 {
                     Name = name,
-                    Progress = p => Console.Error.WriteLine($"{name}: task {p.TaskIndex + 1}/{p.TaskCount} trained in {p.Record.TrainingSeconds:F1} s"),
+                    Progress = p => { if (IsWriter) Console.Error.WriteLine($"{name}: task {p.TaskIndex + 1}/{p.TaskCount} trained in {p.Record.TrainingSeconds:F1} s"); },
                 }, token()));
             }
-            if (parse.GetValue(report) is string folder) ContinualExperimentResult.SaveComparison(results, folder);
+            if (parse.GetValue(report) is string folder && IsWriter) ContinualExperimentResult.SaveComparison(results, folder);
             var json = new JsonObject
             {
                 ["command"] = "run", ["stream"] = stream.Name,
@@ -299,7 +301,7 @@ internal static class Commands
                     .GroupBy(kv => kv.Key).Select(g => g.Last())), space)
                 .SetTaskStream(stream).SetMaxTrials(parse.GetValue(trials)).SetTuner(parse.GetValue(tuner))
                 .Run(token());
-            if (parse.GetValue(report) is string folder) result.SaveReport(folder);
+            if (parse.GetValue(report) is string folder && IsWriter) result.SaveReport(folder);
             var json = new JsonObject
             {
                 ["command"] = "sweep", ["stream"] = stream.Name, ["trainer"] = trainerName,
@@ -384,14 +386,20 @@ internal static class Commands
             fit.CheckpointEveryEpochs = Math.Max(every, 1);
             fit.Resume = resume;
             fit.DeleteCheckpointOnSuccess = false; // deleted once the model file is written
-            if (resume && !File.Exists(checkpoint)) Console.Error.WriteLine($"No checkpoint at {checkpoint}: training the task from the start.");
+            if (resume && !File.Exists(checkpoint) && IsWriter) Console.Error.WriteLine($"No checkpoint at {checkpoint}: training the task from the start.");
         }
         return fit;
     }
 
-    /// <summary>Runs a fit with a progress bar on an interactive terminal (plain lines on stderr otherwise).</summary>
+    /// <summary>True in the process that writes files and reports: the only one, or rank 0 of a data-parallel job under
+    /// mpirun (every process trains the same model; see docs/scale-out.md).</summary>
+    private static bool IsWriter => ContinualCommunicator.World.Rank == 0;
+
+    /// <summary>Runs a fit with a progress bar on an interactive terminal (plain lines on stderr otherwise); silent in the
+    /// processes other than rank 0 of a data-parallel job.</summary>
     private static T WithProgress<T>(bool json, string title, Func<ContinualFitOptions, T> fit)
     {
+        if (!IsWriter) return fit(new ContinualFitOptions());
         if (json || Console.IsErrorRedirected || !AnsiConsole.Profile.Capabilities.Interactive)
         {
             bool told = false;
@@ -425,6 +433,7 @@ internal static class Commands
 
     private static void Output(bool json, JsonObject result, string text)
     {
+        if (!IsWriter) return;
         if (json) Console.WriteLine(result.ToJsonString(new JsonSerializerOptions { WriteIndented = false }));
         else Console.WriteLine(text);
     }

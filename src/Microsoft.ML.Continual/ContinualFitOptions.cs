@@ -2,7 +2,7 @@ namespace Microsoft.ML.Continual;
 
 /// <summary>
 /// How one fit runs (not what it learns: that is the trainer's options, frozen in the model): checkpoints within the
-/// task and progress reports. Pass it to <see cref="ContinualTrainerBase{TOptions}.Fit(IDataView, ContinualTransformer?, ContinualFitOptions, CancellationToken)"/>
+/// task, progress reports and the processes that train together. Pass it to <see cref="ContinualTrainerBase{TOptions}.Fit(IDataView, ContinualTransformer?, ContinualFitOptions, CancellationToken)"/>
 /// or <see cref="ContinualCatalog.Refit(ITransformer, IDataView, ContinualFitOptions, CancellationToken)"/>.
 /// </summary>
 public sealed class ContinualFitOptions
@@ -28,6 +28,12 @@ public sealed class ContinualFitOptions
 
     /// <summary>Called as training advances (about 50 times per epoch, and at the end of each epoch with its loss).</summary>
     public Action<ContinualFitProgress>? Progress { get; set; }
+
+    /// <summary>The processes that train this fit together (data-parallel training). Default null:
+    /// <see cref="ContinualCommunicator.World"/>, which is MPI's world when the program was started by <c>mpirun</c> and a
+    /// single process otherwise. Every process of the communicator must run the same fit on the same data.</summary>
+    /// <example><code source="../../src/Samples/ScaleOutSample.cs" /></example>
+    public ContinualCommunicator? Communicator { get; set; }
 
     internal void Validate()
     {

@@ -50,8 +50,45 @@ public static class Program
                 File.WriteAllBytes(args[2], TestData.Bytes(TestData.Scores(next, TestData.View(ml, 1, [0, 1, 2, 3], 40, 3))));
                 return 0;
             }
+            case "distributed": // distributed <out.bin> <trainer>[,<trainer>...] [Name=Value ...]: three tasks per trainer, trained by every process of ContinualCommunicator.World; rank 0 writes every model's scores
+            {
+                var scores = new List<float>();
+                foreach (string trainer in args[2].Split(','))
+                {
+                    var settings = new Dictionary<string, string> { ["HiddenLayerSizes"] = "16", ["NumberOfEpochs"] = "3", ["BatchSize"] = "30", ["LearningRate"] = "0.01", ["Seed"] = "3", ["NumberOfThreads"] = "1" };
+                    foreach (string pair in args.Skip(3)) settings[pair.Split('=')[0]] = pair.Split('=', 2)[1];
+                    // 301 rows: the last batch has one row, so one process's share of it is empty.
+                    var model = ml.Continual().Trainers.Create(trainer, settings).Fit(TestData.View(ml, 0, [0, 1, 2], 301, 1));
+                    var next = ml.Continual().Refit(model, TestData.View(ml, 1, [3, 4, 5], 300, 2));
+                    next = ml.Continual().Refit(next, TestData.View(ml, 2, [6, 7], 200, 3)); // two past tasks: GEM shares them out
+                    foreach (var (task, classes) in new[] { (0, new[] { 0, 1, 2 }), (1, new[] { 3, 4, 5 }), (2, new[] { 6, 7 }) })
+                        scores.AddRange(TestData.Scores(next, TestData.View(ml, task, classes, 100, 9)));
+                }
+                if (ContinualCommunicator.World.Rank == 0)
+                {
+                    File.WriteAllBytes(args[1], TestData.Bytes(scores.ToArray()));
+                    File.WriteAllText(args[1] + ".processes", ContinualCommunicator.World.Size.ToString(System.Globalization.CultureInfo.InvariantCulture));
+                }
+                return 0;
+            }
+            case "collectives": // collectives <out>: every process of ContinualCommunicator.World writes what the collectives gave it to <out>.<rank>
+            {
+                var world = ContinualCommunicator.World;
+                float[] floats = [world.Rank + 1, 10 * (world.Rank + 1), -1];
+                world.AllReduceSum(floats);
+                double[] doubles = [world.Rank + 0.5];
+                world.AllReduceSum(doubles);
+                using var tensor = TorchSharp.torch.ones(10);
+                world.AllReduceSum(tensor);
+                byte[] data = world.Rank == 1 ? [1, 2, 3] : [0, 0, 0];
+                world.Broadcast(data, root: 1);
+                world.Barrier();
+                File.WriteAllText($"{args[1]}.{world.Rank}", string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                    $"rank {world.Rank} of {world.Size}; floats {string.Join(",", floats)}; doubles {string.Join(",", doubles)}; tensor {string.Join(",", tensor.data<float>().ToArray())}; broadcast from 1: {string.Join(",", data)}"));
+                return 0;
+            }
             default:
-                Console.Error.WriteLine("usage: score|train|refit|fixture ...");
+                Console.Error.WriteLine("usage: score|train|refit|fixture|distributed|collectives ...");
                 return 2;
         }
     }

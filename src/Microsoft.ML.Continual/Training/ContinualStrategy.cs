@@ -123,6 +123,11 @@ internal sealed class TrainingContext
     /// <summary>The heads of every task id in the task's rows (all rows, also when <see cref="Task"/> is a sample).</summary>
     public IReadOnlyList<long> HeadsInTask { get; init; } = [];
 
+    /// <summary>The processes training this model together (<see cref="ContinualCommunicator.SingleProcess"/> unless the fit is
+    /// data-parallel). The loop sums the step's gradients before <see cref="ContinualStrategy.AfterBackward"/>; a hook that
+    /// does expensive work of its own (importance estimates, memory gradients) may share it out by rank and sum the results.</summary>
+    public ContinualCommunicator Communicator { get; init; } = ContinualCommunicator.SingleProcess;
+
     /// <summary>0 for the first task the model ever sees.</summary>
     public int TaskIndex { get; init; }
 

@@ -48,6 +48,14 @@ internal static class TrainingLoop
                 + "and the other trainer would change or misread what the earlier tasks use. Continue it with its own trainer (ml.Continual().Refit), or start a new model.", "previousModel");
         if (fit?.CheckpointPath is not null && !strategy.SupportsCheckpoints)
             throw new NotSupportedException($"Trainer {trainerName} accumulates state during a task that a checkpoint does not capture; run it without CheckpointPath (the model file is still written atomically at the end).");
+        ContinualCommunicator communicator = fit?.Communicator ?? ContinualCommunicator.World;
+        if (communicator.Size > 1)
+        {
+            if (options.Dropout > 0)
+                throw new NotSupportedException($"Dropout ({options.Dropout}) with data-parallel training ({communicator.Description}) is not supported: every process would draw the same masks for its share of the batch. Train with Dropout 0, or in one process (ContinualFitOptions.Communicator = ContinualCommunicator.SingleProcess).");
+            if (new Device(options.Device).type != DeviceType.CPU)
+                throw new NotSupportedException($"Data-parallel training ({communicator.Description}) runs on the CPU; option Device is '{options.Device}'.");
+        }
         var host = env.Register("Continual");
         using var channel = host.Start(trainerName);
         var schema = data.Schema;
@@ -183,7 +191,7 @@ internal static class TrainingLoop
             {
                 Network = network, Options = options, State = state, Task = task, Device = device,
                 Cancellation = cancellation, TaskIndex = taskIndex, TaskSeed = taskSeed, Info = message => channel.Info(message),
-                Stream = batches, HeadsInTask = headsInTask.ToArray(),
+                Stream = batches, HeadsInTask = headsInTask.ToArray(), Communicator = communicator,
             };
             if (UntrainedScope.Value)
             {
@@ -191,7 +199,7 @@ internal static class TrainingLoop
                 return state;
             }
             var loopClock = Stopwatch.StartNew();
-            RunEpochs(context, channel, taskSeed, trainerName, fit);
+            RunEpochs(context, channel, taskSeed, trainerName, fit, communicator);
             state.LastTaskTrainingSeconds = loopClock.Elapsed.TotalSeconds;
             state.LastTaskTrainingRows = batches?.RowCount ?? context.Task.Count;
             if (!ReferenceEquals(context.Task, task)) context.Task.Dispose();
@@ -208,14 +216,20 @@ internal static class TrainingLoop
         }
     }
 
-    private static void RunEpochs(TrainingContext context, IChannel channel, long taskSeed, string trainerName, ContinualFitOptions? fit)
+    private static void RunEpochs(TrainingContext context, IChannel channel, long taskSeed, string trainerName, ContinualFitOptions? fit, ContinualCommunicator communicator)
     {
+        using DataParallel? parallel = communicator.Size > 1 ? new DataParallel(communicator) : null;
         var options = context.Options;
         var strategy = context.State.Strategy;
         context.Network.train();
         context.CreateOptimizer = () => CreateOptimizer(options, context.Network.parameters().Concat(strategy.ExtraParameters(context)));
         strategy.BeforeTask(context); // may replace context.Task (the joint baseline trains on every task so far) or the network
         context.Optimizer = context.CreateOptimizer();
+        if (parallel is not null)
+        {
+            parallel.BroadcastParameters(context);
+            channel.Info($"Data-parallel training: {communicator.Description}.");
+        }
         using var generator = new Generator((ulong)taskSeed, CPU); // draws are made on the CPU (then moved), so the generator lives there on every device
         long count = context.Stream?.RowCount ?? context.Task.Count;
         long stepsPerEpoch = (count + options.BatchSize - 1) / options.BatchSize;
@@ -228,6 +242,8 @@ internal static class TrainingLoop
             firstEpoch = Checkpoint.Read(checkpointPath, fingerprint!, context, generator);
             channel.Info($"Resumed from checkpoint '{checkpointPath}' after epoch {firstEpoch}.");
         }
+        if (parallel is not null && checkpointPath is not null && !parallel.AllEqual(firstEpoch))
+            throw new ContinualCheckpointException($"The processes of this data-parallel fit found different checkpoints at '{checkpointPath}' (this one resumes after epoch {firstEpoch}): the checkpoint must be on storage every process reads (rank 0 writes it).");
         for (int epoch = firstEpoch; epoch < strategy.EpochCount(context); epoch++)
         {
             var epochClock = Stopwatch.StartNew();
@@ -247,14 +263,19 @@ internal static class TrainingLoop
                 TrainingBatch batch = batchEnumerator.Current;
                 context.CurrentBatch = batch;
                 context.Optimizer!.zero_grad();
-                Tensor outputs = context.Network.Forward(batch.Features, batch.Heads);
-                Tensor loss = context.State.Loss(outputs, batch);
-                lossSum += loss.item<float>() * batch.Features.shape[0];
-                correct += context.State.CountCorrect(outputs, batch);
-                foreach (TrainingBatch extra in strategy.ExtraBatches(context, batch))
-                    loss = loss + context.Loss(extra) * extra.Weight;
-                if (strategy.Penalty(context) is Tensor penalty) loss = loss + penalty;
-                loss.backward();
+                if (parallel is null)
+                {
+                    Tensor outputs = context.Network.Forward(batch.Features, batch.Heads);
+                    Tensor loss = context.State.Loss(outputs, batch);
+                    lossSum += loss.item<float>() * batch.Features.shape[0];
+                    correct += context.State.CountCorrect(outputs, batch);
+                    foreach (TrainingBatch extra in strategy.ExtraBatches(context, batch))
+                        loss = loss + context.Loss(extra) * extra.Weight;
+                    if (strategy.Penalty(context) is Tensor penalty) loss = loss + penalty;
+                    loss.backward();
+                }
+                else
+                    (lossSum, correct) = DataParallelStep(context, parallel, batch, lossSum, correct);
                 strategy.AfterBackward(context);
                 context.Optimizer.step();
                 strategy.AfterStep(context);
@@ -263,9 +284,10 @@ internal static class TrainingLoop
                     report(new ContinualFitProgress(epoch, epochs, stepInEpoch, stepsPerEpoch, false, double.NaN, firstEpoch > 0));
             }
             context.CurrentBatch = null;
+            if (parallel is not null) (lossSum, correct) = parallel.SumEpoch(lossSum, correct);
             context.State.LastTaskEpochSeconds.Add(epochClock.Elapsed.TotalSeconds);
             fit?.Progress?.Invoke(new ContinualFitProgress(epoch, epochs, stepsPerEpoch, stepsPerEpoch, true, lossSum / count, firstEpoch > 0));
-            if (checkpointPath is not null && (epoch + 1) % fit!.CheckpointEveryEpochs == 0 && epoch + 1 < epochs)
+            if (checkpointPath is not null && (epoch + 1) % fit!.CheckpointEveryEpochs == 0 && epoch + 1 < epochs && communicator.Rank == 0)
             {
                 Checkpoint.Write(checkpointPath, fingerprint!, context, generator, epoch + 1);
             }
@@ -275,6 +297,39 @@ internal static class TrainingLoop
         context.Network.eval();
         strategy.AfterTask(context);
         if (checkpointPath is not null && fit!.DeleteCheckpointOnSuccess && File.Exists(checkpointPath)) File.Delete(checkpointPath); // the task is done
+    }
+
+    /// <summary>One step's forward and backward in one process of a data-parallel fit: <paramref name="batch"/> is the global
+    /// batch (the same in every process); this process computes its share, and the gradients are summed over the processes
+    /// before <see cref="ContinualStrategy.AfterBackward"/> (see <see cref="DataParallel"/>).</summary>
+    private static (double LossSum, long Correct) DataParallelStep(TrainingContext context, DataParallel parallel, TrainingBatch batch, double lossSum, long correct)
+    {
+        var strategy = context.State.Strategy;
+        TrainingBatch share = parallel.Share(batch);
+        Tensor? loss = null;
+        if (share.Features.shape[0] > 0)
+        {
+            Tensor outputs = context.Network.Forward(share.Features, share.Heads);
+            Tensor shareLoss = context.State.Loss(outputs, share);
+            lossSum += shareLoss.item<float>() * share.Features.shape[0];
+            correct += context.State.CountCorrect(outputs, share);
+            loss = DataParallel.PartOfMean(shareLoss, share, batch.Features.shape[0]);
+        }
+        foreach (TrainingBatch extra in strategy.ExtraBatches(context, batch))
+        {
+            TrainingBatch extraShare = parallel.Share(extra);
+            if (extraShare.Features.shape[0] == 0) continue;
+            Tensor part = DataParallel.PartOfMean(context.Loss(extraShare), extraShare, extra.Features.shape[0])! * extra.Weight;
+            loss = loss is null ? part : loss + part;
+        }
+        if (strategy.Penalty(context) is Tensor penalty)
+        {
+            Tensor part = penalty / parallel.Size; // every process adds its part; the sum over processes is the penalty once
+            loss = loss is null ? part : loss + part;
+        }
+        loss?.backward();
+        parallel.SumGradients(context);
+        return (lossSum, correct);
     }
 
     /// <summary>The minibatches of an in-memory task in the epoch's shuffled order.</summary>

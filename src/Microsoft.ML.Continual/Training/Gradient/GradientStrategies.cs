@@ -13,9 +13,11 @@ internal sealed class FlatGradients
     private readonly Parameter[] _parameters;
     private readonly long[] _offsets;
 
-    public FlatGradients(ContinualNetwork network)
+    public FlatGradients(ContinualNetwork network) : this(network.OrderedParameters().Select(p => p.Value)) { }
+
+    public FlatGradients(IEnumerable<Parameter> parameters)
     {
-        _parameters = network.OrderedParameters().Select(p => p.Value).ToArray();
+        _parameters = parameters.ToArray();
         _offsets = new long[_parameters.Length];
         long offset = 0;
         for (int i = 0; i < _parameters.Length; i++) { _offsets[i] = offset; offset += _parameters[i].numel(); }
@@ -97,13 +99,16 @@ internal sealed class GemStrategy : MemoryStrategy
         if (_pastTasks.Count == 0) return;
         var flat = _flat!;
         flat.CopyTo(_gradient!);
+        var communicator = context.Communicator;
         for (int k = 0; k < _pastTasks.Count; k++)
         {
+            using Tensor row = MemoryGradients![k];
+            if (k % communicator.Size != communicator.Rank) { row.zero_(); continue; } // data-parallel: each process takes every Size-th past task
             flat.Zero();
             context.Loss(_pastTasks[k]).backward();
-            using Tensor row = MemoryGradients![k];
             flat.CopyTo(row);
         }
+        communicator.AllReduceSum(MemoryGradients!);
         bool violated;
         using (no_grad()) violated = MemoryGradients!.mv(_gradient!).lt(0).any().item<bool>();
         if (!violated)
@@ -169,8 +174,16 @@ internal sealed class AGemStrategy : MemoryStrategy
             ? new TrainingBatch(_deviceMemory.Features, _deviceMemory.Targets, _deviceMemory.Heads)
             : _deviceMemory.Select(randint(count, [_options.ReferenceSampleSize], generator: _generator, device: CPU).to(context.Device));
         flat.Zero();
-        context.Loss(reference).backward();
+        // Data-parallel: each process takes its share of the sample; the shares' gradients add up to the sample mean's.
+        TrainingBatch share = DataParallel.Share(reference, context.Communicator);
+        if (share.Features.shape[0] > 0)
+        {
+            Tensor loss = context.Loss(share);
+            if (context.Communicator.Size > 1) loss = loss * ((double)share.Features.shape[0] / reference.Features.shape[0]);
+            loss.backward();
+        }
         flat.CopyTo(_reference!);
+        context.Communicator.AllReduceSum(_reference!);
         if (Project(_gradient!, _reference!)) ProjectedSteps++;
         flat.CopyFrom(_gradient!);
     }

@@ -29,30 +29,44 @@ internal static class ImportanceEstimation
         return all.Take(samples.Value).Select(i => (long)i).ToArray();
     }
 
-    /// <summary>(1/N) Σ_n statistic(∇_θ loss(x_n)) over the sampled rows, per parameter.</summary>
+    /// <summary>(1/N) Σ_n statistic(∇_θ loss(x_n)) over the sampled rows, per parameter. In a data-parallel fit each process
+    /// takes every Size-th row from its rank on and the sums are added over the processes.</summary>
+    /// <param name="context">The task and network.</param>
+    /// <param name="samples">How many rows to sample (all when null).</param>
+    /// <param name="lossOfRow">The loss of one row, from the network's outputs, the row and its index in the task.</param>
+    /// <param name="statistic">What is averaged of each row's gradient (its square, its absolute value).</param>
     public static ParameterTensors PerSampleMean(TrainingContext context, int? samples,
-        Func<Tensor, TrainingBatch, Tensor> lossOfRow, Func<Tensor, Tensor> statistic)
+        Func<Tensor, TrainingBatch, long, Tensor> lossOfRow, Func<Tensor, Tensor> statistic)
     {
         var network = context.Network;
         var parameters = network.OrderedParameters();
         var sums = ParameterTensors.ZerosLike(network);
         long[] rows = SampleRows(context, samples);
-        foreach (long row in rows)
+        var communicator = context.Communicator;
+        for (int i = communicator.Rank; i < rows.Length; i += communicator.Size)
         {
+            long row = rows[i];
             context.Cancellation.ThrowIfCancellationRequested();
             using var scope = NewDisposeScope();
             network.zero_grad();
             var batch = context.Task.Select(tensor(new[] { row }, device: context.Device));
-            Tensor loss = lossOfRow(network.Forward(batch.Features, batch.Heads), batch);
+            Tensor loss = lossOfRow(network.Forward(batch.Features, batch.Heads), batch, row);
             loss.backward();
             using var _ = no_grad();
             foreach (var (name, p) in parameters)
                 if (p.grad is Tensor g) sums[name].add_(statistic(g));
         }
         network.zero_grad();
+        SumOverProcesses(sums, communicator);
         using (no_grad())
             foreach (var name in sums.Names) sums[name].div_(Math.Max(rows.Length, 1));
         return sums;
+    }
+
+    private static void SumOverProcesses(ParameterTensors sums, ContinualCommunicator communicator)
+    {
+        if (communicator.Size == 1) return;
+        foreach (var name in sums.Names) communicator.AllReduceSum(sums[name]);
     }
 
     /// <summary>EWC: the diagonal Fisher information, E_x[(∇_θ log p(y|x))²], with y the true or a sampled label.</summary>
@@ -60,8 +74,10 @@ internal static class ImportanceEstimation
     {
         var state = context.State;
         using var generator = new Generator((ulong)context.TaskSeed ^ 0xF15E, CPU);
-        Tensor LogLikelihoodLoss(Tensor outputs, TrainingBatch row)
+        Tensor LogLikelihoodLoss(Tensor outputs, TrainingBatch row, long index)
         {
+            // A sampled label depends on the row alone, not on the rows drawn before it (the same in any data-parallel split).
+            if (labels == FisherLabels.Sampled) generator.manual_seed(unchecked((long)((ulong)context.TaskSeed ^ 0xF15E ^ ((ulong)index * 0x9E3779B97F4A7C15))));
             switch (state.Kind)
             {
                 case ContinualPredictionKind.Multiclass:
@@ -95,7 +111,7 @@ internal static class ImportanceEstimation
     public static ParameterTensors OutputSensitivity(TrainingContext context, int? samples)
     {
         var state = context.State;
-        Tensor SquaredNorm(Tensor outputs, TrainingBatch row)
+        Tensor SquaredNorm(Tensor outputs, TrainingBatch row, long index)
         {
             Tensor? allowed = row.Heads is null ? null : state.AllowedOutputs(outputs.device);
             Tensor kept = allowed is null ? outputs : outputs.masked_fill(allowed.index_select(0, row.Heads!).logical_not(), CachedScalars.Zero);
@@ -126,18 +142,21 @@ internal static class ImportanceEstimation
         };
         Tensor mean = phi.mean([0L]);
         using var generator = new Generator((ulong)context.TaskSeed ^ 0x5C9, CPU);
+        var communicator = context.Communicator;
         for (int l = 0; l < projections; l++)
         {
             context.Cancellation.ThrowIfCancellationRequested();
-            Tensor xi = randn(mean.shape, generator: generator);
+            Tensor xi = randn(mean.shape, generator: generator); // drawn in every process, so that each draws the same ξ_l
+            if (l % communicator.Size != communicator.Rank) continue; // in a data-parallel fit, each process takes every Size-th projection
             xi = (xi / xi.norm()).to(mean.device);
             network.zero_grad();
-            (mean * xi).sum().backward(retain_graph: l < projections - 1);
+            (mean * xi).sum().backward(retain_graph: l + communicator.Size < projections);
             using var _ = no_grad();
             foreach (var (name, p) in parameters)
                 if (p.grad is Tensor g) sums[name].add_(g * g);
         }
         network.zero_grad();
+        SumOverProcesses(sums, communicator);
         using (no_grad())
             foreach (var name in sums.Names) sums[name].div_(Math.Max(projections, 1));
         return sums;

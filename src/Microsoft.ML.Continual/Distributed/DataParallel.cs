@@ -1,0 +1,90 @@
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Continual;
+
+/// <summary>
+/// What the training loop does differently when several processes train one model (<see cref="ContinualCommunicator.Size"/> &gt; 1):
+/// every process forms the same global minibatch (same data, same seeded shuffle), computes the loss of its own contiguous
+/// share of the rows, scaled so that the gradients summed over the processes are the gradient of the global batch's mean loss,
+/// and takes the same optimizer step on the summed gradient. The strategies' hooks then see exactly what one process would
+/// see: <see cref="ContinualStrategy.AfterBackward"/> runs on the summed gradient (projections, analytic penalty gradients),
+/// extra batches (replay) are shared out like the task's batch, and loss penalties are divided by the process count.
+/// </summary>
+internal sealed class DataParallel : IDisposable
+{
+    private readonly ContinualCommunicator _communicator;
+    private ContinualNetwork? _network;
+    private FlatGradients? _flat;
+    private Tensor? _buffer;
+
+    public DataParallel(ContinualCommunicator communicator) => _communicator = communicator;
+
+    public int Size => _communicator.Size;
+
+    /// <summary>This process's contiguous share of <paramref name="batch"/>'s rows (views, no copy): rows
+    /// [⌊n·rank/size⌋, ⌊n·(rank+1)/size⌋).</summary>
+    public TrainingBatch Share(TrainingBatch batch) => Share(batch, _communicator);
+
+    /// <summary>The contiguous share of <paramref name="batch"/>'s rows that process <paramref name="communicator"/>.Rank computes.</summary>
+    public static TrainingBatch Share(TrainingBatch batch, ContinualCommunicator communicator)
+    {
+        if (communicator.Size == 1) return batch;
+        long rows = batch.Features.shape[0];
+        long start = rows * communicator.Rank / communicator.Size, end = rows * (communicator.Rank + 1) / communicator.Size;
+        return new TrainingBatch(batch.Features.narrow(0, start, end - start), batch.Targets.narrow(0, start, end - start),
+            batch.Heads?.narrow(0, start, end - start), batch.Weight);
+    }
+
+    /// <summary>The share's mean loss times its fraction of the global batch (its part of the global mean), or null
+    /// when the share is empty (a last batch smaller than the process count).</summary>
+    public static Tensor? PartOfMean(Tensor shareMeanLoss, TrainingBatch share, long globalRows)
+    {
+        long rows = share.Features.shape[0];
+        return rows == 0 ? null : shareMeanLoss * ((double)rows / globalRows);
+    }
+
+    /// <summary>Makes every process start the task from rank 0's parameters.</summary>
+    public void BroadcastParameters(TrainingContext context)
+    {
+        using var _ = no_grad();
+        foreach (var parameter in Parameters(context)) _communicator.Broadcast(parameter);
+    }
+
+    /// <summary>Sums the gradients of the network and the strategy's extra parameters over all processes, in place
+    /// (one flat buffer, allocated once per network, one allreduce per step).</summary>
+    public void SumGradients(TrainingContext context)
+    {
+        if (!ReferenceEquals(_network, context.Network)) // first step, or the network was replaced (CPG's growth)
+        {
+            _network = context.Network;
+            _flat = new FlatGradients(Parameters(context));
+            _buffer?.Dispose();
+            _buffer = zeros(_flat.Size).DetachFromDisposeScope();
+        }
+        _flat!.CopyTo(_buffer!);
+        _communicator.AllReduceSum(_buffer!);
+        _flat.CopyFrom(_buffer!);
+    }
+
+    /// <summary>Sums an epoch's loss and correct-prediction counts over the processes.</summary>
+    public (double Loss, long Correct) SumEpoch(double lossSum, long correct)
+    {
+        Span<double> values = [lossSum, correct];
+        _communicator.AllReduceSum(values);
+        return (values[0], (long)Math.Round(values[1]));
+    }
+
+    /// <summary>True in every process when <paramref name="value"/> is the same in all of them.</summary>
+    public bool AllEqual(double value)
+    {
+        Span<double> values = [value, value * value];
+        _communicator.AllReduceSum(values);
+        return Math.Abs(values[1] - values[0] * values[0] / Size) <= 1e-9 * Math.Max(1, values[1]);
+    }
+
+    public void Dispose() => _buffer?.Dispose();
+
+    private static IEnumerable<Parameter> Parameters(TrainingContext context) =>
+        context.Network.OrderedParameters().Select(p => p.Value).Concat(context.State.Strategy.ExtraParameters(context));
+}

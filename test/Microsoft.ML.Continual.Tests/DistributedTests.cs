@@ -28,6 +28,25 @@ public class DistributedTests
     }
 
     [Fact]
+    public void ThreeProcesses_TrainTheSameModelAsOne()
+    {
+        using var temp = new TempFolder();
+        const string trainers = "FineTune,Ewc,Gem,AGem"; // GEM's two past tasks go to ranks 0 and 1, none to rank 2
+        AssertSame(RunHelper(temp.File("one.bin"), 1, "vader,self", trainers), RunHelper(temp.File("three.bin"), 3, "vader,self", trainers), trainers);
+    }
+
+    [Fact]
+    public void AFailureInOneProcess_EndsTheWholeJob_WithItsMessage()
+    {
+        var clock = Stopwatch.StartNew();
+        var result = Mpi(2, "vader,self", Helper, "distributed-failure", "1");
+        Assert.NotEqual(0, result.ExitCode);
+        Assert.Contains("rank 1 of 2: ContinualDataException", result.Error);
+        Assert.Contains("NaN", result.Error);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), $"the job took {clock.Elapsed.TotalSeconds:F0} s to end"); // rank 0 does not wait forever
+    }
+
+    [Fact]
     public void TwoProcesses_TrainTheSameModelAsOne_EveryOtherTrainer()
     {
         using var temp = new TempFolder();
@@ -72,7 +91,7 @@ public class DistributedTests
         var result = Mpi(2, "vader,self", Helper, "distributed", temp.File("x.bin"), "FineTune", "Dropout=0.2");
         Assert.NotEqual(0, result.ExitCode);
         Assert.Contains("Dropout (0.2) with data-parallel training", result.Output + result.Error);
-        Assert.False(File.Exists(temp.File("x.bin")));
+        Assert.False(File.Exists(temp.File("x.bin.0")));
     }
 
     [Fact]
@@ -87,6 +106,14 @@ public class DistributedTests
         var single = CliTests.Cli(temp.Path, "refit", "--model", "m1.zip", "--data", "task2.csv", "--out", "one.zip");
         Assert.True(single.ExitCode == 0, single.Error);
         string cli = Path.Combine(AppContext.BaseDirectory, "Microsoft.ML.Continual.Cli.dll");
+        // Another job holds the output: rank 0 fails with the tool's exit code, and the job ends (rank 1 does not wait for it forever).
+        using (new FileStream(temp.File("two.zip.lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None))
+        {
+            var locked = Mpi(2, "vader,self", cli, "refit", "--model", "m1.zip", "--data", "task2.csv", "--out", "two.zip", "--workdir", temp.Path);
+            Assert.Equal(5, locked.ExitCode);
+            Assert.Contains("Another job is writing", locked.Error);
+            Assert.False(File.Exists(temp.File("two.zip")));
+        }
         var two = Mpi(2, "vader,self", cli, "refit", "--model", "m1.zip", "--data", "task2.csv", "--out", "two.zip", "--workdir", temp.Path);
         Assert.True(two.ExitCode == 0, two.Output + two.Error);
         Assert.Equal(1, CountOf(two.Output, "Refitted Ewc")); // rank 0 reports; the other process is silent
@@ -113,8 +140,11 @@ public class DistributedTests
             Assert.True(result.ExitCode == 0, $"mpirun -np {processes} failed ({result.ExitCode}): {result.Output}{result.Error}");
         }
         Assert.Equal(processes.ToString(CultureInfo.InvariantCulture), File.ReadAllText(output + ".processes"));
-        var bytes = File.ReadAllBytes(output);
-        return System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(bytes).ToArray();
+        float[] Scores(int rank) => System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(File.ReadAllBytes($"{output}.{rank}")).ToArray();
+        float[] rankZero = Scores(0);
+        for (int rank = 1; rank < processes; rank++)
+            Assert.True(rankZero.AsSpan().SequenceEqual(Scores(rank)), $"process {rank}'s model differs from rank 0's"); // every process holds the same model, bit for bit
+        return rankZero;
     }
 
     private static void AssertSame(float[] expected, float[] actual, string what)

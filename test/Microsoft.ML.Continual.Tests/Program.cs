@@ -50,7 +50,7 @@ public static class Program
                 File.WriteAllBytes(args[2], TestData.Bytes(TestData.Scores(next, TestData.View(ml, 1, [0, 1, 2, 3], 40, 3))));
                 return 0;
             }
-            case "distributed": // distributed <out.bin> <trainer>[,<trainer>...] [Name=Value ...]: three tasks per trainer, trained by every process of ContinualCommunicator.World; rank 0 writes every model's scores
+            case "distributed": // distributed <out.bin> <trainer>[,<trainer>...] [Name=Value ...]: three tasks per trainer, trained by every process of ContinualCommunicator.World; each process writes every model's scores to <out.bin>.<rank>
             {
                 var scores = new List<float>();
                 foreach (string trainer in args[2].Split(','))
@@ -64,11 +64,17 @@ public static class Program
                     foreach (var (task, classes) in new[] { (0, new[] { 0, 1, 2 }), (1, new[] { 3, 4, 5 }), (2, new[] { 6, 7 }) })
                         scores.AddRange(TestData.Scores(next, TestData.View(ml, task, classes, 100, 9)));
                 }
+                File.WriteAllBytes($"{args[1]}.{ContinualCommunicator.World.Rank}", TestData.Bytes(scores.ToArray()));
                 if (ContinualCommunicator.World.Rank == 0)
-                {
-                    File.WriteAllBytes(args[1], TestData.Bytes(scores.ToArray()));
                     File.WriteAllText(args[1] + ".processes", ContinualCommunicator.World.Size.ToString(System.Globalization.CultureInfo.InvariantCulture));
-                }
+                return 0;
+            }
+            case "distributed-failure": // distributed-failure <rank>: that process's task has a NaN feature, the others' are fine
+            {
+                int failing = int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture);
+                var rows = TestData.Rows(0, [0, 1, 2], 300, 1);
+                if (ContinualCommunicator.World.Rank == failing) rows[17].Features[3] = float.NaN;
+                ml.Continual().Trainers.FineTune(TestData.Options()).Fit(ml.Data.LoadFromEnumerable(rows));
                 return 0;
             }
             case "collectives": // collectives <out>: every process of ContinualCommunicator.World writes what the collectives gave it to <out>.<rank>

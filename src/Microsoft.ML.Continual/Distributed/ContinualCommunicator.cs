@@ -13,10 +13,14 @@ namespace Microsoft.ML.Continual;
 /// <para>Every fit uses <see cref="World"/> unless <see cref="ContinualFitOptions.Communicator"/> names another. With more
 /// than one process, every process must make the same calls in the same order (the same fits on the same data): each
 /// trains on its share of every minibatch, the gradients are summed across processes (<see cref="AllReduceSum(Span{float})"/>)
-/// and every process takes the same optimizer step, so all of them hold the same model. Only rank 0 should write files
+/// and every process takes the same optimizer step, so all of them hold the same model. <c>mpirun</c> binds each process to
+/// one core by default; on a larger machine give each process its cores (<c>--map-by slot:PE=8</c>) and set
+/// <see cref="ContinualTrainerOptions.NumberOfThreads"/> to match. Only rank 0 should write files
 /// (<c>if (ContinualCommunicator.World.Rank == 0) mlContext.Model.Save(...)</c>). See docs/scale-out.md.</para>
-/// <para>An exception in one process (bad data, cancellation) leaves the others waiting in their next collective call;
-/// under <c>mpirun</c> the job ends when the failing process exits with an error, which is what an unhandled exception does.</para>
+/// <para>A fit that fails in any process of a data-parallel job (bad data, cancellation, a full disk) ends the whole job:
+/// the failing process writes the error to standard error and calls <c>MPI_Abort</c>, because the other processes would
+/// otherwise wait for it forever in their next collective call. A process that exits with a non-zero exit code ends the
+/// job the same way (e.g. the command-line tool's rank 0 finding the output locked).</para>
 /// </remarks>
 /// <example><code source="../../src/Samples/ScaleOutSample.cs" /></example>
 public abstract class ContinualCommunicator
@@ -57,12 +61,17 @@ public abstract class ContinualCommunicator
     /// <summary>Returns when every process has called it.</summary>
     public abstract void Barrier();
 
+    /// <summary>Ends every process of the job after a failure in this one (a no-op for a single process); does not return
+    /// otherwise. Writes <paramref name="error"/> to standard error first, so that the job's output says why it ended.</summary>
+    internal virtual void AbortJob(Exception error) { }
+
     /// <summary>Sums a contiguous CPU float tensor over all processes, in place (no copy: MPI reads and writes libtorch's memory).</summary>
     internal void AllReduceSum(Tensor values)
     {
         if (Size == 1) return;
         CheckCpuContiguous(values);
-        AllReduceSum(MemoryMarshal.Cast<byte, float>(values.bytes));
+        foreach (Tensor chunk in Chunks(values))
+            using (chunk) AllReduceSum(MemoryMarshal.Cast<byte, float>(chunk.bytes));
     }
 
     /// <summary>Copies rank <paramref name="root"/>'s contiguous CPU tensor into every process's, in place.</summary>
@@ -70,8 +79,20 @@ public abstract class ContinualCommunicator
     {
         if (Size == 1) return;
         CheckCpuContiguous(values);
-        Broadcast(values.bytes, root);
+        foreach (Tensor chunk in Chunks(values))
+            using (chunk) Broadcast(chunk.bytes, root);
     }
+
+    /// <summary>Views of at most 2^28 elements (1 GiB of floats): a span, and so <c>Tensor.bytes</c>, holds at most 2^31 bytes.</summary>
+    private static IEnumerable<Tensor> Chunks(Tensor values)
+    {
+        using Tensor flat = values.view(-1);
+        long count = flat.shape[0];
+        for (long start = 0; start < count; start += ChunkElements)
+            yield return flat.narrow(0, start, Math.Min(ChunkElements, count - start));
+    }
+
+    private const long ChunkElements = 1L << 28;
 
     private static void CheckCpuContiguous(Tensor values)
     {

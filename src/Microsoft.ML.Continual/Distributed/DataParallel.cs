@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
@@ -16,7 +17,7 @@ internal sealed class DataParallel : IDisposable
     private readonly ContinualCommunicator _communicator;
     private ContinualNetwork? _network;
     private FlatGradients? _flat;
-    private Tensor? _buffer;
+    private Tensor? _buffer, _gradients, _present;
 
     public DataParallel(ContinualCommunicator communicator) => _communicator = communicator;
 
@@ -44,6 +45,27 @@ internal sealed class DataParallel : IDisposable
         return rows == 0 ? null : shareMeanLoss * ((double)rows / globalRows);
     }
 
+    /// <summary>Fails in every process, before any training, unless all of them start from the same model (weights and the
+    /// strategy's state), options and task rows: a process given another model file or data file would otherwise train on
+    /// silently (the weights are broadcast, but the strategy's state and the rows are not).</summary>
+    public void CheckSameStart(TrainingContext context, string trainerName)
+    {
+        using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        hash.AppendData(System.Text.Encoding.UTF8.GetBytes(Checkpoint.Fingerprint(context, trainerName)));
+        using (var state = new MemoryStream())
+        {
+            using (var writer = new BinaryWriter(state, System.Text.Encoding.UTF8, leaveOpen: true)) context.State.Strategy.SaveState(writer);
+            hash.AppendData(state.GetBuffer(), 0, (int)state.Length);
+        }
+        byte[] mine = hash.GetHashAndReset(), rankZero = (byte[])mine.Clone();
+        _communicator.Broadcast(rankZero);
+        Span<double> differing = [mine.AsSpan().SequenceEqual(rankZero) ? 0 : 1];
+        _communicator.AllReduceSum(differing);
+        if (differing[0] > 0)
+            throw new InvalidOperationException($"{differing[0]} of the {Size} processes of this data-parallel fit start from another model, options or task rows than rank 0 "
+                + "(task " + (context.TaskIndex + 1) + "): every process must load the same model file and read the same data.");
+    }
+
     /// <summary>Makes every process start the task from rank 0's parameters.</summary>
     public void BroadcastParameters(TrainingContext context)
     {
@@ -52,19 +74,25 @@ internal sealed class DataParallel : IDisposable
     }
 
     /// <summary>Sums the gradients of the network and the strategy's extra parameters over all processes, in place
-    /// (one flat buffer, allocated once per network, one allreduce per step).</summary>
+    /// (one flat buffer, allocated once per network, one allreduce per step). The buffer ends with one flag per parameter
+    /// (1 where this process has a gradient), so that a parameter has a gradient after the step in every process exactly
+    /// when one process would have given it one (the optimizers skip a parameter without a gradient, but not one whose
+    /// gradient is zero).</summary>
     public void SumGradients(TrainingContext context)
     {
         if (!ReferenceEquals(_network, context.Network)) // first step, or the network was replaced (CPG's growth)
         {
             _network = context.Network;
             _flat = new FlatGradients(Parameters(context));
-            _buffer?.Dispose();
-            _buffer = zeros(_flat.Size).DetachFromDisposeScope();
+            Dispose();
+            _buffer = zeros(_flat.Size + _flat.ParameterCount).DetachFromDisposeScope();
+            _gradients = _buffer.narrow(0, 0, _flat.Size).DetachFromDisposeScope();
+            _present = _buffer.narrow(0, _flat.Size, _flat.ParameterCount).DetachFromDisposeScope();
         }
-        _flat!.CopyTo(_buffer!);
+        _flat!.CopyTo(_gradients!);
+        _flat.MarkPresent(MemoryMarshal.Cast<byte, float>(_present!.bytes));
         _communicator.AllReduceSum(_buffer!);
-        _flat.CopyFrom(_buffer!);
+        _flat.CopyFrom(_gradients!, MemoryMarshal.Cast<byte, float>(_present!.bytes));
     }
 
     /// <summary>Sums an epoch's loss and correct-prediction counts over the processes.</summary>
@@ -83,7 +111,12 @@ internal sealed class DataParallel : IDisposable
         return Math.Abs(values[1] - values[0] * values[0] / Size) <= 1e-9 * Math.Max(1, values[1]);
     }
 
-    public void Dispose() => _buffer?.Dispose();
+    public void Dispose()
+    {
+        _gradients?.Dispose();
+        _present?.Dispose();
+        _buffer?.Dispose();
+    }
 
     private static IEnumerable<Parameter> Parameters(TrainingContext context) =>
         context.Network.OrderedParameters().Select(p => p.Value).Concat(context.State.Strategy.ExtraParameters(context));

@@ -38,7 +38,7 @@ internal sealed class OpenMpiCommunicator : ContinualCommunicator
             Check(MPI_Init_thread(IntPtr.Zero, IntPtr.Zero, ThreadSerialized, out int provided), "MPI_Init_thread");
             if (provided < ThreadSerialized)
                 throw new InvalidOperationException($"OpenMPI provides thread level {provided}; data-parallel training needs MPI_THREAD_SERIALIZED (2).");
-            AppDomain.CurrentDomain.ProcessExit += (_, _) => Finalise();
+            AppDomain.CurrentDomain.ProcessExit += (_, _) => AtExit();
         }
         Check(MPI_Comm_rank(_world, out _rank), "MPI_Comm_rank");
         Check(MPI_Comm_size(_world, out _size), "MPI_Comm_size");
@@ -97,8 +97,24 @@ internal sealed class OpenMpiCommunicator : ContinualCommunicator
         lock (_lock) Check(MPI_Barrier(_world), "MPI_Barrier");
     }
 
-    private void Finalise()
+    internal override void AbortJob(Exception error)
     {
+        Console.Error.WriteLine($"rank {_rank} of {_size}: {error.GetType().Name}: {error.Message}");
+        Console.Error.WriteLine($"rank {_rank} of {_size}: ending the data-parallel job (MPI_Abort), since the other processes cannot go on without this one.");
+        Console.Error.Flush();
+        MPI_Abort(_world, 1); // not under the lock: another thread may be blocked in a collective holding it
+    }
+
+    /// <summary>At a normal exit MPI_Finalize (which waits for every process); at an exit with an error code MPI_Abort, since
+    /// the other processes may be waiting for this one in a collective and MPI_Finalize would wait for them.</summary>
+    private void AtExit()
+    {
+        if (Environment.ExitCode != 0)
+        {
+            Console.Error.Flush();
+            MPI_Abort(_world, Environment.ExitCode);
+            return;
+        }
         lock (_lock)
         {
             if (MPI_Finalized(out int finalized) == Success && finalized == 0) MPI_Finalize();
@@ -118,6 +134,7 @@ internal sealed class OpenMpiCommunicator : ContinualCommunicator
     [DllImport(Library)] private static extern int MPI_Finalized(out int flag);
     [DllImport(Library)] private static extern int MPI_Init_thread(IntPtr argc, IntPtr argv, int required, out int provided);
     [DllImport(Library)] private static extern int MPI_Finalize();
+    [DllImport(Library)] private static extern int MPI_Abort(IntPtr comm, int errorCode);
     [DllImport(Library)] private static extern int MPI_Comm_rank(IntPtr comm, out int rank);
     [DllImport(Library)] private static extern int MPI_Comm_size(IntPtr comm, out int size);
     [DllImport(Library)] private static extern int MPI_Allreduce(IntPtr sendBuffer, ref byte receiveBuffer, int count, IntPtr type, IntPtr op, IntPtr comm);

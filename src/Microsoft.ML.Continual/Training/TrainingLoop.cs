@@ -40,6 +40,23 @@ internal static class TrainingLoop
     public static ContinualModelState Train(IHostEnvironment env, ContinualModelState? previous, string trainerName,
         ContinualTrainerOptions options, ContinualStrategy strategy, IDataView data, CancellationToken cancellation, ContinualFitOptions? fit = null)
     {
+        ContinualCommunicator communicator = fit?.Communicator ?? ContinualCommunicator.World;
+        if (communicator.Size == 1) return Train(env, previous, trainerName, options, strategy, data, cancellation, fit, communicator);
+        try
+        {
+            return Train(env, previous, trainerName, options, strategy, data, cancellation, fit, communicator);
+        }
+        catch (Exception e)
+        {
+            communicator.AbortJob(e); // the other processes would wait for this one forever
+            throw;
+        }
+    }
+
+    private static ContinualModelState Train(IHostEnvironment env, ContinualModelState? previous, string trainerName,
+        ContinualTrainerOptions options, ContinualStrategy strategy, IDataView data, CancellationToken cancellation, ContinualFitOptions? fit,
+        ContinualCommunicator communicator)
+    {
         options.Validate();
         fit?.Validate();
         if (previous is not null && previous.TrainerName != trainerName && (previous.Strategy.AllocatesPerTask || strategy.AllocatesPerTask))
@@ -48,7 +65,6 @@ internal static class TrainingLoop
                 + "and the other trainer would change or misread what the earlier tasks use. Continue it with its own trainer (ml.Continual().Refit), or start a new model.", "previousModel");
         if (fit?.CheckpointPath is not null && !strategy.SupportsCheckpoints)
             throw new NotSupportedException($"Trainer {trainerName} accumulates state during a task that a checkpoint does not capture; run it without CheckpointPath (the model file is still written atomically at the end).");
-        ContinualCommunicator communicator = fit?.Communicator ?? ContinualCommunicator.World;
         if (communicator.Size > 1)
         {
             if (options.Dropout > 0)
@@ -223,6 +239,7 @@ internal static class TrainingLoop
         var strategy = context.State.Strategy;
         context.Network.train();
         context.CreateOptimizer = () => CreateOptimizer(options, context.Network.parameters().Concat(strategy.ExtraParameters(context)));
+        parallel?.CheckSameStart(context, trainerName);
         strategy.BeforeTask(context); // may replace context.Task (the joint baseline trains on every task so far) or the network
         context.Optimizer = context.CreateOptimizer();
         if (parallel is not null)

@@ -26,6 +26,28 @@ internal sealed class FlatGradients
 
     public long Size { get; }
 
+    /// <summary>How many parameters the vector covers.</summary>
+    public int ParameterCount => _parameters.Length;
+
+    /// <summary>Sets <paramref name="flags"/>[i] to 1 where parameter i has a gradient, 0 where it has none.</summary>
+    public void MarkPresent(Span<float> flags)
+    {
+        for (int i = 0; i < _parameters.Length; i++) flags[i] = _parameters[i].grad is null ? 0 : 1;
+    }
+
+    /// <summary>Sets the gradients from <paramref name="source"/>; a parameter without a gradient gets one where
+    /// <paramref name="present"/>[i] &gt; 0 (e.g. some other process's share of the batch reached it), even if it is zero.</summary>
+    public void CopyFrom(Tensor source, ReadOnlySpan<float> present)
+    {
+        using var _ = no_grad();
+        for (int i = 0; i < _parameters.Length; i++)
+        {
+            using Tensor part = source.narrow(0, _offsets[i], _parameters[i].numel()).view(_parameters[i].shape);
+            if (_parameters[i].grad is Tensor gradient) gradient.copy_(part);
+            else if (present[i] > 0) _parameters[i].grad = part.clone().DetachFromDisposeScope();
+        }
+    }
+
     /// <summary>Copies the current gradients into <paramref name="destination"/> (zeros for parameters without one).</summary>
     public void CopyTo(Tensor destination)
     {

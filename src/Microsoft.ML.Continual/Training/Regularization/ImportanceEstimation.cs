@@ -33,24 +33,34 @@ internal static class ImportanceEstimation
     /// takes every Size-th row from its rank on and the sums are added over the processes.</summary>
     /// <param name="context">The task and network.</param>
     /// <param name="samples">How many rows to sample (all when null).</param>
-    /// <param name="lossOfRow">The loss of one row, from the network's outputs, the row and its index in the task.</param>
+    /// <param name="lossOfRow">The loss of one row, from the network's outputs and the row.</param>
     /// <param name="statistic">What is averaged of each row's gradient (its square, its absolute value).</param>
+    /// <param name="drawsInLoss">True when <paramref name="lossOfRow"/> draws from a generator row after row (sampled
+    /// labels): then every process also computes the loss of the rows it leaves to others (a forward pass, no backward), so
+    /// that each row's draw is the one a single process makes.</param>
     public static ParameterTensors PerSampleMean(TrainingContext context, int? samples,
-        Func<Tensor, TrainingBatch, long, Tensor> lossOfRow, Func<Tensor, Tensor> statistic)
+        Func<Tensor, TrainingBatch, Tensor> lossOfRow, Func<Tensor, Tensor> statistic, bool drawsInLoss = false)
     {
         var network = context.Network;
         var parameters = network.OrderedParameters();
         var sums = ParameterTensors.ZerosLike(network);
         long[] rows = SampleRows(context, samples);
         var communicator = context.Communicator;
-        for (int i = communicator.Rank; i < rows.Length; i += communicator.Size)
+        for (int i = 0; i < rows.Length; i++)
         {
+            bool mine = i % communicator.Size == communicator.Rank;
+            if (!mine && !drawsInLoss) continue;
             long row = rows[i];
             context.Cancellation.ThrowIfCancellationRequested();
             using var scope = NewDisposeScope();
-            network.zero_grad();
             var batch = context.Task.Select(tensor(new[] { row }, device: context.Device));
-            Tensor loss = lossOfRow(network.Forward(batch.Features, batch.Heads), batch, row);
+            if (!mine)
+            {
+                using (no_grad()) lossOfRow(network.Forward(batch.Features, batch.Heads), batch); // the draw only
+                continue;
+            }
+            network.zero_grad();
+            Tensor loss = lossOfRow(network.Forward(batch.Features, batch.Heads), batch);
             loss.backward();
             using var _ = no_grad();
             foreach (var (name, p) in parameters)
@@ -74,10 +84,8 @@ internal static class ImportanceEstimation
     {
         var state = context.State;
         using var generator = new Generator((ulong)context.TaskSeed ^ 0xF15E, CPU);
-        Tensor LogLikelihoodLoss(Tensor outputs, TrainingBatch row, long index)
+        Tensor LogLikelihoodLoss(Tensor outputs, TrainingBatch row)
         {
-            // A sampled label depends on the row alone, not on the rows drawn before it (the same in any data-parallel split).
-            if (labels == FisherLabels.Sampled) generator.manual_seed(unchecked((long)((ulong)context.TaskSeed ^ 0xF15E ^ ((ulong)index * 0x9E3779B97F4A7C15))));
             switch (state.Kind)
             {
                 case ContinualPredictionKind.Multiclass:
@@ -104,14 +112,14 @@ internal static class ImportanceEstimation
                 }
             }
         }
-        return PerSampleMean(context, samples, LogLikelihoodLoss, g => g * g);
+        return PerSampleMean(context, samples, LogLikelihoodLoss, g => g * g, drawsInLoss: labels == FisherLabels.Sampled);
     }
 
     /// <summary>MAS: E_x[|∇_θ ‖f(x)‖²₂|], the sensitivity of the squared L2 norm of the output; needs no labels.</summary>
     public static ParameterTensors OutputSensitivity(TrainingContext context, int? samples)
     {
         var state = context.State;
-        Tensor SquaredNorm(Tensor outputs, TrainingBatch row, long index)
+        Tensor SquaredNorm(Tensor outputs, TrainingBatch row)
         {
             Tensor? allowed = row.Heads is null ? null : state.AllowedOutputs(outputs.device);
             Tensor kept = allowed is null ? outputs : outputs.masked_fill(allowed.index_select(0, row.Heads!).logical_not(), CachedScalars.Zero);

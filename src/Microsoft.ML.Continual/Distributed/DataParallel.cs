@@ -74,7 +74,8 @@ internal sealed class DataParallel : IDisposable
     }
 
     /// <summary>Sums the gradients of the network and the strategy's extra parameters over all processes, in place
-    /// (one flat buffer, allocated once per network, one allreduce per step). The buffer ends with one flag per parameter
+    /// (one flat buffer, allocated once per network, one allreduce per step; the summed parts become the gradients, as views,
+    /// so that later backward passes write into the buffer and nothing is copied). The buffer ends with one flag per parameter
     /// (1 where this process has a gradient), so that a parameter has a gradient after the step in every process exactly
     /// when one process would have given it one (the optimizers skip a parameter without a gradient, but not one whose
     /// gradient is zero).</summary>
@@ -89,10 +90,10 @@ internal sealed class DataParallel : IDisposable
             _gradients = _buffer.narrow(0, 0, _flat.Size).DetachFromDisposeScope();
             _present = _buffer.narrow(0, _flat.Size, _flat.ParameterCount).DetachFromDisposeScope();
         }
-        _flat!.CopyTo(_gradients!);
+        _flat!.CopyTo(_gradients!); // nothing to copy once the gradients are views of the buffer
         _flat.MarkPresent(MemoryMarshal.Cast<byte, float>(_present!.bytes));
         _communicator.AllReduceSum(_buffer!);
-        _flat.CopyFrom(_gradients!, MemoryMarshal.Cast<byte, float>(_present!.bytes));
+        _flat.ShareAsGradients(_gradients!, MemoryMarshal.Cast<byte, float>(_present!.bytes));
     }
 
     /// <summary>Sums an epoch's loss and correct-prediction counts over the processes.</summary>

@@ -35,30 +35,44 @@ internal sealed class FlatGradients
         for (int i = 0; i < _parameters.Length; i++) flags[i] = _parameters[i].grad is null ? 0 : 1;
     }
 
-    /// <summary>Sets the gradients from <paramref name="source"/>; a parameter without a gradient gets one where
-    /// <paramref name="present"/>[i] &gt; 0 (e.g. some other process's share of the batch reached it), even if it is zero.</summary>
-    public void CopyFrom(Tensor source, ReadOnlySpan<float> present)
-    {
-        using var _ = no_grad();
-        for (int i = 0; i < _parameters.Length; i++)
-        {
-            using Tensor part = source.narrow(0, _offsets[i], _parameters[i].numel()).view(_parameters[i].shape);
-            if (_parameters[i].grad is Tensor gradient) gradient.copy_(part);
-            else if (present[i] > 0) _parameters[i].grad = part.clone().DetachFromDisposeScope();
-        }
-    }
-
-    /// <summary>Copies the current gradients into <paramref name="destination"/> (zeros for parameters without one).</summary>
+    /// <summary>Copies the current gradients into <paramref name="destination"/> (zeros for parameters without one); a
+    /// gradient that already is that part of <paramref name="destination"/> (see <see cref="ShareAsGradients"/>) is left alone.</summary>
     public void CopyTo(Tensor destination)
     {
         using var _ = no_grad();
         for (int i = 0; i < _parameters.Length; i++)
         {
             using Tensor part = destination.narrow(0, _offsets[i], _parameters[i].numel());
-            if (_parameters[i].grad is Tensor gradient) part.copy_(gradient.view(-1));
+            if (_parameters[i].grad is Tensor gradient) { if (!SameMemory(gradient, part)) part.copy_(gradient.view(-1)); }
             else part.zero_();
         }
     }
+
+    /// <summary>Makes the parts of <paramref name="source"/> the parameters' gradients (no copy), for each parameter that has a
+    /// gradient or whose <paramref name="present"/> flag is positive. While they stay so (the optimizer's <c>zero_grad</c> zeroes
+    /// them in place and backward adds into them), the next steps' gradients are written straight into <paramref name="source"/>.</summary>
+    public void ShareAsGradients(Tensor source, ReadOnlySpan<float> present)
+    {
+        using var _ = no_grad();
+        _views ??= new Tensor?[_parameters.Length];
+        for (int i = 0; i < _parameters.Length; i++)
+        {
+            Tensor? gradient = _parameters[i].grad;
+            if (gradient is null && present[i] <= 0) continue;
+            Tensor view = _views[i] ??= source.narrow(0, _offsets[i], _parameters[i].numel()).view(_parameters[i].shape).DetachFromDisposeScope();
+            if (gradient is not null && SameMemory(gradient, view)) continue;
+            _parameters[i].grad = view;
+        }
+    }
+
+    private Tensor?[]? _views;
+
+    /// <summary>True when <paramref name="a"/> and <paramref name="b"/> are the same CPU memory (only views made by
+    /// <see cref="ShareAsGradients"/> can be; data-parallel training runs on the CPU, and <c>bytes</c> would copy a CUDA tensor).</summary>
+    private bool SameMemory(Tensor a, Tensor b) =>
+        _views is not null && a.numel() == b.numel() && a.device_type == TorchSharp.DeviceType.CPU && b.device_type == TorchSharp.DeviceType.CPU
+        && a.is_contiguous() && b.is_contiguous() && System.Runtime.CompilerServices.Unsafe.AreSame(
+            ref System.Runtime.InteropServices.MemoryMarshal.GetReference(a.bytes), ref System.Runtime.InteropServices.MemoryMarshal.GetReference(b.bytes));
 
     /// <summary>Sets the gradients from <paramref name="source"/>; a parameter without a gradient gets one only where the source is not zero.</summary>
     public void CopyFrom(Tensor source)

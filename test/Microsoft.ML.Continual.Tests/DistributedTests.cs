@@ -36,13 +36,26 @@ public class DistributedTests
     }
 
     [Fact]
-    public void AFailureInOneProcess_EndsTheWholeJob_WithItsMessage()
+    public void BadDataInOneProcess_FailsTheFitInEveryProcess_AsACatchableError()
+    {
+        using var temp = new TempFolder();
+        var clock = Stopwatch.StartNew();
+        var result = Mpi(2, "vader,self", Helper, "distributed-failure", temp.File("outcome"), "1");
+        Assert.True(result.ExitCode == 0, result.Output + result.Error); // both processes caught their fit's error and went on
+        Assert.StartsWith("ContinualDistributedException: Another process of this data-parallel fit", File.ReadAllText(temp.File("outcome.0")));
+        Assert.StartsWith("ContinualDataException:", File.ReadAllText(temp.File("outcome.1")));
+        Assert.Contains("NaN", File.ReadAllText(temp.File("outcome.1")));
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), $"the job took {clock.Elapsed.TotalSeconds:F0} s"); // no process waited forever
+    }
+
+    [Fact]
+    public void AFailureInOneProcessDuringTraining_EndsTheWholeJob_WithItsMessage()
     {
         var clock = Stopwatch.StartNew();
-        var result = Mpi(2, "vader,self", Helper, "distributed-failure", "1");
+        var result = Mpi(2, "vader,self", Helper, "distributed-cancel", "1");
         Assert.NotEqual(0, result.ExitCode);
-        Assert.Contains("rank 1 of 2: ContinualDataException", result.Error);
-        Assert.Contains("NaN", result.Error);
+        Assert.Contains("rank 1 of 2: OperationCanceledException", result.Error);
+        Assert.Contains("ending the data-parallel job", result.Error);
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), $"the job took {clock.Elapsed.TotalSeconds:F0} s to end"); // rank 0 does not wait forever
     }
 
@@ -54,7 +67,7 @@ public class DistributedTests
         AssertSame(RunHelper(temp.File("s1.bin"), 1, "vader,self", shared), RunHelper(temp.File("s2.bin"), 2, "vader,self", shared), shared);
         AssertSame(RunHelper(temp.File("e1.bin"), 1, "vader,self", "Ewc", "FisherLabels=Sampled"),
             RunHelper(temp.File("e2.bin"), 2, "vader,self", "Ewc", "FisherLabels=Sampled"), "Ewc with sampled Fisher labels");
-        const string perTask = "PackNet,Cpg,ProgressiveNetworks,Independent";
+        const string perTask = "PackNet,Cpg,ProgressiveNetworks,Independent,Gem,AGem"; // multi-head: GEM's and A-GEM's shares reach other tasks' heads
         AssertSame(RunHelper(temp.File("t1.bin"), 1, "vader,self", perTask, "TaskIdColumnName=Task"),
             RunHelper(temp.File("t2.bin"), 2, "vader,self", perTask, "TaskIdColumnName=Task"), perTask);
     }

@@ -69,12 +69,25 @@ public static class Program
                     File.WriteAllText(args[1] + ".processes", ContinualCommunicator.World.Size.ToString(System.Globalization.CultureInfo.InvariantCulture));
                 return 0;
             }
-            case "distributed-failure": // distributed-failure <rank>: that process's task has a NaN feature, the others' are fine
+            case "distributed-failure": // distributed-failure <out> <rank>: that process's task has a NaN feature; every process writes the error its fit threw to <out>.<rank>
             {
-                int failing = int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture);
+                int failing = int.Parse(args[2], System.Globalization.CultureInfo.InvariantCulture);
                 var rows = TestData.Rows(0, [0, 1, 2], 300, 1);
                 if (ContinualCommunicator.World.Rank == failing) rows[17].Features[3] = float.NaN;
-                ml.Continual().Trainers.FineTune(TestData.Options()).Fit(ml.Data.LoadFromEnumerable(rows));
+                string outcome = "no error";
+                try { ml.Continual().Trainers.FineTune(TestData.Options()).Fit(ml.Data.LoadFromEnumerable(rows)); }
+                catch (Exception e) { outcome = $"{e.GetType().Name}: {e.Message}"; }
+                File.WriteAllText($"{args[1]}.{ContinualCommunicator.World.Rank}", outcome);
+                return 0;
+            }
+            case "distributed-cancel": // distributed-cancel <rank>: that process cancels its fit in the middle of training
+            {
+                using var cancel = new CancellationTokenSource();
+                bool cancelling = ContinualCommunicator.World.Rank == int.Parse(args[1], System.Globalization.CultureInfo.InvariantCulture);
+                var fit = new ContinualFitOptions { Progress = p => { if (cancelling && p.Epoch == 1) cancel.Cancel(); } };
+                var options = TestData.Options();
+                options.NumberOfEpochs = 50;
+                ml.Continual().Trainers.FineTune(options).Fit(TestData.View(ml, 0, [0, 1, 2], 3000, 1), null, fit, cancel.Token);
                 return 0;
             }
             case "collectives": // collectives <out>: every process of ContinualCommunicator.World writes what the collectives gave it to <out>.<rank>

@@ -17,10 +17,13 @@ namespace Microsoft.ML.Continual;
 /// one core by default; on a larger machine give each process its cores (<c>--map-by slot:PE=8</c>) and set
 /// <see cref="ContinualTrainerOptions.NumberOfThreads"/> to match. Only rank 0 should write files
 /// (<c>if (ContinualCommunicator.World.Rank == 0) mlContext.Model.Save(...)</c>). See docs/scale-out.md.</para>
-/// <para>A fit that fails in any process of a data-parallel job (bad data, cancellation, a full disk) ends the whole job:
-/// the failing process writes the error to standard error and calls <c>MPI_Abort</c>, because the other processes would
-/// otherwise wait for it forever in their next collective call. A process that exits with a non-zero exit code ends the
-/// job the same way (e.g. the command-line tool's rank 0 finding the output locked).</para>
+/// <para>Failures. Before training starts, the processes agree: when a fit fails in any process while checking and reading
+/// its data (bad options, bad data, a refused setting), every process's fit throws (the failing one its own error, the others
+/// a <see cref="ContinualDistributedException"/>), and the program can catch it as usual. Once training has started, a
+/// failure in one process (a cancellation, a full disk) ends the whole job: that process writes the error to standard error
+/// and calls <c>MPI_Abort</c> (<see cref="AbortJob"/>), because the others would wait for it forever in their next
+/// collective call. A process that exits with a non-zero exit code ends the job the same way (e.g. the command-line tool's
+/// rank 0 finding the output locked).</para>
 /// </remarks>
 /// <example><code source="../../src/Samples/ScaleOutSample.cs" /></example>
 public abstract class ContinualCommunicator
@@ -61,9 +64,19 @@ public abstract class ContinualCommunicator
     /// <summary>Returns when every process has called it.</summary>
     public abstract void Barrier();
 
-    /// <summary>Ends every process of the job after a failure in this one (a no-op for a single process); does not return
-    /// otherwise. Writes <paramref name="error"/> to standard error first, so that the job's output says why it ended.</summary>
-    internal virtual void AbortJob(Exception error) { }
+    /// <summary>Ends every process of the job after a failure in this one during training; for a single process (the
+    /// default) it does nothing. An implementation writes <paramref name="error"/> to standard error first, so that the job's
+    /// output says why it ended, and does not return.</summary>
+    /// <param name="error">The failure.</param>
+    protected internal virtual void AbortJob(Exception error) { }
+
+    /// <summary>True in every process when every process passes true: the agreement before training (see the remarks).</summary>
+    internal bool AllSucceeded(bool succeeded)
+    {
+        Span<double> failures = [succeeded ? 0 : 1];
+        AllReduceSum(failures);
+        return failures[0] == 0;
+    }
 
     /// <summary>Sums a contiguous CPU float tensor over all processes, in place (no copy: MPI reads and writes libtorch's memory).</summary>
     internal void AllReduceSum(Tensor values)
@@ -83,8 +96,9 @@ public abstract class ContinualCommunicator
             using (chunk) Broadcast(chunk.bytes, root);
     }
 
-    /// <summary>Views of at most 2^28 elements (1 GiB of floats): a span, and so <c>Tensor.bytes</c>, holds at most 2^31 bytes.</summary>
-    private static IEnumerable<Tensor> Chunks(Tensor values)
+    /// <summary>Views of at most 2^28 elements (1 GiB of floats) of a contiguous tensor: a span, and so <c>Tensor.bytes</c>,
+    /// holds at most 2^31 bytes.</summary>
+    internal static IEnumerable<Tensor> Chunks(Tensor values)
     {
         using Tensor flat = values.view(-1);
         long count = flat.shape[0];

@@ -51,7 +51,21 @@ internal sealed class DataParallel : IDisposable
     public void CheckSameStart(TrainingContext context, string trainerName)
     {
         using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
-        hash.AppendData(System.Text.Encoding.UTF8.GetBytes(Checkpoint.Fingerprint(context, trainerName)));
+        var text = new System.Text.StringBuilder(trainerName);
+        foreach (var (name, value) in context.Options.ToPairs()) text.Append('|').Append(name).Append('=').Append(value);
+        text.Append(System.Globalization.CultureInfo.InvariantCulture, $"|task={context.TaskIndex}|rows={context.Task.Count}");
+        hash.AppendData(System.Text.Encoding.UTF8.GetBytes(text.ToString()));
+        // The rows and the starting weights, byte for byte, read in place (no copy of the task).
+        void Add(Tensor t)
+        {
+            using Tensor contiguous = t.detach().contiguous();
+            foreach (Tensor chunk in ContinualCommunicator.Chunks(contiguous))
+                using (chunk) hash.AppendData(chunk.bytes);
+        }
+        Add(context.Task.Features);
+        Add(context.Task.Targets);
+        if (context.Task.Heads is not null) Add(context.Task.Heads);
+        foreach (var (_, parameter) in context.Network.OrderedParameters()) Add(parameter);
         using (var state = new MemoryStream())
         {
             using (var writer = new BinaryWriter(state, System.Text.Encoding.UTF8, leaveOpen: true)) context.State.Strategy.SaveState(writer);
@@ -62,8 +76,8 @@ internal sealed class DataParallel : IDisposable
         Span<double> differing = [mine.AsSpan().SequenceEqual(rankZero) ? 0 : 1];
         _communicator.AllReduceSum(differing);
         if (differing[0] > 0)
-            throw new InvalidOperationException($"{differing[0]} of the {Size} processes of this data-parallel fit start from another model, options or task rows than rank 0 "
-                + "(task " + (context.TaskIndex + 1) + "): every process must load the same model file and read the same data.");
+            throw new ContinualDistributedException($"{differing[0]} of the {Size} processes of this data-parallel fit start from another model, options or task rows than rank 0 "
+                + $"(task {context.TaskIndex + 1}): every process must load the same model file and read the same data (if they do, an earlier fit of this job went apart between processes: a bug to report).");
     }
 
     /// <summary>Makes every process start the task from rank 0's parameters.</summary>
@@ -83,9 +97,9 @@ internal sealed class DataParallel : IDisposable
     {
         if (!ReferenceEquals(_network, context.Network)) // first step, or the network was replaced (CPG's growth)
         {
+            Dispose(); // the previous network's buffer and views
             _network = context.Network;
             _flat = new FlatGradients(Parameters(context));
-            Dispose();
             _buffer = zeros(_flat.Size + _flat.ParameterCount).DetachFromDisposeScope();
             _gradients = _buffer.narrow(0, 0, _flat.Size).DetachFromDisposeScope();
             _present = _buffer.narrow(0, _flat.Size, _flat.ParameterCount).DetachFromDisposeScope();
@@ -114,6 +128,7 @@ internal sealed class DataParallel : IDisposable
 
     public void Dispose()
     {
+        _flat?.Dispose();
         _gradients?.Dispose();
         _present?.Dispose();
         _buffer?.Dispose();

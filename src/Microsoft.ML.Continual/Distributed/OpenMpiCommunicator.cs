@@ -97,7 +97,7 @@ internal sealed class OpenMpiCommunicator : ContinualCommunicator
         lock (_lock) Check(MPI_Barrier(_world), "MPI_Barrier");
     }
 
-    internal override void AbortJob(Exception error)
+    protected internal override void AbortJob(Exception error)
     {
         Console.Error.WriteLine($"rank {_rank} of {_size}: {error.GetType().Name}: {error.Message}");
         Console.Error.WriteLine($"rank {_rank} of {_size}: ending the data-parallel job (MPI_Abort), since the other processes cannot go on without this one.");

@@ -41,21 +41,38 @@ internal static class TrainingLoop
         ContinualTrainerOptions options, ContinualStrategy strategy, IDataView data, CancellationToken cancellation, ContinualFitOptions? fit = null)
     {
         ContinualCommunicator communicator = fit?.Communicator ?? ContinualCommunicator.World;
-        if (communicator.Size == 1) return Train(env, previous, trainerName, options, strategy, data, cancellation, fit, communicator);
+        var progress = new FitProgress();
+        if (communicator.Size == 1) return Train(env, previous, trainerName, options, strategy, data, cancellation, fit, communicator, progress);
         try
         {
-            return Train(env, previous, trainerName, options, strategy, data, cancellation, fit, communicator);
+            return Train(env, previous, trainerName, options, strategy, data, cancellation, fit, communicator, progress);
+        }
+        catch (ContinualDistributedException)
+        {
+            throw; // every process throws it at the same point
+        }
+        catch (Exception) when (!progress.Agreed)
+        {
+            progress.Agreed = true;
+            communicator.AllSucceeded(false); // tells the others, which are waiting at the agreement, that this process failed
+            throw;
         }
         catch (Exception e)
         {
-            communicator.AbortJob(e); // the other processes would wait for this one forever
+            communicator.AbortJob(e); // training had started: the other processes would wait for this one forever
             throw;
         }
     }
 
+    /// <summary>Whether the processes of a data-parallel fit have passed the agreement before training.</summary>
+    private sealed class FitProgress
+    {
+        public bool Agreed { get; set; }
+    }
+
     private static ContinualModelState Train(IHostEnvironment env, ContinualModelState? previous, string trainerName,
         ContinualTrainerOptions options, ContinualStrategy strategy, IDataView data, CancellationToken cancellation, ContinualFitOptions? fit,
-        ContinualCommunicator communicator)
+        ContinualCommunicator communicator, FitProgress progress)
     {
         options.Validate();
         fit?.Validate();
@@ -209,6 +226,14 @@ internal static class TrainingLoop
                 Cancellation = cancellation, TaskIndex = taskIndex, TaskSeed = taskSeed, Info = message => channel.Info(message),
                 Stream = batches, HeadsInTask = headsInTask.ToArray(), Communicator = communicator,
             };
+            if (communicator.Size > 1)
+            {
+                // The agreement: every process has checked and read its data (a failure before this point is caught above and
+                // reported here, so that no process goes on into training and waits for one that stopped).
+                progress.Agreed = true;
+                if (!communicator.AllSucceeded(true))
+                    throw new ContinualDistributedException($"Another process of this data-parallel fit ({communicator.Description}) failed while checking or reading its data; its error is in its output. This process stops too; nothing was trained.");
+            }
             if (UntrainedScope.Value)
             {
                 network.eval();

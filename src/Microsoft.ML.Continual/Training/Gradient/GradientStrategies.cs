@@ -8,7 +8,7 @@ namespace Microsoft.ML.Continual;
 /// The network's gradients seen as one flat vector: the parameters and their offsets are fixed once per task, the
 /// vectors that hold flattened gradients are allocated once and reused at every step.
 /// </summary>
-internal sealed class FlatGradients
+internal sealed class FlatGradients : IDisposable
 {
     private readonly Parameter[] _parameters;
     private readonly long[] _offsets;
@@ -66,6 +66,28 @@ internal sealed class FlatGradients
     }
 
     private Tensor?[]? _views;
+
+    /// <summary>Releases the views made by <see cref="ShareAsGradients"/> (the parameters keep their gradients).</summary>
+    public void Dispose()
+    {
+        foreach (Tensor? view in _views ?? []) view?.Dispose();
+        _views = null;
+    }
+
+    /// <summary>In a data-parallel fit, gives every parameter that has a gradient in any process a gradient in every process
+    /// (zero where this one has none): a hook's own backward passes over a share of the work (GEM's past tasks, A-GEM's
+    /// reference rows) reach different parameters in different processes (other tasks' heads), and the optimizers treat a
+    /// missing gradient differently from a zero one. One process ends with what the whole work would have given it.</summary>
+    public void AgreePresence(ContinualCommunicator communicator)
+    {
+        if (communicator.Size == 1) return;
+        var present = new float[_parameters.Length];
+        MarkPresent(present);
+        communicator.AllReduceSum(present);
+        using var _ = no_grad();
+        for (int i = 0; i < _parameters.Length; i++)
+            if (present[i] > 0 && _parameters[i].grad is null) _parameters[i].grad = zeros_like(_parameters[i]).DetachFromDisposeScope();
+    }
 
     /// <summary>True when <paramref name="a"/> and <paramref name="b"/> are the same CPU memory (only views made by
     /// <see cref="ShareAsGradients"/> can be; data-parallel training runs on the CPU, and <c>bytes</c> would copy a CUDA tensor).</summary>
@@ -145,6 +167,7 @@ internal sealed class GemStrategy : MemoryStrategy
             flat.CopyTo(row);
         }
         communicator.AllReduceSum(MemoryGradients!);
+        flat.AgreePresence(communicator);
         bool violated;
         using (no_grad()) violated = MemoryGradients!.mv(_gradient!).lt(0).any().item<bool>();
         if (!violated)
@@ -220,6 +243,7 @@ internal sealed class AGemStrategy : MemoryStrategy
         }
         flat.CopyTo(_reference!);
         context.Communicator.AllReduceSum(_reference!);
+        flat.AgreePresence(context.Communicator);
         if (Project(_gradient!, _reference!)) ProjectedSteps++;
         flat.CopyFrom(_gradient!);
     }

@@ -384,9 +384,9 @@ internal static class TrainingLoop
 
     private static optim.Optimizer CreateOptimizer(ContinualTrainerOptions options, IEnumerable<TorchSharp.Modules.Parameter> parameters) => options.Optimizer switch
     {
-        ContinualOptimizer.Sgd => optim.SGD(parameters, options.LearningRate, weight_decay: options.WeightDecay),
-        ContinualOptimizer.SgdMomentum => optim.SGD(parameters, options.LearningRate, momentum: options.Momentum, weight_decay: options.WeightDecay),
-        _ => optim.Adam(parameters, options.LearningRate, weight_decay: options.WeightDecay),
+        ContinualOptimizer.Sgd => new KeptScalarSgd(parameters, options.LearningRate, momentum: 0, options.WeightDecay),
+        ContinualOptimizer.SgdMomentum => new KeptScalarSgd(parameters, options.LearningRate, options.Momentum, options.WeightDecay),
+        _ => new KeptScalarAdam(parameters, options.LearningRate, options.WeightDecay),
     };
 
     private static Tensor MakeTargets(ContinualPredictionKind kind, LabelVocabulary? classes, TaskData data, string labelColumn)

@@ -127,7 +127,7 @@ internal sealed class GenerativeReplayStrategy : ContinualStrategy
                 "The generator was trained on features in [0, 1] (a Bernoulli likelihood) and this task has features outside that range; scale them as the first task's were.");
         _generator.to(context.Device);
         _generator.train();
-        _generatorOptimizer = optim.Adam(_generator.parameters(), _options.GeneratorLearningRate ?? _options.LearningRate);
+        _generatorOptimizer = new KeptScalarAdam(_generator.parameters(), _options.GeneratorLearningRate ?? _options.LearningRate, weightDecay: 0);
         _random = new Generator((ulong)(context.TaskSeed ^ 0x4447_5250), CPU);
         if (_tasksSeen == 0) return;
         _previousGenerator = _generator.Copy();

@@ -29,8 +29,19 @@ public static class ScaleOutSample
         // (ContinualCommunicator.SingleProcess trains alone even under mpirun).
         var fit = new ContinualFitOptions { Communicator = world };
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        ContinualTransformer model = trainer.Fit(stream[0].Train, previousModel: null, fit);
-        model = (ContinualTransformer)ml.Continual().Refit(model, stream[1].Train, fit);
+        ContinualTransformer model;
+        try
+        {
+            model = trainer.Fit(stream[0].Train, previousModel: null, fit);
+            model = (ContinualTransformer)ml.Continual().Refit(model, stream[1].Train, fit);
+        }
+        catch (ContinualDistributedException e)
+        {
+            // Another process failed while reading its data (its own error is in its output), or the processes were given
+            // different models or data: every process gets an error at the same point, and none waits for the others.
+            Console.Error.WriteLine($"rank {world.Rank}: {e.Message}");
+            return;
+        }
         double seconds = clock.Elapsed.TotalSeconds;
 
         if (world.Rank != 0) return; // every process holds the same model: one writes it and reports

@@ -70,6 +70,17 @@ public abstract class ContinualCommunicator
     /// <param name="error">The failure.</param>
     protected internal virtual void AbortJob(Exception error) { }
 
+    /// <summary>In every process, how many processes hold another <paramref name="value"/> than rank 0 (0: all the same).</summary>
+    internal int CountDiffering(byte[] value)
+    {
+        if (Size == 1) return 0;
+        byte[] rankZero = (byte[])value.Clone();
+        Broadcast(rankZero);
+        Span<double> differing = [value.AsSpan().SequenceEqual(rankZero) ? 0 : 1];
+        AllReduceSum(differing);
+        return (int)differing[0];
+    }
+
     /// <summary>True in every process when every process passes true: the agreement before training (see the remarks).</summary>
     internal bool AllSucceeded(bool succeeded)
     {

@@ -23,11 +23,8 @@ internal sealed class DataParallel : IDisposable
 
     public int Size => _communicator.Size;
 
-    /// <summary>This process's contiguous share of <paramref name="batch"/>'s rows (views, no copy): rows
-    /// [⌊n·rank/size⌋, ⌊n·(rank+1)/size⌋).</summary>
-    public TrainingBatch Share(TrainingBatch batch) => Share(batch, _communicator);
-
-    /// <summary>The contiguous share of <paramref name="batch"/>'s rows that process <paramref name="communicator"/>.Rank computes.</summary>
+    /// <summary>The contiguous share of <paramref name="batch"/>'s rows (views, no copy) that process
+    /// <paramref name="communicator"/>.Rank computes: rows [⌊n·rank/size⌋, ⌊n·(rank+1)/size⌋); the batch itself for one process.</summary>
     public static TrainingBatch Share(TrainingBatch batch, ContinualCommunicator communicator)
     {
         if (communicator.Size == 1) return batch;
@@ -37,13 +34,10 @@ internal sealed class DataParallel : IDisposable
             batch.Heads?.narrow(0, start, end - start), batch.Weight);
     }
 
-    /// <summary>The share's mean loss times its fraction of the global batch (its part of the global mean), or null
-    /// when the share is empty (a last batch smaller than the process count).</summary>
-    public static Tensor? PartOfMean(Tensor shareMeanLoss, TrainingBatch share, long globalRows)
-    {
-        long rows = share.Features.shape[0];
-        return rows == 0 ? null : shareMeanLoss * ((double)rows / globalRows);
-    }
+    /// <summary>The (non-empty) share's mean loss times its fraction of <paramref name="batch"/>'s rows: its part of the
+    /// batch's mean loss, so that the parts' gradients summed over the processes are the batch's; unchanged for one process.</summary>
+    public static Tensor PartOfMean(Tensor shareMeanLoss, TrainingBatch share, TrainingBatch batch, ContinualCommunicator communicator) =>
+        communicator.Size == 1 ? shareMeanLoss : shareMeanLoss * ((double)share.Features.shape[0] / batch.Features.shape[0]);
 
     /// <summary>Fails in every process, before any training, unless all of them start from the same model (weights and the
     /// strategy's state), options and task rows: a process given another model file or data file would otherwise train on
@@ -51,32 +45,15 @@ internal sealed class DataParallel : IDisposable
     public void CheckSameStart(TrainingContext context, string trainerName)
     {
         using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
-        var text = new System.Text.StringBuilder(trainerName);
-        foreach (var (name, value) in context.Options.ToPairs()) text.Append('|').Append(name).Append('=').Append(value);
-        text.Append(System.Globalization.CultureInfo.InvariantCulture, $"|task={context.TaskIndex}|rows={context.Task.Count}");
-        hash.AppendData(System.Text.Encoding.UTF8.GetBytes(text.ToString()));
-        // The rows and the starting weights, byte for byte, read in place (no copy of the task).
-        void Add(Tensor t)
-        {
-            using Tensor contiguous = t.detach().contiguous();
-            foreach (Tensor chunk in ContinualCommunicator.Chunks(contiguous))
-                using (chunk) hash.AppendData(chunk.bytes);
-        }
-        Add(context.Task.Features);
-        Add(context.Task.Targets);
-        if (context.Task.Heads is not null) Add(context.Task.Heads);
-        foreach (var (_, parameter) in context.Network.OrderedParameters()) Add(parameter);
+        hash.AppendData(System.Text.Encoding.UTF8.GetBytes(Checkpoint.Fingerprint(context, trainerName))); // options, rows, weights
         using (var state = new MemoryStream())
         {
             using (var writer = new BinaryWriter(state, System.Text.Encoding.UTF8, leaveOpen: true)) context.State.Strategy.SaveState(writer);
             hash.AppendData(state.GetBuffer(), 0, (int)state.Length);
         }
-        byte[] mine = hash.GetHashAndReset(), rankZero = (byte[])mine.Clone();
-        _communicator.Broadcast(rankZero);
-        Span<double> differing = [mine.AsSpan().SequenceEqual(rankZero) ? 0 : 1];
-        _communicator.AllReduceSum(differing);
-        if (differing[0] > 0)
-            throw new ContinualDistributedException($"{differing[0]} of the {Size} processes of this data-parallel fit start from another model, options or task rows than rank 0 "
+        int differing = _communicator.CountDiffering(hash.GetHashAndReset());
+        if (differing > 0)
+            throw new ContinualDistributedException($"{differing} of the {Size} processes of this data-parallel fit start from another model, options or task rows than rank 0 "
                 + $"(task {context.TaskIndex + 1}): every process must load the same model file and read the same data (if they do, an earlier fit of this job went apart between processes: a bug to report).");
     }
 
@@ -116,14 +93,6 @@ internal sealed class DataParallel : IDisposable
         Span<double> values = [lossSum, correct];
         _communicator.AllReduceSum(values);
         return (values[0], (long)Math.Round(values[1]));
-    }
-
-    /// <summary>True in every process when <paramref name="value"/> is the same in all of them.</summary>
-    public bool AllEqual(double value)
-    {
-        Span<double> values = [value, value * value];
-        _communicator.AllReduceSum(values);
-        return Math.Abs(values[1] - values[0] * values[0] / Size) <= 1e-9 * Math.Max(1, values[1]);
     }
 
     public void Dispose()

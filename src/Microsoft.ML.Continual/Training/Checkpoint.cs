@@ -1,5 +1,5 @@
-using System.Globalization;
 using System.Runtime.InteropServices;
+using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using TorchSharp;
@@ -27,12 +27,13 @@ internal static class Checkpoint
         foreach (var (name, value) in context.Options.ToPairs()) text.Append('|').Append(name).Append('=').Append(value);
         text.Append(CultureInfo.InvariantCulture, $"|task={context.TaskIndex}|rows={context.Task.Count}");
         hash.AppendData(Encoding.UTF8.GetBytes(text.ToString()));
-        // The exact rows (order included) and starting weights, byte for byte.
+        // The exact rows (order included) and starting weights, byte for byte, read in place in chunks (no copy of the task).
         void Add(Tensor t)
         {
             using var cpu = t.detach().cpu().contiguous();
-            if (cpu.dtype == ScalarType.Int64) hash.AppendData(MemoryMarshal.AsBytes(cpu.data<long>().ToArray().AsSpan()));
-            else hash.AppendData(MemoryMarshal.AsBytes(cpu.to_type(ScalarType.Float32).data<float>().ToArray().AsSpan()));
+            using var converted = cpu.dtype == ScalarType.Int64 ? null : cpu.to_type(ScalarType.Float32);
+            foreach (Tensor chunk in ContinualCommunicator.Chunks(converted ?? cpu))
+                using (chunk) hash.AppendData(chunk.bytes);
         }
         Add(context.Task.Features);
         Add(context.Task.Targets);

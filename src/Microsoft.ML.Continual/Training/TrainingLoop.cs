@@ -284,7 +284,7 @@ internal static class TrainingLoop
             firstEpoch = Checkpoint.Read(checkpointPath, fingerprint!, context, generator);
             channel.Info($"Resumed from checkpoint '{checkpointPath}' after epoch {firstEpoch}.");
         }
-        if (parallel is not null && checkpointPath is not null && !parallel.AllEqual(firstEpoch))
+        if (parallel is not null && checkpointPath is not null && communicator.CountDiffering(BitConverter.GetBytes(firstEpoch)) > 0)
             throw new ContinualCheckpointException($"The processes of this data-parallel fit found different checkpoints at '{checkpointPath}' (this one resumes after epoch {firstEpoch}): the checkpoint must be on storage every process reads (rank 0 writes it).");
         for (int epoch = firstEpoch; epoch < strategy.EpochCount(context); epoch++)
         {
@@ -305,19 +305,32 @@ internal static class TrainingLoop
                 TrainingBatch batch = batchEnumerator.Current;
                 context.CurrentBatch = batch;
                 context.Optimizer!.zero_grad();
-                if (parallel is null)
+                // Data-parallel: this process's share of the batch (and of each extra batch), each loss scaled to its part of
+                // the global mean and the penalty divided by the process count; one process: the batch itself, unscaled.
+                TrainingBatch share = DataParallel.Share(batch, communicator);
+                Tensor? loss = null;
+                if (share.Features.shape[0] > 0)
                 {
-                    Tensor outputs = context.Network.Forward(batch.Features, batch.Heads);
-                    Tensor loss = context.State.Loss(outputs, batch);
-                    lossSum += loss.item<float>() * batch.Features.shape[0];
-                    correct += context.State.CountCorrect(outputs, batch);
-                    foreach (TrainingBatch extra in strategy.ExtraBatches(context, batch))
-                        loss = loss + context.Loss(extra) * extra.Weight;
-                    if (strategy.Penalty(context) is Tensor penalty) loss = loss + penalty;
-                    loss.backward();
+                    Tensor outputs = context.Network.Forward(share.Features, share.Heads);
+                    Tensor shareLoss = context.State.Loss(outputs, share);
+                    lossSum += shareLoss.item<float>() * share.Features.shape[0];
+                    correct += context.State.CountCorrect(outputs, share);
+                    loss = DataParallel.PartOfMean(shareLoss, share, batch, communicator);
                 }
-                else
-                    (lossSum, correct) = DataParallelStep(context, parallel, batch, lossSum, correct);
+                foreach (TrainingBatch extra in strategy.ExtraBatches(context, batch))
+                {
+                    TrainingBatch extraShare = DataParallel.Share(extra, communicator);
+                    if (extraShare.Features.shape[0] == 0) continue;
+                    Tensor part = DataParallel.PartOfMean(context.Loss(extraShare), extraShare, extra, communicator) * extra.Weight;
+                    loss = loss is null ? part : loss + part;
+                }
+                if (strategy.Penalty(context) is Tensor penalty)
+                {
+                    Tensor part = communicator.Size == 1 ? penalty : penalty / communicator.Size; // the processes' parts add up to the penalty once
+                    loss = loss is null ? part : loss + part;
+                }
+                loss?.backward();
+                parallel?.SumGradients(context);
                 strategy.AfterBackward(context);
                 context.Optimizer.step();
                 strategy.AfterStep(context);
@@ -339,39 +352,6 @@ internal static class TrainingLoop
         context.Network.eval();
         strategy.AfterTask(context);
         if (checkpointPath is not null && fit!.DeleteCheckpointOnSuccess && File.Exists(checkpointPath)) File.Delete(checkpointPath); // the task is done
-    }
-
-    /// <summary>One step's forward and backward in one process of a data-parallel fit: <paramref name="batch"/> is the global
-    /// batch (the same in every process); this process computes its share, and the gradients are summed over the processes
-    /// before <see cref="ContinualStrategy.AfterBackward"/> (see <see cref="DataParallel"/>).</summary>
-    private static (double LossSum, long Correct) DataParallelStep(TrainingContext context, DataParallel parallel, TrainingBatch batch, double lossSum, long correct)
-    {
-        var strategy = context.State.Strategy;
-        TrainingBatch share = parallel.Share(batch);
-        Tensor? loss = null;
-        if (share.Features.shape[0] > 0)
-        {
-            Tensor outputs = context.Network.Forward(share.Features, share.Heads);
-            Tensor shareLoss = context.State.Loss(outputs, share);
-            lossSum += shareLoss.item<float>() * share.Features.shape[0];
-            correct += context.State.CountCorrect(outputs, share);
-            loss = DataParallel.PartOfMean(shareLoss, share, batch.Features.shape[0]);
-        }
-        foreach (TrainingBatch extra in strategy.ExtraBatches(context, batch))
-        {
-            TrainingBatch extraShare = parallel.Share(extra);
-            if (extraShare.Features.shape[0] == 0) continue;
-            Tensor part = DataParallel.PartOfMean(context.Loss(extraShare), extraShare, extra.Features.shape[0])! * extra.Weight;
-            loss = loss is null ? part : loss + part;
-        }
-        if (strategy.Penalty(context) is Tensor penalty)
-        {
-            Tensor part = penalty / parallel.Size; // every process adds its part; the sum over processes is the penalty once
-            loss = loss is null ? part : loss + part;
-        }
-        loss?.backward();
-        parallel.SumGradients(context);
-        return (lossSum, correct);
     }
 
     /// <summary>The minibatches of an in-memory task in the epoch's shuffled order.</summary>

@@ -235,12 +235,7 @@ internal sealed class AGemStrategy : MemoryStrategy
         flat.Zero();
         // Data-parallel: each process takes its share of the sample; the shares' gradients add up to the sample mean's.
         TrainingBatch share = DataParallel.Share(reference, context.Communicator);
-        if (share.Features.shape[0] > 0)
-        {
-            Tensor loss = context.Loss(share);
-            if (context.Communicator.Size > 1) loss = loss * ((double)share.Features.shape[0] / reference.Features.shape[0]);
-            loss.backward();
-        }
+        if (share.Features.shape[0] > 0) DataParallel.PartOfMean(context.Loss(share), share, reference, context.Communicator).backward();
         flat.CopyTo(_reference!);
         context.Communicator.AllReduceSum(_reference!);
         flat.AgreePresence(context.Communicator);

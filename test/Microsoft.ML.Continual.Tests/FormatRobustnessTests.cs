@@ -16,10 +16,11 @@ public class FormatRobustnessTests(Xunit.Abstractions.ITestOutputHelper output)
         var continual = ContinualCatalog.FindContinual(model)!;
         Assert.Equal(0x00010001, continual.FormatVersion);
         Assert.Equal(("Ewc", 2), (continual.TrainerName, continual.TasksSeen));
-        // Scores of the fixture's own probe rows, saved when the fixture was made (Program.cs "fixture").
+        // Scores of the fixture's own probe rows, saved when the fixture was made (Program.cs "fixture") on another machine:
+        // libtorch's kernels differ by CPU, so they are compared within the cross-machine tolerance, not bit for bit.
         float[] expected = new float[new FileInfo(Fixture("model-format-0x00010001.scores.bin")).Length / sizeof(float)];
         Buffer.BlockCopy(File.ReadAllBytes(Fixture("model-format-0x00010001.scores.bin")), 0, expected, 0, expected.Length * sizeof(float));
-        Assert.Equal(expected, TestData.Scores(model, TestData.View(ml, 1, [0, 1, 2, 3], 40, 3)));
+        TestData.AssertClose(expected, TestData.Scores(model, TestData.View(ml, 1, [0, 1, 2, 3], 40, 3)));
         // And it continues: a refit of the old file works.
         var next = ContinualCatalog.FindContinual(ml.Continual().Refit(model, TestData.View(ml, 2, [0, 4], 60, 4)))!;
         Assert.Equal(3, next.TasksSeen);

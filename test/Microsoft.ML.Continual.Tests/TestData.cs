@@ -99,6 +99,24 @@ public static class TestData
     public static string Hash(string path) => Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(path)));
 
     public static byte[] Bytes(float[] values) => System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray();
+
+    /// <summary>
+    /// The tolerance for scores compared across machines or shapes: a model saved on another CPU, or a score vector that
+    /// widened when later tasks brought classes. libtorch picks its kernels by CPU (AVX2, AVX-512 or baseline) and by
+    /// shape (a softmax over 3 slots and one over 5 with 2 masked reduce in another order), so such scores may differ in
+    /// the last bits; 1e-6 absolute is about 60 ulps of a probability near 0.2. What is promised bit for bit (the same
+    /// machine, the same shapes and batching) is compared with <see cref="Bytes"/> instead.
+    /// </summary>
+    public const float CrossMachineTolerance = 1e-6f;
+
+    /// <summary>Asserts that <paramref name="actual"/> equals <paramref name="expected"/> element by element within <see cref="CrossMachineTolerance"/>.</summary>
+    public static void AssertClose(float[] expected, float[] actual, float tolerance = CrossMachineTolerance)
+    {
+        Xunit.Assert.Equal(expected.Length, actual.Length);
+        for (int i = 0; i < expected.Length; i++)
+            if (!(Math.Abs(expected[i] - actual[i]) <= tolerance))
+                throw new Xunit.Sdk.XunitException($"Element {i}: expected {expected[i]:R}, got {actual[i]:R} (tolerance {tolerance:R}).");
+    }
 }
 
 /// <summary>A fresh folder per test, removed afterwards.</summary>

@@ -119,7 +119,7 @@ internal static class Commands
             using var _ = IsWriter ? ModelFiles.Lock(outPath, TimeSpan.FromSeconds(parse.GetValue(WaitSeconds))) : null;
             var clock = System.Diagnostics.Stopwatch.StartNew();
             ContinualTransformer model = WithProgress(parse.GetValue(Json), "train", fit =>
-                (ContinualTransformer)((dynamic)estimator).Fit(concatenation.Transform(prepared.View), (ContinualTransformer?)null, Checkpointed(fit, parse, outPath), token()));
+                estimator.Fit(concatenation.Transform(prepared.View), null, Checkpointed(fit, parse, outPath), token()));
             var chain = new TransformerChain<ITransformer>(concatenation, model);
             if (!IsWriter) return ExitCodes.Success; // under mpirun every process trained the same model; rank 0 writes it
             ModelFiles.SaveAtomic(ml, chain, prepared.View.Schema, outPath);

@@ -23,7 +23,7 @@ namespace Microsoft.ML.Continual;
 /// </remarks>
 public sealed class PackNetTrainer : ContinualTrainerBase<PackNetTrainer.Options>
 {
-    internal const string TrainerName = "PackNet";
+    internal const string RegisteredName = "PackNet";
 
     /// <summary>Options for <see cref="PackNetTrainer"/>; <see cref="ContinualTrainerOptions.TaskIdColumnName"/> defaults to <c>"TaskId"</c> here.</summary>
     public sealed class Options : TaskIncrementalTrainerOptions
@@ -41,18 +41,12 @@ public sealed class PackNetTrainer : ContinualTrainerBase<PackNetTrainer.Options
         /// <summary>Epochs of retraining after pruning (only the kept weights train). Default 2.</summary>
         public int RetrainEpochs { get; set; } = 2;
 
-        internal override void Validate()
-        {
-            base.Validate();
-            if (!(PruneFraction >= 0 && PruneFraction < 1)) throw new ArgumentOutOfRangeException(nameof(PruneFraction), "Option PruneFraction must be in [0, 1).");
-            if (ExpectedTaskCount < 0 || ExpectedTaskCount > short.MaxValue - 1) throw new ArgumentOutOfRangeException(nameof(ExpectedTaskCount), "Option ExpectedTaskCount must be in [0, 32,766].");
-            if (RetrainEpochs < 0 || RetrainEpochs > 10_000) throw new ArgumentOutOfRangeException(nameof(RetrainEpochs), "Option RetrainEpochs must be in [0, 10,000].");
-        }
     }
 
     internal PackNetTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
-    private protected override string Name => TrainerName;
+    /// <inheritdoc/>
+    public override string TrainerName => RegisteredName;
 }
 
 /// <summary>
@@ -72,7 +66,7 @@ public sealed class PackNetTrainer : ContinualTrainerBase<PackNetTrainer.Options
 /// </remarks>
 public sealed class ProgressiveNetworksTrainer : ContinualTrainerBase<ProgressiveNetworksTrainer.Options>
 {
-    internal const string TrainerName = "ProgressiveNetworks";
+    internal const string RegisteredName = "ProgressiveNetworks";
 
     /// <summary>Options for <see cref="ProgressiveNetworksTrainer"/>; <see cref="ContinualTrainerOptions.HiddenLayerSizes"/> are each column's sizes.</summary>
     public sealed class Options : TaskIncrementalTrainerOptions
@@ -82,7 +76,8 @@ public sealed class ProgressiveNetworksTrainer : ContinualTrainerBase<Progressiv
 
     internal ProgressiveNetworksTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
-    private protected override string Name => TrainerName;
+    /// <inheritdoc/>
+    public override string TrainerName => RegisteredName;
 }
 
 /// <summary>
@@ -110,7 +105,7 @@ public sealed class ProgressiveNetworksTrainer : ContinualTrainerBase<Progressiv
 /// </remarks>
 public sealed class CpgTrainer : ContinualTrainerBase<CpgTrainer.Options>
 {
-    internal const string TrainerName = "Cpg";
+    internal const string RegisteredName = "Cpg";
 
     /// <summary>Options for <see cref="CpgTrainer"/>; <see cref="ContinualTrainerOptions.HiddenLayerSizes"/> are the first task's widths.</summary>
     public sealed class Options : TaskIncrementalTrainerOptions
@@ -135,21 +130,12 @@ public sealed class CpgTrainer : ContinualTrainerBase<CpgTrainer.Options>
         /// <summary>How far accuracy may fall during compaction before the last step is undone. Default 0.005.</summary>
         public double CompactionTolerance { get; set; } = 0.005;
 
-        internal override void Validate()
-        {
-            base.Validate();
-            if (!(AccuracyGoal >= 0 && AccuracyGoal <= 1)) throw new ArgumentOutOfRangeException(nameof(AccuracyGoal), "Option AccuracyGoal must be in [0, 1].");
-            if (!(GrowthFraction > 0 && GrowthFraction <= 10)) throw new ArgumentOutOfRangeException(nameof(GrowthFraction), "Option GrowthFraction must be in (0, 10].");
-            if (MaxGrowths < 0 || MaxGrowths > 100) throw new ArgumentOutOfRangeException(nameof(MaxGrowths), "Option MaxGrowths must be in [0, 100].");
-            if (CompactionSteps < 1 || CompactionSteps > 100) throw new ArgumentOutOfRangeException(nameof(CompactionSteps), "Option CompactionSteps must be in [1, 100].");
-            if (!(MaxPruneFraction >= 0 && MaxPruneFraction < 1)) throw new ArgumentOutOfRangeException(nameof(MaxPruneFraction), "Option MaxPruneFraction must be in [0, 1).");
-            if (!(CompactionTolerance >= 0 && CompactionTolerance <= 1)) throw new ArgumentOutOfRangeException(nameof(CompactionTolerance), "Option CompactionTolerance must be in [0, 1].");
-        }
     }
 
     internal CpgTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
-    private protected override string Name => TrainerName;
+    /// <inheritdoc/>
+    public override string TrainerName => RegisteredName;
 }
 
 /// <summary>How a model's capacity is divided among its tasks (architecture methods: <see cref="PackNetTrainer"/>,

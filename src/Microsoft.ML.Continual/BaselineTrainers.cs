@@ -10,7 +10,7 @@ namespace Microsoft.ML.Continual;
 /// of all tasks are shuffled together. Cost grows with t: the refit after task t processes Σ_{k≤t} n_k rows per epoch.</remarks>
 public sealed class JointTrainer : ContinualTrainerBase<JointTrainer.Options>
 {
-    internal const string TrainerName = "Joint";
+    internal const string RegisteredName = "Joint";
 
     /// <summary>Options for <see cref="JointTrainer"/>; see <see cref="ContinualTrainerOptions"/> for the shared ones and their defaults.</summary>
     public sealed class Options : ContinualTrainerOptions
@@ -19,7 +19,8 @@ public sealed class JointTrainer : ContinualTrainerBase<JointTrainer.Options>
 
     internal JointTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
-    private protected override string Name => TrainerName;
+    /// <inheritdoc/>
+    public override string TrainerName => RegisteredName;
 }
 
 /// <summary>
@@ -32,7 +33,7 @@ public sealed class JointTrainer : ContinualTrainerBase<JointTrainer.Options>
 /// no gradient and are not touched by the optimizer, so their predictions stay bit-identical.</remarks>
 public sealed class IndependentTrainer : ContinualTrainerBase<IndependentTrainer.Options>
 {
-    internal const string TrainerName = "Independent";
+    internal const string RegisteredName = "Independent";
 
     /// <summary>Options for <see cref="IndependentTrainer"/>; <see cref="ContinualTrainerOptions.TaskIdColumnName"/> defaults to <c>"TaskId"</c> here.</summary>
     public sealed class Options : TaskIncrementalTrainerOptions
@@ -42,5 +43,6 @@ public sealed class IndependentTrainer : ContinualTrainerBase<IndependentTrainer
 
     internal IndependentTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
-    private protected override string Name => TrainerName;
+    /// <inheritdoc/>
+    public override string TrainerName => RegisteredName;
 }

@@ -91,13 +91,13 @@ public sealed class ContinualCatalog
         {
             model = _mlContext.Model.Load(stream, out inputSchema);
         }
-        catch (ContinualModelFormatException e)
-        {
-            throw new ContinualModelFormatException($"{what}: {e.Message}", e);
-        }
         catch (Exception e) when (e is not OperationCanceledException and not OutOfMemoryException)
         {
-            throw new ContinualModelFormatException($"{what} is not a readable ML.NET model zip ({e.GetType().Name}: {e.Message}).", e);
+            // ML.NET calls the loader through reflection: the reason is inside TargetInvocationException (and its own wrappers).
+            Exception cause = e;
+            while (cause is not ContinualModelFormatException && cause.InnerException is { } inner) cause = inner;
+            if (cause is ContinualModelFormatException format) throw new ContinualModelFormatException($"{what}: {format.Message}", format);
+            throw new ContinualModelFormatException($"{what} is not a readable ML.NET model zip ({cause.GetType().Name}: {cause.Message}).", e);
         }
         if (FindContinual(model) is null)
             throw new ContinualModelFormatException($"{what} holds an ML.NET model ({model.GetType().Name}) that does not end in a continual model.");
@@ -228,12 +228,27 @@ public sealed class ContinualTrainers
     /// An unknown trainer or option name, or a value of the wrong type or out of range, is an <see cref="ArgumentException"/> saying what is valid.
     /// </summary>
     /// <example><code source="../../src/Samples/ProductionSample.cs" /></example>
-    public IEstimator<ContinualTransformer> Create(string trainerName, IEnumerable<KeyValuePair<string, string>>? options = null)
+    public ContinualTrainer Create(string trainerName, IEnumerable<KeyValuePair<string, string>>? options = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(trainerName);
         var entry = TrainerRegistry.Find(trainerName.Replace("-", "").Replace("_", ""))
             ?? throw new ArgumentException($"Unknown trainer '{trainerName}'. Trainers: {string.Join(", ", TrainerRegistry.Names)}.", nameof(trainerName));
         return entry.CreateTrainer(_mlContext, entry.ParseUserOptions(options ?? []));
+    }
+
+    /// <summary>
+    /// A trainer of the shared <paramref name="options"/> and the ordered <paramref name="plugins"/>, e.g.
+    /// <c>Compose(options, new ReplayPlugin { MemorySize = 500 }, new EwcPlugin { Mode = EwcMode.Online }, new MyDistillation())</c>:
+    /// any combination runs on the one training loop, each hook in list order, and each plugin's settings and state are saved
+    /// in the model under its registered name. Only the plugins' settings are taken (each fit gets fresh instances); a plugin
+    /// type of your own must be registered first (<see cref="ContinualPlugins.Register{TPlugin}(string)"/>). At most one
+    /// plugin of the architecture family may be in the list.
+    /// </summary>
+    /// <example><code source="../../src/Samples/DistillationPluginSample.cs" /></example>
+    public ComposedTrainer Compose(ComposedTrainer.Options? options, params ContinualPlugin[] plugins)
+    {
+        ArgumentNullException.ThrowIfNull(plugins);
+        return new(_mlContext, options ?? new ComposedTrainer.Options(), plugins);
     }
 
     /// <summary>Fine-tuning with the common options given directly.</summary>

@@ -2,7 +2,7 @@ namespace Microsoft.ML.Continual;
 
 /// <summary>
 /// How one fit runs (not what it learns: that is the trainer's options, frozen in the model): checkpoints within the
-/// task, progress reports and the processes that train together. Pass it to <see cref="ContinualTrainerBase{TOptions}.Fit(IDataView, ContinualTransformer?, ContinualFitOptions, CancellationToken)"/>
+/// task, progress reports and the processes that train together. Pass it to <see cref="ContinualTrainer.Fit(IDataView, ContinualTransformer?, ContinualFitOptions, CancellationToken)"/>
 /// or <see cref="ContinualCatalog.Refit(ITransformer, IDataView, ContinualFitOptions, CancellationToken)"/>.
 /// </summary>
 public sealed class ContinualFitOptions
@@ -35,6 +35,9 @@ public sealed class ContinualFitOptions
     /// <example><code source="../../src/Samples/ScaleOutSample.cs" /></example>
     public ContinualCommunicator? Communicator { get; set; }
 
+    /// <summary>Called once when the fit has trained its task, with what it measured (rows, epochs run, steps, seconds).</summary>
+    public Action<ContinualFitStatistics>? Completed { get; set; }
+
     internal void Validate()
     {
         if (CheckpointEveryEpochs < 1) throw new ArgumentOutOfRangeException(nameof(CheckpointEveryEpochs), "Option CheckpointEveryEpochs must be positive.");
@@ -45,6 +48,46 @@ public sealed class ContinualFitOptions
 /// <summary>Where a fit is: the epoch (0-based) of <see cref="Epochs"/>, the step within it of <see cref="StepsPerEpoch"/>, and at
 /// the end of an epoch (<see cref="EpochCompleted"/>) its mean training loss.</summary>
 public sealed record ContinualFitProgress(int Epoch, int Epochs, long Step, long StepsPerEpoch, bool EpochCompleted, double Loss, bool ResumedFromCheckpoint);
+
+/// <summary>What one fit measured: the rows of its task (a joint model's include earlier tasks), the epochs it ran (PackNet
+/// and CPG run more than <see cref="ContinualTrainerOptions.NumberOfEpochs"/>; a resumed fit, fewer), its optimizer steps,
+/// the seconds of the training loop including the end-of-task consolidation, and each epoch's seconds.</summary>
+/// <param name="Rows">Rows of the task trained on.</param>
+/// <param name="Epochs">Epochs run in this fit.</param>
+/// <param name="Steps">Optimizer steps taken.</param>
+/// <param name="TrainingSeconds">Seconds of the loop, consolidation included.</param>
+/// <param name="EpochSeconds">Seconds of each epoch run (hooks included, consolidation excluded).</param>
+public sealed record ContinualFitStatistics(long Rows, int Epochs, long Steps, double TrainingSeconds, IReadOnlyList<double> EpochSeconds)
+{
+    /// <summary>Rows × epochs run per second of the loop.</summary>
+    public double SamplesPerSecond => TrainingSeconds > 0 ? Rows * (double)Epochs / TrainingSeconds : 0;
+}
+
+/// <summary>A fit whose loss or parameters became infinite or NaN (a diverged run): nothing was returned or written, and the
+/// previous model is unchanged. The message says where (task, epoch, step) and what diverged.</summary>
+public sealed class ContinualTrainingException : Exception
+{
+    /// <summary>Creates the exception.</summary>
+    public ContinualTrainingException(string message, int taskIndex, int epoch, long step, string what) : base(message)
+    {
+        TaskIndex = taskIndex;
+        Epoch = epoch;
+        Step = step;
+        What = what;
+    }
+
+    /// <summary>The task (0-based, counting every task the model has seen).</summary>
+    public int TaskIndex { get; }
+
+    /// <summary>The epoch (0-based).</summary>
+    public int Epoch { get; }
+
+    /// <summary>Optimizer steps taken in the task when it diverged.</summary>
+    public long Step { get; }
+
+    /// <summary>What diverged: the task loss, the loss with the plugins' terms, or a parameter's name.</summary>
+    public string What { get; }
+}
 
 /// <summary>A checkpoint that cannot be used: unreadable, or made by another job (other trainer, options, previous model or data).</summary>
 public sealed class ContinualCheckpointException : InvalidOperationException

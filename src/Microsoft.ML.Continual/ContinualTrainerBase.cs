@@ -3,35 +3,39 @@ using Microsoft.ML.Runtime;
 namespace Microsoft.ML.Continual;
 
 /// <summary>
-/// The base of every continual trainer: an ordinary ML.NET estimator whose <see cref="Fit(IDataView)"/> trains a
-/// first task, and whose <see cref="Fit(IDataView, ContinualTransformer, CancellationToken)"/> continues a previous model
-/// on the next task (warm start, as ML.NET's own <c>Fit(data, modelParameters)</c>).
+/// Every continual trainer: an ordinary ML.NET estimator whose <see cref="Fit(IDataView)"/> trains a first task and whose
+/// <see cref="Fit(IDataView, ContinualTransformer, CancellationToken)"/> continues a previous model on the next task (warm
+/// start, as ML.NET's own <c>Fit(data, modelParameters)</c>). A trainer is its options (frozen when it is made) and an
+/// ordered list of plugins (<see cref="PluginNames"/>); <see cref="ContinualTrainers.Create"/> and the catalog return this
+/// type, so warm starts and fit options are reachable whatever the trainer.
 /// </summary>
-/// <typeparam name="TOptions">The trainer's options.</typeparam>
-public abstract class ContinualTrainerBase<TOptions> : IEstimator<ContinualTransformer>, IContinualTrainer
-    where TOptions : ContinualTrainerOptions, new()
+public abstract class ContinualTrainer : IEstimator<ContinualTransformer>
 {
-    string IContinualTrainer.TrainerName => Name;
-
-    ITransformer IContinualTrainer.Fit(IDataView data, CancellationToken cancellationToken) => Fit(data, cancellationToken);
-
     private readonly IHostEnvironment _env;
-    private readonly TOptions _options;
 
-    private protected ContinualTrainerBase(MLContext mlContext, TOptions options)
+    private protected ContinualTrainer(MLContext mlContext)
     {
         ArgumentNullException.ThrowIfNull(mlContext);
-        ArgumentNullException.ThrowIfNull(options);
         _env = mlContext;
-        _options = options.CloneAs<TOptions>(); // frozen: later changes to the caller's object do nothing
-        _options.Validate();
     }
 
-    /// <summary>The name stored in models this trainer makes; refits look the trainer up by it.</summary>
-    private protected abstract string Name { get; }
+    /// <summary>The name stored in models this trainer makes (e.g. <c>"Ewc"</c>; <c>"Composed"</c> for <see cref="ContinualTrainers.Compose"/>).</summary>
+    public abstract string TrainerName { get; }
 
-    /// <summary>A new strategy for these options, made by the trainer registry (the same factory loading uses).</summary>
-    private ContinualStrategy CreateStrategy(TOptions options) => TrainerRegistry.Get(Name).CreateStrategy(options);
+    /// <summary>A copy of the trainer's options (changing it changes nothing).</summary>
+    public ContinualTrainerOptions GetOptions() => CopyOptions();
+
+    /// <summary>The registered names of the trainer's plugins, in order (empty for fine-tuning).</summary>
+    public IReadOnlyList<string> PluginNames => CreatePlugins(CopyOptions()).Select(p => p.Name).ToList();
+
+    /// <summary>Set by the experiment runner around the fit of its untrained "row 0" model (a chain ending in this trainer
+    /// cannot be given the flag otherwise): the model is built and initialised, no epoch runs.</summary>
+    internal bool FitsUntrained { get; set; }
+
+    private protected abstract ContinualTrainerOptions CopyOptions();
+
+    /// <summary>Fresh plugins (no state) for a fit with <paramref name="options"/>.</summary>
+    private protected abstract IReadOnlyList<ContinualPlugin> CreatePlugins(ContinualTrainerOptions options);
 
     /// <summary>Trains a new model on the first task.</summary>
     public ContinualTransformer Fit(IDataView input) => Fit(input, CancellationToken.None);
@@ -40,58 +44,61 @@ public abstract class ContinualTrainerBase<TOptions> : IEstimator<ContinualTrans
     public ContinualTransformer Fit(IDataView input, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(input);
-        var options = _options.CloneAs<TOptions>();
-        var state = TrainingLoop.Train(_env, null, Name, options, CreateStrategy(options), input, cancellationToken);
+        var options = CopyOptions();
+        var state = TrainingLoop.Train(_env, null, TrainerName, options, new PluginList(CreatePlugins(options)), input, cancellationToken, untrained: FitsUntrained);
         return new ContinualTransformer(_env, state);
     }
 
     /// <summary>
-    /// Continues <paramref name="previousModel"/> on the task <paramref name="input"/> with this trainer's options.
-    /// The network (its shape must match these options), label vocabulary and task ids carry over; the strategy's
-    /// state carries over when <paramref name="previousModel"/> was made by this same trainer, and starts anew
-    /// otherwise. <paramref name="previousModel"/> is not changed. To continue with the options stored in a model,
+    /// Continues <paramref name="previousModel"/> on the task <paramref name="input"/> with this trainer's options and plugins.
+    /// The network (its shape must match these options), label vocabulary and task ids carry over; each plugin that the
+    /// previous model also has continues with a copy of its state, a plugin it lacks starts anew, and a plugin only the
+    /// previous model has is dropped (continuing is refused where unsound: the architecture family divides the network its
+    /// own way). <paramref name="previousModel"/> is not changed. To continue with the options and plugins stored in a model,
     /// use <see cref="ContinualCatalog.Refit(ITransformer, IDataView, CancellationToken)"/> instead.
     /// </summary>
     public ContinualTransformer Fit(IDataView input, ContinualTransformer previousModel, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(previousModel);
-        var options = _options.CloneAs<TOptions>();
-        CheckColumnsMatch(previousModel.State.Options, options);
-        ContinualStrategy strategy = previousModel.TrainerName == Name
-            ? previousModel.CopyStrategy(TrainerRegistry.Get(Name), options)
-            : CreateStrategy(options);
-        return previousModel.ContinueWith(Name, options, strategy, input, cancellationToken);
+        return FitCore(input, previousModel, null, cancellationToken);
     }
 
     /// <summary>
     /// Trains on <paramref name="input"/>, continuing <paramref name="previousModel"/> when given (as
     /// <see cref="Fit(IDataView, ContinualTransformer, CancellationToken)"/>) or starting a new model, with checkpoints within
-    /// the task and progress reports as <paramref name="fitOptions"/> says.
+    /// the task, progress and statistics reports and the processes that train together as <paramref name="fitOptions"/> says.
     /// </summary>
     public ContinualTransformer Fit(IDataView input, ContinualTransformer? previousModel, ContinualFitOptions fitOptions, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(input);
         ArgumentNullException.ThrowIfNull(fitOptions);
-        var options = _options.CloneAs<TOptions>();
         if (previousModel is null)
-            return new ContinualTransformer(_env, TrainingLoop.Train(_env, null, Name, options, CreateStrategy(options), input, cancellationToken, fitOptions));
+        {
+            var options = CopyOptions();
+            return new ContinualTransformer(_env, TrainingLoop.Train(_env, null, TrainerName, options, new PluginList(CreatePlugins(options)), input, cancellationToken, fitOptions, FitsUntrained));
+        }
+        return FitCore(input, previousModel, fitOptions, cancellationToken);
+    }
+
+    private ContinualTransformer FitCore(IDataView input, ContinualTransformer previousModel, ContinualFitOptions? fitOptions, CancellationToken cancellationToken)
+    {
+        var options = CopyOptions();
         CheckColumnsMatch(previousModel.State.Options, options);
-        ContinualStrategy strategy = previousModel.TrainerName == Name
-            ? previousModel.CopyStrategy(TrainerRegistry.Get(Name), options)
-            : CreateStrategy(options);
-        return previousModel.ContinueWith(Name, options, strategy, input, cancellationToken, fitOptions);
+        var plugins = PluginList.Continuing(previousModel.State.Plugins, CreatePlugins(options), previousModel.TrainerName, TrainerName);
+        return previousModel.ContinueWith(TrainerName, options, plugins, input, cancellationToken, fitOptions);
     }
 
     /// <summary>The schema shape the trainer's model produces, after checking the input's columns.</summary>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
-        var features = Find(inputSchema, _options.FeatureColumnName, "Feature");
+        var options = CopyOptions();
+        var features = Find(inputSchema, options.FeatureColumnName, "Feature");
         if (features.ItemType != Data.NumberDataViewType.Single || features.Kind == SchemaShape.Column.VectorKind.VariableVector)
             throw new ContinualDataException(features.Name, $"Feature column '{features.Name}' must be a known-size vector of Single.");
-        var label = Find(inputSchema, _options.LabelColumnName, "Label");
-        if (_options.TaskIdColumnName is string taskId) Find(inputSchema, taskId, "Task-id");
-        var kind = _options.PredictionKind switch
+        var label = Find(inputSchema, options.LabelColumnName, "Label");
+        if (options.TaskIdColumnName is string taskId) Find(inputSchema, taskId, "Task-id");
+        var kind = options.PredictionKind switch
         {
             ContinualPredictionKind.Auto when label.ItemType is Data.BooleanDataViewType => ContinualPredictionKind.Binary,
             ContinualPredictionKind.Auto when label.ItemType == Data.NumberDataViewType.Single || label.ItemType == Data.NumberDataViewType.Double => ContinualPredictionKind.Regression,
@@ -133,10 +140,25 @@ public abstract class ContinualTrainerBase<TOptions> : IEstimator<ContinualTrans
     }
 }
 
-/// <summary>What the experiment runner needs of any continual trainer, whatever its options type.</summary>
-internal interface IContinualTrainer
+/// <summary>
+/// The base of the built-in trainers: the options <typeparamref name="TOptions"/>, from which the trainer's plugins are
+/// made (e.g. <see cref="EwcTrainer"/>'s options make one <see cref="EwcPlugin"/>).
+/// </summary>
+/// <typeparam name="TOptions">The trainer's options.</typeparam>
+public abstract class ContinualTrainerBase<TOptions> : ContinualTrainer
+    where TOptions : ContinualTrainerOptions, new()
 {
-    string TrainerName { get; }
+    private readonly TOptions _options;
 
-    ITransformer Fit(IDataView data, CancellationToken cancellationToken);
+    private protected ContinualTrainerBase(MLContext mlContext, TOptions options) : base(mlContext)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        _options = options.CloneAs<TOptions>(); // frozen: later changes to the caller's object do nothing
+        _options.Validate();
+        foreach (var plugin in CreatePlugins(_options)) plugin.Validate(); // the method's own settings (e.g. EWC's Gamma)
+    }
+
+    private protected override ContinualTrainerOptions CopyOptions() => _options.CloneAs<TOptions>();
+
+    private protected override IReadOnlyList<ContinualPlugin> CreatePlugins(ContinualTrainerOptions options) => TrainerRegistry.Get(TrainerName).CreatePlugins(options);
 }

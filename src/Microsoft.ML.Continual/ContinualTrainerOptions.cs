@@ -1,6 +1,3 @@
-using System.Globalization;
-using System.Reflection;
-
 namespace Microsoft.ML.Continual;
 
 /// <summary>What a continual model predicts; decides the output columns and the loss.</summary>
@@ -121,25 +118,23 @@ public abstract class ContinualTrainerOptions
     /// CUDA build of libtorch in place of <c>libtorch-cpu-linux-x64</c>; see the README.</summary>
     public string Device { get; set; } = "cpu";
 
+    /// <summary>The network under the heads; null (default): a multilayer perceptron of <see cref="HiddenLayerSizes"/>,
+    /// <see cref="Activation"/> and <see cref="Dropout"/> (which apply only to it). <see cref="ConvBackbone"/> is a small
+    /// convolutional network for image-shaped rows; a registered <see cref="ContinualBackbone"/> of your own plugs in any
+    /// TorchSharp module. The architecture family (PackNet, CPG, progressive networks) needs the perceptron.</summary>
+    /// <example><code source="../../src/Samples/BackboneSample.cs" /></example>
+    public ContinualBackbone? Backbone { get; set; }
+
     /// <summary>Writes every public settable option as invariant text (the model zip stores options this way, so a
     /// later version can read them and give new options their defaults).</summary>
-    internal IReadOnlyList<KeyValuePair<string, string>> ToPairs()
-    {
-        var pairs = new List<KeyValuePair<string, string>>();
-        foreach (PropertyInfo p in SettableProperties(GetType()))
-            pairs.Add(new(p.Name, FormatValue(p.GetValue(this))));
-        return pairs;
-    }
+    internal IReadOnlyList<KeyValuePair<string, string>> ToPairs() => Settings.ToPairs(this);
 
     /// <summary>Reads options written by <see cref="ToPairs"/>; unknown names are ignored (a newer writer), missing
     /// names keep their defaults (an older writer).</summary>
     internal static TOptions FromPairs<TOptions>(IEnumerable<KeyValuePair<string, string>> pairs) where TOptions : ContinualTrainerOptions, new()
     {
         var options = new TOptions();
-        var byName = SettableProperties(typeof(TOptions)).ToDictionary(p => p.Name, StringComparer.Ordinal);
-        foreach (var (name, text) in pairs)
-            if (byName.TryGetValue(name, out var p))
-                p.SetValue(options, ParseValue(p.PropertyType, text, name));
+        Settings.FromStoredPairs(options, pairs);
         return options;
     }
 
@@ -148,29 +143,16 @@ public abstract class ContinualTrainerOptions
     internal static TOptions FromUserPairs<TOptions>(IEnumerable<KeyValuePair<string, string>> pairs) where TOptions : ContinualTrainerOptions, new()
     {
         var options = new TOptions();
-        var byName = SettableProperties(typeof(TOptions)).ToDictionary(p => p.Name, StringComparer.OrdinalIgnoreCase);
-        foreach (var (name, text) in pairs)
-        {
-            if (!byName.TryGetValue(name.Trim(), out var p))
-                throw new ArgumentException($"Unknown option '{name}'. Options of this trainer: {string.Join(", ", byName.Keys.Order(StringComparer.Ordinal))}.");
-            try
-            {
-                p.SetValue(options, ParseValue(p.PropertyType, text.Trim(), p.Name));
-            }
-            catch (ContinualModelFormatException e)
-            {
-                Type type = Nullable.GetUnderlyingType(p.PropertyType) ?? p.PropertyType;
-                string expected = type.IsEnum ? $"one of {string.Join(", ", Enum.GetNames(type))}" : type == typeof(int[]) ? "comma-separated integers" : $"a {type.Name}";
-                throw new ArgumentException($"Option {p.Name} = '{text}' is not valid: expected {expected}.", e);
-            }
-        }
+        Settings.FromUserPairs(options, pairs, "this trainer");
         options.Validate();
         return options;
     }
 
     internal TOptions CloneAs<TOptions>() where TOptions : ContinualTrainerOptions, new() => FromPairs<TOptions>(ToPairs());
 
-    /// <summary>Checks every option, naming the first one that is out of range.</summary>
+    private static readonly System.Text.RegularExpressions.Regex DevicePattern = new("^(cpu|cuda|mps)(:[0-9]{1,3})?$");
+
+    /// <summary>Checks every option, naming the first one that is out of range (also for options read from a model file).</summary>
     internal virtual void Validate()
     {
         static void Check(bool ok, string name, string expected)
@@ -180,54 +162,16 @@ public abstract class ContinualTrainerOptions
         Check(!string.IsNullOrWhiteSpace(LabelColumnName), nameof(LabelColumnName), "a column name");
         Check(!string.IsNullOrWhiteSpace(FeatureColumnName), nameof(FeatureColumnName), "a column name");
         Check(TaskIdColumnName is null || TaskIdColumnName.Trim().Length > 0, nameof(TaskIdColumnName), "null or a column name");
-        Check(HiddenLayerSizes is not null && HiddenLayerSizes.All(s => s > 0), nameof(HiddenLayerSizes), "positive sizes");
+        Check(HiddenLayerSizes is not null && HiddenLayerSizes.Length <= 64 && HiddenLayerSizes.All(s => s > 0 && s <= 1 << 20), nameof(HiddenLayerSizes), "at most 64 sizes in [1, 1,048,576]");
         Check(Dropout >= 0 && Dropout < 1, nameof(Dropout), "in [0, 1)");
         Check(LearningRate > 0 && double.IsFinite(LearningRate), nameof(LearningRate), "positive");
         Check(Momentum >= 0 && Momentum < 1, nameof(Momentum), "in [0, 1)");
         Check(WeightDecay >= 0 && double.IsFinite(WeightDecay), nameof(WeightDecay), "non-negative");
-        Check(BatchSize > 0, nameof(BatchSize), "positive");
-        Check(NumberOfEpochs > 0, nameof(NumberOfEpochs), "positive");
-        Check(NumberOfThreads is null || NumberOfThreads > 0, nameof(NumberOfThreads), "null or positive");
+        Check(BatchSize is > 0 and <= 1 << 24, nameof(BatchSize), "in [1, 16,777,216]");
+        Check(NumberOfEpochs is > 0 and <= 100_000, nameof(NumberOfEpochs), "in [1, 100,000]");
+        Check(NumberOfThreads is null || NumberOfThreads is > 0 and <= 1024, nameof(NumberOfThreads), "null or in [1, 1,024]");
         Check(MemoryBudgetMegabytes is null || MemoryBudgetMegabytes is > 0 and <= 1 << 20, nameof(MemoryBudgetMegabytes), "null or in [1, 1,048,576]");
-        Check(!string.IsNullOrWhiteSpace(Device), nameof(Device), "a TorchSharp device name such as \"cpu\"");
-    }
-
-    private static IEnumerable<PropertyInfo> SettableProperties(Type type) =>
-        type.GetProperties(BindingFlags.Public | BindingFlags.Instance)
-            .Where(p => p.CanRead && p.CanWrite && p.GetIndexParameters().Length == 0)
-            .OrderBy(p => p.Name, StringComparer.Ordinal);
-
-    private static string FormatValue(object? value) => value switch
-    {
-        null => "",
-        int[] a => string.Join(",", a.Select(v => v.ToString(CultureInfo.InvariantCulture))),
-        float f => f.ToString("R", CultureInfo.InvariantCulture),
-        double d => d.ToString("R", CultureInfo.InvariantCulture),
-        IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
-        _ => value.ToString() ?? "",
-    };
-
-    private static object? ParseValue(Type type, string text, string name)
-    {
-        Type? underlying = Nullable.GetUnderlyingType(type);
-        if (underlying is not null)
-            return text.Length == 0 ? null : ParseValue(underlying, text, name);
-        try
-        {
-            if (type == typeof(string)) return text.Length == 0 ? null : text;
-            if (type == typeof(int[])) return text.Length == 0 ? Array.Empty<int>() : text.Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToArray();
-            if (type.IsEnum) return Enum.Parse(type, text, ignoreCase: false);
-            if (type == typeof(bool)) return bool.Parse(text);
-            if (type == typeof(int)) return int.Parse(text, CultureInfo.InvariantCulture);
-            if (type == typeof(long)) return long.Parse(text, CultureInfo.InvariantCulture);
-            if (type == typeof(float)) return float.Parse(text, CultureInfo.InvariantCulture);
-            if (type == typeof(double)) return double.Parse(text, CultureInfo.InvariantCulture);
-        }
-        catch (Exception e) when (e is FormatException or OverflowException or ArgumentException)
-        {
-            throw new ContinualModelFormatException($"Stored option {name} has the value '{text}', which is not a valid {type.Name}.", e);
-        }
-        throw new ContinualModelFormatException($"Stored option {name} has a type ({type.Name}) this version cannot read.");
+        Check(!string.IsNullOrWhiteSpace(Device) && DevicePattern.IsMatch(Device), nameof(Device), "a TorchSharp device name such as \"cpu\" or \"cuda:0\"");
     }
 }
 

@@ -8,7 +8,7 @@ namespace Microsoft.ML.Continual;
 /// A model trained by a continual trainer on one or more tasks. It scores data like any ML.NET prediction
 /// transformer (columns <c>Score</c>, and for classification <c>PredictedLabel</c>, for binary also
 /// <c>Probability</c>), saves into the ordinary ML.NET model zip, and continues: <see cref="ContinualCatalog.Refit(ITransformer, IDataView, CancellationToken)"/>
-/// trains it on the next task with its stored options and strategy state.
+/// trains it on the next task with its stored options, plugins and their state.
 /// </summary>
 /// <remarks>
 /// A transformer never changes after it is made. Refitting returns a new transformer; the old one stays usable,
@@ -54,11 +54,17 @@ public sealed class ContinualTransformer : ITransformer, ICanSaveModel
     public IReadOnlyList<int> HiddenLayerSizes => State.Network.Shape.HiddenSizes.ToArray();
 
     /// <summary>The network's trainable parameter count.</summary>
-    public long ParameterCount => State.Network.Shape.ParameterCount;
+    public long ParameterCount => State.Network.parameters().Sum(p => p.numel());
 
     /// <summary>How the network's capacity is divided among the tasks, for the architecture methods (PackNet, CPG,
     /// progressive networks); null for the other trainers.</summary>
-    public ContinualCapacity? Capacity => State.Strategy.Capacity(State);
+    public ContinualCapacity? Capacity => State.Plugins.Capacity(State);
+
+    /// <summary>The registered names of the model's plugins, in order (empty for fine-tuning); refits continue with them.</summary>
+    public IReadOnlyList<string> PluginNames => State.Plugins.Names.ToList();
+
+    /// <summary>The backbone under the heads, or null for the default multilayer perceptron.</summary>
+    public ContinualBackbone? Backbone => State.Network.Backbone;
 
     /// <summary>A copy of the options the model was trained with (changing it changes nothing).</summary>
     public ContinualTrainerOptions Options => TrainerRegistry.Get(State.TrainerName).ReadOptions(State.Options.ToPairs());
@@ -69,7 +75,7 @@ public sealed class ContinualTransformer : ITransformer, ICanSaveModel
         get
         {
             var sizes = new Dictionary<string, long> { ["parameters"] = ParameterCount };
-            foreach (var (k, v) in State.Strategy.StateSizes()) sizes[k] = v;
+            foreach (var (k, v) in State.Plugins.StateSizes()) sizes[k] = v;
             return sizes;
         }
     }
@@ -86,30 +92,21 @@ public sealed class ContinualTransformer : ITransformer, ICanSaveModel
     /// <inheritdoc/>
     public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) => new ContinualRowMapper(new OutputColumns(State, inputSchema), Scorer);
 
-    /// <summary>Trains a new model on <paramref name="task"/>, continuing this one with its stored options and
-    /// strategy state. This model is not changed.</summary>
+    /// <summary>Trains a new model on <paramref name="task"/>, continuing this one with its stored options, plugins and
+    /// their state. This model is not changed.</summary>
     public ContinualTransformer Continue(IDataView task, CancellationToken cancellationToken = default) => Continue(task, null, cancellationToken);
 
     internal ContinualTransformer Continue(IDataView task, ContinualFitOptions? fitOptions, CancellationToken cancellationToken)
     {
-        var entry = TrainerRegistry.Get(State.TrainerName);
-        var options = entry.ReadOptions(State.Options.ToPairs());
-        return ContinueWith(State.TrainerName, options, CopyStrategy(entry, options), task, cancellationToken, fitOptions);
+        var options = TrainerRegistry.Get(State.TrainerName).ReadOptions(State.Options.ToPairs());
+        return ContinueWith(State.TrainerName, options, State.Plugins.Copy(), task, cancellationToken, fitOptions);
     }
 
-    internal ContinualTransformer ContinueWith(string trainerName, ContinualTrainerOptions options, ContinualStrategy strategy, IDataView task, CancellationToken cancellationToken,
+    internal ContinualTransformer ContinueWith(string trainerName, ContinualTrainerOptions options, PluginList plugins, IDataView task, CancellationToken cancellationToken,
         ContinualFitOptions? fitOptions = null)
     {
-        var state = TrainingLoop.Train(_env, State, trainerName, options, strategy, task, cancellationToken, fitOptions);
+        var state = TrainingLoop.Train(_env, State, trainerName, options, plugins, task, cancellationToken, fitOptions);
         return new ContinualTransformer(_env, state);
-    }
-
-    /// <summary>A new strategy carrying a copy of this model's strategy state.</summary>
-    internal ContinualStrategy CopyStrategy(TrainerRegistry.Entry entry, ContinualTrainerOptions options)
-    {
-        var strategy = entry.CreateStrategy(options);
-        strategy.CopyStateFrom(State.Strategy);
-        return strategy;
     }
 
     void ICanSaveModel.Save(ModelSaveContext ctx) => ModelFormat.Save(State, ctx);

@@ -12,7 +12,7 @@ namespace Microsoft.ML.Continual;
 /// </remarks>
 public sealed class FineTuneTrainer : ContinualTrainerBase<FineTuneTrainer.Options>
 {
-    internal const string TrainerName = "FineTune";
+    internal const string RegisteredName = "FineTune";
 
     /// <summary>Options for <see cref="FineTuneTrainer"/>; see <see cref="ContinualTrainerOptions"/> for the shared ones and their defaults.</summary>
     public sealed class Options : ContinualTrainerOptions
@@ -21,5 +21,6 @@ public sealed class FineTuneTrainer : ContinualTrainerBase<FineTuneTrainer.Optio
 
     internal FineTuneTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
-    private protected override string Name => TrainerName;
+    /// <inheritdoc/>
+    public override string TrainerName => RegisteredName;
 }

@@ -19,7 +19,7 @@ namespace Microsoft.ML.Continual;
 /// </remarks>
 public sealed class GenerativeReplayTrainer : ContinualTrainerBase<GenerativeReplayTrainer.Options>
 {
-    internal const string TrainerName = "GenerativeReplay";
+    internal const string RegisteredName = "GenerativeReplay";
 
     /// <summary>Options for <see cref="GenerativeReplayTrainer"/>.</summary>
     public sealed class Options : ContinualTrainerOptions
@@ -39,17 +39,10 @@ public sealed class GenerativeReplayTrainer : ContinualTrainerBase<GenerativeRep
         /// <summary>The distillation temperature T. Default 2 (van de Ven and Tolias).</summary>
         public double DistillationTemperature { get; set; } = 2;
 
-        internal override void Validate()
-        {
-            base.Validate();
-            if (GeneratorHiddenSize < 1) throw new ArgumentOutOfRangeException(nameof(GeneratorHiddenSize), "Option GeneratorHiddenSize must be positive.");
-            if (LatentSize < 1) throw new ArgumentOutOfRangeException(nameof(LatentSize), "Option LatentSize must be positive.");
-            if (GeneratorLearningRate is double lr && !(lr > 0 && double.IsFinite(lr))) throw new ArgumentOutOfRangeException(nameof(GeneratorLearningRate), "Option GeneratorLearningRate must be null or positive.");
-            if (!(DistillationTemperature > 0 && double.IsFinite(DistillationTemperature))) throw new ArgumentOutOfRangeException(nameof(DistillationTemperature), "Option DistillationTemperature must be positive.");
-        }
     }
 
     internal GenerativeReplayTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
-    private protected override string Name => TrainerName;
+    /// <inheritdoc/>
+    public override string TrainerName => RegisteredName;
 }

@@ -18,7 +18,7 @@ namespace Microsoft.ML.Continual;
 /// </remarks>
 public sealed class GemTrainer : ContinualTrainerBase<GemTrainer.Options>
 {
-    internal const string TrainerName = "Gem";
+    internal const string RegisteredName = "Gem";
 
     /// <summary>Options for <see cref="GemTrainer"/>.</summary>
     public sealed class Options : ContinualTrainerOptions
@@ -29,17 +29,12 @@ public sealed class GemTrainer : ContinualTrainerBase<GemTrainer.Options>
         /// <summary>The memory strength γ ≥ 0: lower bound of the dual variables; larger values favour backward transfer. Default 0.5 (the paper's MNIST setting).</summary>
         public double MemoryStrength { get; set; } = 0.5;
 
-        internal override void Validate()
-        {
-            base.Validate();
-            if (MemoriesPerTask < 1 || MemoriesPerTask > 1_000_000) throw new ArgumentOutOfRangeException(nameof(MemoriesPerTask), "Option MemoriesPerTask must be in [1, 1,000,000].");
-            if (!(MemoryStrength >= 0) || double.IsInfinity(MemoryStrength)) throw new ArgumentOutOfRangeException(nameof(MemoryStrength), "Option MemoryStrength must be non-negative and finite.");
-        }
     }
 
     internal GemTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
-    private protected override string Name => TrainerName;
+    /// <inheritdoc/>
+    public override string TrainerName => RegisteredName;
 }
 
 /// <summary>
@@ -54,7 +49,7 @@ public sealed class GemTrainer : ContinualTrainerBase<GemTrainer.Options>
 /// </remarks>
 public sealed class AGemTrainer : ContinualTrainerBase<AGemTrainer.Options>
 {
-    internal const string TrainerName = "AGem";
+    internal const string RegisteredName = "AGem";
 
     /// <summary>Options for <see cref="AGemTrainer"/>.</summary>
     public sealed class Options : ContinualTrainerOptions
@@ -65,15 +60,10 @@ public sealed class AGemTrainer : ContinualTrainerBase<AGemTrainer.Options>
         /// <summary>Rows drawn from the memory for each step's reference gradient. Default 256.</summary>
         public int ReferenceSampleSize { get; set; } = 256;
 
-        internal override void Validate()
-        {
-            base.Validate();
-            if (MemorySize < 1 || MemorySize > 10_000_000) throw new ArgumentOutOfRangeException(nameof(MemorySize), "Option MemorySize must be in [1, 10,000,000].");
-            if (ReferenceSampleSize < 1) throw new ArgumentOutOfRangeException(nameof(ReferenceSampleSize), "Option ReferenceSampleSize must be positive.");
-        }
     }
 
     internal AGemTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
-    private protected override string Name => TrainerName;
+    /// <inheritdoc/>
+    public override string TrainerName => RegisteredName;
 }

@@ -30,7 +30,7 @@ public enum EwcMode
 /// <remarks>L'(θ) = L_t(θ) + λ Σ_i (θ_i − θ_i^{t−1})².</remarks>
 public sealed class L2Trainer : ContinualTrainerBase<L2Trainer.Options>
 {
-    internal const string TrainerName = "L2";
+    internal const string RegisteredName = "L2";
 
     /// <summary>Options for <see cref="L2Trainer"/>.</summary>
     public sealed class Options : RegularizationTrainerOptions
@@ -41,7 +41,8 @@ public sealed class L2Trainer : ContinualTrainerBase<L2Trainer.Options>
 
     internal L2Trainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
-    private protected override string Name => TrainerName;
+    /// <inheritdoc/>
+    public override string TrainerName => RegisteredName;
 }
 
 /// <summary>
@@ -58,7 +59,7 @@ public sealed class L2Trainer : ContinualTrainerBase<L2Trainer.Options>
 /// </remarks>
 public sealed class EwcTrainer : ContinualTrainerBase<EwcTrainer.Options>
 {
-    internal const string TrainerName = "Ewc";
+    internal const string RegisteredName = "Ewc";
 
     /// <summary>Options for <see cref="EwcTrainer"/>.</summary>
     public sealed class Options : RegularizationTrainerOptions
@@ -78,17 +79,12 @@ public sealed class EwcTrainer : ContinualTrainerBase<EwcTrainer.Options>
         /// <summary>True labels (the empirical Fisher, the default) or labels sampled from the model.</summary>
         public FisherLabels FisherLabels { get; set; } = FisherLabels.Empirical;
 
-        internal override void Validate()
-        {
-            base.Validate();
-            if (!(Gamma >= 0 && Gamma <= 1)) throw new ArgumentOutOfRangeException(nameof(Gamma), "Option Gamma must be in [0, 1].");
-            if (FisherSamples is < 1) throw new ArgumentOutOfRangeException(nameof(FisherSamples), "Option FisherSamples must be null or positive.");
-        }
     }
 
     internal EwcTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
-    private protected override string Name => TrainerName;
+    /// <inheritdoc/>
+    public override string TrainerName => RegisteredName;
 }
 
 /// <summary>
@@ -103,7 +99,7 @@ public sealed class EwcTrainer : ContinualTrainerBase<EwcTrainer.Options>
 /// </remarks>
 public sealed class SiTrainer : ContinualTrainerBase<SiTrainer.Options>
 {
-    internal const string TrainerName = "Si";
+    internal const string RegisteredName = "Si";
 
     /// <summary>Options for <see cref="SiTrainer"/>.</summary>
     public sealed class Options : RegularizationTrainerOptions
@@ -114,16 +110,12 @@ public sealed class SiTrainer : ContinualTrainerBase<SiTrainer.Options>
         /// <summary>The damping ξ that keeps Ω finite when a parameter barely moved. Default 0.1.</summary>
         public double Damping { get; set; } = 0.1;
 
-        internal override void Validate()
-        {
-            base.Validate();
-            if (!(Damping > 0)) throw new ArgumentOutOfRangeException(nameof(Damping), "Option Damping must be positive.");
-        }
     }
 
     internal SiTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
-    private protected override string Name => TrainerName;
+    /// <inheritdoc/>
+    public override string TrainerName => RegisteredName;
 }
 
 /// <summary>
@@ -134,7 +126,7 @@ public sealed class SiTrainer : ContinualTrainerBase<SiTrainer.Options>
 /// <remarks>Ω_i ← Ω_i + (1/N) Σ_n |∂ ‖f(x_n; θ)‖²₂ / ∂θ_i| (eq. 4 and 5, per row), and L'(θ) = L_t(θ) + λ Σ_i Ω_i (θ_i − θ_i^{t−1})² (eq. 6).</remarks>
 public sealed class MasTrainer : ContinualTrainerBase<MasTrainer.Options>
 {
-    internal const string TrainerName = "Mas";
+    internal const string RegisteredName = "Mas";
 
     /// <summary>Options for <see cref="MasTrainer"/>.</summary>
     public sealed class Options : RegularizationTrainerOptions
@@ -148,7 +140,8 @@ public sealed class MasTrainer : ContinualTrainerBase<MasTrainer.Options>
 
     internal MasTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
-    private protected override string Name => TrainerName;
+    /// <inheritdoc/>
+    public override string TrainerName => RegisteredName;
 }
 
 /// <summary>
@@ -166,7 +159,7 @@ public sealed class MasTrainer : ContinualTrainerBase<MasTrainer.Options>
 /// </remarks>
 public sealed class RWalkTrainer : ContinualTrainerBase<RWalkTrainer.Options>
 {
-    internal const string TrainerName = "RWalk";
+    internal const string RegisteredName = "RWalk";
 
     /// <summary>Options for <see cref="RWalkTrainer"/>.</summary>
     public sealed class Options : RegularizationTrainerOptions
@@ -184,18 +177,12 @@ public sealed class RWalkTrainer : ContinualTrainerBase<RWalkTrainer.Options>
         /// <summary>ε in the path score's denominator. Default 1e-3.</summary>
         public double Epsilon { get; set; } = 1e-3;
 
-        internal override void Validate()
-        {
-            base.Validate();
-            if (!(FisherAlpha > 0 && FisherAlpha <= 1)) throw new ArgumentOutOfRangeException(nameof(FisherAlpha), "Option FisherAlpha must be in (0, 1].");
-            if (!(Epsilon > 0)) throw new ArgumentOutOfRangeException(nameof(Epsilon), "Option Epsilon must be positive.");
-            if (ScoreUpdateInterval < 1 || ScoreUpdateInterval > 1_000_000) throw new ArgumentOutOfRangeException(nameof(ScoreUpdateInterval), "Option ScoreUpdateInterval must be in [1, 1,000,000].");
-        }
     }
 
     internal RWalkTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
-    private protected override string Name => TrainerName;
+    /// <inheritdoc/>
+    public override string TrainerName => RegisteredName;
 }
 
 /// <summary>
@@ -209,7 +196,7 @@ public sealed class RWalkTrainer : ContinualTrainerBase<RWalkTrainer.Options>
 /// </remarks>
 public sealed class ScpTrainer : ContinualTrainerBase<ScpTrainer.Options>
 {
-    internal const string TrainerName = "Scp";
+    internal const string RegisteredName = "Scp";
 
     /// <summary>Options for <see cref="ScpTrainer"/>.</summary>
     public sealed class Options : RegularizationTrainerOptions
@@ -227,15 +214,10 @@ public sealed class ScpTrainer : ContinualTrainerBase<ScpTrainer.Options>
         /// <summary>Decay γ of the accumulated importance, in [0, 1]. Default 1.</summary>
         public double Gamma { get; set; } = 1;
 
-        internal override void Validate()
-        {
-            base.Validate();
-            if (Projections < 1) throw new ArgumentOutOfRangeException(nameof(Projections), "Option Projections must be positive.");
-            if (!(Gamma >= 0 && Gamma <= 1)) throw new ArgumentOutOfRangeException(nameof(Gamma), "Option Gamma must be in [0, 1].");
-        }
     }
 
     internal ScpTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
-    private protected override string Name => TrainerName;
+    /// <inheritdoc/>
+    public override string TrainerName => RegisteredName;
 }

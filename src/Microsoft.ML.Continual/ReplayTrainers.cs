@@ -31,7 +31,7 @@ public enum ReplayRegularization
 /// </remarks>
 public sealed class ReplayTrainer : ContinualTrainerBase<ReplayTrainer.Options>
 {
-    internal const string TrainerName = "Replay";
+    internal const string RegisteredName = "Replay";
 
     /// <summary>Options for <see cref="ReplayTrainer"/>.</summary>
     public sealed class Options : ContinualTrainerOptions
@@ -58,34 +58,32 @@ public sealed class ReplayTrainer : ContinualTrainerBase<ReplayTrainer.Options>
         internal override void Validate()
         {
             base.Validate();
-            if (MemorySize < 1 || MemorySize > 10_000_000) throw new ArgumentOutOfRangeException(nameof(MemorySize), "Option MemorySize must be in [1, 10,000,000].");
-            if (!(ReplayShare >= 0 && ReplayShare <= 0.95)) throw new ArgumentOutOfRangeException(nameof(ReplayShare), "Option ReplayShare must be in [0, 0.95].");
-            if (Selection == ExemplarSelection.Herding && BufferPolicy == ReplayBufferPolicy.Reservoir)
-                throw new ArgumentOutOfRangeException(nameof(Selection), "Herding selection needs BufferPolicy ClassBalanced or TaskBalanced: reservoir sampling keeps a uniform random sample by definition.");
             if (RegularizationLambda is double l && (!(l >= 0) || double.IsInfinity(l))) throw new ArgumentOutOfRangeException(nameof(RegularizationLambda), "Option RegularizationLambda must be null or non-negative and finite.");
             if (RegularizationLambda is not null && Regularization == ReplayRegularization.None)
                 throw new ArgumentOutOfRangeException(nameof(RegularizationLambda), "Option RegularizationLambda is set but Regularization is None.");
         }
 
-        /// <summary>The rows drawn from the memory for a minibatch of <paramref name="batchRows"/> task rows.</summary>
-        internal int ReplayRows(long batchRows) => (int)Math.Round(batchRows * ReplayShare / (1 - ReplayShare));
     }
 
     internal ReplayTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
 
-    private protected override string Name => TrainerName;
+    /// <inheritdoc/>
+    public override string TrainerName => RegisteredName;
 
-    internal static ContinualStrategy CreateStrategy(Options options)
+    /// <summary>The plugins: replay, then the regularizer when one is chosen (online EWC with γ = 1; each with its trainer's default λ unless <see cref="Options.RegularizationLambda"/> is set).</summary>
+    internal static IReadOnlyList<ContinualPlugin> CreatePlugins(Options options)
     {
-        var replay = new ReplayStrategy(options);
-        ContinualStrategy? regularizer = options.Regularization switch
+        var replay = new ReplayPlugin { MemorySize = options.MemorySize, BufferPolicy = options.BufferPolicy, Selection = options.Selection, ReplayShare = options.ReplayShare };
+        RegularizationPlugin? regularizer = options.Regularization switch
         {
-            ReplayRegularization.L2 => new L2Strategy(options.RegularizationLambda ?? new L2Trainer.Options().Lambda),
-            ReplayRegularization.OnlineEwc => new EwcStrategy(new EwcTrainer.Options { Mode = EwcMode.Online, Lambda = options.RegularizationLambda ?? new EwcTrainer.Options().Lambda }),
-            ReplayRegularization.Si => new SiStrategy(new SiTrainer.Options { Lambda = options.RegularizationLambda ?? new SiTrainer.Options().Lambda }),
-            ReplayRegularization.Mas => new MasStrategy(new MasTrainer.Options { Lambda = options.RegularizationLambda ?? new MasTrainer.Options().Lambda }),
+            ReplayRegularization.L2 => new L2Plugin(),
+            ReplayRegularization.OnlineEwc => new EwcPlugin { Mode = EwcMode.Online },
+            ReplayRegularization.Si => new SiPlugin(),
+            ReplayRegularization.Mas => new MasPlugin(),
             _ => null,
         };
-        return regularizer is null ? replay : new CompositeStrategy([replay, regularizer]);
+        if (regularizer is null) return [replay];
+        if (options.RegularizationLambda is double lambda) regularizer.Lambda = lambda;
+        return [replay, regularizer];
     }
 }

@@ -4,7 +4,7 @@ using Microsoft.ML.Continual;
 using Samples;
 
 // The main demo: every trainer available so far on Permuted MNIST, compared by ACC / BWT / FWT, with a report.
-// Usage: dotnet run --project src/Samples [-- finetune|evaluation|forgetting|regularization|streams|gem|architecture|large-task|replay|sweep|production|scale-out]   (a sample's name runs just that sample)
+// Usage: dotnet run --project src/Samples [-- finetune|evaluation|forgetting|regularization|streams|gem|architecture|large-task|replay|sweep|production|scale-out|plugin|backbone]   (a sample's name runs just that sample)
 string work = Path.Combine(Path.GetTempPath(), "continual-samples");
 Directory.CreateDirectory(work);
 
@@ -24,8 +24,10 @@ if (args.Length > 0)
         case "sweep": SweepSample.Run(work); return 0;
         case "production": ProductionSample.Run(work); return 0;
         case "scale-out": ScaleOutSample.Run(work); return 0;
+        case "plugin": DistillationPluginSample.Run(work); return 0;
+        case "backbone": BackboneSample.Run(work); return 0;
         default:
-            Console.Error.WriteLine($"Unknown sample '{args[0]}'. Samples: finetune, evaluation, forgetting, regularization, streams, gem, architecture, large-task, replay, sweep, production, scale-out.");
+            Console.Error.WriteLine($"Unknown sample '{args[0]}'. Samples: finetune, evaluation, forgetting, regularization, streams, gem, architecture, large-task, replay, sweep, production, scale-out, plugin, backbone.");
             return 2;
     }
 }

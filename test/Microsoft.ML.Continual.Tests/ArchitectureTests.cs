@@ -243,8 +243,8 @@ public class ArchitectureTests
         byte[] before = TestData.Bytes(TestData.Scores(made, task0));
 
         // An architecture trainer cannot take over a model it did not make, nor give its model to another trainer.
-        dynamic trainer = Trainer(ml, method, mnist: false);
-        var into = Assert.Throws<ArgumentException>(() => (ContinualTransformer)trainer.Fit(task1, fromFineTune));
+        var trainer = (ContinualTrainer)Trainer(ml, method, mnist: false);
+        var into = Assert.Throws<ArgumentException>(() => trainer.Fit(task1, fromFineTune));
         Assert.Contains("cannot be continued by", into.Message);
         var away = Assert.Throws<ArgumentException>(() => fineTune.Fit(task1, made));
         Assert.Contains($"A model made by {made.TrainerName}", away.Message);

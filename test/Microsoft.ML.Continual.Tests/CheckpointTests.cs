@@ -18,7 +18,7 @@ public class CheckpointTests
     /// <summary>Trains with checkpoints, is cancelled after epoch <paramref name="stopAfter"/>, then resumes.</summary>
     private static ContinualTransformer Interrupted(MLContext ml, string trainer, IDataView data, ContinualTransformer? previous, string checkpoint, int stopAfter)
     {
-        dynamic create = ml.Continual().Trainers.Create(trainer, Settings(trainer));
+        ContinualTrainer create = ml.Continual().Trainers.Create(trainer, Settings(trainer));
         using var cts = new CancellationTokenSource();
         var first = new ContinualFitOptions
         {
@@ -49,7 +49,7 @@ public class CheckpointTests
         var ml = new MLContext(seed: 1);
         var task1 = TestData.View(ml, 0, [0, 1, 2], 300, 1);
         var task2 = TestData.View(ml, 1, [0, 1, 2], 300, 2);
-        dynamic estimator = ml.Continual().Trainers.Create(trainer, Settings(trainer));
+        ContinualTrainer estimator = ml.Continual().Trainers.Create(trainer, Settings(trainer));
         ContinualTransformer first = estimator.Fit(task1);
         ContinualTransformer straight = estimator.Fit(task2, first, new ContinualFitOptions(), CancellationToken.None);
         var resumed = Interrupted(ml, trainer, task2, first, temp.File("task2.ckpt"), stopAfter);

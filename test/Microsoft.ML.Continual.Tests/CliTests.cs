@@ -95,7 +95,7 @@ public class CliTests
         var inspect = Cli(temp.Path, "inspect", "m2.zip", "--json");
         Assert.True(inspect.ExitCode == 0, inspect.Error);
         var info = JsonDocument.Parse(inspect.Output).RootElement;
-        Assert.Equal("0x00010001", info.GetProperty("formatVersion").GetString());
+        Assert.Equal($"0x{Internal.ModelFormat.CurrentVersion:X8}", info.GetProperty("formatVersion").GetString());
         Assert.Equal(["c0", "c1", "c2", "c3"], info.GetProperty("classes").EnumerateArray().Select(c => c.GetString()));
         Assert.Equal(50, info.GetProperty("state").GetProperty("memory rows").GetInt64());
         Assert.Equal("50", info.GetProperty("options").GetProperty("MemorySize").GetString());

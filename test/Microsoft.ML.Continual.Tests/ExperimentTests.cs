@@ -72,8 +72,7 @@ public class ExperimentTests
         var result = ml.Continual().Run(trainer, stream);
         Assert.All(result.Metrics.AccuracyMatrix[0], r => Assert.InRange(r, 0.0, 0.6)); // untrained: near chance for 10 classes
 
-        ITransformer untrained;
-        using (TrainingLoop.BeginUntrained()) untrained = trainer.Fit(stream[0].Train);
+        ITransformer untrained = ContinualExperiment.FitUntrained(trainer, stream[0].Train, CancellationToken.None);
         var again = ml.Continual().Evaluate(result.Models, stream, untrainedModel: untrained);
         Assert.Equal(result.Metrics.AccuracyMatrix.SelectMany(r => r), again.AccuracyMatrix.SelectMany(r => r));
         var withoutRowZero = ml.Continual().Evaluate(result.Models, stream);
@@ -151,8 +150,9 @@ public class ExperimentTests
         ml.Model.Save(model, stream[0].Train.Schema, temp.File("joint.zip"));
         var loaded = (ContinualTransformer)ml.Model.Load(temp.File("joint.zip"), out _);
         Assert.Equal(400, loaded.StateSizes["stored rows"]);
-        var next = (ContinualTransformer)ml.Continual().Refit(loaded, stream[2].Train);
-        Assert.Equal(600, next.State.LastTaskTrainingRows);
+        ContinualFitStatistics? statistics = null;
+        var next = (ContinualTransformer)ml.Continual().Refit(loaded, stream[2].Train, new ContinualFitOptions { Completed = s => statistics = s });
+        Assert.Equal(600, statistics!.Rows);
         Assert.Equal(600, next.StateSizes["stored rows"]);
         Assert.Equal(400, loaded.StateSizes["stored rows"]); // the loaded model did not change
     }

@@ -13,11 +13,11 @@ public class GenerativeReplayTests
         var data = TestData.View(ml, 0, [0, 1, 2], 200, 1);
         var options = new GenerativeReplayTrainer.Options { HiddenLayerSizes = [16], GeneratorHiddenSize = 32, LatentSize = 4, NumberOfEpochs = 2, BatchSize = 32, Seed = 3 };
         var model = ml.Continual().Trainers.GenerativeReplay(options).Fit(data);
-        var generator = ((GenerativeReplayStrategy)model.State.Strategy).GeneratorModel!;
+        var generator = ((GenerativeReplayPlugin)model.State.Plugins.Items.Single()).GeneratorModel!;
         ml.Model.Save(model, data.Schema, temp.File("gr.zip"));
 
         var loaded = (ContinualTransformer)ml.Model.Load(temp.File("gr.zip"), out _);
-        var loadedGenerator = ((GenerativeReplayStrategy)loaded.State.Strategy).GeneratorModel!;
+        var loadedGenerator = ((GenerativeReplayPlugin)loaded.State.Plugins.Items.Single()).GeneratorModel!;
         var before = generator.named_parameters().ToDictionary(p => p.name, p => p.parameter.data<float>().ToArray());
         foreach (var (name, parameter) in loadedGenerator.named_parameters()) Assert.Equal(before[name], parameter.data<float>().ToArray());
         Assert.Equal(0, loaded.StateSizes["stored rows"]); // no training row is kept
@@ -27,7 +27,7 @@ public class GenerativeReplayTests
 
         var next = (ContinualTransformer)ml.Model.Load(temp.File("next.zip"), out _);
         Assert.Equal(2, next.TasksSeen);
-        var nextGenerator = ((GenerativeReplayStrategy)next.State.Strategy).GeneratorModel!;
+        var nextGenerator = ((GenerativeReplayPlugin)next.State.Plugins.Items.Single()).GeneratorModel!;
         // The refit continued the same generator (trained further, not a new one): same shape, moved weights.
         Assert.Equal(32, nextGenerator.HiddenSize);
         var moved = nextGenerator.named_parameters().Sum(p => (p.parameter - tensor(before[p.name]).reshape(p.parameter.shape)).abs().sum().item<float>());
@@ -70,7 +70,7 @@ public class DistillationLossTests
         double[] p = Softmax([1.0, 0.0]); // teacher / T
         double[] q = Softmax([0.5, 0.25, -0.5]); // student / T
         double expected = t * t * (p[0] * Math.Log(p[0] / q[0]) + p[1] * Math.Log(p[1] / q[1])); // the padded class adds 0·log(0/q) = 0
-        Assert.Equal(expected, GenerativeReplayStrategy.DistillationLoss(student, teacher, t).item<float>(), 5);
+        Assert.Equal(expected, GenerativeReplayPlugin.DistillationLoss(student, teacher, t).item<float>(), 5);
     }
 
     private static double[] Softmax(double[] z)

@@ -116,10 +116,10 @@ public class GradientTests
         using var scope = NewDisposeScope();
         var reference = tensor(new float[] { 1, 0, 0 });
         var conflicting = tensor(new float[] { -2, 1, 3 });
-        Assert.True(AGemStrategy.Project(conflicting, reference));
+        Assert.True(AGemPlugin.Project(conflicting, reference));
         Assert.Equal(new float[] { 0, 1, 3 }, conflicting.data<float>().ToArray()); // gᵀg_ref = 0 after the projection
         var agreeing = tensor(new float[] { 2, 1, 3 });
-        Assert.False(AGemStrategy.Project(agreeing, reference));
+        Assert.False(AGemPlugin.Project(agreeing, reference));
         Assert.Equal(new float[] { 2, 1, 3 }, agreeing.data<float>().ToArray());
     }
 
@@ -130,14 +130,14 @@ public class GradientTests
         var ml = new MLContext(seed: 1);
         var data = TestData.View(ml, 0, [0, 1, 2], 200, 1);
         var model = ml.Continual().Trainers.Gem(Small(new GemTrainer.Options { MemoriesPerTask = 50 })).Fit(data);
-        var first = ((GemStrategy)model.State.Strategy).Memory;
+        var first = ((GemPlugin)model.State.Plugins.Items.Single()).Memory;
         Assert.Equal(50, first.Count);
         ml.Model.Save(model, data.Schema, temp.File("gem.zip"));
 
         Program.RunFresh("refit", temp.File("gem.zip"), "1", "0,1,2", "200", "1", temp.File("next.zip"));
 
         var next = (ContinualTransformer)ml.Model.Load(temp.File("next.zip"), out _);
-        var memory = ((GemStrategy)next.State.Strategy).Memory;
+        var memory = ((GemPlugin)next.State.Plugins.Items.Single()).Memory;
         Assert.Equal(100, memory.Count);
         Assert.Equal(Enumerable.Repeat(0, 50).Concat(Enumerable.Repeat(1, 50)), memory.TaskOf);
         // The first task's memories came through the save, the load and the refit bit for bit.
@@ -154,7 +154,7 @@ public class GradientTests
         for (int task = 1; task < 4; task++)
         {
             model = ml.Continual().Refit(model, TestData.View(ml, task, [0, 1], 120, 1 + task));
-            var memory = ((AGemStrategy)((ContinualTransformer)model).State.Strategy).Memory;
+            var memory = ((AGemPlugin)((ContinualTransformer)model).State.Plugins.Items.Single()).Memory;
             Assert.True(memory.Count <= 90);
             var perTask = memory.TaskOf.GroupBy(t => t).Select(g => g.Count()).ToArray();
             Assert.Equal(task + 1, perTask.Length);

@@ -40,6 +40,20 @@ public static class Program
                 ml.Model.Save(next, schema, args[6]);
                 return 0;
             }
+            case "plugin-refit": // plugin-refit <model.zip> <task> <classes,comma> <rows> <seed> <out.zip>: as refit, with the tests' own plugin registered
+            {
+                RecordingPlugin.EnsureRegistered();
+                ITransformer model = ml.Continual().LoadModel(args[1], out var schema);
+                var data = TestData.View(ml, int.Parse(args[2]), Classes(args[3]), int.Parse(args[4]), int.Parse(args[5]));
+                ml.Model.Save(ml.Continual().Refit(model, data), schema, args[6]);
+                return 0;
+            }
+            case "load-only": // load-only <model.zip>: loads with nothing registered beyond the library's own; prints the error, if any
+            {
+                try { ml.Continual().LoadModel(args[1], out _); Console.WriteLine("loaded"); }
+                catch (Exception e) { Console.WriteLine($"{e.GetType().Name}: {e.Message}"); }
+                return 0;
+            }
             case "fixture": // fixture <out.zip> <scores.bin>: the format-compatibility fixture (made once, kept in Fixtures/)
             {
                 var data = TestData.View(ml, 0, [0, 1, 2], 120, 1);
@@ -115,7 +129,10 @@ public static class Program
     private static int[] Classes(string text) => text.Split(',').Select(int.Parse).ToArray();
 
     /// <summary>Runs this assembly in a new process and fails with its output if it fails.</summary>
-    public static void RunFresh(params string[] args)
+    public static void RunFresh(params string[] args) => RunFreshForOutput(args);
+
+    /// <summary>As <see cref="RunFresh"/>, returning what the process wrote.</summary>
+    public static string RunFreshForOutput(params string[] args)
     {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
         start.ArgumentList.Add(typeof(Program).Assembly.Location);
@@ -124,5 +141,6 @@ public static class Program
         string output = process.StandardOutput.ReadToEnd() + process.StandardError.ReadToEnd();
         if (!process.WaitForExit(120_000)) { process.Kill(true); throw new TimeoutException("The helper process did not finish in 120 s."); }
         if (process.ExitCode != 0) throw new Xunit.Sdk.XunitException($"Helper process failed ({process.ExitCode}): {output}");
+        return output;
     }
 }

@@ -16,7 +16,7 @@ public class RegularizationTests
         return options;
     }
 
-    private static RegularizationStrategy StrategyOf(ContinualTransformer model) => (RegularizationStrategy)model.State.Strategy;
+    private static RegularizationPlugin StrategyOf(ContinualTransformer model) => (RegularizationPlugin)model.State.Plugins.Items.Single();
 
     [Fact]
     public void Penalty_IsZeroAtTheAnchor_AndGrowsWithLambda()
@@ -54,7 +54,7 @@ public class RegularizationTests
 
         network.zero_grad();
         foreach (var (_, p) in network.OrderedParameters()) p.grad = zeros_like(p);
-        var context = new TrainingContext { Network = network, Options = model.State.Options, State = model.State, Task = null!, Device = CPU, Cancellation = default };
+        var context = new ContinualTrainingContext(model.State, null!, CPU, default, network, model.State.Options);
         strategy.BeforeTask(context);
         strategy.AfterBackward(context);
         foreach (var (name, p) in network.OrderedParameters())
@@ -70,12 +70,12 @@ public class RegularizationTests
         var state = model.State;
         using var taskData = TaskData.Read(data, "Features", Row.Size, "Label", null, CancellationToken.None);
         var targets = tensor(taskData.Labels.Select(l => (long)state.Classes!.IndexOf(l)).ToArray());
-        using var task = new TaskTensors(taskData.Features.clone(), targets, null);
+        using var task = new ContinualTaskData(taskData.Features.clone(), targets, null);
 
         ParameterTensors FisherWithBatchSize(int batchSize)
         {
             var options = Small(new EwcTrainer.Options { BatchSize = batchSize });
-            var context = new TrainingContext { Network = state.Network, Options = options, State = state, Task = task, Device = CPU, Cancellation = default, TaskSeed = 5 };
+            var context = new ContinualTrainingContext(state, task, CPU, default, state.Network, options) { TaskSeed = 5 };
             return ImportanceEstimation.Fisher(context, samples: null, FisherLabels.Empirical);
         }
         var small = FisherWithBatchSize(4);
@@ -83,7 +83,7 @@ public class RegularizationTests
 
         // Sampled labels: another estimate, reproducible for the same task seed.
         ParameterTensors Sampled(long seed) => ImportanceEstimation.Fisher(
-            new TrainingContext { Network = state.Network, Options = Small(new EwcTrainer.Options()), State = state, Task = task, Device = CPU, Cancellation = default, TaskSeed = seed },
+            new ContinualTrainingContext(state, task, CPU, default, state.Network, Small(new EwcTrainer.Options())) { TaskSeed = seed },
             samples: null, FisherLabels.Sampled);
         var sampledA = Sampled(5);
         var sampledB = Sampled(5);
@@ -188,9 +188,9 @@ public class RegularizationTests
 
         var next = (ContinualTransformer)ml.Continual().Refit(model, TestData.View(ml, 1, [2, 3], 200, 1));
         Assert.Equal(4, next.Classes.Count);
-        var strategy = new MasStrategy(new MasTrainer.Options());
-        strategy.CopyStateFrom(model.State.Strategy);
-        strategy.BeforeTask(new TrainingContext { Network = next.State.Network, Options = next.State.Options, State = next.State, Task = null!, Device = CPU, Cancellation = default });
+        var strategy = new MasPlugin();
+        strategy.CopyStateFrom(model.State.Plugins.Items.Single());
+        strategy.BeforeTask(new ContinualTrainingContext(next.State, null!, CPU, default, next.State.Network, next.State.Options));
         var aligned = strategy.Terms.Single().Importance[head];
         Assert.Equal(4, aligned.shape[0]);
         Assert.Equal(oldRows, aligned.narrow(0, 0, 2).data<float>().ToArray());

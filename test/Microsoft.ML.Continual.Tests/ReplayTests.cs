@@ -78,7 +78,7 @@ public class ReplayTests
         for (int task = 1; task < 4; task++)
         {
             model = ml.Continual().Refit(model, TestData.View(ml, task, [2 * task, 2 * task + 1], 220, 1 + task));
-            var memory = ((ReplayStrategy)((ContinualTransformer)model).State.Strategy).Memory;
+            var memory = ((ReplayPlugin)((ContinualTransformer)model).State.Plugins.Items.Single()).Memory;
             Assert.Equal(100, memory.Count); // every group is larger than its share, so the budget is used in full
             Assert.Equal(220L * (task + 1), memory.RowsOffered);
             var perClass = memory.ClassOf.GroupBy(c => c).Select(g => g.Count()).ToArray();
@@ -95,7 +95,7 @@ public class ReplayTests
         using var scope = NewDisposeScope();
         // One class, five rows on a line (after normalisation all are unit vectors in the plane).
         var points = new float[] { 1, 0, 0.8f, 0.6f, 0.6f, 0.8f, 0, 1, 0.96f, 0.28f };
-        using var task = new TaskTensors(tensor(points, [5, 2]), zeros(5, dtype: int64), null);
+        using var task = new ContinualTaskData(tensor(points, [5, 2]), zeros(5, dtype: int64), null);
         var memory = ExampleMemory.Empty.Offer(task, 0, new int[5], ReplayBufferPolicy.ClassBalanced, 3, ExemplarSelection.Herding, new Random(1), x => x);
         Assert.Equal(3, memory.Count);
         var mean = new[] { points.Where((_, i) => i % 2 == 0).Average(), points.Where((_, i) => i % 2 == 1).Average() };
@@ -123,16 +123,16 @@ public class ReplayTests
         var data = TestData.View(ml, 0, [0, 1, 2], 200, 1);
         var options = Small(new ReplayTrainer.Options { MemorySize = 60, BufferPolicy = ReplayBufferPolicy.ClassBalanced, Regularization = ReplayRegularization.OnlineEwc, RegularizationLambda = 10 });
         var model = ml.Continual().Trainers.Replay(options).Fit(data);
-        var composite = (CompositeStrategy)model.State.Strategy;
-        var first = ((ReplayStrategy)composite.Parts[0]).Memory;
+        var composite = model.State.Plugins.Items;
+        var first = ((ReplayPlugin)composite[0]).Memory;
         Assert.Equal(60, first.Count);
         ml.Model.Save(model, data.Schema, temp.File("replay.zip"));
 
         Program.RunFresh("refit", temp.File("replay.zip"), "1", "3,4", "200", "1", temp.File("next.zip"));
 
         var next = (ContinualTransformer)ml.Model.Load(temp.File("next.zip"), out _);
-        var parts = ((CompositeStrategy)next.State.Strategy).Parts;
-        var memory = ((ReplayStrategy)parts[0]).Memory;
+        var parts = next.State.Plugins.Items;
+        var memory = ((ReplayPlugin)parts[0]).Memory;
         Assert.Equal(60, memory.Count);
         Assert.Equal(400, memory.RowsOffered);
         Assert.Equal(5, memory.ClassOf.Distinct().Count()); // 12 rows for each of the five classes
@@ -147,7 +147,7 @@ public class ReplayTests
             Assert.Equal(firstRows.Skip(j * Row.Size).Take(Row.Size), memory.Features!.data<float>().ToArray().Skip(i * Row.Size).Take(Row.Size));
         }
         // Online EWC came along: one running term.
-        Assert.Single(((RegularizationStrategy)parts[1]).Terms);
+        Assert.Single(((RegularizationPlugin)parts[1]).Terms);
         Assert.Equal(10, ((ReplayTrainer.Options)next.Options).RegularizationLambda);
     }
 

@@ -9,7 +9,7 @@ namespace Microsoft.ML.Continual;
 /// every process forms the same global minibatch (same data, same seeded shuffle), computes the loss of its own contiguous
 /// share of the rows, scaled so that the gradients summed over the processes are the gradient of the global batch's mean loss,
 /// and takes the same optimizer step on the summed gradient. The strategies' hooks then see exactly what one process would
-/// see: <see cref="ContinualStrategy.AfterBackward"/> runs on the summed gradient (projections, analytic penalty gradients),
+/// see: <see cref="ContinualPlugin.AfterBackward"/> runs on the summed gradient (projections, analytic penalty gradients),
 /// extra batches (replay) are shared out like the task's batch, and loss penalties are divided by the process count.
 /// </summary>
 internal sealed class DataParallel : IDisposable
@@ -25,31 +25,34 @@ internal sealed class DataParallel : IDisposable
 
     /// <summary>The contiguous share of <paramref name="batch"/>'s rows (views, no copy) that process
     /// <paramref name="communicator"/>.Rank computes: rows [⌊n·rank/size⌋, ⌊n·(rank+1)/size⌋); the batch itself for one process.</summary>
-    public static TrainingBatch Share(TrainingBatch batch, ContinualCommunicator communicator)
+    public static ContinualBatch Share(ContinualBatch batch, ContinualCommunicator communicator)
     {
         if (communicator.Size == 1) return batch;
         long rows = batch.Features.shape[0];
         long start = rows * communicator.Rank / communicator.Size, end = rows * (communicator.Rank + 1) / communicator.Size;
-        return new TrainingBatch(batch.Features.narrow(0, start, end - start), batch.Targets.narrow(0, start, end - start),
+        return new ContinualBatch(batch.Features.narrow(0, start, end - start), batch.Targets.narrow(0, start, end - start),
             batch.Heads?.narrow(0, start, end - start), batch.Weight);
     }
 
     /// <summary>The (non-empty) share's mean loss times its fraction of <paramref name="batch"/>'s rows: its part of the
     /// batch's mean loss, so that the parts' gradients summed over the processes are the batch's; unchanged for one process.</summary>
-    public static Tensor PartOfMean(Tensor shareMeanLoss, TrainingBatch share, TrainingBatch batch, ContinualCommunicator communicator) =>
+    public static Tensor PartOfMean(Tensor shareMeanLoss, ContinualBatch share, ContinualBatch batch, ContinualCommunicator communicator) =>
         communicator.Size == 1 ? shareMeanLoss : shareMeanLoss * ((double)share.Features.shape[0] / batch.Features.shape[0]);
 
     /// <summary>Fails in every process, before any training, unless all of them start from the same model (weights and the
-    /// strategy's state), options and task rows: a process given another model file or data file would otherwise train on
-    /// silently (the weights are broadcast, but the strategy's state and the rows are not).</summary>
-    public void CheckSameStart(TrainingContext context, string trainerName)
+    /// plugins' state), options and task rows: a process given another model file or data file would otherwise train on
+    /// silently (the weights are broadcast, but the plugins' state and the rows are not).</summary>
+    public void CheckSameStart(ContinualTrainingContext context, string trainerName)
     {
         using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
         hash.AppendData(System.Text.Encoding.UTF8.GetBytes(Checkpoint.Fingerprint(context, trainerName))); // options, rows, weights
-        using (var state = new MemoryStream())
+        foreach (var plugin in context.State.Plugins.Items)
         {
-            using (var writer = new BinaryWriter(state, System.Text.Encoding.UTF8, leaveOpen: true)) context.State.Strategy.SaveState(writer);
-            hash.AppendData(state.GetBuffer(), 0, (int)state.Length);
+            using var state = new ContinualState();
+            plugin.SaveState(state);
+            using var buffer = new MemoryStream();
+            using (var writer = new BinaryWriter(buffer, System.Text.Encoding.UTF8, leaveOpen: true)) state.Write(writer);
+            hash.AppendData(buffer.GetBuffer(), 0, (int)buffer.Length);
         }
         int differing = _communicator.CountDiffering(hash.GetHashAndReset());
         if (differing > 0)
@@ -58,19 +61,19 @@ internal sealed class DataParallel : IDisposable
     }
 
     /// <summary>Makes every process start the task from rank 0's parameters.</summary>
-    public void BroadcastParameters(TrainingContext context)
+    public void BroadcastParameters(ContinualTrainingContext context)
     {
         using var _ = no_grad();
         foreach (var parameter in Parameters(context)) _communicator.Broadcast(parameter);
     }
 
-    /// <summary>Sums the gradients of the network and the strategy's extra parameters over all processes, in place
+    /// <summary>Sums the gradients of the network and the plugins' extra parameters over all processes, in place
     /// (one flat buffer, allocated once per network, one allreduce per step; the summed parts become the gradients, as views,
     /// so that later backward passes write into the buffer and nothing is copied). The buffer ends with one flag per parameter
     /// (1 where this process has a gradient), so that a parameter has a gradient after the step in every process exactly
     /// when one process would have given it one (the optimizers skip a parameter without a gradient, but not one whose
     /// gradient is zero).</summary>
-    public void SumGradients(TrainingContext context)
+    public void SumGradients(ContinualTrainingContext context)
     {
         if (!ReferenceEquals(_network, context.Network)) // first step, or the network was replaced (CPG's growth)
         {
@@ -103,6 +106,6 @@ internal sealed class DataParallel : IDisposable
         _buffer?.Dispose();
     }
 
-    private static IEnumerable<Parameter> Parameters(TrainingContext context) =>
-        context.Network.OrderedParameters().Select(p => p.Value).Concat(context.State.Strategy.ExtraParameters(context));
+    private static IEnumerable<Parameter> Parameters(ContinualTrainingContext context) =>
+        context.Network.OrderedParameters().Select(p => p.Value).Concat(context.State.Plugins.ExtraParameters(context));
 }

@@ -48,8 +48,7 @@ internal static class ContinualExperiment
 
         if (options.EvaluateBeforeTraining)
         {
-            ITransformer untrained;
-            using (TrainingLoop.BeginUntrained()) untrained = Fit(trainer, stream[0].Train, cancellation);
+            ITransformer untrained = FitUntrained(trainer, stream[0].Train, cancellation);
             rows.Add(EvaluateAll(ml, untrained, stream, options.Score));
         }
         else rows.Add(Enumerable.Repeat(double.NaN, stream.Count).ToList());
@@ -61,13 +60,11 @@ internal static class ContinualExperiment
             var task = stream[t];
             using var sampler = new PeakMemorySampler();
             var clock = Stopwatch.StartNew();
-            model = model is null ? Fit(trainer, task.Train, cancellation) : ml.Continual().Refit(model, task.Train, cancellation);
+            ContinualFitStatistics? statistics = null;
+            var fit = new ContinualFitOptions { Completed = s => statistics = s };
+            model = model is null ? Fit(trainer, task.Train, fit, cancellation) : ml.Continual().Refit(model, task.Train, fit, cancellation);
             double seconds = clock.Elapsed.TotalSeconds;
             long peak = sampler.Stop();
-            var continual = ContinualCatalog.FindContinual(model);
-            long trainedRows = continual?.State.LastTaskTrainingRows ?? 0;
-            double loopSeconds = continual?.State.LastTaskTrainingSeconds ?? seconds;
-            int epochs = continual?.State.Options.NumberOfEpochs ?? 1;
             models.Add(model);
             if (options.SaveModelsDirectory is string dir)
             {
@@ -77,8 +74,10 @@ internal static class ContinualExperiment
             var evalClock = Stopwatch.StartNew();
             var scores = EvaluateAll(ml, model, stream, options.Score);
             rows.Add(scores);
-            double epochSeconds = continual is { State.LastTaskEpochSeconds.Count: > 0 } ? continual.State.LastTaskEpochSeconds.Average() : seconds;
-            var record = new ContinualTaskRecord(task.Name, seconds, trainedRows, loopSeconds > 0 ? trainedRows * epochs / loopSeconds : 0, peak, evalClock.Elapsed.TotalSeconds, epochSeconds);
+            double epochSeconds = statistics is { EpochSeconds.Count: > 0 } ? statistics.EpochSeconds.Average() : seconds;
+            // Samples/s counts the epochs the method ran (PackNet and CPG run more than NumberOfEpochs).
+            double samplesPerSecond = statistics?.SamplesPerSecond ?? 0;
+            var record = new ContinualTaskRecord(task.Name, seconds, statistics?.Rows ?? 0, samplesPerSecond, peak, evalClock.Elapsed.TotalSeconds, epochSeconds);
             records.Add(record);
             log.Info($"{name}: task {t + 1}/{stream.Count} ({task.Name}) trained in {seconds:F1} s, {record.SamplesPerSecond:F0} samples/s; scores {string.Join(" ", scores.Select(s => s.ToString("F3")))}");
             options.Progress?.Invoke(new ContinualProgress(name, t, stream.Count, record, scores));
@@ -102,11 +101,34 @@ internal static class ContinualExperiment
     private static IReadOnlyList<double> EvaluateAll(MLContext ml, ITransformer model, TaskStream stream, ContinualScore score) =>
         stream.Select(task => ContinualEvaluator.Score(ml, model, task.Test, stream.LabelColumnName, score)).ToList();
 
-    private static ITransformer Fit(IEstimator<ITransformer> trainer, IDataView data, CancellationToken cancellation) =>
-        trainer is IContinualTrainer continual ? continual.Fit(data, cancellation) : trainer.Fit(data);
+    private static ITransformer Fit(IEstimator<ITransformer> trainer, IDataView data, ContinualFitOptions fit, CancellationToken cancellation) =>
+        trainer is ContinualTrainer continual ? continual.Fit(data, null, fit, cancellation) : trainer.Fit(data);
+
+    /// <summary>The "row 0" model: built and initialised with the first task's vocabulary and the same seed, no epochs. A chain
+    /// ending in a continual trainer (e.g. a normaliser and the trainer) has its last estimator told so for this one fit.</summary>
+    internal static ITransformer FitUntrained(IEstimator<ITransformer> trainer, IDataView data, CancellationToken cancellation)
+    {
+        ContinualTrainer? continual = trainer as ContinualTrainer ?? LastEstimator(trainer);
+        if (continual is null) return trainer.Fit(data); // not a continual trainer: nothing to leave untrained
+        bool before = continual.FitsUntrained;
+        continual.FitsUntrained = true;
+        try
+        {
+            return ReferenceEquals(continual, trainer) ? continual.Fit(data, cancellation) : trainer.Fit(data);
+        }
+        finally
+        {
+            continual.FitsUntrained = before;
+        }
+    }
+
+    private static ContinualTrainer? LastEstimator(IEstimator<ITransformer> trainer) =>
+        trainer.GetType() is { IsGenericType: true } type && type.GetGenericTypeDefinition() == typeof(Microsoft.ML.Data.EstimatorChain<>)
+            ? type.GetProperty(nameof(Microsoft.ML.Data.EstimatorChain<ITransformer>.LastEstimator))?.GetValue(trainer) as ContinualTrainer
+            : null;
 
     private static string TrainerDisplayName(IEstimator<ITransformer> trainer) =>
-        trainer is IContinualTrainer continual ? continual.TrainerName : trainer.GetType().Name;
+        trainer is ContinualTrainer continual ? continual.TrainerName : trainer.GetType().Name;
 
     /// <summary>Samples the process's working set every 20 ms until stopped; returns the largest value seen.</summary>
     private sealed class PeakMemorySampler : IDisposable

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Continual;
 
 /// <summary>
-/// Everything a continual model is: its frozen options, the strategy and its state, the network, the label
+/// Everything a continual model is: its frozen options, its plugins and their state, the network, the label
 /// vocabulary, the task ids seen and what each head may predict. A state is never changed once a
 /// <see cref="ContinualTransformer"/> holds it; training works on a copy (<see cref="TrainingLoop"/>).
 /// </summary>
@@ -13,7 +13,7 @@ internal sealed class ContinualModelState : IDisposable
 {
     public required string TrainerName { get; init; }
     public required ContinualTrainerOptions Options { get; init; }
-    public required ContinualStrategy Strategy { get; init; }
+    public required PluginList Plugins { get; init; }
     public required ContinualNetwork Network { get; set; }
     public required ContinualPredictionKind Kind { get; init; }
     public required int FeatureSize { get; init; }
@@ -30,11 +30,6 @@ internal sealed class ContinualModelState : IDisposable
     /// <summary>The format version the model was read with (the current one for a model made in this process).</summary>
     public int FormatVersion { get; init; } = ModelFormat.CurrentVersion;
     public long RowsSeen { get; set; }
-    /// <summary>Rows in the last task's training set (a joint model's includes earlier tasks) and the seconds the loop took; not saved.</summary>
-    public long LastTaskTrainingRows { get; set; }
-    public double LastTaskTrainingSeconds { get; set; }
-    /// <summary>Seconds of each epoch of the last task (the loop alone, without consolidation); not saved.</summary>
-    public List<double> LastTaskEpochSeconds { get; } = new();
 
     private Tensor? _allowedCache;
 
@@ -67,7 +62,7 @@ internal sealed class ContinualModelState : IDisposable
     }
 
     /// <summary>The training loss of a batch (mean over rows): cross-entropy, logistic or squared.</summary>
-    public Tensor Loss(Tensor outputs, TrainingBatch batch) => Kind switch
+    public Tensor Loss(Tensor outputs, ContinualBatch batch) => Kind switch
     {
         ContinualPredictionKind.Multiclass => nn.functional.cross_entropy(MaskLogits(outputs, batch.Heads), batch.Targets),
         ContinualPredictionKind.Binary => nn.functional.binary_cross_entropy_with_logits(outputs.squeeze(1), batch.Targets),
@@ -75,7 +70,7 @@ internal sealed class ContinualModelState : IDisposable
     };
 
     /// <summary>Rows of <paramref name="batch"/> whose prediction from <paramref name="outputs"/> is right (0 for regression).</summary>
-    public long CountCorrect(Tensor outputs, TrainingBatch batch)
+    public long CountCorrect(Tensor outputs, ContinualBatch batch)
     {
         using var _ = no_grad();
         return Kind switch

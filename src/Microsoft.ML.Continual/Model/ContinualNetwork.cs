@@ -24,6 +24,38 @@ internal sealed record NetworkShape(int InputSize, int[] HiddenSizes, ContinualA
 {
     public bool SeparateTrunks => Columns != NetworkColumns.Shared;
 
+    /// <summary>The backbone under the heads, or null for the multilayer perceptron of <see cref="HiddenSizes"/> (the
+    /// architecture family's masks and columns work on that perceptron only).</summary>
+    public ContinualBackbone? Backbone { get; init; }
+
+    /// <summary>The width of the features the heads read.</summary>
+    public int TrunkOutputSize => Backbone?.OutputSize(InputSize) ?? (HiddenSizes.Length == 0 ? InputSize : HiddenSizes[^1]);
+
+    /// <summary>Format 0x00010002 adds the backbone after the first format's fields: its name ("" for the perceptron) and settings.</summary>
+    public void WriteBackbone(BinaryWriter w)
+    {
+        w.Write(Backbone is null ? "" : Backbone.Name);
+        var pairs = Backbone is null ? [] : Settings.ToPairs(Backbone);
+        w.Write(pairs.Count);
+        foreach (var (name, value) in pairs) { w.Write(name); w.Write(value); }
+    }
+
+    /// <summary>Reads what <see cref="WriteBackbone"/> wrote and checks it against the input size.</summary>
+    public NetworkShape ReadBackbone(BinaryReader r)
+    {
+        string name = r.ReadString();
+        int count = ModelIO.ReadCount(r, "backbone setting");
+        if (count > 1024) throw new ContinualModelFormatException($"The backbone has {count} settings.");
+        var pairs = new List<KeyValuePair<string, string>>();
+        for (int i = 0; i < count; i++) pairs.Add(new(r.ReadString(), r.ReadString()));
+        if (name.Length == 0) return this;
+        var backbone = ContinualBackbones.Create(name, pairs);
+        try { backbone.Validate(InputSize); }
+        catch (ArgumentException e) { throw new ContinualModelFormatException($"The stored backbone '{name}' is invalid: {e.Message}", e); }
+        if (backbone.OutputSize(InputSize) is <= 0 or > ModelIO.MaxCount) throw new ContinualModelFormatException($"The stored backbone '{name}' gives {backbone.OutputSize(InputSize)} features.");
+        return this with { Backbone = backbone };
+    }
+
     public void Write(BinaryWriter w)
     {
         w.Write(InputSize);
@@ -40,11 +72,33 @@ internal sealed record NetworkShape(int InputSize, int[] HiddenSizes, ContinualA
         var shape = new NetworkShape(r.ReadInt32(), ModelIO.ReadInts(r, "hidden layer"), (ContinualActivation)r.ReadInt32(), r.ReadSingle(), r.ReadInt32(), r.ReadInt32(), (NetworkColumns)r.ReadByte());
         if (shape.InputSize <= 0 || shape.OutputSize <= 0 || shape.HeadCount <= 0 || shape.HiddenSizes.Any(h => h <= 0)
             || !Enum.IsDefined(shape.Activation) || !(shape.Dropout >= 0 && shape.Dropout < 1) || !Enum.IsDefined(shape.Columns)
-            || (long)shape.InputSize * (shape.HiddenSizes.Length == 0 ? 1 : shape.HiddenSizes.Max()) > ModelIO.MaxCount
-            || (long)shape.HeadCount * shape.OutputSize > ModelIO.MaxCount
-            || (shape.Columns == NetworkColumns.Progressive && (long)shape.HeadCount * shape.HeadCount > ModelIO.MaxCount))
+            || shape.HiddenSizes.Length > 64 || shape.HeadCount > 1 << 16)
             throw new ContinualModelFormatException("The stored network shape is invalid.");
         return shape;
+    }
+
+    /// <summary>Fails unless a network of this shape holds at most <paramref name="maxParameters"/> parameters (checked before
+    /// anything is allocated, against what the weights entry can hold: a damaged header cannot ask for gigabytes).</summary>
+    public void CheckSize(long maxParameters, string what)
+    {
+        long count;
+        try { count = checked(ParameterCountChecked()); }
+        catch (OverflowException) { count = long.MaxValue; }
+        if (count > maxParameters)
+            throw new ContinualModelFormatException($"The stored network shape has {(count == long.MaxValue ? "more than 2^63" : count.ToString("N0", System.Globalization.CultureInfo.InvariantCulture))} parameters; {what} holds at most {maxParameters:N0}.");
+    }
+
+    private long ParameterCountChecked()
+    {
+        checked
+        {
+            long trunk = Backbone?.ParameterCount(InputSize) ?? 0;
+            int previous = InputSize;
+            foreach (int h in HiddenSizes) { trunk += (long)previous * h + h; previous = h; }
+            long head = (long)TrunkOutputSize * OutputSize + OutputSize;
+            long lateral = LateralParameterCountPerSource * ((long)HeadCount * (HeadCount - 1) / 2);
+            return trunk * (SeparateTrunks ? HeadCount : 1) + HeadCount * head + lateral;
+        }
     }
 
     /// <summary>Lateral layers from column <c>source</c> into column <c>target</c> (progressive only): one into each hidden
@@ -67,7 +121,7 @@ internal sealed record NetworkShape(int InputSize, int[] HiddenSizes, ContinualA
     }
 
     /// <summary>Weights and biases of one head.</summary>
-    public long HeadParameterCount => (long)(HiddenSizes.Length == 0 ? InputSize : HiddenSizes[^1]) * OutputSize + OutputSize;
+    public long HeadParameterCount => (long)TrunkOutputSize * OutputSize + OutputSize;
 
     /// <summary>Lateral weights (no bias) from one source column into one target column: source layer i−1 into target
     /// layer i for every hidden layer after the first, and the last hidden layer into the head (progressive only).</summary>
@@ -88,7 +142,7 @@ internal sealed record NetworkShape(int InputSize, int[] HiddenSizes, ContinualA
 }
 
 /// <summary>Per-head views of the shared trunk's layers (PackNet's and CPG's masks): for each head, the weight and bias
-/// each trunk layer computes with. Attached to a network by its strategy (<see cref="ContinualStrategy.AttachTo"/>).</summary>
+/// each trunk layer computes with. Attached to a network by its plugin (<see cref="ContinualPlugin.AttachTo"/>).</summary>
 internal interface ITrunkWeightView
 {
     /// <summary>The weight and bias layer <paramref name="layer"/> uses for rows of head <paramref name="head"/>: the
@@ -98,40 +152,52 @@ internal interface ITrunkWeightView
 }
 
 /// <summary>
-/// A multilayer perceptron with a shared trunk and one or more linear output heads (one per task when the
-/// model is task-incremental). Heads are selected per row, so a batch may mix tasks (as replay does). With
-/// <see cref="NetworkColumns.PerTask"/> each head has its own trunk; with <see cref="NetworkColumns.Progressive"/>
-/// each head's trunk (column) also receives lateral connections from every earlier column (Rusu et al. 2016, eq. 1):
+/// A continual model's network: a backbone (the trunk; by default a multilayer perceptron) and one or more linear output
+/// heads (one per task when the model is task-incremental), which the library grows when new classes or task ids
+/// arrive. Heads are selected per row, so a batch may mix tasks (as replay does). With one trunk per head (the
+/// independent baseline) each head has its own backbone; with progressive columns each head's perceptron also receives
+/// lateral connections from every earlier column (Rusu et al. 2016, eq. 1):
 /// h_i^(k) = f(W_i^(k) h_{i-1}^(k) + b_i^(k) + Σ_{j&lt;k} U_i^(k:j) h_{i-1}^(j)).
 /// </summary>
-internal sealed class ContinualNetwork : nn.Module
+public sealed class ContinualNetwork : nn.Module
 {
-    private readonly ModuleList<Sequential> trunks;
+    private readonly ModuleList<nn.Module<Tensor, Tensor>> trunks;
     private readonly ModuleList<Linear> heads;
     private readonly ModuleList<Linear> laterals;
+    private readonly RandomSource _random = new();
 
-    public ContinualNetwork(NetworkShape shape) : base(nameof(ContinualNetwork))
+    /// <summary>A network of <paramref name="shape"/>, its parameters drawn from <paramref name="init"/> (in the order the
+    /// layers are made: trunks, heads, laterals; each weight, then its bias), or left as TorchSharp's layers draw them from
+    /// the process-wide generator when null (a network about to be loaded from a file).</summary>
+    internal ContinualNetwork(NetworkShape shape, Generator? init) : base(nameof(ContinualNetwork))
     {
         Shape = shape;
-        int previous = shape.HiddenSizes.Length == 0 ? shape.InputSize : shape.HiddenSizes[^1];
-        trunks = nn.ModuleList(Enumerable.Range(0, shape.SeparateTrunks ? shape.HeadCount : 1).Select(_ => CreateTrunk(shape)).ToArray());
-        heads = nn.ModuleList(Enumerable.Range(0, shape.HeadCount).Select(_ => nn.Linear(previous, shape.OutputSize)).ToArray());
+        int previous = shape.TrunkOutputSize;
+        trunks = nn.ModuleList(Enumerable.Range(0, shape.SeparateTrunks ? shape.HeadCount : 1).Select(_ => CreateTrunk(shape, init)).ToArray());
+        heads = nn.ModuleList(Enumerable.Range(0, shape.HeadCount).Select(_ => Initialized(nn.Linear(previous, shape.OutputSize), init)).ToArray());
         var lateralLayers = new List<Linear>();
         for (int target = 1; target < shape.HeadCount && shape.LateralsPerPair > 0; target++)
             for (int source = 0; source < target; source++)
                 for (int i = 1; i <= shape.HiddenSizes.Length; i++)
-                    lateralLayers.Add(nn.Linear(shape.HiddenSizes[i - 1], i < shape.HiddenSizes.Length ? shape.HiddenSizes[i] : shape.OutputSize, hasBias: false));
+                    lateralLayers.Add(Initialized(nn.Linear(shape.HiddenSizes[i - 1], i < shape.HiddenSizes.Length ? shape.HiddenSizes[i] : shape.OutputSize, hasBias: false), init));
         laterals = nn.ModuleList(lateralLayers.ToArray());
         RegisterComponents();
     }
 
-    private static Sequential CreateTrunk(NetworkShape shape)
+    private static Linear Initialized(Linear layer, Generator? init)
     {
+        if (init is not null) Initializer.Reset(layer.weight!, layer.bias, init);
+        return layer;
+    }
+
+    private nn.Module<Tensor, Tensor> CreateTrunk(NetworkShape shape, Generator? init)
+    {
+        if (shape.Backbone is { } backbone) return backbone.CreateModule(new ContinualBackboneContext(shape.InputSize, init, _random));
         var layers = new List<(string, nn.Module<Tensor, Tensor>)>();
         int previous = shape.InputSize;
         for (int i = 0; i < shape.HiddenSizes.Length; i++)
         {
-            layers.Add(($"linear{i}", nn.Linear(previous, shape.HiddenSizes[i])));
+            layers.Add(($"linear{i}", Initialized(nn.Linear(previous, shape.HiddenSizes[i]), init)));
             layers.Add(($"activation{i}", shape.Activation switch
             {
                 ContinualActivation.Tanh => nn.Tanh(),
@@ -139,19 +205,40 @@ internal sealed class ContinualNetwork : nn.Module
                 ContinualActivation.Gelu => nn.GELU(),
                 _ => nn.ReLU(),
             }));
-            if (shape.Dropout > 0) layers.Add(($"dropout{i}", nn.Dropout(shape.Dropout)));
+            if (shape.Dropout > 0) layers.Add(($"dropout{i}", new SeededDropout(shape.Dropout, _random)));
             previous = shape.HiddenSizes[i];
         }
         return nn.Sequential(layers);
     }
 
-    public NetworkShape Shape { get; }
+    internal NetworkShape Shape { get; }
+
+    /// <summary>The backbone under the heads, or null for the default multilayer perceptron.</summary>
+    public ContinualBackbone? Backbone => Shape.Backbone;
+
+    /// <summary>The number of heads (one per task for a task-incremental model, else 1).</summary>
+    public int HeadCount => Shape.HeadCount;
+
+    /// <summary>The width of every head's outputs.</summary>
+    public int OutputSize => Shape.OutputSize;
+
+    /// <summary>The generator dropout draws its masks from while the network trains in a fit (null: torch's process-wide one).</summary>
+    internal Generator? Random
+    {
+        get => _random.Generator;
+        set => _random.Generator = value;
+    }
+
+    /// <summary>Whether the trunk is the default multilayer perceptron (the architecture family needs it).</summary>
+    internal bool IsPerceptron => Shape.Backbone is null;
 
     /// <summary>Per-head views of the shared trunk's weights, or null (every head uses the weights as they are).
-    /// Not saved with the weights: the strategy that owns the masks attaches itself after making or loading the network.</summary>
-    public ITrunkWeightView? TrunkWeightView { get; set; }
+    /// Not saved with the weights: the plugin that owns the masks attaches itself after making or loading the network.</summary>
+    internal ITrunkWeightView? TrunkWeightView { get; set; }
 
     /// <summary>Outputs (logits) for each row; <paramref name="headOfRow"/> picks each row's head (null: head 0).</summary>
+    /// <param name="features">[rows, features].</param>
+    /// <param name="headOfRow">[rows] int64, or null.</param>
     public Tensor Forward(Tensor features, Tensor? headOfRow)
     {
         using var scope = NewDisposeScope();
@@ -202,7 +289,7 @@ internal sealed class ContinualNetwork : nn.Module
             var (weight, bias) = view.LayerFor(head, i, trunk[i].weight!, trunk[i].bias!);
             x = nn.functional.linear(x, weight, bias);
             x = Activate(x);
-            if (Shape.Dropout > 0) x = nn.functional.dropout(x, Shape.Dropout, training);
+            if (Shape.Dropout > 0) x = SeededDropout.Apply(x, Shape.Dropout, training, _random);
         }
         return x;
     }
@@ -227,7 +314,7 @@ internal sealed class ContinualNetwork : nn.Module
                         z = z + laterals[LateralIndex(column, source, i)].call(activations[source]);
                 z = Activate(z);
                 // Frozen columns are fixed functions: only the column being trained drops units.
-                if (Shape.Dropout > 0 && column == head) z = nn.functional.dropout(z, Shape.Dropout, training);
+                if (Shape.Dropout > 0 && column == head) z = SeededDropout.Apply(z, Shape.Dropout, training, _random);
                 next[column] = z;
             }
             activations = next;
@@ -245,6 +332,7 @@ internal sealed class ContinualNetwork : nn.Module
 
     private List<Linear> TrunkLinears(int trunk)
     {
+        if (!IsPerceptron) throw new InvalidOperationException("Only the multilayer perceptron's layers are addressed one by one.");
         if (!_trunkLinears.TryGetValue(trunk, out var list))
         {
             list = trunks[trunk].named_children().Where(c => c.name.StartsWith("linear", StringComparison.Ordinal)).Select(c => (Linear)c.module).ToList();
@@ -261,39 +349,42 @@ internal sealed class ContinualNetwork : nn.Module
         _ => nn.functional.relu(x),
     };
 
-    /// <summary>The weight and bias of each shared-trunk layer, in order (for masks over the trunk).</summary>
-    public IReadOnlyList<(Parameter Weight, Parameter Bias)> SharedTrunkLayers() =>
+    /// <summary>The weight and bias of each shared-trunk layer, in order (for masks over the perceptron's trunk).</summary>
+    internal IReadOnlyList<(Parameter Weight, Parameter Bias)> SharedTrunkLayers() =>
         TrunkLinears(0).Select(l => ((Parameter)l.weight!, (Parameter)l.bias!)).ToList();
 
     /// <summary>The parameters of head <paramref name="head"/> (its linear layer).</summary>
     public IEnumerable<Parameter> HeadParameters(int head) => heads[head].parameters();
 
-    /// <summary>The last hidden layer's output (the shared trunk's), e.g. for herding.</summary>
+    /// <summary>The backbone's output for each row (the shared trunk's features the heads read), e.g. for herding or class means.</summary>
     public Tensor Embed(Tensor features) => trunks[0].call(features);
+
+    /// <summary>The outputs of head <paramref name="head"/> for the backbone features <paramref name="embedded"/> (shared trunk only).</summary>
+    public Tensor HeadOutputs(int head, Tensor embedded) => heads[head].call(embedded);
 
     private IReadOnlyList<(string Name, Parameter Value)>? _orderedParameters;
 
     /// <summary>Moves the network to <paramref name="device"/> (moving may replace the parameter objects, so the cached list is rebuilt).</summary>
-    public void MoveTo(Device device)
+    internal void MoveTo(Device device)
     {
         this.to(device);
         _orderedParameters = null;
         _trunkLinears.Clear();
     }
 
-    /// <summary>All parameters in a fixed order (trunk first, then heads); the list is built once (hooks call this at every step).</summary>
+    /// <summary>All parameters in a fixed order (trunk first, then heads, then laterals) with their names; the list is built once (hooks call this at every step).</summary>
     public IReadOnlyList<(string Name, Parameter Value)> OrderedParameters() =>
         _orderedParameters ??= named_parameters().Select(p => (p.name, p.parameter)).ToList();
 
     /// <summary>A new network of shape <paramref name="shape"/> holding this network's weights: the trunk
     /// unchanged, every existing head's existing outputs unchanged; new outputs and new heads keep their fresh
     /// initialisation (drawn from torch's generator, which the caller seeds).</summary>
-    public ContinualNetwork GrowTo(NetworkShape shape)
+    internal ContinualNetwork GrowTo(NetworkShape shape, Generator? init)
     {
         if (shape.InputSize != Shape.InputSize || !shape.HiddenSizes.SequenceEqual(Shape.HiddenSizes) || shape.Columns != Shape.Columns
-            || shape.OutputSize < Shape.OutputSize || shape.HeadCount < Shape.HeadCount)
+            || shape.OutputSize < Shape.OutputSize || shape.HeadCount < Shape.HeadCount || !SameBackbone(shape.Backbone, Shape.Backbone))
             throw new InvalidOperationException("A network can only grow its outputs and heads.");
-        var grown = new ContinualNetwork(shape);
+        var grown = new ContinualNetwork(shape, init);
         var source = named_parameters().ToDictionary(p => p.name, p => p.parameter);
         using (no_grad())
         {
@@ -310,11 +401,11 @@ internal sealed class ContinualNetwork : nn.Module
     /// <summary>A new network whose hidden layers are <paramref name="hiddenSizes"/> wide (at least the current widths; shared
     /// trunk only): every existing weight, bias and head input keeps its value and place (the top-left block); the new
     /// units' weights keep their fresh initialisation (drawn from torch's generator).</summary>
-    public ContinualNetwork WidenTo(int[] hiddenSizes)
+    internal ContinualNetwork WidenTo(int[] hiddenSizes, Generator? init)
     {
-        if (Shape.Columns != NetworkColumns.Shared || hiddenSizes.Length != Shape.HiddenSizes.Length || hiddenSizes.Zip(Shape.HiddenSizes).Any(p => p.First < p.Second))
-            throw new InvalidOperationException("Only a shared trunk's hidden layers can be widened, and only wider.");
-        var wider = new ContinualNetwork(Shape with { HiddenSizes = hiddenSizes });
+        if (!IsPerceptron || Shape.Columns != NetworkColumns.Shared || hiddenSizes.Length != Shape.HiddenSizes.Length || hiddenSizes.Zip(Shape.HiddenSizes).Any(p => p.First < p.Second))
+            throw new InvalidOperationException("Only a shared perceptron trunk's hidden layers can be widened, and only wider.");
+        var wider = new ContinualNetwork(Shape with { HiddenSizes = hiddenSizes }, init);
         var source = named_parameters().ToDictionary(p => p.name, p => p.parameter);
         using (no_grad())
         {
@@ -329,20 +420,32 @@ internal sealed class ContinualNetwork : nn.Module
         return wider;
     }
 
-    /// <summary>An independent copy (same shape, same weights).</summary>
-    public ContinualNetwork Copy() => GrowTo(Shape);
+    /// <summary>Whether two backbones are the same kind with the same settings (the perceptron is null).</summary>
+    internal static bool SameBackbone(ContinualBackbone? a, ContinualBackbone? b) =>
+        a is null ? b is null : b is not null && a.GetType() == b.GetType() && Settings.ToPairs(a).SequenceEqual(Settings.ToPairs(b));
 
-    /// <summary>Gives every parameter a fresh initialisation (drawn from torch's generator, which the caller seeds).</summary>
-    public void Reinitialize()
+    /// <summary>An independent copy (same shape, same weights), in evaluation mode; its fresh layers' draws (overwritten
+    /// by the copy) come from <paramref name="random"/>, as a fit's every draw does.</summary>
+    public ContinualNetwork Copy(Generator? random = null)
     {
-        using var fresh = new ContinualNetwork(Shape);
+        var copy = GrowTo(Shape, random);
+        copy.MoveTo(parameters().First().device);
+        copy.TrunkWeightView = TrunkWeightView;
+        copy.eval();
+        return copy;
+    }
+
+    /// <summary>Gives every parameter a fresh initialisation drawn from <paramref name="init"/>.</summary>
+    internal void Reinitialize(Generator? init)
+    {
+        using var fresh = new ContinualNetwork(Shape, init);
         fresh.MoveTo(parameters().First().device);
         var source = fresh.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         using var _ = no_grad();
         foreach (var (name, target) in named_parameters()) target.copy_(source[name]);
     }
 
-    public void WriteWeights(BinaryWriter w)
+    internal void WriteWeights(BinaryWriter w)
     {
         var parameters = OrderedParameters();
         w.Write(parameters.Count);
@@ -356,32 +459,32 @@ internal sealed class ContinualNetwork : nn.Module
         }
     }
 
-    public void ReadWeights(BinaryReader r)
+    /// <summary>Reads what <see cref="WriteWeights"/> wrote; with <paramref name="wholeEntry"/>, the stream must end right after.</summary>
+    internal void ReadWeights(BinaryReader r, bool wholeEntry = false)
     {
+        var budget = TensorIO.Budget(r, "network entry");
         var parameters = OrderedParameters();
-        int count = ModelIO.ReadCount(r, "parameter");
+        int count = budget.Int32();
+        if (count < 0 || count > ModelIO.MaxCount) throw new ContinualModelFormatException($"The network entry's parameter count {count} is out of range.");
         if (count != parameters.Count)
             throw new ContinualModelFormatException($"The network entry has {count} parameters; a network of this shape has {parameters.Count}.");
         using var _ = no_grad();
         foreach (var (name, value) in parameters)
         {
-            string storedName = r.ReadString();
-            int rank = r.ReadInt32();
+            string storedName = budget.String(1024);
+            int rank = budget.Int32();
             if (storedName != name || rank != value.dim())
                 throw new ContinualModelFormatException($"The network entry holds '{storedName}' (rank {rank}) where '{name}' (rank {value.dim()}) was expected.");
             for (int i = 0; i < rank; i++)
             {
-                long d = r.ReadInt64();
+                long d = budget.Int64();
                 if (d != value.shape[i])
                     throw new ContinualModelFormatException($"Parameter '{name}' has size {d} in dimension {i}; {value.shape[i]} was expected.");
             }
-            var data = new float[value.numel()];
-            int bytes = data.Length * sizeof(float);
-            byte[] raw = r.ReadBytes(bytes);
-            if (raw.Length != bytes) throw new ContinualModelFormatException($"The network entry ends inside parameter '{name}'.");
-            Buffer.BlockCopy(raw, 0, data, 0, bytes);
+            float[] data = budget.Array<float>(value.numel());
             using Tensor loaded = tensor(data, value.shape).clone();
             value.copy_(loaded);
         }
+        if (wholeEntry) budget.CheckConsumed();
     }
 }

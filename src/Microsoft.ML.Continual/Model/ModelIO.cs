@@ -16,6 +16,8 @@ internal static class ModelIO
     public static int[] ReadInts(BinaryReader r, string what)
     {
         int n = ReadCount(r, what);
+        if (r.BaseStream.CanSeek && n * 4L > r.BaseStream.Length - r.BaseStream.Position)
+            throw new ContinualModelFormatException($"The {what} count {n} is more than the entry holds.");
         var a = new int[n];
         for (int i = 0; i < n; i++) a[i] = r.ReadInt32();
         return a;

@@ -9,22 +9,27 @@ namespace Microsoft.ML.Continual;
 
 /// <summary>
 /// A checkpoint within a task, at an epoch boundary: the network's weights, the optimizer's state, the shuffling and
-/// global random generators' states, the strategy's within-task progress and the epoch and step reached. A fingerprint of
+/// fit's generators' states, the plugins' within-task progress and the epoch and step reached. A fingerprint of
 /// the job (trainer, options, previous model, task rows) guards against resuming someone else's checkpoint.
 /// </summary>
 internal static class Checkpoint
 {
     private const int Magic = 0x504B_4343; // "CCKP"
-    private const int Version = 1;
+    private const int Version = 2; // 2: the fit's own generator instead of torch's process-wide state; plugin progress as state stores
 
     /// <summary>A fingerprint of the job: trainer name and options, the starting network's weights and the task's rows.</summary>
-    public static string Fingerprint(TrainingContext context, string trainerName)
+    public static string Fingerprint(ContinualTrainingContext context, string trainerName)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         var text = new StringBuilder(trainerName);
         foreach (var (name, value) in context.Options.ToPairs()) text.Append('|').Append(name).Append('=').Append(value);
+        foreach (var plugin in context.State.Plugins.Items)
+        {
+            text.Append("|plugin=").Append(plugin.Name);
+            foreach (var (name, value) in Settings.ToPairs(plugin)) text.Append('|').Append(name).Append('=').Append(value);
+        }
         text.Append(CultureInfo.InvariantCulture, $"|task={context.TaskIndex}|rows={context.Task.Count}");
         hash.AppendData(Encoding.UTF8.GetBytes(text.ToString()));
         // The exact rows (order included) and starting weights, byte for byte, read in place in chunks (no copy of the task).
@@ -42,7 +47,7 @@ internal static class Checkpoint
         return Convert.ToHexString(hash.GetHashAndReset());
     }
 
-    public static void Write(string path, string fingerprint, TrainingContext context, Generator shuffle, int epochsDone)
+    public static void Write(string path, string fingerprint, ContinualTrainingContext context, Generator shuffle, int epochsDone)
     {
         string directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
         Directory.CreateDirectory(directory);
@@ -61,8 +66,16 @@ internal static class Checkpoint
                     context.Network.WriteWeights(writer);
                     WriteOptimizer(writer, context.Optimizer!);
                     WriteBytes(writer, shuffle.get_state());
-                    WriteBytes(writer, torch.get_rng_state());
-                    context.State.Strategy.SaveTaskProgress(writer);
+                    WriteBytes(writer, context.Random.get_state());
+                    foreach (var plugin in context.State.Plugins.Items)
+                    {
+                        using var progress = new ContinualState();
+                        plugin.SaveTaskProgress(progress);
+                        using var buffer = new MemoryStream();
+                        using (var inner = new BinaryWriter(buffer, Encoding.UTF8, leaveOpen: true)) progress.Write(inner);
+                        writer.Write(buffer.Length);
+                        writer.Write(buffer.GetBuffer(), 0, (int)buffer.Length);
+                    }
                 }
                 stream.Flush(flushToDisk: true);
             }
@@ -75,7 +88,7 @@ internal static class Checkpoint
     }
 
     /// <summary>Restores the checkpoint into <paramref name="context"/>; returns the epochs it had completed.</summary>
-    public static int Read(string path, string fingerprint, TrainingContext context, Generator shuffle)
+    public static int Read(string path, string fingerprint, ContinualTrainingContext context, Generator shuffle)
     {
         try
         {
@@ -91,8 +104,15 @@ internal static class Checkpoint
             context.Network.ReadWeights(reader);
             ReadOptimizer(reader, context.Optimizer!);
             shuffle.set_state(ReadBytes(reader));
-            torch.set_rng_state(ReadBytes(reader));
-            context.State.Strategy.LoadTaskProgress(reader);
+            context.Random.set_state(ReadBytes(reader));
+            foreach (var plugin in context.State.Plugins.Items)
+            {
+                long length = reader.ReadInt64();
+                if (length < 0 || length > stream.Length - stream.Position) throw new ContinualModelFormatException("The checkpoint's plugin progress is truncated.");
+                using var progress = ContinualState.Read(reader, length, $"checkpoint progress of plugin '{plugin.Name}'");
+                plugin.LoadTaskProgress(progress);
+            }
+            if (stream.Position != stream.Length) throw new ContinualModelFormatException("The checkpoint has bytes after its end.");
             return epochs;
         }
         catch (Exception e) when (e is EndOfStreamException or IOException or ContinualModelFormatException or ExternalException)
@@ -121,19 +141,20 @@ internal static class Checkpoint
         }
     }
 
-    /// <summary>A strategy's sampling generator (or its absence) for <see cref="ContinualStrategy.SaveTaskProgress"/>.</summary>
-    internal static void WriteGenerator(BinaryWriter writer, Generator? generator)
+    /// <summary>A plugin's sampling generator (or its absence) for <see cref="ContinualPlugin.SaveTaskProgress"/>.</summary>
+    internal static void WriteGenerator(ContinualState state, Generator? generator)
     {
-        writer.Write(generator is not null);
-        if (generator is not null) WriteBytes(writer, generator.get_state());
+        if (generator is null) return;
+        using var bytes = generator.get_state();
+        state.Set("generator", bytes);
     }
 
-    /// <summary>Restores what <see cref="WriteGenerator"/> wrote into <paramref name="generator"/> (made again by BeforeTask).</summary>
-    internal static void ReadGenerator(BinaryReader reader, Generator? generator)
+    /// <summary>Restores what <see cref="WriteGenerator"/> stored into <paramref name="generator"/> (made again by BeforeTask).</summary>
+    internal static void ReadGenerator(ContinualState state, Generator? generator)
     {
-        if (!reader.ReadBoolean()) return;
-        var state = ReadBytes(reader);
-        (generator ?? throw new ContinualCheckpointException("The checkpoint holds a sampling generator this task does not have.")).set_state(state);
+        if (!state.Contains("generator")) return;
+        using var bytes = state.GetTensor("generator");
+        (generator ?? throw new ContinualCheckpointException("The checkpoint holds a sampling generator this task does not have.")).set_state(bytes);
     }
 
     internal static void WriteBytes(BinaryWriter writer, Tensor state)

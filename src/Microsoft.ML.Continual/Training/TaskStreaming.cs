@@ -116,7 +116,7 @@ internal sealed class StreamingBatches
     private long[]? _bufferHeads, _batchHeads;
 
     /// <summary>The epoch's batches, drawn with a generator seeded by the task's seed and the epoch (so a resumed epoch is the same).</summary>
-    public IEnumerable<TrainingBatch> Epoch(long taskSeed, int epoch, Device device, CancellationToken cancellation)
+    public IEnumerable<ContinualBatch> Epoch(long taskSeed, int epoch, Device device, CancellationToken cancellation)
     {
         var random = new Random(HashCode32(taskSeed, epoch));
         int size = _featureSize, batchSize = _options.BatchSize;
@@ -166,7 +166,7 @@ internal sealed class StreamingBatches
         if (inBatch > 0) yield return MakeBatch(batchFeatures, batchTargets, batchHeads, inBatch, device);
     }
 
-    private TrainingBatch MakeBatch(float[] features, float[] targets, long[] heads, int rows, Device device)
+    private ContinualBatch MakeBatch(float[] features, float[] targets, long[] heads, int rows, Device device)
     {
         // Copied into torch memory (tensor() over a managed array would alias it, and the arrays are reused).
         Tensor x = tensor(features.AsSpan(0, rows * _featureSize).ToArray(), new long[] { rows, _featureSize }).to(device);
@@ -174,7 +174,7 @@ internal sealed class StreamingBatches
             ? tensor(targets.AsSpan(0, rows).ToArray()).to_type(ScalarType.Int64).to(device)
             : tensor(targets.AsSpan(0, rows).ToArray()).to(device);
         Tensor? h = _headOf is null ? null : tensor(heads.AsSpan(0, rows).ToArray()).to(device);
-        return new TrainingBatch(x, y, h);
+        return new ContinualBatch(x, y, h);
     }
 
     private static int HashCode32(long seed, int epoch)

@@ -6,46 +6,34 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Continual;
 
 /// <summary>
-/// The one training loop every continual trainer runs. It reads the task, grows the model for new classes and
-/// task ids, then for each epoch and minibatch calls the strategy's hooks around forward, backward and the
-/// optimizer step. It always trains a copy of the previous model, so a failure or cancellation leaves the
-/// previous model as it was.
+/// The one training loop every continual trainer runs, in named phases: check the request and the columns, read the
+/// task, build the new model state (vocabulary, task ids, heads) and its network (made, or grown from the previous
+/// model's), train the epochs with the plugins' hooks around forward, backward and the optimizer step, and consolidate.
+/// It always trains a copy of the previous model, so a failure or cancellation leaves the previous model as it was; a
+/// loss or parameter that becomes infinite or NaN fails the fit (<see cref="ContinualTrainingException"/>).
 /// </summary>
 internal static class TrainingLoop
 {
-    private static readonly AsyncLocal<bool> UntrainedScope = new();
-
-    /// <summary>Within the returned scope, fits build and initialise models but run no epochs: the "row 0" model of
-    /// an experiment (same seed, same first-task vocabulary, no training).</summary>
-    public static IDisposable BeginUntrained()
-    {
-        UntrainedScope.Value = true;
-        return new ScopeEnd();
-    }
-
-    private sealed class ScopeEnd : IDisposable
-    {
-        public void Dispose() => UntrainedScope.Value = false;
-    }
-
     /// <summary>Trains one task and returns the new model state.</summary>
-    /// <param name="previous">The model to continue from, or null for a first fit.</param>
-    /// <param name="trainerName">The trainer whose strategy to run.</param>
-    /// <param name="options">The options to train with (already frozen: a private copy).</param>
-    /// <param name="strategy">A fresh strategy, or a copy of the previous model's strategy carrying its state.</param>
     /// <param name="env">Where progress is logged (<c>MLContext.Log</c>) and the default seed comes from.</param>
+    /// <param name="previous">The model to continue from, or null for a first fit.</param>
+    /// <param name="trainerName">The trainer's name, stored in the model.</param>
+    /// <param name="options">The options to train with (already frozen: a private copy).</param>
+    /// <param name="plugins">Fresh plugins, or copies of the previous model's carrying their state.</param>
     /// <param name="data">The task's rows.</param>
     /// <param name="cancellation">Stops training between batches; nothing of the previous model changes.</param>
-    /// <param name="fit">Checkpoints within the task and progress reports, or null.</param>
+    /// <param name="fit">Checkpoints, progress and statistics reports, the communicator; or null.</param>
+    /// <param name="untrained">Build and initialise the model but run no epochs (the "row 0" model of an experiment).</param>
     public static ContinualModelState Train(IHostEnvironment env, ContinualModelState? previous, string trainerName,
-        ContinualTrainerOptions options, ContinualStrategy strategy, IDataView data, CancellationToken cancellation, ContinualFitOptions? fit = null)
+        ContinualTrainerOptions options, PluginList plugins, IDataView data, CancellationToken cancellation, ContinualFitOptions? fit = null, bool untrained = false)
     {
         ContinualCommunicator communicator = fit?.Communicator ?? ContinualCommunicator.World;
         var progress = new FitProgress();
-        if (communicator.Size == 1) return Train(env, previous, trainerName, options, strategy, data, cancellation, fit, communicator, progress);
+        var request = new FitRequest(env, previous, trainerName, options, plugins, data, cancellation, fit, communicator, untrained);
+        if (communicator.Size == 1) return Train(request, progress);
         try
         {
-            return Train(env, previous, trainerName, options, strategy, data, cancellation, fit, communicator, progress);
+            return Train(request, progress);
         }
         catch (ContinualDistributedException)
         {
@@ -70,31 +58,132 @@ internal static class TrainingLoop
         public bool Agreed { get; set; }
     }
 
-    private static ContinualModelState Train(IHostEnvironment env, ContinualModelState? previous, string trainerName,
-        ContinualTrainerOptions options, ContinualStrategy strategy, IDataView data, CancellationToken cancellation, ContinualFitOptions? fit,
-        ContinualCommunicator communicator, FitProgress progress)
+    private sealed record FitRequest(IHostEnvironment Env, ContinualModelState? Previous, string TrainerName, ContinualTrainerOptions Options,
+        PluginList Plugins, IDataView Data, CancellationToken Cancellation, ContinualFitOptions? Fit, ContinualCommunicator Communicator, bool Untrained);
+
+    /// <summary>The columns' kinds, checked against the options and the previous model.</summary>
+    private sealed record Columns(int FeatureSize, ValueKind LabelKind, ContinualPredictionKind Kind, ValueKind? TaskIdKind);
+
+    /// <summary>The task read once: in memory (or, streaming, the sample used for consolidation) and the streaming pass's findings.</summary>
+    private sealed record ReadTask(TaskData Data, StreamedTask? Streamed, long BudgetBytes, long RowBytes) : IDisposable
     {
+        public void Dispose() => Data.Dispose();
+    }
+
+    /// <summary>The new state's label side: vocabulary, task ids and heads, each row's target and head.</summary>
+    private sealed record Labels(LabelVocabulary? Classes, List<string> TaskIds, List<bool[]> HeadClasses, long[]? HeadOfRow,
+        Dictionary<string, int> HeadIndex, SortedSet<long> HeadsInTask, Tensor Targets);
+
+    private static ContinualModelState Train(FitRequest request, FitProgress progress)
+    {
+        var (env, previous, trainerName, options, plugins, data, cancellation, fit, communicator, _) = request;
+        CheckRequest(request);
+        var host = env.Register("Continual");
+        using var channel = host.Start(trainerName);
+        Columns columns = CheckColumns(data.Schema, options, previous);
+
+        if (options.NumberOfThreads is int threads) set_num_threads(threads); // process-wide in libtorch: applied only when set
+        int seed = options.Seed ?? (env is IHostEnvironmentInternal internalEnv ? internalEnv.Seed : null) ?? 0;
+        int taskIndex = previous?.TasksSeen ?? 0;
+        var device = new Device(options.Device);
+        var stopwatch = Stopwatch.StartNew();
+
+        using ReadTask read = Read(data, options, columns.FeatureSize, seed + taskIndex, channel, cancellation);
+        using var _ = NewDisposeScope();
+        Labels labels = BuildLabels(read, previous, options, columns, data.Schema, channel);
+        StreamingBatches? batches = StreamingFor(read, data, options, columns, labels);
+
+        // The fit's own generator: every draw of the initialisation and of dropout comes from it (nothing process-wide),
+        // seeded per task so that every task's initialisation, shuffling and dropout are reproducible.
+        long taskSeed = seed + 1_000_003L * taskIndex;
+        using var random = new Generator((ulong)taskSeed, CPU);
+        ContinualNetwork network = BuildNetwork(previous, options, plugins, columns, labels, random);
+        network.MoveTo(device);
+        plugins.AttachTo(network);
+
+        var state = new ContinualModelState
+        {
+            TrainerName = trainerName, Options = options, Plugins = plugins, Network = network, Kind = columns.Kind,
+            FeatureSize = columns.FeatureSize, LabelKind = columns.LabelKind, Classes = labels.Classes, TaskIdKind = columns.TaskIdKind,
+            TaskIds = labels.TaskIds, HeadClasses = labels.HeadClasses, TasksSeen = taskIndex, RowsSeen = previous?.RowsSeen ?? 0,
+        };
+        try
+        {
+            using var task = new ContinualTaskData(read.Data.Features.to(device), labels.Targets.to(device),
+                labels.HeadOfRow is null ? null : tensor(labels.HeadOfRow).to(device));
+            var context = new ContinualTrainingContext(state, task, device, cancellation)
+            {
+                TaskIndex = taskIndex, TaskSeed = taskSeed, Random = random, InfoSink = message => channel.Info(message),
+                Stream = batches, HeadsInTask = labels.HeadsInTask.ToArray(), Communicator = communicator,
+            };
+            if (communicator.Size > 1)
+            {
+                // The agreement: every process has checked and read its data (a failure before this point is caught above and
+                // reported here, so that no process goes on into training and waits for one that stopped).
+                progress.Agreed = true;
+                if (!communicator.AllSucceeded(true))
+                    throw new ContinualDistributedException($"Another process of this data-parallel fit ({communicator.Description}) failed while checking or reading its data; its error is in its output. This process stops too; nothing was trained.");
+            }
+            if (request.Untrained)
+            {
+                network.eval();
+                return state;
+            }
+            network.Random = random;
+            var loopClock = Stopwatch.StartNew();
+            var epochs = TrainEpochs(context, channel, trainerName, fit);
+            Consolidate(context, fit);
+            long trainedRows = batches?.RowCount ?? context.Task.Count;
+            var statistics = new ContinualFitStatistics(trainedRows, epochs.EpochSeconds.Count, context.Step, loopClock.Elapsed.TotalSeconds, epochs.EpochSeconds);
+            if (!ReferenceEquals(context.Task, task)) context.Task.Dispose();
+            state.Network.Random = null;
+            state.TasksSeen = taskIndex + 1;
+            state.RowsSeen += batches?.RowCount ?? task.Count;
+            state.Network.eval();
+            channel.Info($"Task {taskIndex + 1} trained on {trainedRows} rows in {stopwatch.Elapsed.TotalSeconds:F1} s.");
+            fit?.Completed?.Invoke(statistics);
+            return state;
+        }
+        catch
+        {
+            state.Dispose();
+            throw;
+        }
+    }
+
+    // ---- phase 1: check ----
+
+    /// <summary>Refuses what cannot run before any work: options, checkpoints the plugins cannot capture, data-parallel limits.</summary>
+    private static void CheckRequest(FitRequest request)
+    {
+        var (_, previous, trainerName, options, plugins, _, _, fit, communicator, _) = request;
         options.Validate();
         fit?.Validate();
-        if (previous is not null && previous.TrainerName != trainerName && (previous.Strategy.AllocatesPerTask || strategy.AllocatesPerTask))
+        foreach (var plugin in plugins.Items) plugin.Validate();
+        if (previous is not null && !previous.Plugins.Names.SequenceEqual(plugins.Names) && (previous.Plugins.AllocatesPerTask || plugins.AllocatesPerTask))
             throw new ArgumentException(
-                $"A model made by {previous.TrainerName} cannot be continued by {trainerName}: {(previous.Strategy.AllocatesPerTask ? previous.TrainerName : trainerName)} divides the network among its tasks, "
+                $"A model made by {previous.TrainerName} cannot be continued by {trainerName}: {(previous.Plugins.AllocatesPerTask ? previous.TrainerName : trainerName)} divides the network among its tasks, "
                 + "and the other trainer would change or misread what the earlier tasks use. Continue it with its own trainer (ml.Continual().Refit), or start a new model.", "previousModel");
-        if (fit?.CheckpointPath is not null && !strategy.SupportsCheckpoints)
+        if (fit?.CheckpointPath is not null && !plugins.SupportsCheckpoints)
             throw new NotSupportedException($"Trainer {trainerName} accumulates state during a task that a checkpoint does not capture; run it without CheckpointPath (the model file is still written atomically at the end).");
+        if (options.Backbone is not null && (plugins.AllocatesPerTask || plugins.GrowsHiddenLayers || plugins.Columns == NetworkColumns.Progressive))
+            throw new NotSupportedException($"Trainer {trainerName} masks, widens or adds columns to the layers of a multilayer perceptron; it does not support backbone '{options.Backbone.Name}'. Leave Backbone null (the perceptron of HiddenLayerSizes).");
         if (communicator.Size > 1)
         {
             if (options.Dropout > 0)
                 throw new NotSupportedException($"Dropout ({options.Dropout}) with data-parallel training ({communicator.Description}) is not supported: every process would draw the same masks for its share of the batch. Train with Dropout 0, or in one process (ContinualFitOptions.Communicator = ContinualCommunicator.SingleProcess).");
+            if (options.Backbone is not null)
+                throw new NotSupportedException($"Backbone '{options.Backbone.Name}' with data-parallel training ({communicator.Description}) is not supported (its layers may draw dropout masks the processes would share): train it in one process (ContinualFitOptions.Communicator = ContinualCommunicator.SingleProcess).");
             if (new Device(options.Device).type != DeviceType.CPU)
                 throw new NotSupportedException($"Data-parallel training ({communicator.Description}) runs on the CPU; option Device is '{options.Device}'.");
         }
-        var host = env.Register("Continual");
-        using var channel = host.Start(trainerName);
-        var schema = data.Schema;
+    }
 
-        // Check every column before any work, naming what is wrong.
+    /// <summary>Checks every column before any work, naming what is wrong.</summary>
+    private static Columns CheckColumns(DataViewSchema schema, ContinualTrainerOptions options, ContinualModelState? previous)
+    {
         int featureSize = TaskData.FeatureSize(schema, options.FeatureColumnName, previous?.FeatureSize);
+        options.Backbone?.Validate(featureSize);
         ValueKind labelKind = TaskData.CheckValueColumn(schema, options.LabelColumnName, "Label", previous?.LabelKind,
             k => true, "a key, text, integer, Boolean, Single or Double label");
         ContinualPredictionKind kind = previous?.Kind ?? ResolveKind(options.PredictionKind, labelKind, options.LabelColumnName);
@@ -107,35 +196,43 @@ internal static class TrainingLoop
             throw new ContinualDataException(options.TaskIdColumnName,
                 previous.MultiHead ? "The model is multi-head (trained with a task-id column); the options name none."
                                    : "The model was trained without a task-id column; it cannot become multi-head.");
+        return new Columns(featureSize, labelKind, kind, taskIdKind);
+    }
 
-        if (options.NumberOfThreads is int threads) set_num_threads(threads);
-        int seed = options.Seed ?? (env is IHostEnvironmentInternal internalEnv ? internalEnv.Seed : null) ?? 0;
-        int taskIndex = previous?.TasksSeen ?? 0;
-        var device = new Device(options.Device);
-        var stopwatch = Stopwatch.StartNew();
+    // ---- phase 2: read ----
 
-        // A task larger than the memory budget is streamed: one pass for classes, task ids and a sample (1/8 of the budget),
-        // then one per epoch through a shuffle buffer (3/8); the other half is left for the data view's and the runtime's allocations.
+    /// <summary>Reads the task once into memory, or, when it is larger than the memory budget (or its row count unknown),
+    /// makes one streaming pass for classes, task ids and a sample (1/8 of the budget); the epochs then read the data view
+    /// again through a shuffle buffer (3/8), and the other half is left for the data view's and the runtime's allocations.</summary>
+    private static ReadTask Read(IDataView data, ContinualTrainerOptions options, int featureSize, int sampleSeed, IChannel channel, CancellationToken cancellation)
+    {
         long budgetBytes = options.MemoryBudgetMegabytes is int mb ? mb * 1048576L : long.MaxValue;
         long rowBytes = featureSize * 4L + 16;
         bool stream = options.MemoryBudgetMegabytes is not null && (data.GetRowCount() is not long rows || rows * rowBytes > budgetBytes);
         StreamedTask? streamed = stream
             ? StreamedTask.Read(data, options.FeatureColumnName, featureSize, options.LabelColumnName, options.TaskIdColumnName,
-                (int)Math.Clamp(budgetBytes / 8 / rowBytes, 1, int.MaxValue / Math.Max(featureSize, 1)), seed + taskIndex, cancellation)
+                (int)Math.Clamp(budgetBytes / 8 / rowBytes, 1, int.MaxValue / Math.Max(featureSize, 1)), sampleSeed, cancellation)
             : null;
-        using var taskData = streamed?.Sample ?? TaskData.Read(data, options.FeatureColumnName, featureSize, options.LabelColumnName, options.TaskIdColumnName, cancellation);
+        var taskData = streamed?.Sample ?? TaskData.Read(data, options.FeatureColumnName, featureSize, options.LabelColumnName, options.TaskIdColumnName, cancellation);
         long rowsSkipped = streamed?.RowsSkipped ?? taskData.RowsSkipped;
         if (rowsSkipped > 0)
             channel.Warning($"{rowsSkipped} rows with a missing label were skipped.");
         if (streamed is not null)
             channel.Info($"The task ({streamed.RowCount:N0} rows) is larger than the memory budget of {options.MemoryBudgetMegabytes} MB: it streams, with a sample of {taskData.Count:N0} rows for consolidation.");
+        return new ReadTask(taskData, streamed, budgetBytes, rowBytes);
+    }
 
-        // The new state: copies of the previous vocabulary and task ids, grown by this task.
-        LabelVocabulary? classes = kind == ContinualPredictionKind.Multiclass
-            ? previous?.Classes?.Clone() ?? new LabelVocabulary(labelKind) : null;
+    // ---- phase 3: build the state and the network ----
+
+    /// <summary>The new state's vocabulary, task ids and heads: copies of the previous model's, grown by this task, and each row's target and head.</summary>
+    private static Labels BuildLabels(ReadTask read, ContinualModelState? previous, ContinualTrainerOptions options, Columns columns, DataViewSchema schema, IChannel channel)
+    {
+        var (taskData, streamed, _, _) = read;
+        LabelVocabulary? classes = columns.Kind == ContinualPredictionKind.Multiclass
+            ? previous?.Classes?.Clone() ?? new LabelVocabulary(columns.LabelKind) : null;
         if (classes is not null)
         {
-            if (labelKind == ValueKind.Key)
+            if (columns.LabelKind == ValueKind.Key)
             {
                 var labelType = (Microsoft.ML.Data.KeyDataViewType)schema[options.LabelColumnName].Type;
                 classes.EnsureKeyCount(labelType.Count, KeyNames(schema[options.LabelColumnName]));
@@ -163,8 +260,7 @@ internal static class TrainingLoop
             for (int i = 0; i < headOfRow.Length; i++) headsInTask.Add(headOfRow[i] = HeadOf(taskData.TaskIds[i]));
         }
 
-        using var _ = NewDisposeScope();
-        Tensor targets = MakeTargets(kind, classes, taskData, options.LabelColumnName);
+        Tensor targets = MakeTargets(columns.Kind, classes, taskData, options.LabelColumnName);
         if (classes is not null && headOfRow is not null)
         {
             while (headClasses.Count < taskIds.Count) headClasses.Add(new bool[classes.Count]);
@@ -178,184 +274,196 @@ internal static class TrainingLoop
                 for (int i = 0; i < classOfRow.Length; i++) headClasses[(int)headOfRow[i]][classOfRow[i]] = true;
             }
         }
-        StreamingBatches? batches = streamed is null ? null : new StreamingBatches(data, options, featureSize,
-            (int)Math.Clamp(budgetBytes * 3 / 8 / rowBytes, 1, int.MaxValue / Math.Max(featureSize, 1)), streamed.RowCount,
+        return new Labels(classes, taskIds, headClasses, headOfRow, headIndex, headsInTask, targets);
+    }
+
+    /// <summary>The epochs' batches of a streamed task, or null when the task is in memory.</summary>
+    private static StreamingBatches? StreamingFor(ReadTask read, IDataView data, ContinualTrainerOptions options, Columns columns, Labels labels)
+    {
+        if (read.Streamed is not { } streamed) return null;
+        var classes = labels.Classes;
+        var headIndex = labels.HeadIndex;
+        return new StreamingBatches(data, options, columns.FeatureSize,
+            (int)Math.Clamp(read.BudgetBytes * 3 / 8 / read.RowBytes, 1, int.MaxValue / Math.Max(columns.FeatureSize, 1)), streamed.RowCount,
             classTargets: classes is not null,
             targetOf: classes is not null
                 ? label => classes.IndexOf(label) is int c and >= 0 ? c : throw new ContinualDataException(options.LabelColumnName,
                     $"Label {label} appeared in an epoch but not in the first pass: the data view must give the same rows each time it is read.")
-                : label => TargetValue(label, kind, options.LabelColumnName),
-            headOf: taskData.TaskIds is null ? null : id => headIndex.TryGetValue(id.ToString(), out int h) ? h
+                : label => TargetValue(label, columns.Kind, options.LabelColumnName),
+            headOf: read.Data.TaskIds is null ? null : id => headIndex.TryGetValue(id.ToString(), out int h) ? h
                 : throw new ContinualDataException(options.TaskIdColumnName, $"Task id '{id}' appeared in an epoch but not in the first pass: the data view must give the same rows each time it is read."));
-
-        // Seeding per task keeps every task's initialisation, shuffling and dropout reproducible.
-        long taskSeed = seed + 1_000_003L * taskIndex;
-        manual_seed(taskSeed);
-        int outputs = classes is null ? 1 : Math.Max(classes.Count, 1);
-        int[] hiddenSizes = strategy.GrowsHiddenLayers && previous is not null ? previous.Network.Shape.HiddenSizes : options.HiddenLayerSizes.ToArray();
-        var shape = new NetworkShape(featureSize, hiddenSizes, options.Activation, options.Dropout,
-            outputs, Math.Max(taskIds.Count, 1), strategy.Columns);
-        CheckArchitecture(previous, shape, strategy.GrowsHiddenLayers ? previous?.Options.HiddenLayerSizes : null, options.HiddenLayerSizes);
-        ContinualNetwork network = previous is null ? new ContinualNetwork(shape) : previous.Network.GrowTo(shape);
-        network.MoveTo(device);
-        strategy.AttachTo(network);
-
-        var state = new ContinualModelState
-        {
-            TrainerName = trainerName,
-            Options = options,
-            Strategy = strategy,
-            Network = network,
-            Kind = kind,
-            FeatureSize = featureSize,
-            LabelKind = labelKind,
-            Classes = classes,
-            TaskIdKind = taskIdKind,
-            TaskIds = taskIds,
-            HeadClasses = headClasses,
-            TasksSeen = taskIndex,
-            RowsSeen = previous?.RowsSeen ?? 0,
-        };
-        try
-        {
-            using var task = new TaskTensors(taskData.Features.to(device), targets.to(device),
-                headOfRow is null ? null : tensor(headOfRow).to(device));
-            var context = new TrainingContext
-            {
-                Network = network, Options = options, State = state, Task = task, Device = device,
-                Cancellation = cancellation, TaskIndex = taskIndex, TaskSeed = taskSeed, Info = message => channel.Info(message),
-                Stream = batches, HeadsInTask = headsInTask.ToArray(), Communicator = communicator,
-            };
-            if (communicator.Size > 1)
-            {
-                // The agreement: every process has checked and read its data (a failure before this point is caught above and
-                // reported here, so that no process goes on into training and waits for one that stopped).
-                progress.Agreed = true;
-                if (!communicator.AllSucceeded(true))
-                    throw new ContinualDistributedException($"Another process of this data-parallel fit ({communicator.Description}) failed while checking or reading its data; its error is in its output. This process stops too; nothing was trained.");
-            }
-            if (UntrainedScope.Value)
-            {
-                network.eval();
-                return state;
-            }
-            var loopClock = Stopwatch.StartNew();
-            RunEpochs(context, channel, taskSeed, trainerName, fit, communicator);
-            state.LastTaskTrainingSeconds = loopClock.Elapsed.TotalSeconds;
-            state.LastTaskTrainingRows = batches?.RowCount ?? context.Task.Count;
-            if (!ReferenceEquals(context.Task, task)) context.Task.Dispose();
-            state.TasksSeen = taskIndex + 1;
-            state.RowsSeen += batches?.RowCount ?? task.Count;
-            state.Network.eval();
-            channel.Info($"Task {taskIndex + 1} trained on {state.LastTaskTrainingRows} rows in {stopwatch.Elapsed.TotalSeconds:F1} s.");
-            return state;
-        }
-        catch
-        {
-            state.Dispose();
-            throw;
-        }
     }
 
-    private static void RunEpochs(TrainingContext context, IChannel channel, long taskSeed, string trainerName, ContinualFitOptions? fit, ContinualCommunicator communicator)
+    /// <summary>A new network for a first fit, or the previous model's grown (a copy) for the task's classes and task ids.</summary>
+    private static ContinualNetwork BuildNetwork(ContinualModelState? previous, ContinualTrainerOptions options, PluginList plugins, Columns columns, Labels labels, Generator random)
     {
+        int outputs = labels.Classes is null ? 1 : Math.Max(labels.Classes.Count, 1);
+        int[] hiddenSizes = plugins.GrowsHiddenLayers && previous is not null ? previous.Network.Shape.HiddenSizes : options.HiddenLayerSizes.ToArray();
+        var shape = new NetworkShape(columns.FeatureSize, options.Backbone is null ? hiddenSizes : [], options.Activation, options.Dropout,
+            outputs, Math.Max(labels.TaskIds.Count, 1), plugins.Columns) { Backbone = options.Backbone };
+        CheckArchitecture(previous, shape, plugins.GrowsHiddenLayers ? previous?.Options.HiddenLayerSizes : null, options.HiddenLayerSizes);
+        return previous is null ? new ContinualNetwork(shape, random) : previous.Network.GrowTo(shape, random);
+    }
+
+    // ---- phase 4: train the epochs ----
+
+    private sealed record EpochsRun(List<double> EpochSeconds);
+
+    private static EpochsRun TrainEpochs(ContinualTrainingContext context, IChannel channel, string trainerName, ContinualFitOptions? fit)
+    {
+        var communicator = context.Communicator;
         using DataParallel? parallel = communicator.Size > 1 ? new DataParallel(communicator) : null;
         var options = context.Options;
-        var strategy = context.State.Strategy;
+        var plugins = context.State.Plugins;
         context.Network.train();
-        context.CreateOptimizer = () => CreateOptimizer(options, context.Network.parameters().Concat(strategy.ExtraParameters(context)));
+        // The parameter list is read once, when the optimizer is made (the plugins' extra parameters as they are then).
+        context.CreateOptimizer = () => CreateOptimizer(options, context.Network.parameters().Concat(plugins.ExtraParameters(context)).ToList());
         parallel?.CheckSameStart(context, trainerName);
-        strategy.BeforeTask(context); // may replace context.Task (the joint baseline trains on every task so far) or the network
+        plugins.BeforeTask(context); // may replace context.Task (the joint baseline trains on every task so far) or the network
         context.Optimizer = context.CreateOptimizer();
         if (parallel is not null)
         {
             parallel.BroadcastParameters(context);
             channel.Info($"Data-parallel training: {communicator.Description}.");
         }
-        using var generator = new Generator((ulong)taskSeed, CPU); // draws are made on the CPU (then moved), so the generator lives there on every device
+        using var shuffle = new Generator((ulong)context.TaskSeed, CPU); // draws are made on the CPU (then moved), so the generator lives there on every device
         long count = context.Stream?.RowCount ?? context.Task.Count;
         long stepsPerEpoch = (count + options.BatchSize - 1) / options.BatchSize;
-        long reportEvery = Math.Max(1, stepsPerEpoch / 50);
         string? checkpointPath = fit?.CheckpointPath;
         string? fingerprint = checkpointPath is null ? null : Checkpoint.Fingerprint(context, trainerName);
         int firstEpoch = 0;
         if (checkpointPath is not null && fit!.Resume && File.Exists(checkpointPath))
         {
-            firstEpoch = Checkpoint.Read(checkpointPath, fingerprint!, context, generator);
+            firstEpoch = Checkpoint.Read(checkpointPath, fingerprint!, context, shuffle);
             channel.Info($"Resumed from checkpoint '{checkpointPath}' after epoch {firstEpoch}.");
         }
         if (parallel is not null && checkpointPath is not null && communicator.CountDiffering(BitConverter.GetBytes(firstEpoch)) > 0)
             throw new ContinualCheckpointException($"The processes of this data-parallel fit found different checkpoints at '{checkpointPath}' (this one resumes after epoch {firstEpoch}): the checkpoint must be on storage every process reads (rank 0 writes it).");
-        for (int epoch = firstEpoch; epoch < strategy.EpochCount(context); epoch++)
+        var epochSeconds = new List<double>();
+        for (int epoch = firstEpoch; epoch < plugins.EpochCount(context); epoch++)
         {
             var epochClock = Stopwatch.StartNew();
             context.Epoch = epoch;
-            strategy.BeforeEpoch(context);
-            int epochs = strategy.EpochCount(context);
-            double lossSum = 0;
-            long correct = 0;
-            using Tensor? order = context.Stream is null ? randperm(count, generator: generator, device: CPU).to(context.Device) : null;
-            IEnumerable<TrainingBatch> epochBatches = context.Stream?.Epoch(taskSeed, epoch, context.Device, context.Cancellation) ?? InMemoryBatches(context.Task, order!, options.BatchSize);
-            using var batchEnumerator = epochBatches.GetEnumerator();
-            for (long stepInEpoch = 1; ; stepInEpoch++)
-            {
-                context.Cancellation.ThrowIfCancellationRequested();
-                using var scope = NewDisposeScope(); // the batch's tensors are made in MoveNext, inside the step's scope
-                if (!batchEnumerator.MoveNext()) break;
-                TrainingBatch batch = batchEnumerator.Current;
-                context.CurrentBatch = batch;
-                context.Optimizer!.zero_grad();
-                // Data-parallel: this process's share of the batch (and of each extra batch), each loss scaled to its part of
-                // the global mean and the penalty divided by the process count; one process: the batch itself, unscaled.
-                TrainingBatch share = DataParallel.Share(batch, communicator);
-                Tensor? loss = null;
-                if (share.Features.shape[0] > 0)
-                {
-                    Tensor outputs = context.Network.Forward(share.Features, share.Heads);
-                    Tensor shareLoss = context.State.Loss(outputs, share);
-                    lossSum += shareLoss.item<float>() * share.Features.shape[0];
-                    correct += context.State.CountCorrect(outputs, share);
-                    loss = DataParallel.PartOfMean(shareLoss, share, batch, communicator);
-                }
-                foreach (TrainingBatch extra in strategy.ExtraBatches(context, batch))
-                {
-                    TrainingBatch extraShare = DataParallel.Share(extra, communicator);
-                    if (extraShare.Features.shape[0] == 0) continue;
-                    Tensor part = DataParallel.PartOfMean(context.Loss(extraShare), extraShare, extra, communicator) * extra.Weight;
-                    loss = loss is null ? part : loss + part;
-                }
-                if (strategy.Penalty(context) is Tensor penalty)
-                {
-                    Tensor part = communicator.Size == 1 ? penalty : penalty / communicator.Size; // the processes' parts add up to the penalty once
-                    loss = loss is null ? part : loss + part;
-                }
-                loss?.backward();
-                parallel?.SumGradients(context);
-                strategy.AfterBackward(context);
-                context.Optimizer.step();
-                strategy.AfterStep(context);
-                context.Step++;
-                if (fit?.Progress is { } report && stepInEpoch % reportEvery == 0 && stepInEpoch < stepsPerEpoch)
-                    report(new ContinualFitProgress(epoch, epochs, stepInEpoch, stepsPerEpoch, false, double.NaN, firstEpoch > 0));
-            }
-            context.CurrentBatch = null;
+            plugins.BeforeEpoch(context);
+            int epochs = plugins.EpochCount(context);
+            using Tensor? order = context.Stream is null ? randperm(count, generator: shuffle, device: CPU).to(context.Device) : null;
+            IEnumerable<ContinualBatch> epochBatches = context.Stream?.Epoch(context.TaskSeed, epoch, context.Device, context.Cancellation) ?? InMemoryBatches(context.Task, order!, options.BatchSize);
+            var (lossSum, correct) = RunEpoch(context, epochBatches, parallel, fit, epochs, stepsPerEpoch, firstEpoch > 0);
             if (parallel is not null) (lossSum, correct) = parallel.SumEpoch(lossSum, correct);
-            context.State.LastTaskEpochSeconds.Add(epochClock.Elapsed.TotalSeconds);
+            CheckParametersFinite(context, $"after epoch {epoch + 1}");
+            epochSeconds.Add(epochClock.Elapsed.TotalSeconds);
             fit?.Progress?.Invoke(new ContinualFitProgress(epoch, epochs, stepsPerEpoch, stepsPerEpoch, true, lossSum / count, firstEpoch > 0));
+            plugins.AfterEpoch(context, lossSum / count);
             if (checkpointPath is not null && (epoch + 1) % fit!.CheckpointEveryEpochs == 0 && epoch + 1 < epochs && communicator.Rank == 0)
-            {
-                Checkpoint.Write(checkpointPath, fingerprint!, context, generator, epoch + 1);
-            }
+                Checkpoint.Write(checkpointPath, fingerprint!, context, shuffle, epoch + 1);
             string accuracy = context.State.Kind == ContinualPredictionKind.Regression ? "" : $", training accuracy {(double)correct / count:F4}";
             channel.Info($"Task {context.TaskIndex + 1}, epoch {epoch + 1}/{epochs}: loss {lossSum / count:F4}{accuracy}");
         }
-        context.Network.eval();
-        strategy.AfterTask(context);
-        if (checkpointPath is not null && fit!.DeleteCheckpointOnSuccess && File.Exists(checkpointPath)) File.Delete(checkpointPath); // the task is done
+        return new EpochsRun(epochSeconds);
     }
 
+    /// <summary>One epoch's steps; returns the sum of the task loss over its rows and the rows predicted right.</summary>
+    private static (double LossSum, long Correct) RunEpoch(ContinualTrainingContext context, IEnumerable<ContinualBatch> epochBatches, DataParallel? parallel,
+        ContinualFitOptions? fit, int epochs, long stepsPerEpoch, bool resumed)
+    {
+        var communicator = context.Communicator;
+        long reportEvery = Math.Max(1, stepsPerEpoch / 50);
+        double lossSum = 0;
+        long correct = 0;
+        using var batchEnumerator = epochBatches.GetEnumerator();
+        for (long stepInEpoch = 1; ; stepInEpoch++)
+        {
+            context.Cancellation.ThrowIfCancellationRequested();
+            using var scope = NewDisposeScope(); // the batch's tensors are made in MoveNext, inside the step's scope
+            if (!batchEnumerator.MoveNext()) break;
+            ContinualBatch batch = batchEnumerator.Current;
+            context.CurrentBatch = batch;
+            context.Optimizer!.zero_grad();
+            var (loss, taskLoss, rows, right) = Forward(context, batch);
+            lossSum += taskLoss * rows;
+            correct += right;
+            if (!float.IsFinite(taskLoss) || (loss is not null && !float.IsFinite(loss.item<float>())))
+                throw Diverged(context, stepInEpoch, float.IsFinite(taskLoss) ? "the loss (with the plugins' terms)" : "the task loss", float.IsFinite(taskLoss) ? loss!.item<float>() : taskLoss);
+            loss?.backward();
+            parallel?.SumGradients(context);
+            context.State.Plugins.AfterBackward(context);
+            context.Optimizer.step();
+            context.State.Plugins.AfterStep(context);
+            context.Step++;
+            if (fit?.Progress is { } report && stepInEpoch % reportEvery == 0 && stepInEpoch < stepsPerEpoch)
+                report(new ContinualFitProgress(context.Epoch, epochs, stepInEpoch, stepsPerEpoch, false, double.NaN, resumed));
+        }
+        context.CurrentBatch = null;
+        return (lossSum, correct);
+    }
+
+    /// <summary>The step's forward passes and loss. In a data-parallel fit each process computes its share of the batch (and
+    /// of each extra batch), each loss scaled to its part of the global mean and penalties divided by the process count; one
+    /// process computes the batch itself, unscaled. Returns the loss to minimise, the task loss and rows of this process's
+    /// share, and its rows predicted right.</summary>
+    private static (Tensor? Loss, float TaskLoss, long Rows, long Correct) Forward(ContinualTrainingContext context, ContinualBatch batch)
+    {
+        var communicator = context.Communicator;
+        var plugins = context.State.Plugins;
+        ContinualBatch share = DataParallel.Share(batch, communicator);
+        var step = new ContinualStep(share, batch.Rows, communicator);
+        float taskLoss = 0;
+        long correct = 0;
+        if (share.Rows > 0)
+        {
+            Tensor outputs = context.Network.Forward(share.Features, share.Heads);
+            Tensor shareLoss = context.State.Loss(outputs, share);
+            taskLoss = shareLoss.item<float>();
+            correct = context.State.CountCorrect(outputs, share);
+            step.TaskOutputs = outputs;
+            step.AddTaskTerm(DataParallel.PartOfMean(shareLoss, share, batch, communicator));
+        }
+        foreach (var plugin in plugins.Items)
+            foreach (ContinualBatch extra in plugin.ExtraBatches(context, batch))
+            {
+                ContinualBatch extraShare = DataParallel.Share(extra, communicator);
+                if (extraShare.Rows == 0) continue;
+                Tensor extraOutputs = context.Network.Forward(extraShare.Features, extraShare.Heads);
+                Tensor? part = extra.Weight == 0 ? null
+                    : DataParallel.PartOfMean(context.State.Loss(extraOutputs, extraShare), extraShare, extra, communicator) * extra.Weight;
+                step.AddExtra(new ContinualStepBatch(extraShare, extraOutputs, plugin, extra.Rows), part, plugin.Name);
+            }
+        plugins.BeforeBackward(context, step);
+        return (step.Total(), taskLoss, share.Rows, correct);
+    }
+
+    // ---- phase 5: consolidate ----
+
+    /// <summary>After the last epoch: the plugins consolidate with the network in evaluation mode, and the result is checked.</summary>
+    private static void Consolidate(ContinualTrainingContext context, ContinualFitOptions? fit)
+    {
+        context.Network.eval();
+        context.State.Plugins.AfterTask(context);
+        CheckParametersFinite(context, "after the task's consolidation");
+        if (fit?.CheckpointPath is string path && fit.DeleteCheckpointOnSuccess && File.Exists(path)) File.Delete(path); // the task is done
+    }
+
+    /// <summary>Fails the fit when a parameter holds an infinite or NaN value.</summary>
+    private static void CheckParametersFinite(ContinualTrainingContext context, string when)
+    {
+        using var _ = no_grad();
+        foreach (var (name, parameter) in context.Network.OrderedParameters())
+        {
+            using Tensor finite = parameter.isfinite().all();
+            if (!finite.item<bool>())
+                throw new ContinualTrainingException($"Training diverged in task {context.TaskIndex + 1}, {when}: parameter '{name}' holds infinite or NaN values. "
+                    + "Nothing was written; the previous model is unchanged. Lower the learning rate, scale the features and the label (a regression label of large magnitude makes the squared loss overflow), or use Adam.",
+                    context.TaskIndex, context.Epoch, context.Step, name);
+        }
+    }
+
+    private static ContinualTrainingException Diverged(ContinualTrainingContext context, long stepInEpoch, string what, float value) =>
+        new($"Training diverged in task {context.TaskIndex + 1}, epoch {context.Epoch + 1}, step {stepInEpoch}: {what} is {value}. "
+            + "Nothing was written; the previous model is unchanged. Lower the learning rate, scale the features and the label (a regression label of large magnitude makes the squared loss overflow), or use Adam.",
+            context.TaskIndex, context.Epoch, context.Step, what);
+
     /// <summary>The minibatches of an in-memory task in the epoch's shuffled order.</summary>
-    private static IEnumerable<TrainingBatch> InMemoryBatches(TaskTensors task, Tensor order, int batchSize)
+    private static IEnumerable<ContinualBatch> InMemoryBatches(ContinualTaskData task, Tensor order, int batchSize)
     {
         long count = order.shape[0];
         for (long start = 0; start < count; start += batchSize)

@@ -52,13 +52,14 @@ internal sealed class WeightOwnership : IDisposable
     }
 
     /// <summary>Gives the free weights of layer <paramref name="layer"/> to <paramref name="owner"/>, drawn afresh like
-    /// nn.Linear's (U(−1/√fan_in, 1/√fan_in), from torch's generator, which the loop seeds); pruned ones were zero.</summary>
-    public void ClaimFree(int layer, Tensor weight, short owner)
+    /// nn.Linear's (U(−1/√fan_in, 1/√fan_in), from the fit's generator); pruned ones were zero.</summary>
+    public void ClaimFree(int layer, Tensor weight, short owner, Generator random)
     {
         using var _ = no_grad();
         using Tensor isFree = _owners[layer].eq(Free);
         double bound = 1 / Math.Sqrt(weight.shape[1]);
-        using Tensor fresh = rand(weight.shape, dtype: weight.dtype, device: weight.device).mul_(2 * bound).sub_(bound);
+        using Tensor drawn = rand(weight.shape, generator: random, dtype: weight.dtype, device: CPU);
+        using Tensor fresh = drawn.to(weight.device).mul_(2 * bound).sub_(bound);
         weight.copy_(where(isFree, fresh, weight));
         Assign(layer, isFree, owner);
     }
@@ -123,6 +124,27 @@ internal sealed class WeightOwnership : IDisposable
     {
         writer.Write(_owners.Length);
         foreach (var owner in _owners) TensorIO.Write(writer, owner);
+    }
+
+    /// <summary>Stores the owners under <paramref name="prefix"/>.</summary>
+    public void Save(ContinualState state, string prefix)
+    {
+        state.Set(prefix + "layers", _owners.Length);
+        for (int i = 0; i < _owners.Length; i++) state.Set(prefix + i, _owners[i]);
+    }
+
+    /// <summary>Reads what <see cref="Save"/> stored.</summary>
+    public static WeightOwnership Load(ContinualState state, string prefix)
+    {
+        int count = state.GetInt32(prefix + "layers", 0, 64);
+        var owners = new Tensor[count];
+        for (int i = 0; i < count; i++)
+        {
+            owners[i] = state.GetTensor(prefix + i).DetachFromDisposeScope();
+            if (owners[i].dtype != ScalarType.Int16 || owners[i].dim() != 2)
+                throw new ContinualModelFormatException("The weight-owner tensors must be two-dimensional int16 tensors.");
+        }
+        return new WeightOwnership(owners);
     }
 
     public static WeightOwnership Read(BinaryReader reader)

@@ -58,7 +58,7 @@ internal sealed class ExampleMemory
     public int Count => TaskOf.Length;
 
     /// <summary>The class of each of <paramref name="task"/>'s rows: the target index (multiclass), 0/1 (binary) or -1 (regression).</summary>
-    public static int[] ClassesOf(TaskTensors task, ContinualPredictionKind kind)
+    public static int[] ClassesOf(ContinualTaskData task, ContinualPredictionKind kind)
     {
         using var cpu = task.Targets.cpu();
         return kind switch
@@ -75,7 +75,7 @@ internal sealed class ExampleMemory
     /// old groups keep their lowest ranks, the new task's groups are ranked by <paramref name="selection"/>.
     /// Costs O(buffer + task rows) once per task, nothing per training step.
     /// </summary>
-    public ExampleMemory Offer(TaskTensors task, int taskIndex, int[] classOfRow, ReplayBufferPolicy policy, int capacity,
+    public ExampleMemory Offer(ContinualTaskData task, int taskIndex, int[] classOfRow, ReplayBufferPolicy policy, int capacity,
         ExemplarSelection selection, Random random, Func<Tensor, Tensor>? embed)
     {
         int n = (int)task.Count;
@@ -120,7 +120,7 @@ internal sealed class ExampleMemory
     }
 
     /// <summary>The memory with the given rows of <paramref name="task"/> appended (GEM's fixed number per task).</summary>
-    public ExampleMemory Append(TaskTensors task, int taskIndex, int[] classOfRow, int[] rows)
+    public ExampleMemory Append(ContinualTaskData task, int taskIndex, int[] classOfRow, int[] rows)
     {
         var slots = Enumerable.Range(0, Count).Concat(rows.Select(r => -1 - r)).ToArray();
         var rank = new int[task.Count];
@@ -190,7 +190,7 @@ internal sealed class ExampleMemory
     }
 
     /// <summary>iCaRL's herding over <paramref name="rows"/>: <paramref name="count"/> rows in the order chosen.</summary>
-    private static int[] Herding(TaskTensors task, List<int> rows, int count, Func<Tensor, Tensor> embed)
+    private static int[] Herding(ContinualTaskData task, List<int> rows, int count, Func<Tensor, Tensor> embed)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
@@ -213,7 +213,7 @@ internal sealed class ExampleMemory
         return chosen;
     }
 
-    private ExampleMemory Compose(int[] slots, TaskTensors task, int taskIndex, int[] classOfRow, int[] rankOfNew, long rowsOffered)
+    private ExampleMemory Compose(int[] slots, ContinualTaskData task, int taskIndex, int[] classOfRow, int[] rankOfNew, long rowsOffered)
     {
         using var scope = NewDisposeScope();
         int[] newRows = slots.Where(s => s < 0).Select(s => -1 - s).Distinct().Order().ToArray();
@@ -254,6 +254,49 @@ internal sealed class ExampleMemory
         ModelIO.WriteInts(writer, Rank);
     }
 
+    /// <summary>Stores the memory under <paramref name="prefix"/> (rows, labels, heads, and each row's task, class and rank).</summary>
+    public void Save(ContinualState state, string prefix)
+    {
+        state.Set(prefix + "rows", Count);
+        state.Set(prefix + "offered", RowsOffered);
+        if (Count == 0) return;
+        state.Set(prefix + "features", Features!);
+        state.Set(prefix + "targets", Targets!);
+        if (Heads is not null) state.Set(prefix + "heads", Heads);
+        using (var t = tensor(TaskOf)) state.Set(prefix + "task", t);
+        using (var t = tensor(ClassOf)) state.Set(prefix + "class", t);
+        using (var t = tensor(Rank)) state.Set(prefix + "rank", t);
+    }
+
+    /// <summary>Reads what <see cref="Save(ContinualState, string)"/> stored, checking that every part holds the same rows.</summary>
+    public static ExampleMemory Load(ContinualState state, string prefix)
+    {
+        int count = state.GetInt32(prefix + "rows", 0, ModelIO.MaxCount);
+        long offered = state.GetInt64(prefix + "offered");
+        if (offered < count) throw new ContinualModelFormatException($"The memory holds {count} rows but says only {offered} were offered.");
+        if (count == 0) return new ExampleMemory(null, null, null, [], [], [], offered);
+        var features = state.GetTensor(prefix + "features").DetachFromDisposeScope();
+        var targets = state.GetTensor(prefix + "targets").DetachFromDisposeScope();
+        var heads = state.TryGetTensor(prefix + "heads")?.DetachFromDisposeScope();
+        int[] Ints(string name)
+        {
+            using var t = state.GetTensor(prefix + name);
+            if (t.dtype != ScalarType.Int32 || t.dim() != 1) throw new ContinualModelFormatException($"The memory's '{name}' entry must be a vector of int32.");
+            return t.data<int>().ToArray();
+        }
+        return Checked(features, targets, heads, Ints("task"), Ints("class"), Ints("rank"), offered);
+    }
+
+    private static ExampleMemory Checked(Tensor features, Tensor targets, Tensor? heads, int[] taskOf, int[] classOf, int[] rank, long offered)
+    {
+        int count = taskOf.Length;
+        if (features.dim() != 2 || features.shape[0] != count || targets.dim() != 1 || targets.shape[0] != count || (heads is not null && (heads.dim() != 1 || heads.shape[0] != count))
+            || classOf.Length != count || rank.Length != count || features.dtype != ScalarType.Float32
+            || (heads is not null && heads.dtype != ScalarType.Int64) || targets.dtype is not (ScalarType.Int64 or ScalarType.Float32))
+            throw new ContinualModelFormatException($"The memory's parts do not all hold {count} rows of the expected types.");
+        return new ExampleMemory(features, targets, heads, taskOf, classOf, rank, offered);
+    }
+
     public static ExampleMemory Load(BinaryReader reader)
     {
         int count = ModelIO.ReadCount(reader, "memory row");
@@ -264,16 +307,14 @@ internal sealed class ExampleMemory
         var targets = TensorIO.Read(reader, "memory targets");
         var heads = reader.ReadBoolean() ? TensorIO.Read(reader, "memory heads") : null;
         int[] taskOf = ModelIO.ReadInts(reader, "memory task"), classOf = ModelIO.ReadInts(reader, "memory class"), rank = ModelIO.ReadInts(reader, "memory rank");
-        if (features.dim() != 2 || features.shape[0] != count || targets.shape[0] != count || (heads is not null && heads.shape[0] != count)
-            || taskOf.Length != count || classOf.Length != count || rank.Length != count)
-            throw new ContinualModelFormatException($"The memory's parts do not all hold {count} rows.");
-        return new ExampleMemory(features, targets, heads, taskOf, classOf, rank, offered);
+        if (taskOf.Length != count) throw new ContinualModelFormatException($"The memory's parts do not all hold {count} rows.");
+        return Checked(features, targets, heads, taskOf, classOf, rank, offered);
     }
 
     /// <summary>The memory's rows on <paramref name="device"/>, for sampling during a task.
     /// Copies (never the memory's own tensors), so the caller may dispose them.</summary>
-    public TaskTensors? ToDevice(Device device) => Count == 0 ? null
-        : new TaskTensors(Copy(Features!, device), Copy(Targets!, device), Heads is null ? null : Copy(Heads, device));
+    public ContinualTaskData? ToDevice(Device device) => Count == 0 ? null
+        : new ContinualTaskData(Copy(Features!, device), Copy(Targets!, device), Heads is null ? null : Copy(Heads, device));
 
     private static Tensor Copy(Tensor t, Device device) => t.clone().to(device).DetachFromDisposeScope();
 }

@@ -19,7 +19,7 @@ public enum FisherLabels
 internal static class ImportanceEstimation
 {
     /// <summary>Up to <paramref name="samples"/> rows of the task (all when null), drawn with the task's seed.</summary>
-    public static long[] SampleRows(TrainingContext context, int? samples)
+    public static long[] SampleRows(ContinualTrainingContext context, int? samples)
     {
         long count = context.Task.Count;
         if (samples is null || samples >= count) return Enumerable.Range(0, (int)count).Select(i => (long)i).ToArray();
@@ -38,8 +38,8 @@ internal static class ImportanceEstimation
     /// <param name="drawsInLoss">True when <paramref name="lossOfRow"/> draws from a generator row after row (sampled
     /// labels): then every process also computes the loss of the rows it leaves to others (a forward pass, no backward), so
     /// that each row's draw is the one a single process makes.</param>
-    public static ParameterTensors PerSampleMean(TrainingContext context, int? samples,
-        Func<Tensor, TrainingBatch, Tensor> lossOfRow, Func<Tensor, Tensor> statistic, bool drawsInLoss = false)
+    public static ParameterTensors PerSampleMean(ContinualTrainingContext context, int? samples,
+        Func<Tensor, ContinualBatch, Tensor> lossOfRow, Func<Tensor, Tensor> statistic, bool drawsInLoss = false)
     {
         var network = context.Network;
         var parameters = network.OrderedParameters();
@@ -80,11 +80,11 @@ internal static class ImportanceEstimation
     }
 
     /// <summary>EWC: the diagonal Fisher information, E_x[(∇_θ log p(y|x))²], with y the true or a sampled label.</summary>
-    public static ParameterTensors Fisher(TrainingContext context, int? samples, FisherLabels labels)
+    public static ParameterTensors Fisher(ContinualTrainingContext context, int? samples, FisherLabels labels)
     {
         var state = context.State;
         using var generator = new Generator((ulong)context.TaskSeed ^ 0xF15E, CPU);
-        Tensor LogLikelihoodLoss(Tensor outputs, TrainingBatch row)
+        Tensor LogLikelihoodLoss(Tensor outputs, ContinualBatch row)
         {
             switch (state.Kind)
             {
@@ -116,10 +116,10 @@ internal static class ImportanceEstimation
     }
 
     /// <summary>MAS: E_x[|∇_θ ‖f(x)‖²₂|], the sensitivity of the squared L2 norm of the output; needs no labels.</summary>
-    public static ParameterTensors OutputSensitivity(TrainingContext context, int? samples)
+    public static ParameterTensors OutputSensitivity(ContinualTrainingContext context, int? samples)
     {
         var state = context.State;
-        Tensor SquaredNorm(Tensor outputs, TrainingBatch row)
+        Tensor SquaredNorm(Tensor outputs, ContinualBatch row)
         {
             Tensor? allowed = row.Heads is null ? null : state.AllowedOutputs(outputs.device);
             Tensor kept = allowed is null ? outputs : outputs.masked_fill(allowed.index_select(0, row.Heads!).logical_not(), CachedScalars.Zero);
@@ -132,7 +132,7 @@ internal static class ImportanceEstimation
     /// SCP: (1/L) Σ_l (∇_θ ξ_lᵀ E_x[φ(x)])², with ξ_l random unit vectors and φ the model's output distribution
     /// (class probabilities; the probability for binary models; the value for regression).
     /// </summary>
-    public static ParameterTensors SlicedCramer(TrainingContext context, int? samples, int projections)
+    public static ParameterTensors SlicedCramer(ContinualTrainingContext context, int? samples, int projections)
     {
         var network = context.Network;
         var state = context.State;

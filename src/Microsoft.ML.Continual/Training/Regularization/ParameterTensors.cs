@@ -82,6 +82,25 @@ internal sealed class ParameterTensors : IDisposable
             if (!_tensors.ContainsKey(name)) _tensors[name] = zeros_like(p).DetachFromDisposeScope();
     }
 
+    /// <summary>Stores every tensor under <paramref name="prefix"/> + its parameter's name.</summary>
+    public void Save(ContinualState state, string prefix)
+    {
+        state.Set(prefix + "#", _tensors.Count);
+        foreach (var (name, t) in _tensors) state.Set(prefix + name, t);
+    }
+
+    /// <summary>Reads what <see cref="Save"/> stored under <paramref name="prefix"/>.</summary>
+    public static ParameterTensors Load(ContinualState state, string prefix)
+    {
+        int count = state.GetInt32(prefix + "#", 0, 1 << 20);
+        var tensors = new Dictionary<string, Tensor>();
+        foreach (string key in state.Names)
+            if (key.StartsWith(prefix, StringComparison.Ordinal) && key.Length > prefix.Length && key != prefix + "#" && key.IndexOf('/', prefix.Length) < 0)
+                tensors[key[prefix.Length..]] = state.GetTensor(key).DetachFromDisposeScope();
+        if (tensors.Count != count) throw new ContinualModelFormatException($"The plugin state holds {tensors.Count} tensors under '{prefix}'; {count} were written.");
+        return new ParameterTensors(tensors);
+    }
+
     public void Write(BinaryWriter w)
     {
         w.Write(_tensors.Count);

@@ -116,32 +116,45 @@ internal sealed class FlatGradients : IDisposable
 }
 
 /// <summary>
-/// Gradient episodic memory (Lopez-Paz and Ranzato 2017): <see cref="GemTrainer"/>. At every step the gradient of each
-/// past task's memory is computed (one forward and backward each) and the step's gradient projected when it would
-/// increase any of their losses (<see cref="GemProjection"/>). After a task, a random sample of its rows joins the memory.
+/// Gradient episodic memory (Lopez-Paz and Ranzato 2017): <see cref="GemTrainer"/>, whose remarks give the equations. At
+/// every step the gradient of each past task's memory is computed (one forward and backward each) and the step's gradient
+/// projected when it would increase any of their losses. After a task, a random sample of its rows joins the memory.
 /// </summary>
-internal sealed class GemStrategy : MemoryStrategy
+public sealed class GemPlugin : MemoryPlugin
 {
     private const double Epsilon = 1e-3; // GEM's positive-definite regularisation of GGᵀ
-    private readonly GemTrainer.Options _options;
-    private List<TrainingBatch> _pastTasks = new();
+    private List<ContinualBatch> _pastTasks = new();
     private FlatGradients? _flat;
     private Tensor? _gradient, MemoryGradients;
 
-    public GemStrategy(GemTrainer.Options options) => _options = options;
+    /// <summary>Rows of each task kept in the episodic memory (a random sample, drawn with the task's seed). Default 256 (the paper's MNIST setting).</summary>
+    public int MemoriesPerTask { get; set; } = 256;
 
-    /// <summary>Steps of the last task whose gradient was projected, and all its steps (for diagnostics and tests).</summary>
-    public long ProjectedSteps { get; private set; }
-    public long Steps { get; private set; }
+    /// <summary>The memory strength γ ≥ 0: lower bound of the dual variables; larger values favour backward transfer. Default 0.5 (the paper's MNIST setting).</summary>
+    public double MemoryStrength { get; set; } = 0.5;
 
-    public override void BeforeTask(TrainingContext context)
+    /// <inheritdoc/>
+    public override void Validate()
+    {
+        if (MemoriesPerTask < 1 || MemoriesPerTask > 1_000_000) throw new ArgumentOutOfRangeException(nameof(MemoriesPerTask), "Option MemoriesPerTask must be in [1, 1,000,000].");
+        if (!(MemoryStrength >= 0) || double.IsInfinity(MemoryStrength)) throw new ArgumentOutOfRangeException(nameof(MemoryStrength), "Option MemoryStrength must be non-negative and finite.");
+    }
+
+    /// <summary>Steps of the last task whose gradient was projected (for diagnostics and tests).</summary>
+    internal long ProjectedSteps { get; private set; }
+
+    /// <summary>Steps of the last task.</summary>
+    internal long Steps { get; private set; }
+
+    /// <inheritdoc/>
+    public override void BeforeTask(ContinualTrainingContext context)
     {
         ProjectedSteps = Steps = 0;
         _pastTasks = new();
         _flat = new FlatGradients(context.Network);
         if (Memory.Count == 0) return;
         // Each past task's memory as one batch on the device, gathered once per task (tensors live in the fit's dispose scope).
-        using TaskTensors memory = Memory.ToDevice(context.Device)!;
+        using ContinualTaskData memory = Memory.ToDevice(context.Device)!;
         foreach (int task in Memory.TaskOf.Distinct().Order())
         {
             Tensor rows = tensor(Enumerable.Range(0, Memory.Count).Where(i => Memory.TaskOf[i] == task).Select(i => (long)i).ToArray()).to(context.Device);
@@ -151,7 +164,8 @@ internal sealed class GemStrategy : MemoryStrategy
         MemoryGradients = zeros(_pastTasks.Count, _flat.Size, device: context.Device);
     }
 
-    public override void AfterBackward(TrainingContext context)
+    /// <inheritdoc/>
+    public override void AfterBackward(ContinualTrainingContext context)
     {
         Steps++;
         if (_pastTasks.Count == 0) return;
@@ -176,15 +190,16 @@ internal sealed class GemStrategy : MemoryStrategy
             return;
         }
         ProjectedSteps++;
-        using Tensor projected = GemProjection.Project(MemoryGradients!, _gradient!, _options.MemoryStrength, Epsilon, out _);
+        using Tensor projected = GemProjection.Project(MemoryGradients!, _gradient!, MemoryStrength, Epsilon, out _);
         flat.CopyFrom(projected);
     }
 
-    public override void AfterTask(TrainingContext context)
+    /// <inheritdoc/>
+    public override void AfterTask(ContinualTrainingContext context)
     {
         var task = context.Task;
         var random = new Random(unchecked((int)(context.TaskSeed ^ 0x4745_4D00)));
-        int[] rows = Enumerable.Range(0, (int)task.Count).OrderBy(_ => random.Next()).Take(_options.MemoriesPerTask).ToArray();
+        int[] rows = Enumerable.Range(0, (int)task.Count).OrderBy(_ => random.Next()).Take(MemoriesPerTask).ToArray();
         Memory = Memory.Append(task, context.TaskIndex, ExampleMemory.ClassesOf(task, context.State.Kind), rows);
         _pastTasks = new();
         _gradient = MemoryGradients = null;
@@ -193,24 +208,35 @@ internal sealed class GemStrategy : MemoryStrategy
 }
 
 /// <summary>
-/// Averaged GEM (Chaudhry et al. 2019): <see cref="AGemTrainer"/>. One reference gradient per step from a random sample of
-/// the whole memory; when the step's gradient g points against it (gᵀg_ref &lt; 0), g is projected onto its half-space.
-/// The memory is task-balanced with a fixed budget.
+/// Averaged GEM (Chaudhry et al. 2019): <see cref="AGemTrainer"/>, whose remarks give the equation. One reference gradient
+/// per step from a random sample of the whole memory; when the step's gradient g points against it (gᵀg_ref &lt; 0), g is
+/// projected onto its half-space. The memory is task-balanced with a fixed budget.
 /// </summary>
-internal sealed class AGemStrategy : MemoryStrategy
+public sealed class AGemPlugin : MemoryPlugin
 {
-    private readonly AGemTrainer.Options _options;
-    private TaskTensors? _deviceMemory;
+    private ContinualTaskData? _deviceMemory;
     private Generator? _generator;
     private FlatGradients? _flat;
     private Tensor? _gradient, _reference;
 
-    public AGemStrategy(AGemTrainer.Options options) => _options = options;
+    /// <summary>The memory budget in rows, shared equally among the tasks seen. Default 5,120 (256 per task after 20 tasks).</summary>
+    public int MemorySize { get; set; } = 5120;
 
-    public long ProjectedSteps { get; private set; }
-    public long Steps { get; private set; }
+    /// <summary>Rows drawn from the memory for each step's reference gradient. Default 256.</summary>
+    public int ReferenceSampleSize { get; set; } = 256;
 
-    public override void BeforeTask(TrainingContext context)
+    /// <inheritdoc/>
+    public override void Validate()
+    {
+        if (MemorySize < 1 || MemorySize > 10_000_000) throw new ArgumentOutOfRangeException(nameof(MemorySize), "Option MemorySize must be in [1, 10,000,000].");
+        if (ReferenceSampleSize < 1) throw new ArgumentOutOfRangeException(nameof(ReferenceSampleSize), "Option ReferenceSampleSize must be positive.");
+    }
+
+    internal long ProjectedSteps { get; private set; }
+    internal long Steps { get; private set; }
+
+    /// <inheritdoc/>
+    public override void BeforeTask(ContinualTrainingContext context)
     {
         ProjectedSteps = Steps = 0;
         _flat = new FlatGradients(context.Network);
@@ -221,7 +247,8 @@ internal sealed class AGemStrategy : MemoryStrategy
         _reference = zeros(_flat.Size, device: context.Device);
     }
 
-    public override void AfterBackward(TrainingContext context)
+    /// <inheritdoc/>
+    public override void AfterBackward(ContinualTrainingContext context)
     {
         Steps++;
         if (_deviceMemory is null) return;
@@ -229,12 +256,12 @@ internal sealed class AGemStrategy : MemoryStrategy
         flat.CopyTo(_gradient!);
         long count = _deviceMemory.Count;
         // The reference sample: the whole memory when it is no larger than the sample size, else a uniform draw.
-        TrainingBatch reference = count <= _options.ReferenceSampleSize
-            ? new TrainingBatch(_deviceMemory.Features, _deviceMemory.Targets, _deviceMemory.Heads)
-            : _deviceMemory.Select(randint(count, [_options.ReferenceSampleSize], generator: _generator, device: CPU).to(context.Device));
+        ContinualBatch reference = count <= ReferenceSampleSize
+            ? new ContinualBatch(_deviceMemory.Features, _deviceMemory.Targets, _deviceMemory.Heads)
+            : _deviceMemory.Select(randint(count, [ReferenceSampleSize], generator: _generator, device: CPU).to(context.Device));
         flat.Zero();
         // Data-parallel: each process takes its share of the sample; the shares' gradients add up to the sample mean's.
-        TrainingBatch share = DataParallel.Share(reference, context.Communicator);
+        ContinualBatch share = DataParallel.Share(reference, context.Communicator);
         if (share.Features.shape[0] > 0) DataParallel.PartOfMean(context.Loss(share), share, reference, context.Communicator).backward();
         flat.CopyTo(_reference!);
         context.Communicator.AllReduceSum(_reference!);
@@ -254,12 +281,13 @@ internal sealed class AGemStrategy : MemoryStrategy
         return true;
     }
 
-    public override void AfterTask(TrainingContext context)
+    /// <inheritdoc/>
+    public override void AfterTask(ContinualTrainingContext context)
     {
         var task = context.Task;
         var random = new Random(unchecked((int)(context.TaskSeed ^ 0x4147_4500)));
         Memory = Memory.Offer(task, context.TaskIndex, ExampleMemory.ClassesOf(task, context.State.Kind), ReplayBufferPolicy.TaskBalanced,
-            _options.MemorySize, ExemplarSelection.Random, random, embed: null);
+            MemorySize, ExemplarSelection.Random, random, embed: null);
         _deviceMemory?.Dispose();
         _deviceMemory = null;
         _generator?.Dispose();
@@ -267,7 +295,10 @@ internal sealed class AGemStrategy : MemoryStrategy
         _gradient = _reference = null;
     }
 
-    public override void SaveTaskProgress(BinaryWriter writer) => Checkpoint.WriteGenerator(writer, _generator);
-    public override void LoadTaskProgress(BinaryReader reader) => Checkpoint.ReadGenerator(reader, _generator);
+    /// <inheritdoc/>
+    public override void SaveTaskProgress(ContinualState state) => Checkpoint.WriteGenerator(state, _generator);
+
+    /// <inheritdoc/>
+    public override void LoadTaskProgress(ContinualState state) => Checkpoint.ReadGenerator(state, _generator);
 
 }

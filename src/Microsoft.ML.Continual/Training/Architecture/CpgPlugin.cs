@@ -10,14 +10,43 @@ namespace Microsoft.ML.Continual;
 /// accuracy holds. Each trained head keeps a fixed mask (its own weights and the earlier ones it picked) over the layer
 /// widths it was trained with, so later tasks and growth never change its arithmetic.
 /// </summary>
-internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
+public sealed class CpgPlugin : ContinualPlugin, ITrunkWeightView
 {
+    /// <summary>The accuracy (on the task's rows) below which the layers grow, in [0, 1]. Default 0: never grow for accuracy.</summary>
+    public double AccuracyGoal { get; set; }
+
+    /// <summary>How much each growth widens every hidden layer, as a fraction of its first width. Default 0.25.</summary>
+    public double GrowthFraction { get; set; } = 0.25;
+
+    /// <summary>The most growths per task. Default 2.</summary>
+    public int MaxGrowths { get; set; } = 2;
+
+    /// <summary>Pruning steps of compaction (each followed by one retraining epoch), at least 1. Default 4.</summary>
+    public int CompactionSteps { get; set; } = 4;
+
+    /// <summary>The largest fraction of its weights a task frees by compaction, in [0, 1). Default 0.8.</summary>
+    public double MaxPruneFraction { get; set; } = 0.8;
+
+    /// <summary>How far accuracy may fall during compaction before the last step is undone. Default 0.005.</summary>
+    public double CompactionTolerance { get; set; } = 0.005;
+
+    /// <inheritdoc/>
+    public override void Validate()
+    {
+        if (!(AccuracyGoal >= 0 && AccuracyGoal <= 1)) throw new ArgumentOutOfRangeException(nameof(AccuracyGoal), "Option AccuracyGoal must be in [0, 1].");
+        if (!(GrowthFraction > 0 && GrowthFraction <= 10)) throw new ArgumentOutOfRangeException(nameof(GrowthFraction), "Option GrowthFraction must be in (0, 10].");
+        if (MaxGrowths < 0 || MaxGrowths > 100) throw new ArgumentOutOfRangeException(nameof(MaxGrowths), "Option MaxGrowths must be in [0, 100].");
+        if (CompactionSteps < 1 || CompactionSteps > 100) throw new ArgumentOutOfRangeException(nameof(CompactionSteps), "Option CompactionSteps must be in [1, 100].");
+        if (!(MaxPruneFraction >= 0 && MaxPruneFraction < 1)) throw new ArgumentOutOfRangeException(nameof(MaxPruneFraction), "Option MaxPruneFraction must be in [0, 1).");
+        if (!(CompactionTolerance >= 0 && CompactionTolerance <= 1)) throw new ArgumentOutOfRangeException(nameof(CompactionTolerance), "Option CompactionTolerance must be in [0, 1].");
+    }
+
     // The picking mask's real values start at 1e-2 and a weight is used while its value exceeds 5e-3, as in the authors'
     // code (piggyback masks, Mallya et al. 2018); gradients pass the threshold straight through.
     private const float PickInitial = 1e-2f, PickThreshold = 5e-3f;
     private static readonly Scalar PickThresholdScalar = PickThreshold.ToScalar(); // compared at every forward: kept alive (see CachedScalars)
 
-    private readonly CpgTrainer.Options _options;
+    private Generator? _random;
     private WeightOwnership? _ownership;
     private readonly List<int[]> _widths = new();   // per trained head: the hidden widths it was trained with
     private readonly List<Tensor[]> _masks = new(); // per trained head and layer: true where the head uses the weight (bool, its widths)
@@ -35,15 +64,14 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
     private (Tensor[] Parameters, Tensor[]? PickScores, WeightOwnership Owners)? _snapshot;
     private long[] _ownedAtCompaction = [];
 
-    public CpgStrategy(CpgTrainer.Options options) => _options = options;
+    internal override bool GrowsHiddenLayers => true;
 
-    public override bool GrowsHiddenLayers => true;
+    internal override bool AllocatesPerTask => true;
 
-    public override bool AllocatesPerTask => true;
-
-    // Growth replaces the network within a task, which a checkpoint does not capture.
+    /// <summary>False: growth replaces the network within a task, which a checkpoint does not capture.</summary>
     public override bool SupportsCheckpoints => false;
 
+    /// <inheritdoc/>
     public override void AttachTo(ContinualNetwork network)
     {
         network.TrunkWeightView = this;
@@ -57,7 +85,7 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
         ClearUnused();
     }
 
-    public (Tensor Weight, Tensor Bias) LayerFor(int head, int layer, Tensor weight, Tensor bias)
+    (Tensor Weight, Tensor Bias) ITrunkWeightView.LayerFor(int head, int layer, Tensor weight, Tensor bias)
     {
         if (head == _head && _own is not null)
         {
@@ -96,13 +124,17 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
         _unusedCache.Clear();
     }
 
-    public override IEnumerable<Parameter> ExtraParameters(TrainingContext context) => _pickScores ?? [];
+    /// <inheritdoc/>
+    public override IEnumerable<Parameter> ExtraParameters(ContinualTrainingContext context) => _pickScores ?? [];
 
-    public override int EpochCount(TrainingContext context) =>
-        _stopAt >= 0 ? _stopAt : _trainEnd + _options.CompactionSteps;
+    /// <inheritdoc/>
+    public override int EpochCount(ContinualTrainingContext context) =>
+        _stopAt >= 0 ? _stopAt : _trainEnd + CompactionSteps;
 
-    public override void BeforeTask(TrainingContext context)
+    /// <inheritdoc/>
+    public override void BeforeTask(ContinualTrainingContext context)
     {
+        _random = context.Random;
         if (context.State.Kind == ContinualPredictionKind.Regression)
             throw new NotSupportedException("CPG grows and compacts against an accuracy goal; it needs a classification task.");
         _head = ArchitectureTasks.NewHead(context, _tasksTrained, "CPG");
@@ -118,7 +150,7 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
         long[] free = _ownership.CountOwnedBy(WeightOwnership.Free);
         if (free.Any(f => f == 0))
         {
-            if (_options.MaxGrowths == 0)
+            if (MaxGrowths == 0)
                 throw new ContinualCapacityException($"CPG has no free weights left in trunk layer {Array.IndexOf(free, 0L) + 1} and may not grow (MaxGrowths = 0).");
             Grow(context); // nothing to train otherwise: widen first
             return;
@@ -137,7 +169,7 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
         for (int i = 0; i < layers.Count; i++)
         {
             var (weight, bias) = layers[i];
-            if (reinitialiseFree) _ownership!.ClaimFree(i, weight, (short)_head);
+            if (reinitialiseFree) _ownership!.ClaimFree(i, weight, (short)_head, _random!);
             using Tensor trainable = _ownership![i].eq(_head);
             _frozen.Add(weight, trainable);
             if (_head > 0)
@@ -177,16 +209,17 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
         }
     }
 
-    public override void BeforeEpoch(TrainingContext context)
+    /// <inheritdoc/>
+    public override void BeforeEpoch(ContinualTrainingContext context)
     {
         int epoch = context.Epoch;
         if (epoch < _trainEnd) return;
         double accuracy = Accuracy(context);
         if (epoch == _trainEnd && _compactionStep == 0)
         {
-            if (accuracy < _options.AccuracyGoal && _growths < _options.MaxGrowths)
+            if (accuracy < AccuracyGoal && _growths < MaxGrowths)
             {
-                context.Info($"CPG: task accuracy {accuracy:F4} is below the goal {_options.AccuracyGoal:F4}; growing the hidden layers.");
+                context.Info($"CPG: task accuracy {accuracy:F4} is below the goal {AccuracyGoal:F4}; growing the hidden layers.");
                 Grow(context);
                 _trainEnd += context.Options.NumberOfEpochs;
                 return;
@@ -194,23 +227,23 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
             _reference = accuracy;
             _ownedAtCompaction = _ownership!.CountOwnedBy((short)_head);
         }
-        else if (accuracy < _reference - _options.CompactionTolerance)
+        else if (accuracy < _reference - CompactionTolerance)
         {
             // The last pruning step cost too much: go back to the state before it and stop compacting (this epoch retrains it).
             Revert(context);
             _stopAt = epoch + 1;
             return;
         }
-        if (_compactionStep < _options.CompactionSteps) CompactStep(context);
+        if (_compactionStep < CompactionSteps) CompactStep(context);
     }
 
     /// <summary>Gradual pruning (Zhu and Gupta 2017, as CPG uses it): after step s of K, the task keeps
     /// 1 − p·(1 − (1 − s/K)³) of the weights it owned when compaction began.</summary>
-    private void CompactStep(TrainingContext context)
+    private void CompactStep(ContinualTrainingContext context)
     {
         _compactionStep++;
         Snapshot(context.Network);
-        double level = _options.MaxPruneFraction * (1 - Math.Pow(1 - (double)_compactionStep / _options.CompactionSteps, 3));
+        double level = MaxPruneFraction * (1 - Math.Pow(1 - (double)_compactionStep / CompactionSteps, 3));
         var layers = context.Network.SharedTrunkLayers();
         long[] owned = _ownership!.CountOwnedBy((short)_head);
         for (int i = 0; i < layers.Count; i++)
@@ -254,7 +287,7 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
         _snapshot = null;
     }
 
-    private void Revert(TrainingContext context)
+    private void Revert(ContinualTrainingContext context)
     {
         var (parameters, pickScores, owners) = _snapshot!.Value;
         var layers = context.Network.SharedTrunkLayers();
@@ -268,18 +301,18 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
         _ownership = owners.Clone();
         for (int i = 0; i < layers.Count; i++) _frozen!.Refresh(layers[i].Weight, _ownership[i].eq(_head));
         RebuildOwnMasks(context.Network);
-        context.Info($"CPG: compaction stopped after {_compactionStep - 1} of {_options.CompactionSteps} steps (accuracy would fall below {_reference - _options.CompactionTolerance:F4}).");
+        context.Info($"CPG: compaction stopped after {_compactionStep - 1} of {CompactionSteps} steps (accuracy would fall below {_reference - CompactionTolerance:F4}).");
     }
 
     /// <summary>Widens every hidden layer by <see cref="CpgTrainer.Options.GrowthFraction"/> of its first width; the new
     /// weights are this task's. Earlier heads keep reading the widths they were trained with.</summary>
-    private void Grow(TrainingContext context)
+    private void Grow(ContinualTrainingContext context)
     {
         _growths++;
         var network = context.Network;
         int[] first = context.State.Options.HiddenLayerSizes;
-        int[] wider = network.Shape.HiddenSizes.Select((w, i) => w + Math.Max(1, (int)Math.Ceiling(_options.GrowthFraction * first[i]))).ToArray();
-        var grown = network.WidenTo(wider);
+        int[] wider = network.Shape.HiddenSizes.Select((w, i) => w + Math.Max(1, (int)Math.Ceiling(GrowthFraction * first[i]))).ToArray();
+        var grown = network.WidenTo(wider, context.Random);
         _ownership!.Widen(grown, (short)_head);
         bool started = _own is not null;
         // Attaches this strategy, rebuilds the frozen set and pick scores for the new shapes, then makes a new optimizer.
@@ -288,7 +321,7 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
     }
 
     /// <summary>Accuracy on the task's own rows, in evaluation mode.</summary>
-    private static double Accuracy(TrainingContext context)
+    private static double Accuracy(ContinualTrainingContext context)
     {
         var network = context.Network;
         network.eval();
@@ -298,20 +331,23 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
             {
                 using var scope = NewDisposeScope();
                 long n = Math.Min(4096, count - start);
-                var rows = new TrainingBatch(context.Task.Features.narrow(0, start, n), context.Task.Targets.narrow(0, start, n), context.Task.Heads?.narrow(0, start, n));
+                var rows = new ContinualBatch(context.Task.Features.narrow(0, start, n), context.Task.Targets.narrow(0, start, n), context.Task.Heads?.narrow(0, start, n));
                 correct += context.State.CountCorrect(network.Forward(rows.Features, rows.Heads), rows);
             }
         network.train();
         return (double)correct / count;
     }
 
-    public override void AfterBackward(TrainingContext context) => _frozen!.MaskGradients();
+    /// <inheritdoc/>
+    public override void AfterBackward(ContinualTrainingContext context) => _frozen!.MaskGradients();
 
-    public override void AfterStep(TrainingContext context) => _frozen!.Restore();
+    /// <inheritdoc/>
+    public override void AfterStep(ContinualTrainingContext context) => _frozen!.Restore();
 
-    public override void AfterTask(TrainingContext context)
+    /// <inheritdoc/>
+    public override void AfterTask(ContinualTrainingContext context)
     {
-        if (_stopAt < 0 && _compactionStep > 0 && Accuracy(context) < _reference - _options.CompactionTolerance) Revert(context);
+        if (_stopAt < 0 && _compactionStep > 0 && Accuracy(context) < _reference - CompactionTolerance) Revert(context);
         var layers = context.Network.SharedTrunkLayers();
         var masks = new Tensor[layers.Count];
         using (no_grad())
@@ -341,6 +377,7 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
         _pickScores = null;
         DropSnapshot();
         _head = -1;
+        _random = null;
         ClearUnused();
     }
 
@@ -350,23 +387,48 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
         foreach (var t in tensors) t.Dispose();
     }
 
-    public override ContinualCapacity? Capacity(ContinualModelState state) => _ownership?.Report(state.TaskIds, _tasksTrained);
+    internal override ContinualCapacity? Capacity(ContinualModelState state) => _ownership?.Report(state.TaskIds, _tasksTrained);
 
-    public override void SaveState(BinaryWriter writer)
+    /// <inheritdoc/>
+    public override void SaveState(ContinualState state)
     {
-        writer.Write(_tasksTrained);
-        writer.Write(_ownership is not null);
-        _ownership?.Write(writer);
-        writer.Write(_masks.Count);
+        state.Set("tasks", _tasksTrained);
+        state.Set("has owners", _ownership is not null);
+        _ownership?.Save(state, "owners/");
         for (int h = 0; h < _masks.Count; h++)
         {
-            ModelIO.WriteInts(writer, _widths[h]);
-            writer.Write(_masks[h].Length);
-            foreach (var mask in _masks[h]) BitMask.Write(writer, mask);
+            using (var widths = tensor(_widths[h])) state.Set($"head{h}/widths", widths);
+            for (int i = 0; i < _masks[h].Length; i++)
+            {
+                using var packed = BitMask.Pack(_masks[h][i]);
+                state.Set($"head{h}/mask{i}", packed);
+                state.Set($"head{h}/mask{i}/columns", _masks[h][i].shape[1]);
+            }
         }
     }
 
-    public override void LoadState(BinaryReader reader, int formatVersion)
+    /// <inheritdoc/>
+    public override void LoadState(ContinualState state)
+    {
+        _tasksTrained = state.GetInt32("tasks", 0, short.MaxValue - 1);
+        _ownership = state.GetBoolean("has owners") ? WeightOwnership.Load(state, "owners/") : null;
+        _masks.Clear();
+        _widths.Clear();
+        for (int h = 0; h < _tasksTrained; h++)
+        {
+            using var widths = state.GetTensor($"head{h}/widths");
+            if (widths.dtype != ScalarType.Int32 || widths.dim() != 1 || widths.shape[0] > 64) throw new ContinualModelFormatException("A CPG head's widths are not a short vector of int32.");
+            _widths.Add(widths.data<int>().ToArray());
+            _masks.Add(Enumerable.Range(0, _widths[h].Length).Select(i =>
+            {
+                using var packed = state.GetTensor($"head{h}/mask{i}");
+                return BitMask.Unpack(packed, state.GetInt64($"head{h}/mask{i}/columns"));
+            }).ToArray());
+        }
+        ClearUnused();
+    }
+
+    internal override void LoadLegacyState(BinaryReader reader, int formatVersion)
     {
         _tasksTrained = reader.ReadInt32();
         _ownership = reader.ReadBoolean() ? WeightOwnership.Read(reader) : null;
@@ -384,6 +446,7 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
         ClearUnused();
     }
 
+    /// <inheritdoc/>
     public override IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long>
     {
         ["tasks"] = _tasksTrained,
@@ -396,6 +459,33 @@ internal sealed class CpgStrategy : ContinualStrategy, ITrunkWeightView
 /// <summary>Boolean matrices stored one bit per entry (CPG's per-task masks).</summary>
 internal static class BitMask
 {
+    /// <summary>[rows, ⌈columns / 8⌉] bytes, bit j of byte k holding column 8k + j (in the store).</summary>
+    public static Tensor Pack(Tensor mask)
+    {
+        long rows = mask.shape[0], columns = mask.shape[1];
+        bool[] bits = mask.cpu().data<bool>().ToArray();
+        long width = (columns + 7) / 8;
+        var bytes = new byte[rows * width];
+        for (long r = 0; r < rows; r++)
+            for (long c = 0; c < columns; c++)
+                if (bits[r * columns + c]) bytes[r * width + (c >> 3)] |= (byte)(1 << (int)(c & 7));
+        return tensor(bytes, new long[] { rows, width });
+    }
+
+    /// <summary>The mask <see cref="Pack"/> packed, with its column count.</summary>
+    public static Tensor Unpack(Tensor packed, long columns)
+    {
+        if (packed.dtype != ScalarType.Byte || packed.dim() != 2 || columns <= 0 || (columns + 7) / 8 != packed.shape[1])
+            throw new ContinualModelFormatException("A CPG mask has an invalid shape.");
+        long rows = packed.shape[0], width = packed.shape[1];
+        byte[] bytes = packed.data<byte>().ToArray();
+        var bits = new bool[rows * columns];
+        for (long r = 0; r < rows; r++)
+            for (long c = 0; c < columns; c++)
+                bits[r * columns + c] = (bytes[r * width + (c >> 3)] >> (int)(c & 7) & 1) == 1;
+        return tensor(bits, new long[] { rows, columns }).DetachFromDisposeScope();
+    }
+
     public static void Write(BinaryWriter writer, Tensor mask)
     {
         writer.Write(mask.shape[0]);
@@ -409,7 +499,9 @@ internal static class BitMask
     public static Tensor Read(BinaryReader reader)
     {
         long rows = reader.ReadInt64(), columns = reader.ReadInt64();
-        if (rows <= 0 || columns <= 0 || rows * columns > ModelIO.MaxCount) throw new ContinualModelFormatException("A CPG mask has an invalid shape.");
+        if (rows <= 0 || columns <= 0 || rows > ModelIO.MaxCount || columns > ModelIO.MaxCount || rows * columns > ModelIO.MaxCount
+            || (reader.BaseStream.CanSeek && (rows * columns + 7) / 8 > reader.BaseStream.Length - reader.BaseStream.Position))
+            throw new ContinualModelFormatException("A CPG mask has an invalid shape.");
         int count = checked((int)(rows * columns));
         byte[] bytes = reader.ReadBytes((count + 7) / 8);
         if (bytes.Length != (count + 7) / 8) throw new ContinualModelFormatException("A CPG mask is truncated.");

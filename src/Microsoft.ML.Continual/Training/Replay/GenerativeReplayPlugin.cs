@@ -12,13 +12,21 @@ internal sealed class VariationalAutoencoder : nn.Module
     private readonly Linear logVariance;
     private readonly Sequential decoder;
 
-    public VariationalAutoencoder(int inputSize, int hiddenSize, int latentSize) : base(nameof(VariationalAutoencoder))
+    /// <summary>A new autoencoder; its layers' parameters are drawn from <paramref name="init"/> in the order they are made
+    /// (or by TorchSharp from the process-wide generator when null: an autoencoder about to be read from a file).</summary>
+    public VariationalAutoencoder(int inputSize, int hiddenSize, int latentSize, Generator? init) : base(nameof(VariationalAutoencoder))
     {
         (InputSize, HiddenSize, LatentSize) = (inputSize, hiddenSize, latentSize);
-        encoder = nn.Sequential(nn.Linear(inputSize, hiddenSize), nn.ReLU(), nn.Linear(hiddenSize, hiddenSize), nn.ReLU());
-        mean = nn.Linear(hiddenSize, latentSize);
-        logVariance = nn.Linear(hiddenSize, latentSize);
-        decoder = nn.Sequential(nn.Linear(latentSize, hiddenSize), nn.ReLU(), nn.Linear(hiddenSize, hiddenSize), nn.ReLU(), nn.Linear(hiddenSize, inputSize));
+        Linear L(int i, int o)
+        {
+            var layer = nn.Linear(i, o);
+            if (init is not null) Initializer.Reset(layer.weight!, layer.bias, init);
+            return layer;
+        }
+        encoder = nn.Sequential(L(inputSize, hiddenSize), nn.ReLU(), L(hiddenSize, hiddenSize), nn.ReLU());
+        mean = L(hiddenSize, latentSize);
+        logVariance = L(hiddenSize, latentSize);
+        decoder = nn.Sequential(L(latentSize, hiddenSize), nn.ReLU(), L(hiddenSize, hiddenSize), nn.ReLU(), L(hiddenSize, inputSize));
         RegisterComponents();
     }
 
@@ -49,9 +57,9 @@ internal sealed class VariationalAutoencoder : nn.Module
         return bernoulli ? output.sigmoid() : output;
     }
 
-    public VariationalAutoencoder Copy()
+    public VariationalAutoencoder Copy(Generator? random)
     {
-        var copy = new VariationalAutoencoder(InputSize, HiddenSize, LatentSize);
+        var copy = new VariationalAutoencoder(InputSize, HiddenSize, LatentSize, random);
         copy.to(parameters().First().device);
         var source = named_parameters().ToDictionary(p => p.name, p => p.parameter);
         using var _ = no_grad();
@@ -59,20 +67,53 @@ internal sealed class VariationalAutoencoder : nn.Module
         return copy;
     }
 
-    public void Write(BinaryWriter writer)
+    /// <summary>Parameters of an autoencoder of these sizes (checked arithmetic: a damaged size cannot overflow).</summary>
+    public static long ParameterCount(int input, int hidden, int latent)
     {
-        writer.Write(InputSize);
-        writer.Write(HiddenSize);
-        writer.Write(LatentSize);
-        foreach (var (_, parameter) in named_parameters()) TensorIO.Write(writer, parameter);
+        try
+        {
+            checked
+            {
+                long h = hidden, i = input, z = latent;
+                return (i * h + h) + (h * h + h) + 2 * (h * z + z) + (z * h + h) + (h * h + h) + (h * i + i);
+            }
+        }
+        catch (OverflowException) { return long.MaxValue; }
     }
 
-    public static VariationalAutoencoder Read(BinaryReader reader)
+    public void Save(ContinualState state, string prefix)
+    {
+        state.Set(prefix + "input", InputSize);
+        state.Set(prefix + "hidden", HiddenSize);
+        state.Set(prefix + "latent", LatentSize);
+        foreach (var (name, parameter) in named_parameters()) state.Set(prefix + name, parameter);
+    }
+
+    public static VariationalAutoencoder Load(ContinualState state, string prefix)
+    {
+        int input = state.GetInt32(prefix + "input", 1), hidden = state.GetInt32(prefix + "hidden", 1), latent = state.GetInt32(prefix + "latent", 1);
+        // The sizes must agree with the tensors the store holds before the autoencoder is made.
+        if (ParameterCount(input, hidden, latent) > state.TensorElements)
+            throw new ContinualModelFormatException($"The generator's sizes ({input}, {hidden}, {latent}) ask for more parameters than the state holds.");
+        var vae = new VariationalAutoencoder(input, hidden, latent, init: null);
+        using var _ = no_grad();
+        foreach (var (name, parameter) in vae.named_parameters())
+        {
+            using Tensor stored = state.GetTensor(prefix + name);
+            if (!stored.shape.SequenceEqual(parameter.shape) || stored.dtype != ScalarType.Float32)
+                throw new ContinualModelFormatException($"The generator's {name} has shape [{string.Join(",", stored.shape)}]; [{string.Join(",", parameter.shape)}] was expected.");
+            parameter.copy_(stored);
+        }
+        return vae;
+    }
+
+    public static VariationalAutoencoder ReadLegacy(BinaryReader reader)
     {
         int input = ModelIO.ReadCount(reader, "generator input"), hidden = ModelIO.ReadCount(reader, "generator hidden"), latent = ModelIO.ReadCount(reader, "generator latent");
-        if (input == 0 || hidden == 0 || latent == 0 || (long)input * hidden > ModelIO.MaxCount)
-            throw new ContinualModelFormatException($"The generator's sizes ({input}, {hidden}, {latent}) are out of range.");
-        var vae = new VariationalAutoencoder(input, hidden, latent);
+        long left = reader.BaseStream.CanSeek ? reader.BaseStream.Length - reader.BaseStream.Position : long.MaxValue;
+        if (input == 0 || hidden == 0 || latent == 0 || ParameterCount(input, hidden, latent) > left / sizeof(float))
+            throw new ContinualModelFormatException($"The generator's sizes ({input}, {hidden}, {latent}) are out of range for its entry.");
+        var vae = new VariationalAutoencoder(input, hidden, latent, init: null);
         using var _ = no_grad();
         foreach (var (name, parameter) in vae.named_parameters())
         {
@@ -86,14 +127,13 @@ internal sealed class VariationalAutoencoder : nn.Module
 }
 
 /// <summary>
-/// Generative replay (<see cref="GenerativeReplayTrainer"/>): a VAE learns the inputs of every task so far (the current
-/// batch plus its own replayed samples); from the second task on, each step adds samples of the previous generator,
-/// labelled by the previous classifier (soft targets or its argmax), to the classifier's loss.
+/// Generative replay (<see cref="GenerativeReplayTrainer"/>, whose remarks give the losses): a VAE learns the inputs of
+/// every task so far (the current batch plus its own replayed samples); from the second task on, each step adds samples of
+/// the previous generator, labelled by the previous classifier (soft targets or its argmax), to the classifier's loss.
 /// </summary>
-internal sealed class GenerativeReplayStrategy : ContinualStrategy
+public sealed class GenerativeReplayPlugin : ContinualPlugin
 {
     private const int StateVersion = 1;
-    private readonly GenerativeReplayTrainer.Options _options;
     private VariationalAutoencoder? _generator;
     private bool _bernoulli;
     private int _tasksSeen, _outputsSeen, _headsSeen;
@@ -105,14 +145,37 @@ internal sealed class GenerativeReplayStrategy : ContinualStrategy
     private Generator? _random;
     private Tensor? _replayed;
 
-    public GenerativeReplayStrategy(GenerativeReplayTrainer.Options options) => _options = options;
+    /// <summary>Units in each of the generator's two hidden layers (encoder and decoder). Default 400 (van de Ven and Tolias).</summary>
+    public int GeneratorHiddenSize { get; set; } = 400;
 
-    // The generator and its optimizer change at every step; they are not part of a within-task checkpoint.
+    /// <summary>Size of the generator's latent space. Default 100 (van de Ven and Tolias).</summary>
+    public int LatentSize { get; set; } = 100;
+
+    /// <summary>The generator's Adam learning rate; null (default): the trainer's <see cref="ContinualTrainerOptions.LearningRate"/>.</summary>
+    public double? GeneratorLearningRate { get; set; }
+
+    /// <summary>Soft targets (knowledge distillation) for the replayed samples, or the previous model's predicted class. Default true.</summary>
+    public bool Distillation { get; set; } = true;
+
+    /// <summary>The distillation temperature T. Default 2 (van de Ven and Tolias).</summary>
+    public double DistillationTemperature { get; set; } = 2;
+
+    /// <inheritdoc/>
+    public override void Validate()
+    {
+        if (GeneratorHiddenSize < 1 || GeneratorHiddenSize > 1 << 16) throw new ArgumentOutOfRangeException(nameof(GeneratorHiddenSize), "Option GeneratorHiddenSize must be in [1, 65,536].");
+        if (LatentSize < 1 || LatentSize > 1 << 16) throw new ArgumentOutOfRangeException(nameof(LatentSize), "Option LatentSize must be in [1, 65,536].");
+        if (GeneratorLearningRate is double lr && !(lr > 0 && double.IsFinite(lr))) throw new ArgumentOutOfRangeException(nameof(GeneratorLearningRate), "Option GeneratorLearningRate must be null or positive.");
+        if (!(DistillationTemperature > 0 && double.IsFinite(DistillationTemperature))) throw new ArgumentOutOfRangeException(nameof(DistillationTemperature), "Option DistillationTemperature must be positive.");
+    }
+
+    /// <summary>False: the generator and its optimizer change at every step; they are not part of a within-task checkpoint.</summary>
     public override bool SupportsCheckpoints => false;
 
     internal VariationalAutoencoder? GeneratorModel => _generator;
 
-    public override void BeforeTask(TrainingContext context)
+    /// <inheritdoc/>
+    public override void BeforeTask(ContinualTrainingContext context)
     {
         bool inUnitRange;
         using (no_grad()) inUnitRange = context.Task.Features.min().item<float>() >= 0 && context.Task.Features.max().item<float>() <= 1;
@@ -120,28 +183,31 @@ internal sealed class GenerativeReplayStrategy : ContinualStrategy
         {
             // Bernoulli likelihood when every input lies in [0, 1] (e.g. pixel intensities), else Gaussian.
             _bernoulli = inUnitRange;
-            _generator = new VariationalAutoencoder((int)context.Task.Features.shape[1], _options.GeneratorHiddenSize, _options.LatentSize);
+            _generator = new VariationalAutoencoder((int)context.Task.Features.shape[1], GeneratorHiddenSize, LatentSize, context.Random);
         }
         else if (_bernoulli && !inUnitRange)
             throw new ContinualDataException(context.Options.FeatureColumnName,
                 "The generator was trained on features in [0, 1] (a Bernoulli likelihood) and this task has features outside that range; scale them as the first task's were.");
         _generator.to(context.Device);
         _generator.train();
-        _generatorOptimizer = new KeptScalarAdam(_generator.parameters(), _options.GeneratorLearningRate ?? _options.LearningRate, weightDecay: 0);
+        _generatorOptimizer = new KeptScalarAdam(_generator.parameters(), GeneratorLearningRate ?? context.Options.LearningRate, weightDecay: 0);
         _random = new Generator((ulong)(context.TaskSeed ^ 0x4447_5250), CPU);
         if (_tasksSeen == 0) return;
-        _previousGenerator = _generator.Copy();
+        _previousGenerator = _generator.Copy(context.Random);
         _previousGenerator.eval();
-        _previousClassifier = context.Network.Copy();
-        _previousClassifier.MoveTo(context.Device);
-        _previousClassifier.eval();
+        _previousClassifier = context.Network.Copy(context.Random);
     }
 
-    /// <summary>The replay term, weighted t − 1 against the current task's loss (t = tasks including this one): van de Ven
+    /// <summary>Adds the replay term, weighted t − 1 against the current task's loss (t = tasks including this one): van de Ven
     /// et al.'s (1/t) L_current + (1 − 1/t) L_replay, scaled by t.</summary>
-    public override Tensor? Penalty(TrainingContext context)
+    public override void BeforeBackward(ContinualTrainingContext context, ContinualStep step)
     {
-        if (_previousGenerator is null || _previousClassifier is null || context.CurrentBatch is not TrainingBatch batch) return null;
+        if (ReplayLoss(context) is Tensor loss) step.AddPenalty("generative replay", loss);
+    }
+
+    private Tensor? ReplayLoss(ContinualTrainingContext context)
+    {
+        if (_previousGenerator is null || _previousClassifier is null || context.CurrentBatch is not ContinualBatch batch) return null;
         long rows = batch.Features.shape[0];
         Tensor x = _previousGenerator.Sample(rows, _bernoulli, _random!, context.Device);
         Tensor? heads = context.State.MultiHead ? randint(_headsSeen, [rows], generator: _random, device: CPU).to(context.Device) : null;
@@ -152,13 +218,13 @@ internal sealed class GenerativeReplayStrategy : ContinualStrategy
         // teacher's distribution with zeros for them).
         Tensor student = Masked(context, context.Network.Forward(x, heads), heads);
         _replayed = x;
-        double temperature = _options.DistillationTemperature;
+        double temperature = DistillationTemperature;
         Tensor loss = context.State.Kind switch
         {
-            ContinualPredictionKind.Multiclass when _options.Distillation => DistillationLoss(student, teacher, temperature),
+            ContinualPredictionKind.Multiclass when Distillation => DistillationLoss(student, teacher, temperature),
             ContinualPredictionKind.Multiclass => nn.functional.cross_entropy(student, teacher.argmax(1)),
             ContinualPredictionKind.Binary => nn.functional.binary_cross_entropy_with_logits(student.squeeze(1),
-                _options.Distillation ? (teacher.squeeze(1) / temperature).sigmoid() : teacher.squeeze(1).gt(0).to(float32)),
+                Distillation ? (teacher.squeeze(1) / temperature).sigmoid() : teacher.squeeze(1).gt(0).to(float32)),
             _ => nn.functional.mse_loss(student.squeeze(1), teacher.squeeze(1)),
         };
         return loss * _tasksSeen;
@@ -178,11 +244,11 @@ internal sealed class GenerativeReplayStrategy : ContinualStrategy
     }
 
     /// <summary>The outputs the previous model had (class-incremental heads grow), with a head's other classes pushed far down.</summary>
-    private Tensor OldOutputs(TrainingContext context, Tensor logits, Tensor? heads) =>
+    private Tensor OldOutputs(ContinualTrainingContext context, Tensor logits, Tensor? heads) =>
         Masked(context, logits.narrow(1, 0, Math.Min(_outputsSeen, (int)logits.shape[1])), heads);
 
     /// <summary>Logits with the classes a row's head does not predict pushed far down (multi-head models only).</summary>
-    private static Tensor Masked(TrainingContext context, Tensor logits, Tensor? heads)
+    private static Tensor Masked(ContinualTrainingContext context, Tensor logits, Tensor? heads)
     {
         if (heads is null || context.State.AllowedOutputs(logits.device) is not Tensor allowed) return logits;
         Tensor mask = allowed.index_select(0, heads).narrow(1, 0, logits.shape[1]).logical_not();
@@ -190,9 +256,9 @@ internal sealed class GenerativeReplayStrategy : ContinualStrategy
     }
 
     /// <summary>One generator step on the current batch and, from the second task on, the replayed samples (same weighting).</summary>
-    public override void AfterStep(TrainingContext context)
+    public override void AfterStep(ContinualTrainingContext context)
     {
-        if (context.CurrentBatch is not TrainingBatch batch) return;
+        if (context.CurrentBatch is not ContinualBatch batch) return;
         _generatorOptimizer!.zero_grad();
         long current = batch.Features.shape[0];
         // One pass over the current and the replayed rows together; each part's mean, weighted as the classifier's are.
@@ -204,7 +270,8 @@ internal sealed class GenerativeReplayStrategy : ContinualStrategy
         _replayed = null;
     }
 
-    public override void AfterTask(TrainingContext context)
+    /// <inheritdoc/>
+    public override void AfterTask(ContinualTrainingContext context)
     {
         _generator!.eval();
         _tasksSeen++;
@@ -220,18 +287,31 @@ internal sealed class GenerativeReplayStrategy : ContinualStrategy
         _random = null;
     }
 
-    public override void SaveState(BinaryWriter writer)
+    /// <inheritdoc/>
+    public override void SaveState(ContinualState state)
     {
-        writer.Write(StateVersion);
-        writer.Write(_tasksSeen);
-        writer.Write(_outputsSeen);
-        writer.Write(_headsSeen);
-        writer.Write(_bernoulli);
-        writer.Write(_generator is not null);
-        _generator?.Write(writer);
+        state.Version = StateVersion;
+        state.Set("tasks", _tasksSeen);
+        state.Set("outputs", _outputsSeen);
+        state.Set("heads", _headsSeen);
+        state.Set("bernoulli", _bernoulli);
+        state.Set("has generator", _generator is not null);
+        _generator?.Save(state, "generator/");
     }
 
-    public override void LoadState(BinaryReader reader, int formatVersion)
+    /// <inheritdoc/>
+    public override void LoadState(ContinualState state)
+    {
+        if (state.Version != StateVersion) throw new ContinualModelFormatException($"The generative replay state has version {state.Version}; this library reads version {StateVersion}.");
+        _tasksSeen = state.GetInt32("tasks", 0, ModelIO.MaxCount);
+        _outputsSeen = state.GetInt32("outputs", 0, ModelIO.MaxCount);
+        _headsSeen = state.GetInt32("heads", 0, ModelIO.MaxCount);
+        _bernoulli = state.GetBoolean("bernoulli");
+        _generator = state.GetBoolean("has generator") ? VariationalAutoencoder.Load(state, "generator/") : null;
+        _generator?.eval();
+    }
+
+    internal override void LoadLegacyState(BinaryReader reader, int formatVersion)
     {
         int version = reader.ReadInt32();
         if (version != StateVersion) throw new ContinualModelFormatException($"The generative replay state has version {version}; this library reads version {StateVersion}.");
@@ -239,10 +319,11 @@ internal sealed class GenerativeReplayStrategy : ContinualStrategy
         _outputsSeen = ModelIO.ReadCount(reader, "generative replay outputs");
         _headsSeen = ModelIO.ReadCount(reader, "generative replay heads");
         _bernoulli = reader.ReadBoolean();
-        _generator = reader.ReadBoolean() ? VariationalAutoencoder.Read(reader) : null;
+        _generator = reader.ReadBoolean() ? VariationalAutoencoder.ReadLegacy(reader) : null;
         _generator?.eval();
     }
 
+    /// <inheritdoc/>
     public override IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long>
     {
         ["generator parameters"] = _generator?.parameters().Sum(p => p.numel()) ?? 0,

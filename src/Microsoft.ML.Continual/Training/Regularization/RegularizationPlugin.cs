@@ -7,24 +7,32 @@ internal sealed record PenaltyTerm(ParameterTensors Anchor, ParameterTensors Imp
 
 /// <summary>
 /// The shared penalty of the regularization family: L'(θ) = L(θ) + λ Σ_k Σ_i b_{k,i} (θ_i − θ^b_{k,i})² (its gradient is
-/// added in <see cref="AfterBackward"/>; <see cref="PenaltyOf"/> gives its value). Every method
-/// keeps one term (L2, online EWC, SI, MAS, RWalk, SCP) or one per past task (EWC's separate mode); methods differ only
-/// in how they estimate b (<see cref="Consolidate"/>) and in what they track during training.
+/// added in <see cref="AfterBackward"/>). Every method keeps one term (L2, online EWC, SI, MAS, RWalk, SCP) or one per past
+/// task (EWC's separate mode); methods differ only in how they estimate b and in what they track during training. The
+/// anchors and importances cover every parameter of the network, backbone and heads alike (embedding tables included).
 /// </summary>
-internal abstract class RegularizationStrategy : ContinualStrategy
+public abstract class RegularizationPlugin : ContinualPlugin
 {
-    protected RegularizationStrategy(double lambda) => Lambda = lambda;
+    private protected RegularizationPlugin(double lambda) => Lambda = lambda;
 
-    public double Lambda { get; }
+    /// <summary>λ: how strongly to hold on to earlier tasks (0 is fine-tuning). Each method documents its default.</summary>
+    public double Lambda { get; set; }
+
+    /// <inheritdoc/>
+    public override void Validate()
+    {
+        if (!(Lambda >= 0) || double.IsInfinity(Lambda)) throw new ArgumentOutOfRangeException(nameof(Lambda), "Option Lambda must be non-negative and finite.");
+    }
 
     /// <summary>The penalty's terms; replaced (never changed in place) at each consolidation.</summary>
-    public IReadOnlyList<PenaltyTerm> Terms { get; protected set; } = [];
+    internal IReadOnlyList<PenaltyTerm> Terms { get; private protected set; } = [];
 
     // Σ_k b_k and 2λ Σ_k b_k θ^b_k, per parameter: the penalty's gradient 2λ Σ_k b_k (θ − θ^b_k) is then
     // 2λ (Σ_k b_k) θ − 2λ Σ_k b_k θ^b_k, two operations per parameter however many terms (EWC's separate mode) there are.
     private ParameterTensors? _importanceSum, _scaledWeightedAnchors;
 
-    public override void BeforeTask(TrainingContext context)
+    /// <inheritdoc/>
+    public override void BeforeTask(ContinualTrainingContext context)
     {
         foreach (var term in Terms)
         {
@@ -55,7 +63,8 @@ internal abstract class RegularizationStrategy : ContinualStrategy
     /// gradients, instead of adding the penalty to the loss: the same update, without building an autograd graph over
     /// every parameter at every step (that cost 1.7x FineTune's epoch time on Permuted MNIST; this costs a few percent).
     /// </summary>
-    public override void AfterBackward(TrainingContext context)
+    /// <inheritdoc/>
+    public override void AfterBackward(ContinualTrainingContext context)
     {
         if (_importanceSum is null || _scaledWeightedAnchors is null || Lambda == 0) return;
         using var _ = no_grad();
@@ -68,7 +77,7 @@ internal abstract class RegularizationStrategy : ContinualStrategy
     }
 
     /// <summary>λ Σ_k Σ_i b_{k,i} (θ_i − θ^b_{k,i})², or null when there is nothing to hold on to yet.</summary>
-    public Tensor? PenaltyOf(ContinualNetwork network)
+    internal Tensor? PenaltyOf(ContinualNetwork network)
     {
         if (Terms.Count == 0 || Lambda == 0) return null;
         Tensor? total = null;
@@ -83,46 +92,62 @@ internal abstract class RegularizationStrategy : ContinualStrategy
         return total is null ? null : total * Lambda;
     }
 
-    public override void AfterTask(TrainingContext context)
+    /// <inheritdoc/>
+    public override void AfterTask(ContinualTrainingContext context)
     {
         using var scope = NewDisposeScope();
         Consolidate(context);
     }
 
     /// <summary>After a task: estimate this task's importances and set <see cref="Terms"/>.</summary>
-    protected abstract void Consolidate(TrainingContext context);
+    private protected abstract void Consolidate(ContinualTrainingContext context);
 
-    public override void SaveState(BinaryWriter writer)
+    /// <inheritdoc/>
+    public override void SaveState(ContinualState state)
     {
-        writer.Write(Terms.Count);
-        foreach (var term in Terms)
+        state.Set("terms", Terms.Count);
+        for (int k = 0; k < Terms.Count; k++)
         {
-            term.Anchor.Write(writer);
-            term.Importance.Write(writer);
+            Terms[k].Anchor.Save(state, $"term{k}/anchor/");
+            Terms[k].Importance.Save(state, $"term{k}/importance/");
         }
-        SaveExtra(writer);
+        SaveExtra(state);
     }
 
-    public override void LoadState(BinaryReader reader, int formatVersion)
+    /// <inheritdoc/>
+    public override void LoadState(ContinualState state)
+    {
+        int count = state.GetInt32("terms", 0, 1 << 20);
+        var terms = new List<PenaltyTerm>();
+        for (int k = 0; k < count; k++)
+            terms.Add(new PenaltyTerm(ParameterTensors.Load(state, $"term{k}/anchor/"), ParameterTensors.Load(state, $"term{k}/importance/")));
+        Terms = terms;
+        LoadExtra(state);
+    }
+
+    internal override void LoadLegacyState(BinaryReader reader, int formatVersion)
     {
         int count = ModelIO.ReadCount(reader, "penalty term");
         var terms = new List<PenaltyTerm>();
         for (int i = 0; i < count; i++)
             terms.Add(new PenaltyTerm(ParameterTensors.Read(reader, "anchor"), ParameterTensors.Read(reader, "importance")));
         Terms = terms;
-        LoadExtra(reader, formatVersion);
+        LoadLegacyExtra(reader);
     }
 
     /// <summary>State beyond the penalty terms (e.g. RWalk's running Fisher).</summary>
-    protected virtual void SaveExtra(BinaryWriter writer) { }
+    private protected virtual void SaveExtra(ContinualState state) { }
 
-    protected virtual void LoadExtra(BinaryReader reader, int formatVersion) { }
+    private protected virtual void LoadExtra(ContinualState state) { }
 
+    private protected virtual void LoadLegacyExtra(BinaryReader reader) { }
+
+    /// <inheritdoc/>
     public override IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long>
     {
         ["penalty terms"] = Terms.Count,
         ["penalty floats"] = Terms.Sum(t => t.Anchor.ElementCount + t.Importance.ElementCount) + ExtraFloats,
     };
 
-    protected virtual long ExtraFloats => 0;
+    private protected virtual long ExtraFloats => 0;
 }

@@ -8,7 +8,7 @@ namespace Microsoft.ML.Continual;
 internal static class ArchitectureTasks
 {
     /// <summary>The head this fit trains: the data must hold exactly one task id, one the model has not been trained on.</summary>
-    public static int NewHead(TrainingContext context, int tasksTrained, string method)
+    public static int NewHead(ContinualTrainingContext context, int tasksTrained, string method)
     {
         if (context.Task.Heads is null)
             throw new ContinualDataException(context.Options.TaskIdColumnName, $"{method} allocates weights per task and needs each row's task id: set TaskIdColumnName.");
@@ -26,15 +26,32 @@ internal static class ArchitectureTasks
 }
 
 /// <summary>
-/// PackNet (Mallya and Lazebnik 2018): each task trains the free weights of the shared trunk, keeps the largest of them,
-/// frees the rest and retrains what it kept; the kept weights are frozen for good. Head h predicts with the weights of
-/// tasks 0..h only (<see cref="WeightOwnership"/>), so later tasks cannot change its predictions.
+/// PackNet (Mallya and Lazebnik 2018; <see cref="PackNetTrainer"/>): each task trains the free weights of the shared trunk,
+/// keeps the largest of them, frees the rest and retrains what it kept; the kept weights are frozen for good. Head h
+/// predicts with the weights of tasks 0..h only, so later tasks cannot change its predictions. Needs the perceptron trunk.
 /// </summary>
-internal sealed class PackNetStrategy : ContinualStrategy, ITrunkWeightView
+public sealed class PackNetPlugin : ContinualPlugin, ITrunkWeightView
 {
-    public override bool AllocatesPerTask => true;
+    internal override bool AllocatesPerTask => true;
 
-    private readonly PackNetTrainer.Options _options;
+    /// <summary>The fraction of the weights a task trained that pruning frees for later tasks, in [0, 1). Default 0.5.
+    /// Ignored when <see cref="ExpectedTaskCount"/> is set.</summary>
+    public double PruneFraction { get; set; } = 0.5;
+
+    /// <summary>When positive, the number of tasks the model should hold: each gets an equal share of every layer. Default 0.</summary>
+    public int ExpectedTaskCount { get; set; }
+
+    /// <summary>Epochs of retraining after pruning (only the kept weights train). Default 2.</summary>
+    public int RetrainEpochs { get; set; } = 2;
+
+    /// <inheritdoc/>
+    public override void Validate()
+    {
+        if (!(PruneFraction >= 0 && PruneFraction < 1)) throw new ArgumentOutOfRangeException(nameof(PruneFraction), "Option PruneFraction must be in [0, 1).");
+        if (ExpectedTaskCount < 0 || ExpectedTaskCount > short.MaxValue - 1) throw new ArgumentOutOfRangeException(nameof(ExpectedTaskCount), "Option ExpectedTaskCount must be in [0, 32,766].");
+        if (RetrainEpochs < 0 || RetrainEpochs > 10_000) throw new ArgumentOutOfRangeException(nameof(RetrainEpochs), "Option RetrainEpochs must be in [0, 10,000].");
+    }
+
     private WeightOwnership? _ownership;
     private int _tasksTrained;
     private ContinualNetwork? _network;
@@ -44,8 +61,7 @@ internal sealed class PackNetStrategy : ContinualStrategy, ITrunkWeightView
     private bool _pruned;
     private FrozenElements? _frozen;
 
-    public PackNetStrategy(PackNetTrainer.Options options) => _options = options;
-
+    /// <inheritdoc/>
     public override void AttachTo(ContinualNetwork network)
     {
         _network = network;
@@ -57,22 +73,24 @@ internal sealed class PackNetStrategy : ContinualStrategy, ITrunkWeightView
         }
     }
 
-    public (Tensor Weight, Tensor Bias) LayerFor(int head, int layer, Tensor weight, Tensor bias) =>
+    (Tensor Weight, Tensor Bias) ITrunkWeightView.LayerFor(int head, int layer, Tensor weight, Tensor bias) =>
         // masked_fill writes +0 whatever the hidden weight holds, so head h's arithmetic never depends on later tasks.
         (_ownership is null ? weight : weight.masked_fill(_ownership.HiddenFrom(head, layer), CachedScalars.Zero), bias);
 
     /// <summary>The fraction of the weights this task trained on that pruning frees again.</summary>
     internal double PruneFractionFor(int head)
     {
-        if (_options.ExpectedTaskCount <= 0) return _options.PruneFraction;
-        int remaining = _options.ExpectedTaskCount - head; // tasks that still need a share, this one included
+        if (ExpectedTaskCount <= 0) return PruneFraction;
+        int remaining = ExpectedTaskCount - head; // tasks that still need a share, this one included
         return remaining <= 1 ? 0 : 1 - 1.0 / remaining;
     }
 
-    public override int EpochCount(TrainingContext context) =>
-        context.Options.NumberOfEpochs + (PruneFractionFor(Math.Max(_head, 0)) > 0 ? _options.RetrainEpochs : 0);
+    /// <inheritdoc/>
+    public override int EpochCount(ContinualTrainingContext context) =>
+        context.Options.NumberOfEpochs + (PruneFractionFor(Math.Max(_head, 0)) > 0 ? RetrainEpochs : 0);
 
-    public override void BeforeTask(TrainingContext context)
+    /// <inheritdoc/>
+    public override void BeforeTask(ContinualTrainingContext context)
     {
         var network = context.Network;
         _head = ArchitectureTasks.NewHead(context, _tasksTrained, "PackNet");
@@ -94,7 +112,7 @@ internal sealed class PackNetStrategy : ContinualStrategy, ITrunkWeightView
             for (int i = 0; i < layers.Count; i++)
             {
                 var (weight, bias) = layers[i];
-                _ownership.ClaimFree(i, weight, (short)_head);
+                _ownership.ClaimFree(i, weight, (short)_head, context.Random);
                 using Tensor trainable = _ownership[i].eq(_head);
                 _frozen.Add(weight, trainable);
                 // The paper fixes the biases after the first task (they are not masked per task).
@@ -104,16 +122,20 @@ internal sealed class PackNetStrategy : ContinualStrategy, ITrunkWeightView
         _pruned = false;
     }
 
-    public override void BeforeEpoch(TrainingContext context)
+    /// <inheritdoc/>
+    public override void BeforeEpoch(ContinualTrainingContext context)
     {
         if (!_pruned && context.Epoch >= context.Options.NumberOfEpochs) Prune(context);
     }
 
-    public override void AfterBackward(TrainingContext context) => _frozen!.MaskGradients();
+    /// <inheritdoc/>
+    public override void AfterBackward(ContinualTrainingContext context) => _frozen!.MaskGradients();
 
-    public override void AfterStep(TrainingContext context) => _frozen!.Restore();
+    /// <inheritdoc/>
+    public override void AfterStep(ContinualTrainingContext context) => _frozen!.Restore();
 
-    public override void AfterTask(TrainingContext context)
+    /// <inheritdoc/>
+    public override void AfterTask(ContinualTrainingContext context)
     {
         if (!_pruned) Prune(context);
         _tasksTrained = _head + 1;
@@ -127,7 +149,7 @@ internal sealed class PackNetStrategy : ContinualStrategy, ITrunkWeightView
 
     /// <summary>Frees the <see cref="PruneFractionFor"/> smallest-magnitude weights of those this task trained, layer by
     /// layer (Mallya and Lazebnik 2018, §3: one-shot magnitude pruning per layer), and zeroes them.</summary>
-    private void Prune(TrainingContext context)
+    private void Prune(ContinualTrainingContext context)
     {
         _pruned = true;
         double fraction = PruneFractionFor(_head);
@@ -141,39 +163,49 @@ internal sealed class PackNetStrategy : ContinualStrategy, ITrunkWeightView
         }
     }
 
-    public override ContinualCapacity? Capacity(ContinualModelState state) => _ownership?.Report(state.TaskIds, _tasksTrained);
+    internal override ContinualCapacity? Capacity(ContinualModelState state) => _ownership?.Report(state.TaskIds, _tasksTrained);
 
-    public override void CopyStateFrom(ContinualStrategy previous)
+    internal override void CopyStateFrom(ContinualPlugin previous)
     {
-        var other = (PackNetStrategy)previous;
+        var other = (PackNetPlugin)previous;
         _ownership = other._ownership?.Clone();
         _tasksTrained = other._tasksTrained;
     }
 
-    public override void SaveState(BinaryWriter writer)
+    /// <inheritdoc/>
+    public override void SaveState(ContinualState state)
     {
-        writer.Write(_tasksTrained);
-        writer.Write(_ownership is not null);
-        _ownership?.Write(writer);
+        state.Set("tasks", _tasksTrained);
+        state.Set("has owners", _ownership is not null);
+        _ownership?.Save(state, "owners/");
     }
 
-    public override void LoadState(BinaryReader reader, int formatVersion)
+    /// <inheritdoc/>
+    public override void LoadState(ContinualState state)
+    {
+        _tasksTrained = state.GetInt32("tasks", 0, short.MaxValue - 1);
+        _ownership = state.GetBoolean("has owners") ? WeightOwnership.Load(state, "owners/") : null;
+    }
+
+    internal override void LoadLegacyState(BinaryReader reader, int formatVersion)
     {
         _tasksTrained = reader.ReadInt32();
         if (_tasksTrained < 0) throw new ContinualModelFormatException("PackNet's task count is negative.");
         _ownership = reader.ReadBoolean() ? WeightOwnership.Read(reader) : null;
     }
 
-    public override void SaveTaskProgress(BinaryWriter writer)
+    /// <inheritdoc/>
+    public override void SaveTaskProgress(ContinualState state)
     {
-        writer.Write(_pruned);
-        _ownership!.Write(writer);
+        state.Set("pruned", _pruned);
+        _ownership!.Save(state, "owners/");
     }
 
-    public override void LoadTaskProgress(BinaryReader reader)
+    /// <inheritdoc/>
+    public override void LoadTaskProgress(ContinualState state)
     {
-        bool pruned = reader.ReadBoolean();
-        var ownership = WeightOwnership.Read(reader);
+        bool pruned = state.GetBoolean("pruned");
+        var ownership = WeightOwnership.Load(state, "owners/");
         ownership.CheckMatches(_network!);
         ownership.MoveTo(_network!.SharedTrunkLayers()[0].Weight.device);
         _ownership?.Dispose();
@@ -184,6 +216,7 @@ internal sealed class PackNetStrategy : ContinualStrategy, ITrunkWeightView
         for (int i = 0; i < layers.Count; i++) _frozen!.Refresh(layers[i].Weight, _ownership[i].eq(_head));
     }
 
+    /// <inheritdoc/>
     public override IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long>
     {
         ["tasks"] = _tasksTrained,
@@ -193,24 +226,26 @@ internal sealed class PackNetStrategy : ContinualStrategy, ITrunkWeightView
 }
 
 /// <summary>
-/// Progressive neural networks (Rusu et al. 2016): a new column (trunk and head) per task, with lateral connections
-/// from every earlier column; the earlier columns are frozen (<see cref="ContinualNetwork"/> computes them without
-/// gradients), so their predictions never change.
+/// Progressive neural networks (Rusu et al. 2016; <see cref="ProgressiveNetworksTrainer"/>): a new column (trunk and head)
+/// per task, with lateral connections from every earlier column; the earlier columns are frozen (computed without
+/// gradients), so their predictions never change. Needs the perceptron trunk.
 /// </summary>
-internal sealed class ProgressiveStrategy : ContinualStrategy
+public sealed class ProgressivePlugin : ContinualPlugin
 {
     private int _tasksTrained;
 
-    public override bool AllocatesPerTask => true;
+    internal override bool AllocatesPerTask => true;
 
-    public override NetworkColumns Columns => NetworkColumns.Progressive;
+    internal override NetworkColumns Columns => NetworkColumns.Progressive;
 
-    public override void BeforeTask(TrainingContext context) =>
+    /// <inheritdoc/>
+    public override void BeforeTask(ContinualTrainingContext context) =>
         ArchitectureTasks.NewHead(context, _tasksTrained, "Progressive networks");
 
-    public override void AfterTask(TrainingContext context) => _tasksTrained = context.State.TaskIds.Count;
+    /// <inheritdoc/>
+    public override void AfterTask(ContinualTrainingContext context) => _tasksTrained = context.State.TaskIds.Count;
 
-    public override ContinualCapacity? Capacity(ContinualModelState state)
+    internal override ContinualCapacity? Capacity(ContinualModelState state)
     {
         // Column k: its trunk, its head and its lateral layers from columns 0..k-1 (no free capacity: the network grows).
         var shape = state.Network.Shape;
@@ -223,13 +258,18 @@ internal sealed class ProgressiveStrategy : ContinualStrategy
         return new ContinualCapacity(total, tasks, null);
     }
 
-    public override void SaveState(BinaryWriter writer) => writer.Write(_tasksTrained);
+    /// <inheritdoc/>
+    public override void SaveState(ContinualState state) => state.Set("tasks", _tasksTrained);
 
-    public override void LoadState(BinaryReader reader, int formatVersion)
+    /// <inheritdoc/>
+    public override void LoadState(ContinualState state) => _tasksTrained = state.GetInt32("tasks", 0, 1 << 16);
+
+    internal override void LoadLegacyState(BinaryReader reader, int formatVersion)
     {
         _tasksTrained = reader.ReadInt32();
         if (_tasksTrained < 0) throw new ContinualModelFormatException("The progressive network's task count is negative.");
     }
 
+    /// <inheritdoc/>
     public override IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long> { ["columns"] = _tasksTrained };
 }

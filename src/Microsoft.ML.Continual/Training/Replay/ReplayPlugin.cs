@@ -1,0 +1,77 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Continual;
+
+/// <summary>Experience replay (<see cref="ReplayTrainer"/>, whose remarks give the loss): rows drawn from the memory join
+/// every minibatch as an extra batch; the task's rows are offered to the memory after it.</summary>
+public sealed class ReplayPlugin : MemoryPlugin
+{
+    private ContinualTaskData? _deviceMemory;
+    private Generator? _generator;
+
+    /// <summary>The memory budget in rows. Default 1,000.</summary>
+    public int MemorySize { get; set; } = 1000;
+
+    /// <summary>Which rows the memory keeps. Default <see cref="ReplayBufferPolicy.Reservoir"/>.</summary>
+    public ReplayBufferPolicy BufferPolicy { get; set; } = ReplayBufferPolicy.Reservoir;
+
+    /// <summary>How a balanced memory picks a task's rows. Default <see cref="ExemplarSelection.Random"/>; herding needs a
+    /// balanced <see cref="BufferPolicy"/> (reservoir sampling is random by definition).</summary>
+    public ExemplarSelection Selection { get; set; } = ExemplarSelection.Random;
+
+    /// <summary>The share s of each minibatch's rows drawn from the memory, in [0, 0.95]. Default 0.5 (old:new = 1:1).</summary>
+    public double ReplayShare { get; set; } = 0.5;
+
+    /// <inheritdoc/>
+    public override void Validate()
+    {
+        if (MemorySize < 1 || MemorySize > 10_000_000) throw new ArgumentOutOfRangeException(nameof(MemorySize), "Option MemorySize must be in [1, 10,000,000].");
+        if (!(ReplayShare >= 0 && ReplayShare <= 0.95)) throw new ArgumentOutOfRangeException(nameof(ReplayShare), "Option ReplayShare must be in [0, 0.95].");
+        if (Selection == ExemplarSelection.Herding && BufferPolicy == ReplayBufferPolicy.Reservoir)
+            throw new ArgumentOutOfRangeException(nameof(Selection), "Herding selection needs BufferPolicy ClassBalanced or TaskBalanced: reservoir sampling keeps a uniform random sample by definition.");
+    }
+
+    /// <summary>The rows drawn from the memory for a minibatch of <paramref name="batchRows"/> task rows.</summary>
+    internal int ReplayRows(long batchRows) => (int)Math.Round(batchRows * ReplayShare / (1 - ReplayShare));
+
+    /// <inheritdoc/>
+    public override void BeforeTask(ContinualTrainingContext context)
+    {
+        _deviceMemory = Memory.ToDevice(context.Device);
+        _generator = _deviceMemory is null ? null
+            : new Generator((ulong)(context.TaskSeed ^ 0x5245_504C), CPU); // draws are made on the CPU (then moved), so the generator lives there on every device
+    }
+
+    /// <inheritdoc/>
+    public override IEnumerable<ContinualBatch> ExtraBatches(ContinualTrainingContext context, ContinualBatch taskBatch)
+    {
+        if (_deviceMemory is null) yield break;
+        long batchRows = taskBatch.Features.shape[0];
+        int rows = ReplayRows(batchRows);
+        if (rows == 0) yield break;
+        Tensor index = randint(_deviceMemory.Count, [rows], generator: _generator, device: CPU).to(context.Device);
+        var replayed = _deviceMemory.Select(index);
+        yield return replayed with { Weight = (double)rows / batchRows };
+    }
+
+    /// <inheritdoc/>
+    public override void AfterTask(ContinualTrainingContext context)
+    {
+        var task = context.Task;
+        var random = new Random(unchecked((int)(context.TaskSeed ^ 0x5245_5000)));
+        var network = context.Network;
+        Memory = Memory.Offer(task, context.TaskIndex, ExampleMemory.ClassesOf(task, context.State.Kind), BufferPolicy,
+            MemorySize, Selection, random, network.Embed);
+        _deviceMemory?.Dispose();
+        _deviceMemory = null;
+        _generator?.Dispose();
+        _generator = null;
+    }
+
+    /// <inheritdoc/>
+    public override void SaveTaskProgress(ContinualState state) => Checkpoint.WriteGenerator(state, _generator);
+
+    /// <inheritdoc/>
+    public override void LoadTaskProgress(ContinualState state) => Checkpoint.ReadGenerator(state, _generator);
+}

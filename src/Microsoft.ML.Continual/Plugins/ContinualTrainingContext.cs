@@ -104,6 +104,7 @@ public sealed class ContinualStep
         int index = _terms.FindIndex(t => t.Name == "task");
         if (index < 0) return; // this process has no rows of the task batch
         _terms[index] = ("task", PartOfMean(meanOverRows, TaskBatch.Rows, _taskRows));
+        _taskReplaced = true;
     }
 
     /// <summary>Adds a term that is a mean over the rows of <paramref name="batch"/> (the task batch when null).</summary>
@@ -132,6 +133,11 @@ public sealed class ContinualStep
         _extras.Add(extra);
         if (partOfMean is not null) _terms.Add((name, partOfMean));
     }
+
+    /// <summary>True when the loss is the task term alone (its value is then the task loss already read).</summary>
+    internal bool TaskTermOnly => _terms.Count == 1 && _terms[0].Name == "task" && !_taskReplaced;
+
+    private bool _taskReplaced;
 
     /// <summary>The loss to minimise: the terms added left to right, or null when there are none.</summary>
     internal Tensor? Total()

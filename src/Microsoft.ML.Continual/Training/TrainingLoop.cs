@@ -379,11 +379,12 @@ internal static class TrainingLoop
             ContinualBatch batch = batchEnumerator.Current;
             context.CurrentBatch = batch;
             context.Optimizer!.zero_grad();
-            var (loss, taskLoss, rows, right) = Forward(context, batch);
+            var (loss, taskLoss, rows, right, taskTermOnly) = Forward(context, batch);
             lossSum += taskLoss * rows;
             correct += right;
-            if (!float.IsFinite(taskLoss) || (loss is not null && !float.IsFinite(loss.item<float>())))
-                throw Diverged(context, stepInEpoch, float.IsFinite(taskLoss) ? "the loss (with the plugins' terms)" : "the task loss", float.IsFinite(taskLoss) ? loss!.item<float>() : taskLoss);
+            if (!float.IsFinite(taskLoss)) throw Diverged(context, stepInEpoch, "the task loss", taskLoss);
+            if (loss is not null && !taskTermOnly && loss.item<float>() is float total && !float.IsFinite(total))
+                throw Diverged(context, stepInEpoch, "the loss with the plugins' terms", total);
             loss?.backward();
             parallel?.SumGradients(context);
             context.State.Plugins.AfterBackward(context);
@@ -401,7 +402,7 @@ internal static class TrainingLoop
     /// of each extra batch), each loss scaled to its part of the global mean and penalties divided by the process count; one
     /// process computes the batch itself, unscaled. Returns the loss to minimise, the task loss and rows of this process's
     /// share, and its rows predicted right.</summary>
-    private static (Tensor? Loss, float TaskLoss, long Rows, long Correct) Forward(ContinualTrainingContext context, ContinualBatch batch)
+    private static (Tensor? Loss, float TaskLoss, long Rows, long Correct, bool TaskTermOnly) Forward(ContinualTrainingContext context, ContinualBatch batch)
     {
         var communicator = context.Communicator;
         var plugins = context.State.Plugins;
@@ -429,7 +430,7 @@ internal static class TrainingLoop
                 step.AddExtra(new ContinualStepBatch(extraShare, extraOutputs, plugin, extra.Rows), part, plugin.Name);
             }
         plugins.BeforeBackward(context, step);
-        return (step.Total(), taskLoss, share.Rows, correct);
+        return (step.Total(), taskLoss, share.Rows, correct, communicator.Size == 1 && step.TaskTermOnly);
     }
 
     // ---- phase 5: consolidate ----

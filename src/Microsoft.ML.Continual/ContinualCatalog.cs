@@ -67,29 +67,44 @@ public sealed class ContinualCatalog
 
     /// <summary>
     /// Loads a model saved with <c>mlContext.Model.Save</c> that ends in a continual model, as <c>mlContext.Model.Load</c>
-    /// does, but with one error type for every way a file can be bad: a truncated, corrupted or foreign file (or one that
-    /// does not end in a <see cref="ContinualTransformer"/>) is a <see cref="ContinualModelFormatException"/> naming the
-    /// file and what was wrong. A missing file is a <see cref="FileNotFoundException"/>. Loading creates only ML.NET's
-    /// registered components and this library's known trainers; it never deserializes arbitrary types.
+    /// does, but safely for a file from elsewhere: before ML.NET reads anything, the zip's entry names, declared and actual
+    /// sizes (against a budget: <see cref="ContinualLoadOptions"/>), every loader assembly and loader signature (ML.NET's
+    /// and this library's only) and the schema entry are checked, so a hostile or damaged file can neither make the process
+    /// load another assembly or create another class, nor fill the disk or memory, nor hang the loader. Every way a file can
+    /// be bad is a <see cref="ContinualModelFormatException"/> naming the file and what was wrong; a missing file is a
+    /// <see cref="FileNotFoundException"/>. Plain <c>mlContext.Model.Load</c> does none of these checks.
     /// </summary>
-    public ITransformer LoadModel(string path, out DataViewSchema inputSchema)
+    public ITransformer LoadModel(string path, out DataViewSchema inputSchema) => LoadModel(path, out inputSchema, new ContinualLoadOptions());
+
+    /// <summary>As <see cref="LoadModel(string, out DataViewSchema)"/>, with the given limits and allowlist.</summary>
+    public ITransformer LoadModel(string path, out DataViewSchema inputSchema, ContinualLoadOptions options)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(path);
+        ArgumentNullException.ThrowIfNull(options);
         if (!File.Exists(path)) throw new FileNotFoundException($"Model file '{path}' does not exist.", path);
         using var stream = File.OpenRead(path);
-        return LoadModel(stream, out inputSchema, path);
+        return LoadModel(stream, out inputSchema, path, options);
     }
 
-    /// <summary>As <see cref="LoadModel(string, out DataViewSchema)"/>, from a stream (seekable, for the checks that run before ML.NET reads it).</summary>
-    public ITransformer LoadModel(Stream stream, out DataViewSchema inputSchema) => LoadModel(stream, out inputSchema, "the stream");
+    /// <summary>As <see cref="LoadModel(string, out DataViewSchema)"/>, from a stream (one that cannot seek is first read into
+    /// memory, at most <see cref="ContinualLoadOptions.MaxUncompressedBytes"/>, so that the same checks run).</summary>
+    public ITransformer LoadModel(Stream stream, out DataViewSchema inputSchema) => LoadModel(stream, out inputSchema, "the stream", new ContinualLoadOptions());
 
-    private ITransformer LoadModel(Stream stream, out DataViewSchema inputSchema, string what)
+    /// <summary>As <see cref="LoadModel(Stream, out DataViewSchema)"/>, with the given limits and allowlist.</summary>
+    public ITransformer LoadModel(Stream stream, out DataViewSchema inputSchema, ContinualLoadOptions options) => LoadModel(stream, out inputSchema, "the stream", options);
+
+    private ITransformer LoadModel(Stream stream, out DataViewSchema inputSchema, string what, ContinualLoadOptions options)
     {
+        ArgumentNullException.ThrowIfNull(stream);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        using var copy = stream.CanSeek ? null : CopyBounded(stream, options.MaxUncompressedBytes, what);
+        Stream source = copy ?? stream;
+        Internal.ModelFileCheck.Check(source, what, _mlContext, options);
         ITransformer model;
-        if (stream.CanSeek) Internal.SchemaEntryCheck.CheckZip(stream, what);
         try
         {
-            model = _mlContext.Model.Load(stream, out inputSchema);
+            model = _mlContext.Model.Load(source, out inputSchema);
         }
         catch (Exception e) when (e is not OperationCanceledException and not OutOfMemoryException)
         {
@@ -102,6 +117,20 @@ public sealed class ContinualCatalog
         if (FindContinual(model) is null)
             throw new ContinualModelFormatException($"{what} holds an ML.NET model ({model.GetType().Name}) that does not end in a continual model.");
         return model;
+    }
+
+    private static MemoryStream CopyBounded(Stream stream, long limit, string what)
+    {
+        var copy = new MemoryStream();
+        var buffer = new byte[81920];
+        int read;
+        while ((read = stream.Read(buffer, 0, buffer.Length)) > 0)
+        {
+            if (copy.Length + read > limit) throw new ContinualModelFormatException($"{what} is longer than the {limit:N0} bytes allowed (ContinualLoadOptions.MaxUncompressedBytes).");
+            copy.Write(buffer, 0, read);
+        }
+        copy.Position = 0;
+        return copy;
     }
 
     /// <summary>The continual model at the end of <paramref name="model"/> (itself, or the last of a possibly nested chain), or null.</summary>

@@ -95,3 +95,26 @@ public sealed class ContinualCheckpointException : InvalidOperationException
     /// <summary>Creates the exception.</summary>
     public ContinualCheckpointException(string message, Exception? inner = null) : base(message, inner) { }
 }
+
+/// <summary>Limits and the allowlist for <see cref="ContinualCatalog.LoadModel(string, out DataViewSchema, ContinualLoadOptions)"/>.</summary>
+public sealed class ContinualLoadOptions
+{
+    /// <summary>The most bytes a file's entries may hold once decompressed, relative to the file's size: a model's entries
+    /// compress by 1.1 (weights) to about 20 (memories of images, masks) times; DEFLATE's limit is about 1,000. Default 256
+    /// (with at least 64 MB allowed whatever the file's size).</summary>
+    public long MaxExpansion { get; set; } = 256;
+
+    /// <summary>The most bytes a file's entries may hold once decompressed, in all. Default 8 GiB.</summary>
+    public long MaxUncompressedBytes { get; set; } = 8L << 30;
+
+    /// <summary>Simple names of further assemblies whose loaders a model may name (e.g. an assembly of your own with ML.NET
+    /// transformers in the chain). ML.NET's assemblies and this library's are always allowed. Default empty.</summary>
+    public IReadOnlyCollection<string> AllowedAssemblies { get; set; } = [];
+
+    internal void Validate()
+    {
+        if (MaxExpansion < 1) throw new ArgumentOutOfRangeException(nameof(MaxExpansion), "MaxExpansion must be at least 1.");
+        if (MaxUncompressedBytes < 1) throw new ArgumentOutOfRangeException(nameof(MaxUncompressedBytes), "MaxUncompressedBytes must be positive.");
+        ArgumentNullException.ThrowIfNull(AllowedAssemblies);
+    }
+}

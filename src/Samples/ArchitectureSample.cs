@@ -46,7 +46,7 @@ public static class ArchitectureSample
         var packNet = ml.Continual().Trainers.PackNet(Setup(new PackNetTrainer.Options { ExpectedTaskCount = 4, RetrainEpochs = 1 }));
         string path = Path.Combine(workDirectory, "packnet-model.zip");
         ml.Model.Save(packNet.Fit(stream[0].Train), stream[0].Train.Schema, path);
-        var next = (ContinualTransformer)ml.Continual().Refit(ml.Model.Load(path, out _), stream[1].Train);
+        var next = (ContinualTransformer)ml.Continual().Refit(ml.Continual().LoadModel(path, out _), stream[1].Train);
         Console.WriteLine($"PackNet after {next.TasksSeen} tasks: {string.Join(", ", next.StateSizes.Select(kv => $"{kv.Key} {kv.Value:N0}"))}");
 
         // Without the task id, the model cannot know which weights to use, and says so.

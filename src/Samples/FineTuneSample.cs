@@ -29,7 +29,7 @@ public static class FineTuneSample
         ml.Model.Save(model, task1.Schema, path);
 
         // Later (another process, another day): load and continue on the next task.
-        ITransformer loaded = ml.Model.Load(path, out _);
+        ITransformer loaded = ml.Continual().LoadModel(path, out _);
         ITransformer next = ml.Continual().Refit(loaded, task2);
 
         var engine = ml.Model.CreatePredictionEngine<Example, Prediction>(next);

@@ -23,7 +23,7 @@ public static class ForgettingSample
         ITransformer? model = null;
         for (int t = 0; t < Tasks; t++)
         {
-            model = model is null ? trainer.Fit(train[t]) : ml.Continual().Refit(ml.Model.Load(path, out _), train[t]);
+            model = model is null ? trainer.Fit(train[t]) : ml.Continual().Refit(ml.Continual().LoadModel(path, out _), train[t]);
             ml.Model.Save(model, train[t].Schema, path);
             Console.WriteLine($"{"task " + (t + 1),-10}" + string.Concat(test.Select(data => $"{Accuracy(model, data),10:F3}")));
         }

@@ -36,7 +36,7 @@ public static class GemSample
         var gem = ml.Continual().Trainers.Gem(Setup(new GemTrainer.Options()));
         string path = Path.Combine(workDirectory, "gem-model.zip");
         ml.Model.Save(gem.Fit(stream[0].Train), stream[0].Train.Schema, path);
-        var next = (ContinualTransformer)ml.Continual().Refit(ml.Model.Load(path, out _), stream[1].Train);
+        var next = (ContinualTransformer)ml.Continual().Refit(ml.Continual().LoadModel(path, out _), stream[1].Train);
         Console.WriteLine($"GEM after {next.TasksSeen} tasks: {string.Join(", ", next.StateSizes.Select(kv => $"{kv.Key} {kv.Value:N0}"))}");
     }
 }

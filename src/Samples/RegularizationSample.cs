@@ -39,7 +39,7 @@ public static class RegularizationSample
         var ewc = ml.Continual().Trainers.Ewc(Setup(new EwcTrainer.Options()));
         string path = Path.Combine(workDirectory, "ewc-model.zip");
         ml.Model.Save(ewc.Fit(stream[0].Train), stream[0].Train.Schema, path);
-        var next = (ContinualTransformer)ml.Continual().Refit(ml.Model.Load(path, out _), stream[1].Train);
+        var next = (ContinualTransformer)ml.Continual().Refit(ml.Continual().LoadModel(path, out _), stream[1].Train);
         Console.WriteLine($"EWC after {next.TasksSeen} tasks: {string.Join(", ", next.StateSizes.Select(kv => $"{kv.Key} {kv.Value:N0}"))}");
     }
 }

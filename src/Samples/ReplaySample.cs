@@ -39,7 +39,7 @@ public static class ReplaySample
         var replay = ml.Continual().Trainers.Replay(Setup(new ReplayTrainer.Options { MemorySize = 500, BufferPolicy = ReplayBufferPolicy.ClassBalanced }));
         string path = Path.Combine(workDirectory, "replay-model.zip");
         ml.Model.Save(replay.Fit(stream[0].Train), stream[0].Train.Schema, path);
-        var next = (ContinualTransformer)ml.Continual().Refit(ml.Model.Load(path, out _), stream[1].Train);
+        var next = (ContinualTransformer)ml.Continual().Refit(ml.Continual().LoadModel(path, out _), stream[1].Train);
         Console.WriteLine($"Replay after {next.TasksSeen} tasks: {string.Join(", ", next.StateSizes.Select(kv => $"{kv.Key} {kv.Value:N0}"))}");
     }
 }

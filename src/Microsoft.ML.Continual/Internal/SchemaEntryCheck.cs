@@ -14,30 +14,7 @@ internal static class SchemaEntryCheck
     private const int HeaderSize = 256;
     private static readonly byte[] Signature = "CML\0DVB\0"u8.ToArray();
 
-    /// <summary>Throws <see cref="ContinualModelFormatException"/> when the zip in <paramref name="stream"/> has a damaged <c>Schema</c> entry; leaves the stream at its start.</summary>
-    public static void CheckZip(Stream stream, string what)
-    {
-        long start = stream.Position;
-        try
-        {
-            using var zip = new ZipArchive(stream, ZipArchiveMode.Read, leaveOpen: true);
-            var entry = zip.GetEntry("Schema");
-            if (entry is null) return; // ML.NET reports a missing schema itself
-            if (entry.Length > 64 << 20) throw new ContinualModelFormatException($"{what}: the 'Schema' entry is {entry.Length:N0} bytes, far more than a schema needs.");
-            var bytes = new byte[entry.Length];
-            using (var read = entry.Open()) read.ReadExactly(bytes);
-            Check(bytes, what);
-        }
-        catch (Exception e) when (e is InvalidDataException or EndOfStreamException or IOException or ArgumentException or NotSupportedException)
-        {
-            throw new ContinualModelFormatException($"{what} is not a readable ML.NET model zip ({e.GetType().Name}: {e.Message}).", e);
-        }
-        finally
-        {
-            stream.Position = start;
-        }
-    }
-
+    /// <summary>Throws <see cref="ContinualModelFormatException"/> when the <c>Schema</c> entry's bytes are damaged (called by <see cref="ModelFileCheck"/>).</summary>
     public static void Check(byte[] data, string what)
     {
         void Fail(string why) => throw new ContinualModelFormatException($"{what}: the 'Schema' entry is damaged ({why}).");

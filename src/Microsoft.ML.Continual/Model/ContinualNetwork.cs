@@ -462,7 +462,7 @@ public sealed class ContinualNetwork : nn.Module
     /// <summary>Reads what <see cref="WriteWeights"/> wrote; with <paramref name="wholeEntry"/>, the stream must end right after.</summary>
     internal void ReadWeights(BinaryReader r, bool wholeEntry = false)
     {
-        var budget = TensorIO.Budget(r, "network entry");
+        var budget = TensorIO.Budget(r, "network entry ('Network.bin')");
         var parameters = OrderedParameters();
         int count = budget.Int32();
         if (count < 0 || count > ModelIO.MaxCount) throw new ContinualModelFormatException($"The network entry's parameter count {count} is out of range.");

@@ -18,6 +18,7 @@ using Microsoft.ML.Continual;
 //   streaming                        a generated 10-million-row task within MemoryBudgetMegabytes, beside reading it into memory [--rows 10000000 --budget 256 --stream-only]
 //   gem-protocol                     GEM, A-GEM, EWC and FineTune under the GEM paper's protocol [--streams rotated,permuted] [--only GEM,...] [--rows 1000 --hidden 100,100]
 //   backbones                        ConvBackbone beside the default perceptron: FineTune, EWC, replay on Split MNIST (task-, class-IL) and Rotated MNIST [--rows 5000 --epochs 1 --seed 0 --only ...]
+//   tabular                          a real time-ordered table in monthly periods: continual trainers (featurizer + tabular backbone) vs LightGBM retrained on all history / last period, ML.NET warm starts [--dataset flights --rows 100000 --seed 0 --only ...]
 //   parity                           bit-for-bit parity of two builds: every trainer's weights and scores on 3 small tasks [--out DIR] [--compare DIR-OF-OTHER-BUILD] [--only ...]
 //   scale-out                        data-parallel training under mpirun: 1 process vs 2 over shared memory and TCP loopback, 1 thread each; allreduce times [--trainer FineTune --tasks 1 --rows 60000 --batch 256 --hidden 1000,1000 --repeats 3]
 var arguments = args.ToList();
@@ -70,6 +71,9 @@ switch (benchmark)
         return 0;
     case "backbones":
         BackboneBenchmarks.Run(Option("--rows", 5000), Option("--epochs", 1), Option("--seed", 0), OptionText("--only"));
+        return 0;
+    case "tabular":
+        TabularBenchmarks.Run(OptionText("--dataset") ?? "flights", Option("--rows", 100_000), Option("--seed", 0), OptionText("--only"), report);
         return 0;
     case "parity":
         ParityBenchmarks.Run(OptionText("--out") ?? Path.Combine(report, "parity"), OptionText("--compare"), OptionText("--only"));

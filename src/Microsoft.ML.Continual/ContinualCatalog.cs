@@ -32,6 +32,13 @@ public sealed class ContinualCatalog
     /// <example><code source="../../src/Samples/SweepSample.cs" /></example>
     public ContinualSweepBuilder CreateSweep() => new(_mlContext);
 
+    /// <summary>
+    /// Infers each column's role in <paramref name="data"/> (number, category, Boolean, date, free text, identifier to
+    /// ignore) and builds the featurizing pipeline and <see cref="TabularBackbone"/> for a table; see <see cref="ContinualFeaturizer"/>.
+    /// </summary>
+    /// <example><code source="../../src/Samples/TabularSample.cs" /></example>
+    public ContinualFeaturization Featurize(IDataView data, ContinualFeaturizerOptions options) => ContinualFeaturizer.Infer(_mlContext, data, options);
+
     /// <summary>Ready-made task streams (Permuted, Rotated and Split MNIST, a generated drift stream).</summary>
     public ContinualBenchmarks Benchmarks { get; } = new();
 
@@ -101,6 +108,7 @@ public sealed class ContinualCatalog
         using var copy = stream.CanSeek ? null : CopyBounded(stream, options.MaxUncompressedBytes, what);
         Stream source = copy ?? stream;
         Internal.ModelFileCheck.Check(source, what, _mlContext, options);
+        _mlContext.ComponentCatalog.RegisterAssembly(typeof(DatePartsFactory).Assembly); // the featurizer's date-parts mapping
         ITransformer model;
         try
         {

@@ -118,6 +118,17 @@ public abstract class ContinualTrainerOptions
     /// CUDA build of libtorch in place of <c>libtorch-cpu-linux-x64</c>; see the README.</summary>
     public string Device { get; set; } = "cpu";
 
+    /// <summary>The share of each task's rows held out to stop training early, in [0, 0.5]: after every epoch the held-out
+    /// rows' loss is computed, training stops when <see cref="EarlyStoppingPatience"/> epochs in a row did not improve it,
+    /// and the best epoch's weights are kept (<see cref="EarlyStoppingPlugin"/>). Default 0: off, every epoch runs on all rows.</summary>
+    public double ValidationFraction { get; set; }
+
+    /// <summary>Epochs without improvement of the validation loss before training stops (with <see cref="ValidationFraction"/>). Default 2.</summary>
+    public int EarlyStoppingPatience { get; set; } = 2;
+
+    /// <summary>The learning rate within each task: constant (default) or cosine decay over <see cref="NumberOfEpochs"/> (<see cref="LearningRateSchedulePlugin"/>).</summary>
+    public LearningRateSchedule LearningRateSchedule { get; set; } = LearningRateSchedule.Constant;
+
     /// <summary>The network under the heads; null (default): a multilayer perceptron of <see cref="HiddenLayerSizes"/>,
     /// <see cref="Activation"/> and <see cref="Dropout"/> (which apply only to it). <see cref="ConvBackbone"/> is a small
     /// convolutional network for image-shaped rows; a registered <see cref="ContinualBackbone"/> of your own plugs in any
@@ -150,6 +161,18 @@ public abstract class ContinualTrainerOptions
 
     internal TOptions CloneAs<TOptions>() where TOptions : ContinualTrainerOptions, new() => FromPairs<TOptions>(ToPairs());
 
+    /// <summary>The plugins these shared options add to every trainer's own: early stopping first (it holds out rows and
+    /// restores the best weights before the method consolidates), the learning-rate schedule last.</summary>
+    internal IReadOnlyList<ContinualPlugin> WithSharedPlugins(IReadOnlyList<ContinualPlugin> methodPlugins)
+    {
+        if (ValidationFraction == 0 && LearningRateSchedule == LearningRateSchedule.Constant) return methodPlugins;
+        var list = new List<ContinualPlugin>();
+        if (ValidationFraction > 0) list.Add(new EarlyStoppingPlugin { ValidationFraction = ValidationFraction, Patience = EarlyStoppingPatience });
+        list.AddRange(methodPlugins);
+        if (LearningRateSchedule != LearningRateSchedule.Constant) list.Add(new LearningRateSchedulePlugin { Schedule = LearningRateSchedule });
+        return list;
+    }
+
     private static readonly System.Text.RegularExpressions.Regex DevicePattern = new("^(cpu|cuda|mps)(:[0-9]{1,3})?$");
 
     /// <summary>Checks every option, naming the first one that is out of range (also for options read from a model file).</summary>
@@ -172,6 +195,9 @@ public abstract class ContinualTrainerOptions
         Check(NumberOfThreads is null || NumberOfThreads is > 0 and <= 1024, nameof(NumberOfThreads), "null or in [1, 1,024]");
         Check(MemoryBudgetMegabytes is null || MemoryBudgetMegabytes is > 0 and <= 1 << 20, nameof(MemoryBudgetMegabytes), "null or in [1, 1,048,576]");
         Check(!string.IsNullOrWhiteSpace(Device) && DevicePattern.IsMatch(Device), nameof(Device), "a TorchSharp device name such as \"cpu\" or \"cuda:0\"");
+        Check(ValidationFraction >= 0 && ValidationFraction <= 0.5, nameof(ValidationFraction), "in [0, 0.5]");
+        Check(EarlyStoppingPatience is >= 1 and <= 1000, nameof(EarlyStoppingPatience), "in [1, 1,000]");
+        Check(Enum.IsDefined(LearningRateSchedule), nameof(LearningRateSchedule), "Constant or Cosine");
     }
 }
 

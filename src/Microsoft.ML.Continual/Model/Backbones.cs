@@ -177,7 +177,11 @@ public static partial class ContinualBackbones
     private static readonly ConcurrentDictionary<string, (Type Type, Func<ContinualBackbone> Create)> ByName = new(StringComparer.Ordinal);
     private static readonly ConcurrentDictionary<Type, string> ByType = new();
 
-    static ContinualBackbones() => Register<ConvBackbone>("Conv");
+    static ContinualBackbones()
+    {
+        Register<ConvBackbone>("Conv");
+        Register<TabularBackbone>("Tabular");
+    }
 
     /// <summary>Registers <typeparamref name="TBackbone"/> under <paramref name="name"/> (1 to 64 letters, digits, '.', '_' or '-'); see <see cref="ContinualPlugins.Register{TPlugin}(string)"/>.</summary>
     public static void Register<TBackbone>(string name) where TBackbone : ContinualBackbone, new()

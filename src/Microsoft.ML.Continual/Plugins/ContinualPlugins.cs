@@ -92,5 +92,7 @@ public static partial class ContinualPlugins
         Register<ProgressivePlugin>(ProgressiveNetworksTrainer.RegisteredName);
         Register<JointPlugin>(JointTrainer.RegisteredName);
         Register<IndependentPlugin>(IndependentTrainer.RegisteredName);
+        Register<EarlyStoppingPlugin>("EarlyStopping");
+        Register<LearningRateSchedulePlugin>("LearningRateSchedule");
     }
 }

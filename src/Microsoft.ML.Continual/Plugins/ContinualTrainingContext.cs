@@ -232,6 +232,11 @@ public sealed class ContinualTrainingContext
 
     internal Action<string> InfoSink { get; init; } = _ => { };
 
+    /// <summary>Ends the task after the current epoch (e.g. early stopping), whatever the plugins' epoch counts.</summary>
+    public void StopAfterThisEpoch() => StopRequested = true;
+
+    internal bool StopRequested { get; private set; }
+
     /// <summary>Makes the optimizer for the current network and the plugins' extra parameters (set by the loop).</summary>
     internal Func<optim.Optimizer> CreateOptimizer { get; set; } = null!;
 

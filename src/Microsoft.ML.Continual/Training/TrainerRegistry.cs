@@ -17,7 +17,7 @@ internal static class TrainerRegistry
 
     private static Entry Make<TOptions>(string name, Func<TOptions, IReadOnlyList<ContinualPlugin>> plugins, Func<MLContext, TOptions, ContinualTrainer> trainer)
         where TOptions : ContinualTrainerOptions, new() =>
-        new(name, pairs => ContinualTrainerOptions.FromPairs<TOptions>(pairs), options => plugins((TOptions)options),
+        new(name, pairs => ContinualTrainerOptions.FromPairs<TOptions>(pairs), options => options.WithSharedPlugins(plugins((TOptions)options)),
             pairs => ContinualTrainerOptions.FromUserPairs<TOptions>(pairs), (ml, options) => trainer(ml, (TOptions)options));
 
     /// <summary>A plugin with the settings of <paramref name="options"/> that it shares by name (e.g. EWC's Lambda, Mode, Gamma).</summary>
@@ -94,5 +94,5 @@ public sealed class ComposedTrainer : ContinualTrainerBase<ComposedTrainer.Optio
     public override string TrainerName => RegisteredName;
 
     private protected override IReadOnlyList<ContinualPlugin> CreatePlugins(ContinualTrainerOptions options) =>
-        _plugins?.Select(p => ContinualPlugins.Create(p.Name, p.Settings)).ToList() ?? [];
+        options.WithSharedPlugins(_plugins?.Select(p => ContinualPlugins.Create(p.Name, p.Settings)).ToList() ?? []);
 }

@@ -358,6 +358,7 @@ internal static class TrainingLoop
                 Checkpoint.Write(checkpointPath, fingerprint!, context, shuffle, epoch + 1);
             string accuracy = context.State.Kind == ContinualPredictionKind.Regression ? "" : $", training accuracy {(double)correct / count:F4}";
             channel.Info($"Task {context.TaskIndex + 1}, epoch {epoch + 1}/{epochs}: loss {lossSum / count:F4}{accuracy}");
+            if (context.StopRequested) break;
         }
         return new EpochsRun(epochSeconds);
     }

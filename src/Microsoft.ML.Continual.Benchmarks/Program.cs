@@ -73,7 +73,8 @@ switch (benchmark)
         BackboneBenchmarks.Run(Option("--rows", 5000), Option("--epochs", 1), Option("--seed", 0), OptionText("--only"));
         return 0;
     case "tabular":
-        TabularBenchmarks.Run(OptionText("--dataset") ?? "flights", Option("--rows", 100_000), Option("--seed", 0), OptionText("--only"), report);
+        TabularBenchmarks.Run(OptionText("--dataset") ?? "flights", Option("--rows", 100_000), Option("--seed", 0), OptionText("--only"),
+            arguments.Select((a, i) => (a, i)).Where(p => p.a == "--set" && p.i + 1 < arguments.Count).Select(p => arguments[p.i + 1]).ToList());
         return 0;
     case "parity":
         ParityBenchmarks.Run(OptionText("--out") ?? Path.Combine(report, "parity"), OptionText("--compare"), OptionText("--only"));

@@ -19,7 +19,7 @@ internal static class TabularBenchmarks
 
     private sealed record Outcome(string Name, double[][] Auc, double[] RefitSeconds, long ModelBytes);
 
-    public static void Run(string dataset, int rowsPerPeriod, int seed, string? only, string report)
+    public static void Run(string dataset, int rowsPerPeriod, int seed, string? only, IReadOnlyList<string> overrides)
     {
         var ml = new MLContext(seed: seed);
         var (periods, label) = Periods(ml, dataset, rowsPerPeriod, seed);
@@ -30,7 +30,7 @@ internal static class TabularBenchmarks
         Console.Error.WriteLine("Featurizer's roles:" + Environment.NewLine + featurization.Describe());
 
         foreach (string trainer in new[] { "FineTune", "Ewc", "Replay" })
-            if (Wanted(trainer)) runs.Add(Continual(ml, trainer, featurization, periods, label));
+            if (Wanted(trainer)) runs.Add(Continual(ml, trainer, featurization, periods, label, overrides));
         if (Wanted("LightGbmAll")) runs.Add(Retrained(ml, "LightGBM, retrained on all history", periods, label, allHistory: true));
         if (Wanted("LightGbmLast")) runs.Add(Retrained(ml, "LightGBM, last period only", periods, label, allHistory: false));
         if (Wanted("Lbfgs")) runs.Add(WarmStarted(ml, "LbfgsLogisticRegression, warm start", periods, label, (data, previous) =>
@@ -61,12 +61,19 @@ internal static class TabularBenchmarks
 
     // ---- the contenders ----
 
-    private static Outcome Continual(MLContext ml, string trainer, ContinualFeaturization featurization, List<Period> periods, string label)
+    private static Outcome Continual(MLContext ml, string trainer, ContinualFeaturization featurization, List<Period> periods, string label, IReadOnlyList<string> overrides)
     {
         var options = new Dictionary<string, string>();
         if (trainer == "Replay") options["MemorySize"] = "20000";
         var template = ml.Continual().Trainers.Create(trainer, options).GetOptions();
         featurization.Configure(template);
+        foreach (string pair in overrides) // --set Name=Value, after the tabular defaults (for tuning them)
+        {
+            var property = template.GetType().GetProperty(pair.Split('=')[0]) ?? throw new ArgumentException($"No option {pair}.");
+            string text = pair.Split('=', 2)[1];
+            Type type = Nullable.GetUnderlyingType(property.PropertyType) ?? property.PropertyType;
+            property.SetValue(template, type.IsEnum ? Enum.Parse(type, text) : type == typeof(int[]) ? text.Split(',').Select(int.Parse).ToArray() : Convert.ChangeType(text, type, CultureInfo.InvariantCulture));
+        }
         ContinualTrainer estimator = trainer switch
         {
             "Ewc" => ml.Continual().Trainers.Ewc((EwcTrainer.Options)template),

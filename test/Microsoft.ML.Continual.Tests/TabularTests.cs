@@ -75,24 +75,29 @@ public class TabularTests
         var data = ml.Data.LoadFromEnumerable(rows);
         var featurization = ml.Continual().Featurize(data, new ContinualFeaturizerOptions { LabelColumnName = "Churned", Ignore = ["Notes"], HashBits = 4 });
         var backbone = featurization.Backbone;
-        // Age, Income, and the date's five parts; indicators: seven missing flags and Member; one category of 4 + 2 bits.
-        Assert.Equal((7, 8, 1, 6, 16), (backbone.NumericFeatures, backbone.IndicatorFeatures, backbone.CategoricalFeatures, backbone.CategoricalBits, backbone.Buckets));
+        // Age and Income; indicators: their two missing flags, Member and the date's nine cyclic parts; one category of 4 + 2 bits.
+        Assert.Equal((2, 12, 1, 6, 16), (backbone.NumericFeatures, backbone.IndicatorFeatures, backbone.CategoricalFeatures, backbone.CategoricalBits, backbone.Buckets));
         var featured = featurization.Pipeline.Fit(data).Transform(data);
         var features = featured.GetColumn<float[]>("Features").ToArray();
-        Assert.All(features, f => Assert.Equal(7 + 8 + 6, f.Length));
+        Assert.All(features, f => Assert.Equal(2 + 12 + 6, f.Length));
         var keys = ml.Transforms.Conversion.Hash("k", "Region", numberOfBits: 4).Fit(data).Transform(data).GetColumn<uint>("k").ToArray();
         for (int i = 0; i < rows.Count; i++)
         {
-            var bits = features[i].Skip(15).ToArray();
+            var bits = features[i].Skip(14).ToArray();
             Assert.All(bits, b => Assert.True(b is 0 or 1));
             int value = bits.Aggregate(0, (acc, b) => acc * 2 + (int)b);
             int bucket = value == (1 << 6) - 1 ? 0 : value + 1; // the backbone's decoding
             Assert.Equal((int)keys[i], bucket);
         }
         Assert.Equal(0u, keys[5]);
-        Assert.Equal(1f, features[7][7 + 1]); // Income's missing flag
-        Assert.Equal(0f, features[8][7 + 1]);
+        Assert.Equal(1f, features[7][2 + 1]); // Income's missing flag
+        Assert.Equal(0f, features[8][2 + 1]);
         Assert.Equal(0f, features[7][1], 3); // replaced by the mean, standardised: 0
+        // The date's parts: points on circles, and 1 for a date that was given.
+        var joined = DateTime.Parse(rows[0].Joined, System.Globalization.CultureInfo.InvariantCulture);
+        double hourAngle = 2 * Math.PI * (joined.Hour + joined.Minute / 60.0) / 24;
+        Assert.Equal((float)Math.Sin(hourAngle), features[0][5], 5); // after the two flags and Member
+        Assert.Equal(1f, features[0][13]);
     }
 
     [Fact]

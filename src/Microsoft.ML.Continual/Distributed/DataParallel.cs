@@ -34,6 +34,9 @@ internal sealed class DataParallel : IDisposable
             batch.Heads?.narrow(0, start, end - start), batch.Weight);
     }
 
+    /// <summary>The first row of process <paramref name="communicator"/>.Rank's share of <paramref name="rows"/> rows (0 for one process).</summary>
+    public static long ShareStart(long rows, ContinualCommunicator communicator) => rows * communicator.Rank / communicator.Size;
+
     /// <summary>The (non-empty) share's mean loss times its fraction of <paramref name="batch"/>'s rows: its part of the
     /// batch's mean loss, so that the parts' gradients summed over the processes are the batch's; unchanged for one process.</summary>
     public static Tensor PartOfMean(Tensor shareMeanLoss, ContinualBatch share, ContinualBatch batch, ContinualCommunicator communicator) =>

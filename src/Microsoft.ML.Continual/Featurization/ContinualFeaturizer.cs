@@ -13,7 +13,8 @@ public enum ColumnRole
     Categorical,
     /// <summary>A Boolean: 0 or 1.</summary>
     Boolean,
-    /// <summary>A date and time: its hour, day of the week, day of the month, month and day of the year become numbers.</summary>
+    /// <summary>A date and time: its hour, day of the week, day of the month and month, each as a point on a circle
+    /// (sine and cosine), so that a later period's dates fall in the range the model was trained on.</summary>
     Date,
     /// <summary>Free text: hashed word counts.</summary>
     Text,
@@ -201,8 +202,10 @@ public static class ContinualFeaturizer
             Add(ml.Transforms.CustomMapping(new DatePartsFactory().GetMapping(), DatePartsFactory.ContractName));
             string parts = "__dateparts." + name;
             Add(ml.Transforms.CopyColumns(parts, DatePartsFactory.OutputColumn));
+            // Bounded already, and standardising with the first task's statistics would blow up a part that was constant
+            // there (the month of a first task of one month): passed to the network as they are, with the indicators.
             _slots[parts] = DateParts.Count;
-            _numeric.Add(parts);
+            _indicators.Add(parts);
         }
 
         private void AddCategorical(string name, DataViewType type)
@@ -279,24 +282,31 @@ public sealed class ContinualFeaturization
     public string Describe() => string.Join(Environment.NewLine, Roles.Select(r => $"{r.Name}: {r.Role.ToString().ToLowerInvariant()} ({r.Reason})"));
 }
 
-/// <summary>The parts of a date the featurizer uses, in order.</summary>
+/// <summary>The parts of a date the featurizer uses: sine and cosine of the hour of the day, the day of the week, the day
+/// of the month and the month (cyclic features: 23:00 is next to 00:00, December next to January), then whether the date was given.</summary>
 internal static class DateParts
 {
-    public const int Count = 5;
+    public const int Count = 9;
 
-    /// <summary>Hour of the day (with minutes as a fraction), day of the week (Monday 0), day of the month, month, day of the year; NaN for a missing date.</summary>
     public static void Fill(DateTime date, float[] parts)
     {
         if (date == default)
         {
-            Array.Fill(parts, float.NaN);
+            Array.Clear(parts); // a missing date: all parts 0, the last one (present) too
             return;
         }
-        parts[0] = date.Hour + date.Minute / 60f;
-        parts[1] = ((int)date.DayOfWeek + 6) % 7;
-        parts[2] = date.Day;
-        parts[3] = date.Month;
-        parts[4] = date.DayOfYear;
+        Circle(parts, 0, date.Hour + date.Minute / 60.0, 24);
+        Circle(parts, 2, ((int)date.DayOfWeek + 6) % 7, 7);
+        Circle(parts, 4, date.Day - 1, DateTime.DaysInMonth(date.Year, date.Month));
+        Circle(parts, 6, date.Month - 1, 12);
+        parts[8] = 1;
+    }
+
+    private static void Circle(float[] parts, int at, double value, double period)
+    {
+        double angle = 2 * Math.PI * value / period;
+        parts[at] = (float)Math.Sin(angle);
+        parts[at + 1] = (float)Math.Cos(angle);
     }
 }
 
@@ -322,7 +332,7 @@ public sealed class DatePartsFactory : CustomMappingFactory<DatePartsFactory.Inp
     /// <summary>The mapping's output row.</summary>
     public sealed class Output
     {
-        /// <summary>Hour, day of week, day of month, month, day of year.</summary>
+        /// <summary>Sine and cosine of the hour, day of week, day of month and month; 1 when the date was given.</summary>
         [ColumnName(OutputColumn), VectorType(DateParts.Count)]
         public float[] Parts { get; set; } = new float[DateParts.Count];
     }

@@ -120,6 +120,30 @@ internal sealed class ExampleMemory
     }
 
     /// <summary>The memory with the given rows of <paramref name="task"/> appended (GEM's fixed number per task).</summary>
+    /// <summary>
+    /// GDumb's greedy class-balanced sampler (Prabhu et al. 2020, Algorithm 1), the task's rows offered in order: a row is
+    /// stored while there is room; when the memory is full, a row of a class with fewer rows than the largest class replaces
+    /// a random row of the largest class (the first such class when several are largest); otherwise it is dropped.
+    /// </summary>
+    public ExampleMemory Greedy(ContinualTaskData task, int taskIndex, int[] classOfRow, int capacity, Random random)
+    {
+        var members = new Dictionary<int, List<int>>(); // class → slots (old rows as their index, new rows as −1 − row)
+        for (int i = 0; i < Count; i++) (members.TryGetValue(ClassOf[i], out var list) ? list : members[ClassOf[i]] = new()).Add(i);
+        int total = Count;
+        for (int row = 0; row < classOfRow.Length; row++)
+        {
+            int c = classOfRow[row];
+            if (!members.TryGetValue(c, out var own)) members[c] = own = new();
+            if (total < capacity) { own.Add(-1 - row); total++; continue; }
+            var largest = members.OrderByDescending(kv => kv.Value.Count).ThenBy(kv => kv.Key).First();
+            if (own.Count >= largest.Value.Count) continue;
+            largest.Value.RemoveAt(random.Next(largest.Value.Count));
+            own.Add(-1 - row);
+        }
+        int[] slots = members.OrderBy(kv => kv.Key).SelectMany(kv => kv.Value).ToArray();
+        return Compose(slots, task, taskIndex, classOfRow, new int[classOfRow.Length], RowsOffered + classOfRow.Length);
+    }
+
     public ExampleMemory Append(ContinualTaskData task, int taskIndex, int[] classOfRow, int[] rows)
     {
         var slots = Enumerable.Range(0, Count).Concat(rows.Select(r => -1 - r)).ToArray();

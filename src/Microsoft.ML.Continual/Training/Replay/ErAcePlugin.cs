@@ -1,0 +1,115 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Continual;
+
+/// <summary>
+/// ER-ACE (Caccia, Aljundi, Asadi, Tuytelaars, Pineau and Belilovsky 2022, "New Insights on Reducing Abrupt Representation
+/// Change in Online Continual Learning", ICLR): experience replay with an asymmetric cross-entropy, so that the incoming
+/// classes do not push the logits of the classes in the memory down.
+/// </summary>
+/// <remarks>
+/// <para>On the incoming batch, from the second task on, the cross-entropy is taken over the classes present in the batch and
+/// the classes not seen yet only (the logits of classes seen before but absent from the batch are masked out; their
+/// eq. 5, "ACE", as Mammoth's <c>models/er_ace.py</c>); on a batch drawn from the memory it is the plain cross-entropy over
+/// every class. The memory is a reservoir updated at every step (as their code). Multi-head models keep their heads'
+/// masks in both terms.</para>
+/// </remarks>
+public sealed class ErAcePlugin : ContinualPlugin
+{
+    private ReservoirBuffer? _buffer;
+    private Generator? _sampling;
+    private Random? _reservoir;
+    private bool[] _seen = [];
+
+    /// <summary>The memory budget in rows. Default 500.</summary>
+    public int MemorySize { get; set; } = 500;
+
+    /// <summary>Rows drawn from the memory at each step. Default 32.</summary>
+    public int MinibatchSize { get; set; } = 32;
+
+    /// <inheritdoc/>
+    public override void Validate()
+    {
+        if (MemorySize is < 1 or > 10_000_000) throw new ArgumentOutOfRangeException(nameof(MemorySize), "Option MemorySize must be in [1, 10,000,000].");
+        if (MinibatchSize is < 1 or > 1 << 20) throw new ArgumentOutOfRangeException(nameof(MinibatchSize), "Option MinibatchSize must be in [1, 1,048,576].");
+    }
+
+    /// <inheritdoc/>
+    public override void BeforeTask(ContinualTrainingContext context)
+    {
+        if (context.Kind != ContinualPredictionKind.Multiclass)
+            throw new NotSupportedException("ER-ACE's asymmetric cross-entropy masks classes: it needs a classification label with several classes.");
+        _buffer ??= new ReservoirBuffer(MemorySize);
+        _buffer.MoveTo(context.Device);
+        _sampling = new Generator((ulong)(context.TaskSeed ^ 0x4552_4143), CPU);
+        _reservoir = new Random(unchecked((int)(context.TaskSeed ^ 0x4552_4145)));
+        if (_seen.Length < context.OutputSize) Array.Resize(ref _seen, context.OutputSize);
+    }
+
+    /// <summary>A batch from the memory, trained with the plain cross-entropy (weight 1, as the authors add it).</summary>
+    public override IEnumerable<ContinualBatch> ExtraBatches(ContinualTrainingContext context, ContinualBatch taskBatch)
+    {
+        if (context.TaskIndex == 0 || _buffer is null || _buffer.Sample(MinibatchSize, _sampling!) is not Tensor rows) yield break;
+        yield return _buffer.Select(rows, weight: 1);
+    }
+
+    /// <summary>The incoming batch's cross-entropy over its own classes and the classes not seen yet.</summary>
+    public override void BeforeBackward(ContinualTrainingContext context, ContinualStep step)
+    {
+        long[] present = step.TaskBatch.Targets.unique().output.cpu().data<long>().ToArray();
+        foreach (long c in present) _seen[c] = true;
+        if (context.TaskIndex == 0 || step.TaskOutputs is not Tensor logits) return;
+        var keep = new bool[logits.shape[1]];
+        foreach (long c in present) keep[c] = true;
+        // As the authors' code: while some class is not seen yet, every class from the highest one seen on stays unmasked.
+        int highestSeen = Array.LastIndexOf(_seen, true);
+        if (highestSeen < keep.Length - 1)
+            for (int c = Math.Max(highestSeen, 0); c < keep.Length; c++) keep[c] = true;
+        using Tensor mask = tensor(keep).to(logits.device).logical_not().unsqueeze(0);
+        Tensor masked = context.MaskLogits(logits, step.TaskBatch.Heads).masked_fill(mask, float.MinValue);
+        step.ReplaceTaskLoss(nn.functional.cross_entropy(masked, step.TaskBatch.Targets));
+    }
+
+    /// <summary>The batch joins the memory (reservoir sampling).</summary>
+    public override void AfterStep(ContinualTrainingContext context)
+    {
+        if (context.CurrentBatch is ContinualBatch batch) _buffer!.Add(batch, null, _reservoir!);
+    }
+
+    /// <inheritdoc/>
+    public override void AfterTask(ContinualTrainingContext context)
+    {
+        _sampling?.Dispose();
+        _sampling = null;
+        _buffer?.MoveTo(CPU);
+    }
+
+    /// <inheritdoc/>
+    public override void SaveState(ContinualState state)
+    {
+        state.Set("has memory", _buffer is not null);
+        _buffer?.Save(state, "memory/");
+        using var seen = tensor(_seen);
+        state.Set("classes seen", seen);
+    }
+
+    /// <inheritdoc/>
+    public override void LoadState(ContinualState state)
+    {
+        _buffer = state.GetBoolean("has memory") ? ReservoirBuffer.Load(state, "memory/", MemorySize) : null;
+        using var seen = state.GetTensor("classes seen");
+        if (seen.dtype != ScalarType.Bool || seen.dim() != 1) throw new ContinualModelFormatException("ER-ACE's classes seen must be a vector of Booleans.");
+        _seen = seen.data<bool>().ToArray();
+    }
+
+    /// <summary>False: the memory changes at every step, which a checkpoint does not capture.</summary>
+    public override bool SupportsCheckpoints => false;
+
+    /// <inheritdoc/>
+    public override IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long>
+    {
+        ["memory rows"] = _buffer?.Count ?? 0,
+        ["rows offered"] = _buffer?.Seen ?? 0,
+    };
+}

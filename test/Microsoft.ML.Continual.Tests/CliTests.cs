@@ -196,7 +196,8 @@ public class CliTests(ITestOutputHelper log)
         Assert.Equal(0, Cli(temp.Path, "train", "--data", "task1.csv", "--label", "Label", "--set", "NumberOfEpochs=40", "--set", "NumberOfThreads=1", "--out", "m.zip").ExitCode);
         WriteCsv(temp.File("task2.csv"), 1, 3000, [0, 1, 2], 2);
         void WaitForLock(Process job) => WaitUntilLocked(temp.File("next.zip.lock"), job);
-        var a = Process.Start(Start(temp.Path, ["refit", "--model", "m.zip", "--data", "task2.csv", "--out", "next.zip"]))!;
+        // The first job of each pair may wait: the probe in WaitForLock holds a shared lock for an instant, which it could meet.
+        var a = Process.Start(Start(temp.Path, ["refit", "--model", "m.zip", "--data", "task2.csv", "--out", "next.zip", "--wait", "60"]))!;
         WaitForLock(a);
         var b = Cli(temp.Path, "refit", "--model", "m.zip", "--data", "task2.csv", "--out", "next.zip");
         a.WaitForExit(120_000);
@@ -206,7 +207,7 @@ public class CliTests(ITestOutputHelper log)
         var ml = new MLContext();
         Assert.Equal(2, ContinualCatalog.FindContinual(ml.Continual().LoadModel(temp.File("next.zip"), out _))!.TasksSeen);
         // With --wait, the second job waits for the lock instead and then succeeds.
-        var c = Process.Start(Start(temp.Path, ["refit", "--model", "m.zip", "--data", "task2.csv", "--out", "next.zip"]))!;
+        var c = Process.Start(Start(temp.Path, ["refit", "--model", "m.zip", "--data", "task2.csv", "--out", "next.zip", "--wait", "60"]))!;
         WaitForLock(c);
         var d = Cli(temp.Path, "refit", "--model", "m.zip", "--data", "task2.csv", "--out", "next.zip", "--wait", "120");
         c.WaitForExit(120_000);

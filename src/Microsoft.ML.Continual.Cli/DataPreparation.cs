@@ -9,22 +9,23 @@ internal static class DataPreparation
     /// <summary>The vector column the tool concatenates the feature columns into.</summary>
     public const string FeaturesColumn = "Features";
 
-    public sealed record Prepared(IDataView View, string[] FeatureColumns);
+    /// <summary>A task ready for the model: its view, the feature columns, and how many rows the library will use and skip (and why).</summary>
+    public sealed record Prepared(IDataView View, string[] FeatureColumns, int RowsUsed, int RowsSkipped, string? SkipReason);
 
     /// <summary>The first task: the label (and task id) must exist; the features are the given columns or every numeric one.</summary>
     public static Prepared ForTraining(Table table, string label, string? taskId, string[] features, ContinualPredictionKind? kind)
     {
         var problems = new List<string>();
         string available = string.Join(", ", table.Columns.Select(c => $"{c.Name} ({c.Kind})"));
-        if (table.Find(label) is null) problems.Add($"the label column '{label}' is missing");
-        if (taskId is not null && table.Find(taskId) is null) problems.Add($"the task-id column '{taskId}' is missing");
+        if (table.Find(label) is null) problems.Add($"the label column '{label}' {table.WhyAbsent(label)}");
+        if (taskId is not null && table.Find(taskId) is null) problems.Add($"the task-id column '{taskId}' {table.WhyAbsent(taskId)}");
         if (table.Find(FeaturesColumn) is not null) problems.Add($"a column is named '{FeaturesColumn}', the name the tool gives the feature vector; rename it");
         string[] chosen = features.Length > 0 ? features
             : table.Columns.Where(c => c.Kind == ColumnKind.Single && c.Name != label && c.Name != taskId).Select(c => c.Name).ToArray();
         foreach (string f in chosen)
         {
             var column = table.Find(f);
-            if (column is null) problems.Add($"the feature column '{f}' is missing");
+            if (column is null) problems.Add($"the feature column '{f}' {table.WhyAbsent(f)}");
             else if (column.Kind != ColumnKind.Single) problems.Add($"the feature column '{f}' is {column.Kind}, not numeric (declare it Single in --schema, or leave it out with --features)");
         }
         if (chosen.Length == 0) problems.Add("there is no numeric feature column");
@@ -39,7 +40,7 @@ internal static class DataPreparation
             ContinualPredictionKind.Binary => ColumnKind.Boolean,
             _ => columns[at].Kind,
         });
-        return new Prepared(new Table(table.Source, columns).ToDataView(), chosen);
+        return WithSkippedRows(table, columns, label, chosen);
     }
 
     /// <summary>
@@ -47,21 +48,17 @@ internal static class DataPreparation
     /// without, plus its label and task-id columns), and lists every one that is missing or has another type. Numeric labels are
     /// read as the model's label type (text classes, Boolean) when they can be.
     /// </summary>
-    public static IDataView ForModel(Table table, ITransformer model, DataViewSchema trainingSchema, ContinualTransformer continual)
+    public static Prepared ForModel(Table table, ITransformer model, DataViewSchema trainingSchema, ContinualTransformer continual)
     {
-        var needed = new List<DataViewSchema.Column>();
-        foreach (var column in trainingSchema)
-        {
-            if (column.Name == continual.Options.LabelColumnName || column.Name == continual.Options.TaskIdColumnName) { needed.Add(column); continue; }
-            if (!Scores(model, Without(trainingSchema, column.Name))) needed.Add(column);
-        }
+        var needed = NeededColumns(model, trainingSchema, continual);
         var problems = new List<string>();
         var columns = table.Columns.ToList();
+        var position = columns.Select((c, i) => (c.Name, i)).ToDictionary(p => p.Name, p => p.i, StringComparer.Ordinal);
         foreach (var column in needed)
         {
-            int at = columns.FindIndex(c => c.Name == column.Name);
+            int at = position.GetValueOrDefault(column.Name, -1);
             ColumnKind expected = KindOf(column.Type);
-            if (at < 0) { problems.Add($"column '{column.Name}' ({expected}) is missing"); continue; }
+            if (at < 0) { problems.Add($"column '{column.Name}' ({expected}) {table.WhyAbsent(column.Name)}"); continue; }
             if (columns[at].Kind == expected) continue;
             if (column.Name == continual.Options.LabelColumnName && columns[at].Kind == ColumnKind.Single && expected != ColumnKind.Single)
             {
@@ -77,7 +74,44 @@ internal static class DataPreparation
         }
         if (problems.Count > 0)
             throw new CliException(ExitCodes.DataError, $"Data file '{table.Source}' does not match the model: {string.Join("; ", problems)}.");
-        return new Table(table.Source, columns).ToDataView();
+        return WithSkippedRows(table, columns, continual.Options.LabelColumnName, []);
+    }
+
+    /// <summary>
+    /// The columns of the training schema that <paramref name="model"/> needs: its label and task-id columns, and those its
+    /// scores depend on. Asks the chain's row mapper (one pass); a chain that cannot say is probed column by column (can it
+    /// still score without this one?), which costs time proportional to the square of the column count.
+    /// </summary>
+    private static List<DataViewSchema.Column> NeededColumns(ITransformer model, DataViewSchema trainingSchema, ContinualTransformer continual)
+    {
+        var named = new HashSet<string?>(StringComparer.Ordinal) { continual.Options.LabelColumnName, continual.Options.TaskIdColumnName };
+        HashSet<int>? scoring = null;
+        try
+        {
+            var mapper = model.GetRowToRowMapper(trainingSchema);
+            var added = mapper.OutputSchema.Where(c => c.Index >= trainingSchema.Count); // a mapper's output is its input, then what it adds
+            scoring = mapper.GetDependencies(added).Select(c => c.Index).ToHashSet();
+            if (scoring.Count == 0) scoring = null; // the scores depend on something: a mapper that names nothing cannot say
+        }
+        catch (Exception e) when (e is InvalidOperationException or NotSupportedException or ArgumentException)
+        {
+            // not every transformer maps rows: fall back to probing
+        }
+        return trainingSchema.Where(c => named.Contains(c.Name)
+            || (scoring?.Contains(c.Index) ?? !Scores(model, Without(trainingSchema, c.Name)))).ToList();
+    }
+
+    /// <summary>The prepared task, counting the rows whose label is missing (NaN or empty text): the library skips them.</summary>
+    private static Prepared WithSkippedRows(Table table, List<TableColumn> columns, string label, string[] features)
+    {
+        int skipped = columns.FirstOrDefault(c => c.Name == label)?.Values switch
+        {
+            float[] numbers => numbers.Count(float.IsNaN),
+            string[] texts => texts.Count(t => t.Length == 0),
+            _ => 0,
+        };
+        string? reason = skipped == 0 ? null : $"no value in the label column {label}";
+        return new Prepared(new Table(table.Source, columns, table.Unreadable).ToDataView(), features, table.Rows - skipped, skipped, reason);
     }
 
     private static bool Scores(ITransformer model, DataViewSchema schema)

@@ -47,6 +47,8 @@ public static class Program
             CliException c => (c.ExitCode, c.Message),
             OperationCanceledException => (ExitCodes.Cancelled, "Cancelled; no output was written (the previous model is unchanged)."),
             ContinualCheckpointException c => (ExitCodes.CheckpointError, c.Message),
+            ContinualTrainingException t => (ExitCodes.Diverged, t.Message), // the message says nothing was written
+            _ when NativeFiles.IsCannotWrite(e) => (ExitCodes.CannotWrite, $"Cannot write the output: {NativeFiles.CannotWriteReason(e)} ({e.Message})."),
             ContinualModelFormatException m => (ExitCodes.ModelError, m.Message),
             ContinualDataException d => (ExitCodes.DataError, d.Message),
             FileNotFoundException f => (ExitCodes.DataError, f.Message),
@@ -103,33 +105,37 @@ internal static class Commands
         command.SetAction(parse =>
         {
             var ml = new MLContext(seed: 0);
-            string outPath = parse.GetValue(output)!;
+            string given = parse.GetValue(output)!, outPath = ModelFiles.Resolve(given);
+            ModelFiles.RefuseDirectory(outPath, given, "--out");
             var settings = ParseSettings(parse.GetValue(set));
             string labelName = parse.GetValue(label)!;
             string? taskColumn = parse.GetValue(taskId);
-            var table = Table.Read(parse.GetValue(data)!, parse.GetValue(SchemaFile), []);
+            var table = Table.Read(parse.GetValue(data)!, parse.GetValue(SchemaFile), taskColumn is null ? [] : [taskColumn]);
             var kind = ResolvePrediction(parse.GetValue(prediction)!, table, labelName);
             var prepared = DataPreparation.ForTraining(table, labelName, taskColumn, SplitList(parse.GetValue(features)), kind);
+            WarnSkipped(prepared, table);
             settings["LabelColumnName"] = labelName;
             settings["FeatureColumnName"] = DataPreparation.FeaturesColumn;
             if (taskColumn is not null) settings["TaskIdColumnName"] = taskColumn;
             if (kind is not null) settings["PredictionKind"] = kind.Value.ToString();
             var estimator = ml.Continual().Trainers.Create(parse.GetValue(trainer)!, settings);
             var concatenation = ml.Transforms.Concatenate(DataPreparation.FeaturesColumn, prepared.FeatureColumns).Fit(prepared.View);
-            using var _ = IsWriter ? ModelFiles.Lock(outPath, TimeSpan.FromSeconds(parse.GetValue(WaitSeconds))) : null;
+            using var _ = IsWriter ? ModelFiles.PrepareOutput(outPath, TimeSpan.FromSeconds(parse.GetValue(WaitSeconds))) : null;
             var clock = System.Diagnostics.Stopwatch.StartNew();
             ContinualTransformer model = WithProgress(parse.GetValue(Json), "train", fit =>
                 estimator.Fit(concatenation.Transform(prepared.View), null, Checkpointed(fit, parse, outPath), token()));
             var chain = new TransformerChain<ITransformer>(concatenation, model);
             if (!IsWriter) return ExitCodes.Success; // under mpirun every process trained the same model; rank 0 writes it
-            ModelFiles.SaveAtomic(ml, chain, prepared.View.Schema, outPath);
+            ModelFiles.WriteVerified(outPath, stream => ml.Model.Save(chain, prepared.View.Schema, stream), written => ModelVerification.Check(ml, written, prepared.View));
             DeleteCheckpoint(outPath);
-            Output(parse.GetValue(Json), new JsonObject
+            var json = new JsonObject
             {
-                ["command"] = "train", ["model"] = Path.GetFullPath(outPath), ["trainer"] = model.TrainerName, ["rows"] = table.Rows,
+                ["command"] = "train", ["model"] = Path.GetFullPath(given), ["file"] = outPath, ["trainer"] = model.TrainerName,
                 ["features"] = prepared.FeatureColumns.Length, ["classes"] = new JsonArray(model.Classes.Select(c => (JsonNode)c).ToArray()),
                 ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 3),
-            }, $"Trained {model.TrainerName} on {table.Rows:N0} rows ({prepared.FeatureColumns.Length} features) in {clock.Elapsed.TotalSeconds:F1} s; wrote {outPath}.");
+            };
+            Output(parse.GetValue(Json), WithRows(json, prepared),
+                $"Trained {model.TrainerName} on {RowsText(prepared)} ({prepared.FeatureColumns.Length} features) in {clock.Elapsed.TotalSeconds:F1} s; wrote {given}{Beyond(given, outPath)}.");
             return ExitCodes.Success;
         });
         return command;
@@ -140,40 +146,40 @@ internal static class Commands
         var model = new Option<string>("--model", "-m") { Description = "The current model (.zip). Never modified unless --in-place.", Required = true };
         var data = Data("The next task's rows (.csv, .tsv or .parquet), with the columns the model was trained on.");
         var output = new Option<string?>("--out", "-o") { Description = "Where to write the refitted model." };
-        var inPlace = new Option<bool>("--in-place") { Description = "Replace --model atomically, keeping the previous model as <model>.bak." };
+        var inPlace = new Option<bool>("--in-place") { Description = "Replace --model atomically (through a symbolic link: its target), keeping the previous model as <model>.bak once the new one is written and verified." };
+        var keep = new Option<int?>("--keep") { Description = "With --in-place, how many previous models to keep, newest first: <model>.bak, <model>.bak.1 .. <model>.bak.{N-1}. Default 1." };
         var command = new System.CommandLine.Command("refit", "Continue a model on the next task, with the options and state stored in it, and write the result atomically.")
         {
-            model, data, output, inPlace, SchemaFile, CheckpointEvery, Resume, WaitSeconds, Json,
+            model, data, output, inPlace, keep, SchemaFile, CheckpointEvery, Resume, WaitSeconds, Json,
         };
         command.SetAction(parse =>
         {
             string modelPath = parse.GetValue(model)!;
             bool replace = parse.GetValue(inPlace);
             string? outPath = parse.GetValue(output);
-            if (replace == (outPath is not null)) throw new CliException(ExitCodes.UsageError, "Give either --out PATH or --in-place.");
-            string target = replace ? modelPath : outPath!;
-            if (!replace && Path.GetFullPath(target) == Path.GetFullPath(modelPath))
+            int backups = RefitBackups(replace, outPath, parse.GetValue(keep));
+            string target = ModelFiles.Resolve(replace ? modelPath : outPath!);
+            ModelFiles.RefuseDirectory(target, replace ? modelPath : outPath!, replace ? "--model" : "--out");
+            if (!replace && target == ModelFiles.Resolve(modelPath))
                 throw new CliException(ExitCodes.UsageError, "--out is the input model; use --in-place to replace it (the previous model is then kept as .bak).");
             var ml = new MLContext(seed: 0);
-            using var _ = IsWriter ? ModelFiles.Lock(target, TimeSpan.FromSeconds(parse.GetValue(WaitSeconds))) : null;
+            using var _ = IsWriter ? ModelFiles.PrepareOutput(target, TimeSpan.FromSeconds(parse.GetValue(WaitSeconds))) : null;
             RequireModelFile(modelPath);
             var current = ml.Continual().LoadModel(modelPath, out var schema);
             var continual = ContinualCatalog.FindContinual(current)!;
-            var table = Table.Read(parse.GetValue(data)!, parse.GetValue(SchemaFile), []);
-            var view = DataPreparation.ForModel(table, current, schema, continual);
+            var table = Table.Read(parse.GetValue(data)!, parse.GetValue(SchemaFile), TaskIdColumns(continual));
+            var prepared = DataPreparation.ForModel(table, current, schema, continual);
+            WarnSkipped(prepared, table);
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            ITransformer next = WithProgress(parse.GetValue(Json), "refit", fit => ml.Continual().Refit(current, view, Checkpointed(fit, parse, target), token()));
+            ITransformer next = WithProgress(parse.GetValue(Json), "refit", fit => ml.Continual().Refit(current, prepared.View, Checkpointed(fit, parse, target), token()));
             if (!IsWriter) return ExitCodes.Success; // under mpirun every process trained the same model; rank 0 writes it
-            if (replace) ModelFiles.BackupAtomic(modelPath, modelPath + ".bak");
-            ModelFiles.SaveAtomic(ml, next, schema, target);
+            Action<Stream> save = stream => ml.Model.Save(next, schema, stream);
+            Action<string> verify = written => ModelVerification.Check(ml, written, prepared.View);
+            if (replace) ModelFiles.ReplaceVerified(target, save, verify, backups);
+            else ModelFiles.WriteVerified(target, save, verify);
             DeleteCheckpoint(target);
-            var nextContinual = ContinualCatalog.FindContinual(next)!;
-            Output(parse.GetValue(Json), new JsonObject
-            {
-                ["command"] = "refit", ["model"] = Path.GetFullPath(target), ["previous"] = Path.GetFullPath(replace ? modelPath + ".bak" : modelPath),
-                ["trainer"] = nextContinual.TrainerName, ["tasksSeen"] = nextContinual.TasksSeen, ["rows"] = table.Rows, ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 3),
-            }, $"Refitted {nextContinual.TrainerName} on {table.Rows:N0} rows in {clock.Elapsed.TotalSeconds:F1} s (tasks seen: {nextContinual.TasksSeen}); wrote {target}" +
-               (replace ? $", previous model kept as {modelPath}.bak." : "."));
+            string previous = replace ? ModelFiles.BackupPaths(target, 1)[0] : Path.GetFullPath(modelPath);
+            ReportRefit(parse.GetValue(Json), ContinualCatalog.FindContinual(next)!, prepared, clock.Elapsed, replace ? modelPath : outPath!, target, previous, replace);
             return ExitCodes.Success;
         });
         return command;
@@ -195,12 +201,13 @@ internal static class Commands
             var dataPaths = parse.GetValue(data)!;
             foreach (string p in modelPaths) RequireModelFile(p);
             var loaded = modelPaths.Select(p => (Model: ml.Continual().LoadModel(p, out var s), Schema: s)).ToList();
-            var tables = dataPaths.Select(p => Table.Read(p, parse.GetValue(SchemaFile), [])).ToList();
+            var taskIds = loaded.SelectMany(m => TaskIdColumns(ContinualCatalog.FindContinual(m.Model)!)).Distinct().ToList();
+            var tables = dataPaths.Select(p => Table.Read(p, parse.GetValue(SchemaFile), taskIds)).ToList();
             var kind = parse.GetValue(score);
             var r = loaded.Select(m =>
             {
                 var continual = ContinualCatalog.FindContinual(m.Model)!;
-                return tables.Select(t => ml.Continual().Score(m.Model, DataPreparation.ForModel(t, m.Model, m.Schema, continual), continual.Options.LabelColumnName, kind)).ToArray();
+                return tables.Select(t => ml.Continual().Score(m.Model, DataPreparation.ForModel(t, m.Model, m.Schema, continual).View, continual.Options.LabelColumnName, kind)).ToArray();
             }).ToList();
             var json = new JsonObject
             {
@@ -364,8 +371,54 @@ internal static class Commands
     // ---- helpers ----
     private static void RequireModelFile(string path)
     {
+        if (Directory.Exists(path)) throw new CliException(ExitCodes.ModelError, $"Model file '{path}' is a folder, not a model file.");
         if (!File.Exists(path)) throw new CliException(ExitCodes.ModelError, $"Model file '{path}' does not exist.");
     }
+
+    /// <summary>How many backups an in-place refit keeps (<c>--keep</c>, default 1); refuses --keep without --in-place.</summary>
+    private static int RefitBackups(bool replace, string? outPath, int? keep)
+    {
+        if (replace == (outPath is not null)) throw new CliException(ExitCodes.UsageError, "Give either --out PATH or --in-place.");
+        if (keep is not null && !replace) throw new CliException(ExitCodes.UsageError, "--keep applies to --in-place (the backups of the model it replaces).");
+        if (keep is < 1) throw new CliException(ExitCodes.UsageError, $"--keep {keep}: keep at least 1 backup.");
+        return keep ?? 1;
+    }
+
+    /// <summary>The model's task-id column, read as text identifiers (so numeric ids work and map to the same heads).</summary>
+    private static string[] TaskIdColumns(ContinualTransformer continual) =>
+        continual.Options.TaskIdColumnName is string column ? [column] : [];
+
+    private static void ReportRefit(bool json, ContinualTransformer next, DataPreparation.Prepared prepared, TimeSpan elapsed, string given, string target, string previous, bool backedUp)
+    {
+        var result = new JsonObject
+        {
+            ["command"] = "refit", ["model"] = Path.GetFullPath(given), ["file"] = target, ["previous"] = previous,
+            ["trainer"] = next.TrainerName, ["tasksSeen"] = next.TasksSeen, ["seconds"] = Math.Round(elapsed.TotalSeconds, 3),
+        };
+        Output(json, WithRows(result, prepared), $"Refitted {next.TrainerName} on {RowsText(prepared)} in {elapsed.TotalSeconds:F1} s (tasks seen: {next.TasksSeen}); " +
+            $"wrote {given}{Beyond(given, target)}" + (backedUp ? $", previous model kept as {previous}." : "."));
+    }
+
+    /// <summary>Warns on stderr about rows the library will skip (a missing label), naming how many and why.</summary>
+    private static void WarnSkipped(DataPreparation.Prepared prepared, Table table)
+    {
+        if (prepared.RowsSkipped > 0 && IsWriter)
+            Console.Error.WriteLine($"warning: {prepared.RowsSkipped:N0} of {table.Rows:N0} rows of '{table.Source}' are skipped: {prepared.SkipReason}.");
+    }
+
+    private static JsonObject WithRows(JsonObject result, DataPreparation.Prepared prepared)
+    {
+        result["rows"] = prepared.RowsUsed;
+        result["rowsSkipped"] = prepared.RowsSkipped;
+        result["rowsSkippedReason"] = prepared.SkipReason;
+        return result;
+    }
+
+    private static string RowsText(DataPreparation.Prepared prepared) =>
+        $"{prepared.RowsUsed:N0} rows" + (prepared.RowsSkipped > 0 ? $" ({prepared.RowsSkipped:N0} skipped: {prepared.SkipReason})" : "");
+
+    /// <summary>" (through the link, to X)" when the path given is a symbolic link to another file.</summary>
+    private static string Beyond(string given, string resolved) => Path.GetFullPath(given) == resolved ? "" : $" (a link: written to {resolved})";
 
     /// <summary>After the model file is safely written, the checkpoint that led to it is no longer needed.</summary>
     private static void DeleteCheckpoint(string output)

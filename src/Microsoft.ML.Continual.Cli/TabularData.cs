@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using Microsoft.ML.Data;
+using Parquet.Schema;
 using Parquet.Serialization;
 
 namespace Microsoft.ML.Continual.Cli;
@@ -18,33 +19,60 @@ internal sealed record TableColumn(string Name, ColumnKind Kind, Array Values);
 /// </summary>
 internal sealed class Table
 {
-    public Table(string source, IReadOnlyList<TableColumn> columns)
+    /// <summary>The most columns a file may have. ML.NET's model save writes the input schema at about 50 KB of memory per
+    /// column whatever the row count, so 16,384 columns already take about 1 GB to save; wider files are refused up front.</summary>
+    public const int MaxColumns = 16_384;
+
+    private readonly Dictionary<string, TableColumn> _byName = new(StringComparer.Ordinal);
+
+    public Table(string source, IReadOnlyList<TableColumn> columns, IReadOnlyDictionary<string, string>? unreadable = null)
     {
         Source = source;
         Columns = columns;
         Rows = columns.Count == 0 ? 0 : columns[0].Values.Length;
+        Unreadable = unreadable ?? new Dictionary<string, string>();
+        foreach (var column in columns) _byName.TryAdd(column.Name, column);
     }
 
     public string Source { get; }
     public IReadOnlyList<TableColumn> Columns { get; }
     public int Rows { get; }
-    public TableColumn? Find(string name) => Columns.FirstOrDefault(c => c.Name == name);
+
+    /// <summary>Columns of the file that the tool cannot read (nested Parquet columns), with what they are ("a list", ...).</summary>
+    public IReadOnlyDictionary<string, string> Unreadable { get; }
+
+    public TableColumn? Find(string name) => _byName.GetValueOrDefault(name);
+
+    /// <summary>Why a column is not in the table: "is missing", or what kind of unreadable column it is.</summary>
+    public string WhyAbsent(string name) => Unreadable.TryGetValue(name, out string? what)
+        ? $"is {what} in the Parquet file, which the tool cannot read (flatten it into scalar columns)"
+        : "is missing";
 
     /// <summary>Reads <paramref name="path"/> by its extension (.csv, .tsv/.tab/.txt, .parquet); <paramref name="schemaPath"/>
-    /// optionally declares column types (JSON: <c>{"columns": [{"name": "x", "type": "Single|Boolean|Text"}]}</c>).</summary>
-    public static Table Read(string path, string? schemaPath, IReadOnlyCollection<string> textColumns)
+    /// optionally declares column types (JSON: <c>{"columns": [{"name": "x", "type": "Single|Boolean|Text"}]}</c>).
+    /// <paramref name="identifierColumns"/> (task ids) are read as text whatever their values, with numbers written one way
+    /// ("1.0", "01" and a Parquet integer 1 are all "1"), so that numeric ids name the same task in every file.</summary>
+    public static Table Read(string path, string? schemaPath, IReadOnlyCollection<string> identifierColumns)
     {
         if (!File.Exists(path)) throw new CliException(ExitCodes.DataError, $"Data file '{path}' does not exist.");
         var declared = schemaPath is null ? new Dictionary<string, ColumnKind>() : ReadSchema(schemaPath);
-        foreach (string c in textColumns) declared.TryAdd(c, ColumnKind.Text);
+        // Declared Text: kept exactly as written. Otherwise an identifier column is text in its canonical numeric form.
+        var identifiers = identifierColumns.Where(c => !(declared.TryGetValue(c, out var kind) && kind == ColumnKind.Text)).ToHashSet(StringComparer.Ordinal);
         string extension = Path.GetExtension(path).ToLowerInvariant();
-        return extension switch
+        try
         {
-            ".csv" => ReadDelimited(path, ',', declared),
-            ".tsv" or ".tab" or ".txt" => ReadDelimited(path, '\t', declared),
-            ".parquet" => ReadParquet(path, declared),
-            _ => throw new CliException(ExitCodes.DataError, $"Data file '{path}': unknown extension '{extension}' (expected .csv, .tsv, .tab, .txt or .parquet)."),
-        };
+            return extension switch
+            {
+                ".csv" => ReadDelimited(path, ',', declared, identifiers),
+                ".tsv" or ".tab" or ".txt" => ReadDelimited(path, '\t', declared, identifiers),
+                ".parquet" => ReadParquet(path, declared, identifiers),
+                _ => throw new CliException(ExitCodes.DataError, $"Data file '{path}': unknown extension '{extension}' (expected .csv, .tsv, .tab, .txt or .parquet)."),
+            };
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            throw new CliException(ExitCodes.DataError, $"Data file '{path}' cannot be read: permission denied ({e.Message}).");
+        }
     }
 
     private static Dictionary<string, ColumnKind> ReadSchema(string path)
@@ -69,12 +97,11 @@ internal sealed class Table
         }
     }
 
-    private static Table ReadDelimited(string path, char separator, Dictionary<string, ColumnKind> declared)
+    private static Table ReadDelimited(string path, char separator, Dictionary<string, ColumnKind> declared, HashSet<string> identifiers)
     {
         using var reader = new StreamReader(path, Encoding.UTF8, detectEncodingFromByteOrderMarks: true);
         var header = ParseRecord(reader, separator, 1) ?? throw new CliException(ExitCodes.DataError, $"Data file '{path}' is empty: a header row is expected.");
-        var duplicate = header.GroupBy(h => h).FirstOrDefault(g => g.Count() > 1);
-        if (duplicate is not null) throw new CliException(ExitCodes.DataError, $"Data file '{path}': column '{duplicate.Key}' appears twice in the header.");
+        CheckHeader(path, header);
         var cells = header.Select(_ => new List<string>()).ToArray();
         int line = 1;
         while (ParseRecord(reader, separator, ++line) is { } record)
@@ -86,11 +113,49 @@ internal sealed class Table
         }
         var columns = new List<TableColumn>();
         for (int i = 0; i < header.Count; i++)
-        {
-            var kind = declared.TryGetValue(header[i], out var k) ? k : Infer(cells[i]);
-            columns.Add(Convert(path, header[i], kind, cells[i]));
-        }
+            columns.Add(ColumnOf(path, header[i], cells[i], declared, identifiers));
         return new Table(path, columns);
+    }
+
+    /// <summary>Refuses a header the tool cannot use, naming the problem: too many columns, a column without a name, a name twice.</summary>
+    private static void CheckHeader(string path, IReadOnlyList<string> names)
+    {
+        if (names.Count > MaxColumns)
+            throw new CliException(ExitCodes.DataError, $"Data file '{path}' has {names.Count:N0} columns; the tool reads at most {MaxColumns:N0} " +
+                "(an ML.NET model file costs about 50 KB of memory per input column to save). Keep the columns the model needs, " +
+                "or use the library with one vector column of features.");
+        int unnamed = names.ToList().FindIndex(n => n.Length == 0);
+        if (unnamed >= 0)
+            throw new CliException(ExitCodes.DataError, $"Data file '{path}': column {unnamed + 1} of {names.Count} in the header has no name; every column needs one.");
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        foreach (string name in names)
+            if (!seen.Add(name)) throw new CliException(ExitCodes.DataError, $"Data file '{path}': column '{name}' appears twice in the header.");
+    }
+
+    /// <summary>One column from its text values: an identifier (text, numbers in canonical form), the declared kind, or the inferred one.</summary>
+    private static TableColumn ColumnOf(string path, string name, IReadOnlyList<string> values, Dictionary<string, ColumnKind> declared, HashSet<string> identifiers)
+    {
+        if (identifiers.Contains(name)) return new TableColumn(name, ColumnKind.Text, Identifiers(values));
+        var kind = declared.TryGetValue(name, out var k) ? k : Infer(values);
+        return Convert(path, name, kind, values);
+    }
+
+    /// <summary>Identifiers as text; when every present value is a number, each is written in one canonical form.</summary>
+    private static string[] Identifiers(IReadOnlyList<string> values)
+    {
+        bool numeric = values.Where(v => v.Length > 0).All(v => double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out _));
+        return numeric ? values.Select(CanonicalNumber).ToArray() : values.ToArray();
+    }
+
+    private static string CanonicalNumber(string value)
+    {
+        if (value.Length == 0) return value;
+        if (long.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out long whole)) return whole.ToString(CultureInfo.InvariantCulture);
+        double number = double.Parse(value, NumberStyles.Float, CultureInfo.InvariantCulture);
+        const double exactIntegers = 9_007_199_254_740_992; // 2^53: every integer below it is exact as a double
+        return number == Math.Floor(number) && Math.Abs(number) < exactIntegers
+            ? ((long)number).ToString(CultureInfo.InvariantCulture)
+            : number.ToString("R", CultureInfo.InvariantCulture);
     }
 
     /// <summary>One record of RFC 4180 text (quoted fields may hold separators, quotes as "" and line breaks); null at the end.</summary>
@@ -167,37 +232,54 @@ internal sealed class Table
         }
     }
 
-    private static Table ReadParquet(string path, Dictionary<string, ColumnKind> declared)
+    private static Table ReadParquet(string path, Dictionary<string, ColumnKind> declared, HashSet<string> identifiers)
     {
         IList<Dictionary<string, object>> rows;
         List<string> names;
+        var unreadable = new Dictionary<string, string>(StringComparer.Ordinal);
         try
         {
             using var stream = File.OpenRead(path);
             var result = ParquetSerializer.DeserializeUntypedAsync(stream).GetAwaiter().GetResult();
             rows = result.Data;
-            names = result.Schema.GetDataFields().Select(f => f.Name).ToList();
+            // Only top-level scalar columns: a nested column's leaves (a list's "element", a struct's members) are not columns of the rows.
+            names = result.Schema.Fields.Where(f => f is DataField { IsArray: false }).Select(f => f.Name).ToList();
+            foreach (var field in result.Schema.Fields.Where(f => f is not DataField { IsArray: false }))
+                unreadable[field.Name] = NestedKind(field);
         }
         catch (Exception e) when (e is IOException or InvalidDataException or NotSupportedException or InvalidOperationException or ArgumentException || e.GetType().Namespace?.StartsWith("Parquet") == true)
         {
             throw new CliException(ExitCodes.DataError, $"Data file '{path}' is not a readable Parquet file: {e.Message}");
         }
+        CheckHeader(path, names);
+        foreach (var (name, what) in unreadable)
+            Console.Error.WriteLine($"note: column '{name}' of '{path}' is {what}, which the tool cannot read; it is left out (flatten it into scalar columns to use it).");
         var columns = new List<TableColumn>();
         foreach (string name in names)
         {
             var values = rows.Select(r => r.TryGetValue(name, out var v) ? v : null).ToList();
-            var kind = declared.TryGetValue(name, out var k) ? k
-                : values.All(v => v is null or float or double or int or long or short or byte or decimal) ? ColumnKind.Single
-                : values.All(v => v is null or bool) ? ColumnKind.Boolean : ColumnKind.Text;
-            columns.Add(Convert(path, name, kind, values.Select(v => v switch
+            var text = values.Select(v => v switch
             {
                 null => "",
                 IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
                 _ => v.ToString() ?? "",
-            }).ToList()));
+            }).ToList();
+            if (identifiers.Contains(name) || declared.ContainsKey(name)) { columns.Add(ColumnOf(path, name, text, declared, identifiers)); continue; }
+            var kind = values.All(v => v is null or float or double or int or long or short or byte or decimal) ? ColumnKind.Single
+                : values.All(v => v is null or bool) ? ColumnKind.Boolean : ColumnKind.Text;
+            columns.Add(Convert(path, name, kind, text));
         }
-        return new Table(path, columns);
+        return new Table(path, columns, unreadable);
     }
+
+    private static string NestedKind(Field field) => field switch
+    {
+        ListField => "a list (a nested column)",
+        StructField => "a struct (a nested column)",
+        MapField => "a map (a nested column)",
+        DataField { IsArray: true } => "a repeated field (a nested column)",
+        _ => "a nested column",
+    };
 
     /// <summary>The table as an <see cref="IDataView"/> of scalar columns (Single, Boolean, Text).</summary>
     public IDataView ToDataView() => new TableDataView(this);

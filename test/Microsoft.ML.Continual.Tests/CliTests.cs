@@ -1,27 +1,47 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using Parquet.Serialization;
 using Xunit;
+using Xunit.Abstractions;
 
 namespace Microsoft.ML.Continual.Tests;
 
 /// <summary>The <c>continual</c> tool, run as a real process.</summary>
-public class CliTests
+public class CliTests(ITestOutputHelper log)
 {
     internal sealed record Result(int ExitCode, string Output, string Error);
 
-    private static ProcessStartInfo Start(string workingDirectory, IEnumerable<string> args)
+    /// <summary>How the tool is started: with extra environment variables, and under a wrapper command (setpriv, unshare) that runs
+    /// <c>dotnet</c> as its last words.</summary>
+    private sealed record Launch(IReadOnlyDictionary<string, string>? Environment = null, string[]? Wrapper = null);
+
+    private static ProcessStartInfo Start(string workingDirectory, IEnumerable<string> args, Launch? launch = null)
     {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = workingDirectory };
+        var wrapper = launch?.Wrapper ?? [];
+        var start = new ProcessStartInfo(wrapper.Length > 0 ? wrapper[0] : "dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, WorkingDirectory = workingDirectory };
+        if (wrapper.Length > 0)
+        {
+            foreach (string w in wrapper.Skip(1)) start.ArgumentList.Add(w);
+            start.ArgumentList.Add("dotnet");
+        }
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Microsoft.ML.Continual.Cli.dll"));
         foreach (string a in args) start.ArgumentList.Add(a);
+        foreach (var (name, value) in launch?.Environment ?? new Dictionary<string, string>()) start.Environment[name] = value;
         return start;
     }
 
-    internal static Result Cli(string workingDirectory, params string[] args)
+    internal static Result Cli(string workingDirectory, params string[] args) => Cli(workingDirectory, null, args);
+
+    private static Result Cli(string workingDirectory, Launch? launch, params string[] args)
     {
-        using var process = Process.Start(Start(workingDirectory, args))!;
+        using var process = Process.Start(Start(workingDirectory, args, launch))!;
+        return Finish(process, args);
+    }
+
+    private static Result Finish(Process process, IEnumerable<string> args)
+    {
         var output = process.StandardOutput.ReadToEndAsync();
         var error = process.StandardError.ReadToEndAsync();
         if (!process.WaitForExit(180_000)) { process.Kill(true); throw new TimeoutException($"continual {string.Join(" ", args)} did not finish in 180 s."); }
@@ -172,22 +192,12 @@ public class CliTests
     {
         using var temp = new TempFolder();
         WriteCsv(temp.File("task1.csv"), 0, 3000, [0, 1, 2], 1);
-        Assert.Equal(0, Cli(temp.Path, "train", "--data", "task1.csv", "--label", "Label", "--set", "NumberOfEpochs=40", "--out", "m.zip").ExitCode);
+        // One thread: several threads spinning on a busy 2-core machine made a refit take minutes, longer than --wait below.
+        Assert.Equal(0, Cli(temp.Path, "train", "--data", "task1.csv", "--label", "Label", "--set", "NumberOfEpochs=40", "--set", "NumberOfThreads=1", "--out", "m.zip").ExitCode);
         WriteCsv(temp.File("task2.csv"), 1, 3000, [0, 1, 2], 2);
-        // Waits until a job holds next.zip's lock (opening a locked file fails), so the second job surely meets it.
-        void WaitForLock(Process job)
-        {
-            var clock = Stopwatch.StartNew();
-            while (clock.Elapsed < TimeSpan.FromSeconds(60) && !job.HasExited)
-            {
-                try { using (new FileStream(temp.File("next.zip.lock"), FileMode.Open, FileAccess.Read, FileShare.ReadWrite)) { } }
-                catch (FileNotFoundException) { }
-                catch (IOException) { return; }
-                Thread.Sleep(10);
-            }
-            Assert.Fail("the first job never held the lock");
-        }
-        var a = Process.Start(Start(temp.Path, ["refit", "--model", "m.zip", "--data", "task2.csv", "--out", "next.zip"]))!;
+        void WaitForLock(Process job) => WaitUntilLocked(temp.File("next.zip.lock"), job);
+        // The first job of each pair may wait: the probe in WaitForLock holds a shared lock for an instant, which it could meet.
+        var a = Process.Start(Start(temp.Path, ["refit", "--model", "m.zip", "--data", "task2.csv", "--out", "next.zip", "--wait", "60"]))!;
         WaitForLock(a);
         var b = Cli(temp.Path, "refit", "--model", "m.zip", "--data", "task2.csv", "--out", "next.zip");
         a.WaitForExit(120_000);
@@ -197,7 +207,7 @@ public class CliTests
         var ml = new MLContext();
         Assert.Equal(2, ContinualCatalog.FindContinual(ml.Continual().LoadModel(temp.File("next.zip"), out _))!.TasksSeen);
         // With --wait, the second job waits for the lock instead and then succeeds.
-        var c = Process.Start(Start(temp.Path, ["refit", "--model", "m.zip", "--data", "task2.csv", "--out", "next.zip"]))!;
+        var c = Process.Start(Start(temp.Path, ["refit", "--model", "m.zip", "--data", "task2.csv", "--out", "next.zip", "--wait", "60"]))!;
         WaitForLock(c);
         var d = Cli(temp.Path, "refit", "--model", "m.zip", "--data", "task2.csv", "--out", "next.zip", "--wait", "120");
         c.WaitForExit(120_000);
@@ -258,6 +268,352 @@ public class CliTests
         Assert.False(File.Exists(temp.File("resumed.zip.ckpt")));
         var ml = new MLContext();
         Assert.Equal(ScoresOf(ml, temp.File("straight.zip"), temp.File("task1.csv")), ScoresOf(ml, temp.File("resumed.zip"), temp.File("task1.csv")));
+    }
+
+    // ---- safe in production: divergence, backups, locks, permissions, stale temporaries, bad input ----
+
+    /// <summary>Rows of a regression task: x1, x2 and y = x1 + 2 x2 (times <paramref name="labelScale"/>); every
+    /// <paramref name="missingEvery"/>-th label is left empty.</summary>
+    private static void WriteRegressionCsv(string path, int rows, double labelScale, int seed, int missingEvery = 0)
+    {
+        var random = new Random(seed);
+        using var writer = new StreamWriter(path);
+        writer.WriteLine("x1,x2,y");
+        for (int i = 0; i < rows; i++)
+        {
+            double x1 = random.NextDouble(), x2 = random.NextDouble();
+            string label = missingEvery > 0 && i % missingEvery == 0 ? "" : ((x1 + 2 * x2) * labelScale).ToString("R", CultureInfo.InvariantCulture);
+            writer.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{x1:R},{x2:R},{label}"));
+        }
+    }
+
+    /// <summary>Every file in <paramref name="folder"/> (hidden ones too) with the hash of its bytes.</summary>
+    private static SortedDictionary<string, string> Snapshot(string folder) =>
+        new(Directory.EnumerateFiles(folder).ToDictionary(f => Path.GetFileName(f), TestData.Hash), StringComparer.Ordinal);
+
+    private static int TasksSeen(string modelPath) =>
+        ContinualCatalog.FindContinual(new MLContext().Continual().LoadModel(modelPath, out _))!.TasksSeen;
+
+    // One thread per job: the jobs stay fast however busy the machine's other cores are.
+    private static readonly string[] Small = ["--set", "NumberOfThreads=1", "--set", "HiddenLayerSizes=16"];
+
+    [Fact]
+    public void TrainingThatDiverges_Exits7_AndWritesNothing()
+    {
+        using var temp = new TempFolder();
+        WriteRegressionCsv(temp.File("task1.csv"), 200, 1, 1);
+        WriteRegressionCsv(temp.File("huge.csv"), 200, 1e20, 2); // the squared loss of labels near 1e20 overflows float
+        string[] sgd = [.. Small, "--prediction", "regression", "--set", "Optimizer=Sgd", "--set", "NumberOfEpochs=2"];
+        Assert.Equal(0, Cli(temp.Path, ["train", "--data", "task1.csv", "--label", "y", .. sgd, "--out", "m.zip"]).ExitCode);
+        var before = Snapshot(temp.Path);
+
+        var refit = Cli(temp.Path, "refit", "--model", "m.zip", "--data", "huge.csv", "--in-place");
+        Assert.Equal(7, refit.ExitCode);
+        Assert.Contains("diverged", refit.Error);
+        Assert.DoesNotContain("   at ", refit.Error); // a message, not a stack trace
+        var train = Cli(temp.Path, ["train", "--data", "huge.csv", "--label", "y", .. sgd, "--out", "new.zip"]);
+        Assert.Equal(7, train.ExitCode);
+        Assert.Contains("Nothing was written", train.Error);
+        // The model is byte-identical, and neither job left a file behind (no model, backup, lock or temporary).
+        Assert.Equal(before, Snapshot(temp.Path));
+    }
+
+    [Fact]
+    public void InPlaceRefits_KeepNumberedBackups_NewestFirst_AndAFailingRefitTouchesNone()
+    {
+        using var temp = new TempFolder();
+        WriteRegressionCsv(temp.File("task.csv"), 200, 1, 1);
+        WriteRegressionCsv(temp.File("huge.csv"), 200, 1e20, 2);
+        Assert.Equal(0, Cli(temp.Path, ["train", "--data", "task.csv", "--label", "y", .. Small, "--prediction", "regression", "--set", "Optimizer=Sgd", "--set", "NumberOfEpochs=1", "--out", "m.zip"]).ExitCode);
+        for (int refit = 0; refit < 3; refit++)
+        {
+            var result = Cli(temp.Path, "refit", "--model", "m.zip", "--data", "task.csv", "--in-place", "--keep", "3", "--json");
+            Assert.True(result.ExitCode == 0, result.Error);
+        }
+        // Newest first: the model has seen 4 tasks, .bak 3, .bak.1 2, .bak.2 1; nothing older is kept.
+        Assert.Equal([4, 3, 2, 1], new[] { "m.zip", "m.zip.bak", "m.zip.bak.1", "m.zip.bak.2" }.Select(f => TasksSeen(temp.File(f))));
+        Assert.False(File.Exists(temp.File("m.zip.bak.3")));
+
+        var before = Snapshot(temp.Path);
+        var diverged = Cli(temp.Path, "refit", "--model", "m.zip", "--data", "huge.csv", "--in-place", "--keep", "3");
+        Assert.Equal(7, diverged.ExitCode);
+        Assert.Equal(before, Snapshot(temp.Path));
+        Assert.Equal(2, Cli(temp.Path, "refit", "--model", "m.zip", "--data", "task.csv", "--out", "n.zip", "--keep", "2").ExitCode); // --keep is for --in-place
+        Assert.Equal(2, Cli(temp.Path, "refit", "--model", "m.zip", "--data", "task.csv", "--in-place", "--keep", "0").ExitCode);
+        Assert.Equal(before, Snapshot(temp.Path));
+    }
+
+    [Fact]
+    public void ReplaceVerified_WhenTheNewModelFailsItsCheck_LeavesTheModelAndEveryBackupAsTheyWere()
+    {
+        using var temp = new TempFolder();
+        string model = temp.File("m.zip");
+        File.WriteAllText(model, "current");
+        File.WriteAllText(model + ".bak", "previous");
+        File.WriteAllText(model + ".bak.1", "older");
+        var before = Snapshot(temp.Path);
+        // A model that does not read back (the real check: LoadModel, then scoring).
+        var ml = new MLContext();
+        var rows = ml.Data.LoadFromEnumerable(new[] { new { Features = new float[] { 1 } } });
+        var unreadable = Assert.Throws<Microsoft.ML.Continual.Cli.CliException>(() => Microsoft.ML.Continual.Cli.ModelFiles.ReplaceVerified(model, s => s.Write([1, 2, 3]), t => Microsoft.ML.Continual.Cli.ModelVerification.Check(ml, t, rows), keep: 3));
+        Assert.Contains("does not read back", unreadable.Message);
+        // A check that fails by itself (as when the new model scores NaN).
+        var failing = Assert.Throws<Microsoft.ML.Continual.Cli.CliException>(() => Microsoft.ML.Continual.Cli.ModelFiles.ReplaceVerified(model, s => s.Write([4]), _ => throw new Microsoft.ML.Continual.Cli.CliException(7, "NaN scores"), keep: 3));
+        Assert.Equal(7, failing.ExitCode);
+        Assert.Equal(before, Snapshot(temp.Path)); // no file changed, and no temporary is left
+
+        Microsoft.ML.Continual.Cli.ModelFiles.ReplaceVerified(model, s => s.Write("next"u8), _ => { }, keep: 3);
+        Assert.Equal(["next", "current", "previous", "older"], new[] { "", ".bak", ".bak.1", ".bak.2" }.Select(suffix => File.ReadAllText(model + suffix)));
+        Assert.Equal(4, Directory.GetFiles(temp.Path).Length);
+    }
+
+    [Fact]
+    public void TwoInPlaceRefits_OneThroughASymlink_LockTheSameFile_EvenWithDotNetFileLockingOff()
+    {
+        using var temp = new TempFolder();
+        Directory.CreateDirectory(temp.File("models"));
+        WriteCsv(temp.File("task.csv"), 0, 3000, [0, 1, 2], 1);
+        Assert.Equal(0, Cli(temp.Path, ["train", "--data", "task.csv", "--label", "Label", "--set", "NumberOfThreads=1", "--set", "NumberOfEpochs=20", "--out", "models/m.zip"]).ExitCode);
+        File.Copy(temp.File("models/m.zip"), temp.File("first.zip"));
+        File.CreateSymbolicLink(temp.File("link.zip"), "models/m.zip");
+        string lockPath = temp.File("models/m.zip.lock"); // the resolved path's lock, whichever path a job was given
+
+        // Without --wait: the job through the link runs, the direct one meets its lock and exits 5.
+        using (var viaLink = Process.Start(Start(temp.Path, ["refit", "--model", "link.zip", "--data", "task.csv", "--in-place", "--wait", "60"]))!)
+        {
+            WaitUntilLocked(lockPath, viaLink);
+            var direct = Cli(temp.Path, "refit", "--model", "models/m.zip", "--data", "task.csv", "--in-place");
+            var first = Finish(viaLink, ["refit via link"]);
+            Assert.True(first.ExitCode == 0, first.Error);
+            Assert.Equal(5, direct.ExitCode);
+            Assert.Contains("Another job is writing", direct.Error);
+        }
+        Assert.NotNull(new FileInfo(temp.File("link.zip")).LinkTarget); // the link is still a link, to the refitted model
+        Assert.Equal(2, TasksSeen(temp.File("link.zip")));
+        Assert.Equal(TestData.Hash(temp.File("first.zip")), TestData.Hash(temp.File("models/m.zip.bak")));
+
+        // With .NET's own file locking turned off in both jobs and --wait: they take turns, and neither update is lost.
+        File.Copy(temp.File("first.zip"), temp.File("models/m.zip"), overwrite: true);
+        var noDotNetLocks = new Launch(new Dictionary<string, string> { ["DOTNET_SYSTEM_IO_DISABLEFILELOCKING"] = "1" });
+        using var a = Process.Start(Start(temp.Path, ["refit", "--model", "models/m.zip", "--data", "task.csv", "--in-place", "--wait", "120"], noDotNetLocks))!;
+        WaitUntilLocked(lockPath, a);
+        var b = Cli(temp.Path, noDotNetLocks, "refit", "--model", "link.zip", "--data", "task.csv", "--in-place", "--wait", "120");
+        var resultA = Finish(a, ["refit a"]);
+        Assert.True(resultA.ExitCode == 0 && b.ExitCode == 0, resultA.Error + b.Error);
+        Assert.Contains("Waiting up to 120 s", b.Error); // b really met a's lock
+        Assert.Equal(3, TasksSeen(temp.File("models/m.zip")));
+        Assert.Equal(2, TasksSeen(temp.File("models/m.zip.bak")));
+        Assert.NotNull(new FileInfo(temp.File("link.zip")).LinkTarget);
+        Assert.False(File.Exists(lockPath)); // the last job out deletes the lock file
+    }
+
+    [DllImport("libc.so.6")]
+    private static extern uint geteuid();
+
+    [Fact]
+    public void AnOutputThatCannotBeWritten_Exits8_BeforeTraining_AndAFolderAsOutput_Exits2()
+    {
+        using var temp = new TempFolder();
+        WriteRegressionCsv(temp.File("task.csv"), 100, 1, 1);
+        string[] train = ["train", "--data", "task.csv", "--label", "y", .. Small, "--set", "NumberOfEpochs=1"];
+        Directory.CreateDirectory(temp.File("folder"));
+        var folder = Cli(temp.Path, [.. train, "--out", "folder"]);
+        Assert.Equal(2, folder.ExitCode);
+        Assert.Contains("is a folder", folder.Error);
+        Assert.DoesNotContain("epoch", folder.Error); // refused before training
+
+        // A folder without write permission. Root bypasses permission checks, so as root the job runs as nobody.
+        Directory.CreateDirectory(temp.File("locked"));
+        if (!OperatingSystem.IsLinux()) return; // the tool's errno handling and these wrappers are Linux's
+        File.SetUnixFileMode(temp.File("locked"), UnixFileMode.UserRead | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
+        bool root = geteuid() == 0;
+        Launch? asUser = root ? new Launch(Wrapper: ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]) : null;
+        if (root && !File.Exists("/usr/bin/setpriv")) log.WriteLine("Running as root without setpriv: the permission-denied case is not checked here.");
+        else
+        {
+            var denied = Cli(temp.Path, asUser, [.. train, "--out", "locked/m.zip"]);
+            Assert.Equal(8, denied.ExitCode);
+            Assert.Contains("permission denied", denied.Error);
+            Assert.DoesNotContain("epoch", denied.Error);
+            Assert.Empty(Directory.GetFileSystemEntries(temp.File("locked")));
+        }
+
+        // A read-only file system, made for the job alone (a private mount namespace, as root). An in-place refit of a model on
+        // it fails before training, and the model stays as it was.
+        Assert.Equal(0, Cli(temp.Path, [.. train, "--out", "ro/m.zip"]).ExitCode);
+        string model = TestData.Hash(temp.File("ro/m.zip"));
+        string[] readOnlyMount = ["unshare", "--mount", "--propagation", "private", "sh", "-c", "mount --bind \"$0\" \"$0\" && mount -o remount,bind,ro \"$0\" && exec \"$@\"", temp.File("ro")];
+        var readOnly = root ? Cli(temp.Path, new Launch(Wrapper: readOnlyMount), "refit", "--model", "ro/m.zip", "--data", "task.csv", "--in-place") : null;
+        if (readOnly is null || readOnly.Error.Contains("unshare:") || readOnly.Error.Contains("mount:"))
+            log.WriteLine($"No private read-only mount here (root: {root}; {readOnly?.Error.Trim()}): the read-only case is not checked.");
+        else
+        {
+            Assert.Equal(8, readOnly.ExitCode);
+            Assert.Contains("read-only file system", readOnly.Error);
+            Assert.DoesNotContain("epoch", readOnly.Error);
+        }
+        Assert.Equal(model, TestData.Hash(temp.File("ro/m.zip")));
+        Assert.Equal(["m.zip"], Directory.GetFiles(temp.File("ro")).Select(Path.GetFileName));
+    }
+
+    [Fact]
+    public void StaleTemporaries_OfTheModelItsBackupsAndItsCheckpoint_AreCleanedWhenTheLockIsTaken()
+    {
+        using var temp = new TempFolder();
+        WriteRegressionCsv(temp.File("task.csv"), 100, 1, 1);
+        Assert.Equal(0, Cli(temp.Path, ["train", "--data", "task.csv", "--label", "y", .. Small, "--set", "NumberOfEpochs=1", "--out", "m.zip"]).ExitCode);
+        string hex = new('a', 32);
+        string[] stale = [$".m.zip.123.{hex}.tmp", $".m.zip.bak.4567.{hex}.tmp", $".m.zip.bak.2.89.{hex}.tmp", $".m.zip.ckpt.77.{hex}.tmp"];
+        // Others' files: another output whose name starts the same, another model's temporary, and names of other shapes.
+        string[] unrelated = [$".m.zip2.5.{hex}.tmp", $".other.zip.5.{hex}.tmp", ".m.zip.notes.tmp", $".m.zip.5.{new string('a', 31)}.tmp", "m.zip.txt"];
+        foreach (string name in stale.Concat(unrelated)) File.WriteAllText(temp.File(name), "left behind");
+
+        var refit = Cli(temp.Path, "refit", "--model", "m.zip", "--data", "task.csv", "--in-place", "--checkpoint-every", "1");
+        Assert.True(refit.ExitCode == 0, refit.Error);
+        var left = Directory.GetFiles(temp.Path).Select(Path.GetFileName).ToHashSet();
+        Assert.All(stale, name => Assert.DoesNotContain(name, left));
+        Assert.All(unrelated, name => Assert.Contains(name, left));
+        string[] expected = ["m.zip", "m.zip.bak", "task.csv", .. unrelated];
+        Assert.Equal(expected.Order(StringComparer.Ordinal), left.Order(StringComparer.Ordinal)); // nothing of the job's own either
+    }
+
+    [Fact]
+    public void MissingLabels_AreReportedAsSkippedRows_InTheJsonTheTextAndAWarning()
+    {
+        using var temp = new TempFolder();
+        WriteRegressionCsv(temp.File("task.csv"), 200, 1, 1, missingEvery: 20); // rows 0, 20, ..., 180: 10 rows without a label
+        var train = Cli(temp.Path, ["train", "--data", "task.csv", "--label", "y", .. Small, "--set", "NumberOfEpochs=1", "--out", "m.zip", "--json"]);
+        Assert.True(train.ExitCode == 0, train.Error);
+        var json = JsonDocument.Parse(train.Output).RootElement;
+        Assert.Equal(190, json.GetProperty("rows").GetInt32());
+        Assert.Equal(10, json.GetProperty("rowsSkipped").GetInt32());
+        Assert.Contains("label column y", json.GetProperty("rowsSkippedReason").GetString());
+        Assert.Contains("warning: 10 of 200 rows", train.Error);
+        var refit = Cli(temp.Path, "refit", "--model", "m.zip", "--data", "task.csv", "--out", "n.zip");
+        Assert.True(refit.ExitCode == 0, refit.Error);
+        Assert.Contains("190 rows (10 skipped: no value in the label column y)", refit.Output);
+        WriteRegressionCsv(temp.File("full.csv"), 50, 1, 2);
+        var complete = JsonDocument.Parse(Cli(temp.Path, "refit", "--model", "m.zip", "--data", "full.csv", "--out", "o.zip", "--json").Output).RootElement;
+        Assert.Equal((50, 0), (complete.GetProperty("rows").GetInt32(), complete.GetProperty("rowsSkipped").GetInt32()));
+        Assert.Equal(JsonValueKind.Null, complete.GetProperty("rowsSkippedReason").ValueKind);
+    }
+
+    public sealed class TaskRow
+    {
+        public float x1 { get; set; }
+        public float x2 { get; set; }
+        public int task { get; set; }
+        public string Label { get; set; } = "";
+    }
+
+    [Fact]
+    public async Task NumericTaskIds_AreTaskIds_AndTheSameNumbersMapToTheSameHeads_FromCsvAndParquet()
+    {
+        using var temp = new TempFolder();
+        var random = new Random(1);
+        var rows = Enumerable.Range(0, 200).Select(i => new TaskRow { x1 = (float)random.NextDouble(), x2 = (float)random.NextDouble(), task = 1 + i % 2, Label = $"c{i % 3}" }).ToList();
+        File.WriteAllLines(temp.File("task.csv"), ["x1,x2,task,Label", .. rows.Select(r => string.Create(CultureInfo.InvariantCulture, $"{r.x1},{r.x2},{r.task}.0,{r.Label}"))]);
+        await ParquetSerializer.SerializeAsync(rows, temp.File("task.parquet")); // the same ids as Parquet integers
+        var train = Cli(temp.Path, ["train", "--data", "task.csv", "--label", "Label", "--task-id", "task", .. Small, "--set", "NumberOfEpochs=1", "--out", "m.zip", "--json"]);
+        Assert.True(train.ExitCode == 0, train.Error);
+        Assert.Equal(2, JsonDocument.Parse(train.Output).RootElement.GetProperty("features").GetInt32()); // the task id is not a feature
+        var refit = Cli(temp.Path, "refit", "--model", "m.zip", "--data", "task.parquet", "--out", "n.zip");
+        Assert.True(refit.ExitCode == 0, refit.Error);
+        foreach (string model in new[] { "m.zip", "n.zip" })
+        {
+            var info = JsonDocument.Parse(Cli(temp.Path, "inspect", model, "--json").Output).RootElement;
+            Assert.Equal(["1", "2"], info.GetProperty("taskIds").EnumerateArray().Select(t => t.GetString()).Order());
+        }
+    }
+
+    public sealed class Point
+    {
+        public float a { get; set; }
+        public float b { get; set; }
+    }
+
+    public sealed class NestedRow
+    {
+        public float x1 { get; set; }
+        public float x2 { get; set; }
+        public List<int> tags { get; set; } = [];
+        public Point point { get; set; } = new();
+        public string Label { get; set; } = "";
+    }
+
+    [Fact]
+    public async Task NestedParquetColumns_AreLeftOutWithANote_AndRefusedByNameWhenAskedFor()
+    {
+        using var temp = new TempFolder();
+        var rows = Enumerable.Range(0, 100).Select(i => new NestedRow { x1 = i % 2, x2 = i % 3, tags = [i, i + 1], point = new Point { a = i, b = -i }, Label = $"c{i % 2}" }).ToList();
+        await ParquetSerializer.SerializeAsync(rows, temp.File("nested.parquet"));
+        var train = Cli(temp.Path, ["train", "--data", "nested.parquet", "--label", "Label", .. Small, "--set", "NumberOfEpochs=1", "--out", "m.zip", "--json"]);
+        Assert.True(train.ExitCode == 0, train.Error);
+        Assert.Equal(2, JsonDocument.Parse(train.Output).RootElement.GetProperty("features").GetInt32()); // x1, x2: no all-NaN leaves of tags or point
+        Assert.Contains("'tags'", train.Error);
+        Assert.Contains("a list", train.Error);
+        Assert.Contains("'point'", train.Error);
+        var asked = Cli(temp.Path, ["train", "--data", "nested.parquet", "--label", "Label", "--features", "x1,tags", .. Small, "--out", "n.zip"]);
+        Assert.Equal(3, asked.ExitCode);
+        Assert.Contains("the feature column 'tags' is a list", asked.Error);
+        Assert.DoesNotContain("slot", asked.Error);
+    }
+
+    [Fact]
+    public void AHeaderWithoutAName_AndAFileTooWide_AreRefusedClearly_AndAWideFileThatFitsWorks()
+    {
+        using var temp = new TempFolder();
+        File.WriteAllLines(temp.File("unnamed.csv"), ["x1,,Label", "1,2,a", "2,3,b"]);
+        var unnamed = Cli(temp.Path, "train", "--data", "unnamed.csv", "--label", "Label", "--out", "m.zip");
+        Assert.Equal(3, unnamed.ExitCode);
+        Assert.Contains("column 2 of 3 in the header has no name", unnamed.Error);
+
+        // 100,000 columns: refused at the header, in seconds, before anything large is allocated.
+        const int tooMany = 100_000;
+        using (var writer = new StreamWriter(temp.File("too-wide.csv")))
+        {
+            writer.WriteLine(string.Join(",", Enumerable.Range(0, tooMany).Select(i => $"x{i}")) + ",Label");
+            for (int row = 0; row < 2; row++) writer.WriteLine(string.Join(",", Enumerable.Repeat("0.5", tooMany)) + $",c{row}");
+        }
+        var clock = Stopwatch.StartNew();
+        var tooWide = Cli(temp.Path, "train", "--data", "too-wide.csv", "--label", "Label", "--out", "m.zip");
+        Assert.Equal(3, tooWide.ExitCode);
+        Assert.Contains("100,001 columns", tooWide.Error);
+        Assert.Contains("at most 16,384", tooWide.Error);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), $"refusing took {clock.Elapsed}");
+
+        // 2,000 columns train and refit (finding the columns a model needs is one pass, not one pass per column).
+        const int wide = 2_000;
+        using (var writer = new StreamWriter(temp.File("wide.csv")))
+        {
+            writer.WriteLine(string.Join(",", Enumerable.Range(0, wide).Select(i => $"x{i}")) + ",Label");
+            var random = new Random(1);
+            for (int row = 0; row < 40; row++) writer.WriteLine(string.Join(",", Enumerable.Range(0, wide).Select(_ => random.Next(10))) + $",c{row % 2}");
+        }
+        var train = Cli(temp.Path, ["train", "--data", "wide.csv", "--label", "Label", .. Small, "--set", "NumberOfEpochs=1", "--out", "w.zip", "--json"]);
+        Assert.True(train.ExitCode == 0, train.Error);
+        Assert.Equal(wide, JsonDocument.Parse(train.Output).RootElement.GetProperty("features").GetInt32());
+        var refit = Cli(temp.Path, "refit", "--model", "w.zip", "--data", "wide.csv", "--in-place");
+        Assert.True(refit.ExitCode == 0, refit.Error);
+        File.WriteAllText(temp.File("narrower.csv"), File.ReadAllText(temp.File("wide.csv")).Replace("x1999,", "y1999,"));
+        var mismatch = Cli(temp.Path, "refit", "--model", "w.zip", "--data", "narrower.csv", "--out", "x.zip");
+        Assert.Equal(3, mismatch.ExitCode);
+        Assert.Contains("column 'x1999' (Single) is missing", mismatch.Error);
+    }
+
+    /// <summary>Waits until <paramref name="job"/> holds <paramref name="lockPath"/> (opening a locked file fails: the tool's flock
+    /// conflicts with the shared lock .NET takes), so that a second job started next surely meets it.</summary>
+    private static void WaitUntilLocked(string lockPath, Process job)
+    {
+        var clock = Stopwatch.StartNew();
+        while (clock.Elapsed < TimeSpan.FromSeconds(60) && !job.HasExited)
+        {
+            try { using (new FileStream(lockPath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite)) { } }
+            catch (FileNotFoundException) { }
+            catch (IOException) { return; }
+            Thread.Sleep(10);
+        }
+        Assert.Fail($"the first job never held {lockPath}");
     }
 
     /// <summary>The Score column of a saved model on a CSV written by <see cref="WriteCsv"/>.</summary>

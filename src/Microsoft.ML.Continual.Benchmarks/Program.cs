@@ -19,6 +19,9 @@ using Microsoft.ML.Continual;
 //   gem-protocol                     GEM, A-GEM, EWC and FineTune under the GEM paper's protocol [--streams rotated,permuted] [--only GEM,...] [--rows 1000 --hidden 100,100]
 //   backbones                        ConvBackbone beside the default perceptron: FineTune, EWC, replay on Split MNIST (task-, class-IL) and Rotated MNIST [--rows 5000 --epochs 1 --seed 0 --only ...]
 //   tabular                          a real time-ordered table in monthly periods: continual trainers (featurizer + tabular backbone) vs LightGBM retrained on all history / last period, ML.NET warm starts [--dataset flights --rows 100000 --seed 0 --only ...]
+//   der-tables                       DER, DER++, ER, GEM, A-GEM under the DER paper's protocol (Mammoth best_args) [--settings seq,perm,rot --buffers 200,500,5120 --only ... --rows N --threads 2]
+//   van-de-ven                       LwF (class-, task-IL) and iCaRL (budget 2,000) beside FineTune on split MNIST, van de Ven and Tolias 2019 protocol [--epochs 21 --only ...]
+//   same-buffer                      GDumb under Avalanche's protocol; ER-ACE, MIR, BiC, DER++, GDumb beside Replay at one buffer, class-IL Split MNIST [--buffer 500 --only ... --rows N]
 //   parity                           bit-for-bit parity of two builds: every trainer's weights and scores on 3 small tasks [--out DIR] [--compare DIR-OF-OTHER-BUILD] [--only ...]
 //   scale-out                        data-parallel training under mpirun: 1 process vs 2 over shared memory and TCP loopback, 1 thread each; allreduce times [--trainer FineTune --tasks 1 --rows 60000 --batch 256 --hidden 1000,1000 --repeats 3]
 var arguments = args.ToList();
@@ -75,6 +78,17 @@ switch (benchmark)
     case "tabular":
         TabularBenchmarks.Run(OptionText("--dataset") ?? "flights", Option("--rows", 100_000), Option("--seed", 0), OptionText("--only"),
             arguments.Select((a, i) => (a, i)).Where(p => p.a == "--set" && p.i + 1 < arguments.Count).Select(p => arguments[p.i + 1]).ToList());
+        return 0;
+    case "der-tables":
+        MethodBenchmarks.DerTables(OptionText("--settings") ?? "seq,perm,rot", OptionText("--buffers") ?? "200,500,5120", OptionText("--only"), Option("--seed", 0),
+            OptionText("--rows") is string rows ? int.Parse(rows, CultureInfo.InvariantCulture) : null, Option("--threads", 2));
+        return 0;
+    case "van-de-ven":
+        MethodBenchmarks.VanDeVen(OptionText("--only"), Option("--epochs", 21), Option("--seed", 1), Option("--threads", 2));
+        return 0;
+    case "same-buffer":
+        MethodBenchmarks.SameBuffer(OptionText("--only"), Option("--buffer", 500), Option("--seed", 0), Option("--threads", 2),
+            OptionText("--rows") is string sameRows ? int.Parse(sameRows, CultureInfo.InvariantCulture) : null);
         return 0;
     case "parity":
         ParityBenchmarks.Run(OptionText("--out") ?? Path.Combine(report, "parity"), OptionText("--compare"), OptionText("--only"));

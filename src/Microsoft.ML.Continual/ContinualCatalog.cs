@@ -256,6 +256,38 @@ public sealed class ContinualTrainers
     /// <example><code source="../../src/Samples/ReplaySample.cs" /></example>
     public GenerativeReplayTrainer GenerativeReplay(GenerativeReplayTrainer.Options? options = null) => new(_mlContext, options ?? new GenerativeReplayTrainer.Options());
 
+    /// <summary>DER, dark experience replay (Buzzega et al. 2020): a reservoir of inputs and the logits they got, matched again at every step.</summary>
+    /// <example><code source="../../src/Samples/OnlineReplaySample.cs" /></example>
+    public DerTrainer Der(DerTrainer.Options? options = null) => new(_mlContext, options ?? new DerTrainer.Options());
+
+    /// <summary>DER++ (Buzzega et al. 2020): DER plus a cross-entropy on stored labels.</summary>
+    /// <example><code source="../../src/Samples/OnlineReplaySample.cs" /></example>
+    public DerPlusPlusTrainer DerPlusPlus(DerPlusPlusTrainer.Options? options = null) => new(_mlContext, options ?? new DerPlusPlusTrainer.Options());
+
+    /// <summary>ER-ACE (Caccia et al. 2022): replay with an asymmetric cross-entropy on the incoming batch.</summary>
+    /// <example><code source="../../src/Samples/OnlineReplaySample.cs" /></example>
+    public ErAceTrainer ErAce(ErAceTrainer.Options? options = null) => new(_mlContext, options ?? new ErAceTrainer.Options());
+
+    /// <summary>MIR (Aljundi et al. 2019): replays the memories a virtual step would hurt most.</summary>
+    /// <example><code source="../../src/Samples/OnlineReplaySample.cs" /></example>
+    public MirTrainer Mir(MirTrainer.Options? options = null) => new(_mlContext, options ?? new MirTrainer.Options());
+
+    /// <summary>GDumb (Prabhu et al. 2020): a class-balanced memory and a network trained from scratch on it at each task.</summary>
+    /// <example><code source="../../src/Samples/OnlineReplaySample.cs" /></example>
+    public GDumbTrainer GDumb(GDumbTrainer.Options? options = null) => new(_mlContext, options ?? new GDumbTrainer.Options());
+
+    /// <summary>Learning without forgetting (Li and Hoiem 2017): the previous model's outputs distilled on the new rows; no rows kept.</summary>
+    /// <example><code source="../../src/Samples/DistillationSample.cs" /></example>
+    public LwfTrainer Lwf(LwfTrainer.Options? options = null) => new(_mlContext, options ?? new LwfTrainer.Options());
+
+    /// <summary>iCaRL (Rebuffi et al. 2017): herding exemplars, distillation and nearest-mean-of-exemplars prediction; class-incremental.</summary>
+    /// <example><code source="../../src/Samples/DistillationSample.cs" /></example>
+    public IcarlTrainer Icarl(IcarlTrainer.Options? options = null) => new(_mlContext, options ?? new IcarlTrainer.Options());
+
+    /// <summary>BiC (Wu et al. 2019): replay and distillation, then a bias correction of the new classes' logits; class-incremental.</summary>
+    /// <example><code source="../../src/Samples/DistillationSample.cs" /></example>
+    public BicTrainer Bic(BicTrainer.Options? options = null) => new(_mlContext, options ?? new BicTrainer.Options());
+
     /// <summary>The names of every trainer, for <see cref="Create"/> (e.g. "FineTune", "Ewc", "Replay").</summary>
     public static IReadOnlyList<string> Names => TrainerRegistry.Names;
 

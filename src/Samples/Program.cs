@@ -4,7 +4,7 @@ using Microsoft.ML.Continual;
 using Samples;
 
 // The main demo: every trainer available so far on Permuted MNIST, compared by ACC / BWT / FWT, with a report.
-// Usage: dotnet run --project src/Samples [-- finetune|evaluation|forgetting|regularization|streams|gem|architecture|large-task|replay|sweep|production|scale-out|plugin|backbone]   (a sample's name runs just that sample)
+// Usage: dotnet run --project src/Samples [-- finetune|evaluation|forgetting|regularization|streams|gem|architecture|large-task|replay|sweep|production|scale-out|plugin|backbone|online-replay|distillation]   (a sample's name runs just that sample)
 string work = Path.Combine(Path.GetTempPath(), "continual-samples");
 Directory.CreateDirectory(work);
 
@@ -26,8 +26,10 @@ if (args.Length > 0)
         case "scale-out": ScaleOutSample.Run(work); return 0;
         case "plugin": DistillationPluginSample.Run(work); return 0;
         case "backbone": BackboneSample.Run(work); return 0;
+        case "online-replay": OnlineReplaySample.Run(work); return 0;
+        case "distillation": DistillationSample.Run(work); return 0;
         default:
-            Console.Error.WriteLine($"Unknown sample '{args[0]}'. Samples: finetune, evaluation, forgetting, regularization, streams, gem, architecture, large-task, replay, sweep, production, scale-out, plugin, backbone.");
+            Console.Error.WriteLine($"Unknown sample '{args[0]}'. Samples: finetune, evaluation, forgetting, regularization, streams, gem, architecture, large-task, replay, sweep, production, scale-out, plugin, backbone, online-replay, distillation.");
             return 2;
     }
 }
@@ -56,6 +58,8 @@ var trainers = new (string Name, IEstimator<ITransformer> Trainer)[]
     ("GEM", ml.Continual().Trainers.Gem(Configure(new GemTrainer.Options()))),
     ("A-GEM", ml.Continual().Trainers.AGem(Configure(new AGemTrainer.Options()))),
     ("Replay (1,000 rows)", ml.Continual().Trainers.Replay(Configure(new ReplayTrainer.Options()))),
+    ("DER++ (500 rows)", ml.Continual().Trainers.DerPlusPlus(Configure(new DerPlusPlusTrainer.Options()))),
+    ("LwF (no rows kept)", ml.Continual().Trainers.Lwf(Configure(new LwfTrainer.Options()))),
     ("Joint (upper bound)", ml.Continual().Trainers.Joint(Configure(new JointTrainer.Options()))),
     ("Independent (task id given)", ml.Continual().Trainers.Independent(Configure(new IndependentTrainer.Options()))),
     ("PackNet (task id given)", ml.Continual().Trainers.PackNet(Configure(new PackNetTrainer.Options { ExpectedTaskCount = 5, RetrainEpochs = 1 }))),

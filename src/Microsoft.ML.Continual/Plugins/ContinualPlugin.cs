@@ -27,7 +27,7 @@ namespace Microsoft.ML.Continual;
 /// <para>The hooks, in the order they run for one task (see docs/architecture.md): <see cref="AttachTo"/>, <see cref="BeforeTask"/>,
 /// then per epoch <see cref="EpochCount"/>, <see cref="BeforeEpoch"/>, per minibatch <see cref="ExtraBatches"/>,
 /// <see cref="BeforeBackward"/>, <see cref="AfterBackward"/>, <see cref="AfterStep"/>, then <see cref="AfterEpoch"/>; after the
-/// last epoch <see cref="AfterTask"/>.</para>
+/// last epoch <see cref="AfterTask"/>. At prediction time, <see cref="ScoringOutputs"/>.</para>
 /// </remarks>
 public abstract class ContinualPlugin
 {
@@ -87,6 +87,15 @@ public abstract class ContinualPlugin
     /// <summary>After the last epoch, with the network in evaluation mode: consolidation (importances, memories, pruning).</summary>
     /// <param name="context">The fit.</param>
     public virtual void AfterTask(ContinualTrainingContext context) { }
+
+    /// <summary>The outputs the model scores with (the transformer's <c>Score</c> and <c>PredictedLabel</c> come from them),
+    /// given the network's logits for a block of rows: e.g. a nearest-mean-of-exemplars classifier (iCaRL) or a bias correction
+    /// of the newest classes (BiC). Runs without gradients, in evaluation mode, for each plugin in order. Default: the logits.</summary>
+    /// <param name="network">The model's network.</param>
+    /// <param name="features">The rows' features.</param>
+    /// <param name="heads">The rows' heads, or null.</param>
+    /// <param name="logits">The network's logits (or the previous plugin's outputs).</param>
+    public virtual Tensor ScoringOutputs(ContinualNetwork network, Tensor features, Tensor? heads, Tensor logits) => logits;
 
     /// <summary>Writes everything the plugin must carry to the next refit into <paramref name="state"/> (its own
     /// <see cref="ContinualState.Version"/> tells later versions how to read it).</summary>

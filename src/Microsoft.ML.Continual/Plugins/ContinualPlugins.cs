@@ -92,6 +92,13 @@ public static partial class ContinualPlugins
         Register<ProgressivePlugin>(ProgressiveNetworksTrainer.RegisteredName);
         Register<JointPlugin>(JointTrainer.RegisteredName);
         Register<IndependentPlugin>(IndependentTrainer.RegisteredName);
+        Register<DarkExperiencePlugin>("DarkExperience");
+        Register<ErAcePlugin>(ErAceTrainer.RegisteredName);
+        Register<MirPlugin>(MirTrainer.RegisteredName);
+        Register<GDumbPlugin>(GDumbTrainer.RegisteredName);
+        Register<LwfPlugin>(LwfTrainer.RegisteredName);
+        Register<IcarlPlugin>(IcarlTrainer.RegisteredName);
+        Register<BicPlugin>(BicTrainer.RegisteredName);
         Register<EarlyStoppingPlugin>("EarlyStopping");
         Register<LearningRateSchedulePlugin>("LearningRateSchedule");
     }

@@ -1,3 +1,4 @@
+using static TorchSharp.torch;
 using TorchSharp.Modules;
 
 namespace Microsoft.ML.Continual;
@@ -54,6 +55,12 @@ internal sealed class PluginList
     public void AfterStep(ContinualTrainingContext context) { foreach (var p in Items) p.AfterStep(context); }
     public void AfterEpoch(ContinualTrainingContext context, double meanTaskLoss) { foreach (var p in Items) p.AfterEpoch(context, meanTaskLoss); }
     public void AfterTask(ContinualTrainingContext context) { foreach (var p in Items) p.AfterTask(context); }
+    public Tensor ScoringOutputs(ContinualNetwork network, Tensor features, Tensor? heads, Tensor logits)
+    {
+        foreach (var p in Items) logits = p.ScoringOutputs(network, features, heads, logits);
+        return logits;
+    }
+
     public ContinualCapacity? Capacity(ContinualModelState state) => Items.Select(p => p.Capacity(state)).FirstOrDefault(c => c is not null);
 
     public IReadOnlyDictionary<string, long> StateSizes() =>

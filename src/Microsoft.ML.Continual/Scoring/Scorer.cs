@@ -32,7 +32,7 @@ internal sealed class Scorer
             // Copied into torch memory: wrapping the managed array made results drift by 1 ulp between runs.
             Tensor x = tensor(features.AsSpan(0, rows * _state.FeatureSize).ToArray(), new long[] { rows, _state.FeatureSize }).clone().to(_device);
             Tensor? h = heads is null ? null : tensor(heads.AsSpan(0, rows).ToArray()).to(_device);
-            Tensor output = _state.Network.Forward(x, h);
+            Tensor output = _state.Plugins.ScoringOutputs(_state.Network, x, h, _state.Network.Forward(x, h));
             if (_state.Kind == ContinualPredictionKind.Multiclass)
                 output = nn.functional.softmax(_state.MaskLogits(output, h), 1);
             output.cpu().contiguous().data<float>().CopyTo(outputs.AsSpan(0, rows * OutputSize));

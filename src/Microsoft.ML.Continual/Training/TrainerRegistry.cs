@@ -52,6 +52,14 @@ internal static class TrainerRegistry
         [FineTuneTrainer.RegisteredName] = Make<FineTuneTrainer.Options>(FineTuneTrainer.RegisteredName, _ => [], (ml, o) => new FineTuneTrainer(ml, o)),
         [JointTrainer.RegisteredName] = Make<JointTrainer.Options>(JointTrainer.RegisteredName, _ => [new JointPlugin()], (ml, o) => new JointTrainer(ml, o)),
         [IndependentTrainer.RegisteredName] = Make<IndependentTrainer.Options>(IndependentTrainer.RegisteredName, _ => [new IndependentPlugin()], (ml, o) => new IndependentTrainer(ml, o)),
+        [DerTrainer.RegisteredName] = Make<DerTrainer.Options>(DerTrainer.RegisteredName, o => [With<DarkExperiencePlugin>(o)], (ml, o) => new DerTrainer(ml, o)),
+        [DerPlusPlusTrainer.RegisteredName] = Make<DerPlusPlusTrainer.Options>(DerPlusPlusTrainer.RegisteredName, o => [With<DarkExperiencePlugin>(o)], (ml, o) => new DerPlusPlusTrainer(ml, o)),
+        [ErAceTrainer.RegisteredName] = Make<ErAceTrainer.Options>(ErAceTrainer.RegisteredName, o => [With<ErAcePlugin>(o)], (ml, o) => new ErAceTrainer(ml, o)),
+        [MirTrainer.RegisteredName] = Make<MirTrainer.Options>(MirTrainer.RegisteredName, o => [With<MirPlugin>(o)], (ml, o) => new MirTrainer(ml, o)),
+        [GDumbTrainer.RegisteredName] = Make<GDumbTrainer.Options>(GDumbTrainer.RegisteredName, o => [With<GDumbPlugin>(o)], (ml, o) => new GDumbTrainer(ml, o)),
+        [LwfTrainer.RegisteredName] = Make<LwfTrainer.Options>(LwfTrainer.RegisteredName, o => [With<LwfPlugin>(o)], (ml, o) => new LwfTrainer(ml, o)),
+        [IcarlTrainer.RegisteredName] = Make<IcarlTrainer.Options>(IcarlTrainer.RegisteredName, o => [With<IcarlPlugin>(o)], (ml, o) => new IcarlTrainer(ml, o)),
+        [BicTrainer.RegisteredName] = Make<BicTrainer.Options>(BicTrainer.RegisteredName, o => [With<BicPlugin>(o)], (ml, o) => new BicTrainer(ml, o)),
         [ComposedTrainer.RegisteredName] = Make<ComposedTrainer.Options>(ComposedTrainer.RegisteredName, _ => [], (ml, o) => new ComposedTrainer(ml, o, [])),
     };
 

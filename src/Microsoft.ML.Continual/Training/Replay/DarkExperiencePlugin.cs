@@ -35,8 +35,9 @@ public sealed class DarkExperiencePlugin : ContinualPlugin
     /// <summary>β: the weight of DER++'s cross-entropy on a second memory sample; 0 (default) is DER.</summary>
     public double Beta { get; set; }
 
-    /// <summary>Rows drawn from the memory for each term at each step (Mammoth's <c>minibatch_size</c>). Default 32.</summary>
-    public int MinibatchSize { get; set; } = 32;
+    /// <summary>Rows drawn from the memory for each term at each step (Mammoth's <c>minibatch_size</c>); 0 (default): as many
+    /// as the task batch (<see cref="ContinualTrainerOptions.BatchSize"/>), which is what most of Mammoth's best arguments use.</summary>
+    public int MinibatchSize { get; set; }
 
     internal ReservoirBuffer? Buffer => _buffer;
 
@@ -46,7 +47,7 @@ public sealed class DarkExperiencePlugin : ContinualPlugin
         if (MemorySize is < 1 or > 10_000_000) throw new ArgumentOutOfRangeException(nameof(MemorySize), "Option MemorySize must be in [1, 10,000,000].");
         if (!(Alpha >= 0) || double.IsInfinity(Alpha)) throw new ArgumentOutOfRangeException(nameof(Alpha), "Option Alpha must be non-negative and finite.");
         if (!(Beta >= 0) || double.IsInfinity(Beta)) throw new ArgumentOutOfRangeException(nameof(Beta), "Option Beta must be non-negative and finite.");
-        if (MinibatchSize is < 1 or > 1 << 20) throw new ArgumentOutOfRangeException(nameof(MinibatchSize), "Option MinibatchSize must be in [1, 1,048,576].");
+        if (MinibatchSize is < 0 or > 1 << 20) throw new ArgumentOutOfRangeException(nameof(MinibatchSize), "Option MinibatchSize must be in [0, 1,048,576] (0: the batch size).");
     }
 
     /// <inheritdoc/>
@@ -63,13 +64,15 @@ public sealed class DarkExperiencePlugin : ContinualPlugin
     public override IEnumerable<ContinualBatch> ExtraBatches(ContinualTrainingContext context, ContinualBatch taskBatch)
     {
         if (_buffer is null || _buffer.Count == 0) yield break;
-        if (Alpha > 0 && _buffer.Sample(MinibatchSize, _sampling!) is Tensor logitRows)
+        if (Alpha > 0 && _buffer.Sample(ReplayRows(context), _sampling!) is Tensor logitRows)
         {
             _logitRows = logitRows;
             yield return _buffer.Select(logitRows, weight: 0);
         }
-        if (Beta > 0 && _buffer.Sample(MinibatchSize, _sampling!) is Tensor labelRows) yield return _buffer.Select(labelRows, Beta);
+        if (Beta > 0 && _buffer.Sample(ReplayRows(context), _sampling!) is Tensor labelRows) yield return _buffer.Select(labelRows, Beta);
     }
+
+    private int ReplayRows(ContinualTrainingContext context) => MinibatchSize > 0 ? MinibatchSize : context.Options.BatchSize;
 
     /// <summary>α · the mean squared distance between the outputs for the logit sample and the logits stored with it.</summary>
     public override void BeforeBackward(ContinualTrainingContext context, ContinualStep step)

@@ -25,14 +25,14 @@ public sealed class ErAcePlugin : ContinualPlugin
     /// <summary>The memory budget in rows. Default 500.</summary>
     public int MemorySize { get; set; } = 500;
 
-    /// <summary>Rows drawn from the memory at each step. Default 32.</summary>
-    public int MinibatchSize { get; set; } = 32;
+    /// <summary>Rows drawn from the memory at each step; 0 (default): as many as the task batch (<see cref="ContinualTrainerOptions.BatchSize"/>), as the authors' 10 + 10.</summary>
+    public int MinibatchSize { get; set; }
 
     /// <inheritdoc/>
     public override void Validate()
     {
         if (MemorySize is < 1 or > 10_000_000) throw new ArgumentOutOfRangeException(nameof(MemorySize), "Option MemorySize must be in [1, 10,000,000].");
-        if (MinibatchSize is < 1 or > 1 << 20) throw new ArgumentOutOfRangeException(nameof(MinibatchSize), "Option MinibatchSize must be in [1, 1,048,576].");
+        if (MinibatchSize is < 0 or > 1 << 20) throw new ArgumentOutOfRangeException(nameof(MinibatchSize), "Option MinibatchSize must be in [0, 1,048,576] (0: the batch size).");
     }
 
     /// <inheritdoc/>
@@ -50,7 +50,7 @@ public sealed class ErAcePlugin : ContinualPlugin
     /// <summary>A batch from the memory, trained with the plain cross-entropy (weight 1, as the authors add it).</summary>
     public override IEnumerable<ContinualBatch> ExtraBatches(ContinualTrainingContext context, ContinualBatch taskBatch)
     {
-        if (context.TaskIndex == 0 || _buffer is null || _buffer.Sample(MinibatchSize, _sampling!) is not Tensor rows) yield break;
+        if (context.TaskIndex == 0 || _buffer is null || _buffer.Sample(MinibatchSize > 0 ? MinibatchSize : context.Options.BatchSize, _sampling!) is not Tensor rows) yield break;
         yield return _buffer.Select(rows, weight: 1);
     }
 

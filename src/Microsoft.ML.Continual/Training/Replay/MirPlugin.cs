@@ -27,18 +27,27 @@ public sealed class MirPlugin : ContinualPlugin
     /// <summary>The memory budget in rows. Default 500.</summary>
     public int MemorySize { get; set; } = 500;
 
-    /// <summary>Rows drawn from the memory as candidates at each step. Default 50 (the authors' MNIST setting).</summary>
-    public int Candidates { get; set; } = 50;
+    /// <summary>Rows drawn from the memory as candidates at each step; 0 (default): five times <see cref="MinibatchSize"/>
+    /// (the authors' MNIST setting is 50 candidates for 10 replayed).</summary>
+    public int Candidates { get; set; }
 
-    /// <summary>Candidates replayed at each step: the most interfered. Default 10 (the authors' MNIST setting).</summary>
-    public int MinibatchSize { get; set; } = 10;
+    /// <summary>Candidates replayed at each step, the most interfered; 0 (default): as many as the task batch
+    /// (<see cref="ContinualTrainerOptions.BatchSize"/>; the authors replay 10 with batches of 10).</summary>
+    public int MinibatchSize { get; set; }
+
+    private int Replayed(ContinualTrainingContext context) => MinibatchSize > 0 ? MinibatchSize : context.Options.BatchSize;
+
+    private int CandidateCount(ContinualTrainingContext context) => Candidates > 0 ? Candidates : 5 * Replayed(context);
+
+    internal ReservoirBuffer? Buffer => _buffer;
 
     /// <inheritdoc/>
     public override void Validate()
     {
         if (MemorySize is < 1 or > 10_000_000) throw new ArgumentOutOfRangeException(nameof(MemorySize), "Option MemorySize must be in [1, 10,000,000].");
-        if (Candidates is < 1 or > 1 << 20) throw new ArgumentOutOfRangeException(nameof(Candidates), "Option Candidates must be in [1, 1,048,576].");
-        if (MinibatchSize < 1 || MinibatchSize > Candidates) throw new ArgumentOutOfRangeException(nameof(MinibatchSize), "Option MinibatchSize must be in [1, Candidates].");
+        if (Candidates is < 0 or > 1 << 20) throw new ArgumentOutOfRangeException(nameof(Candidates), "Option Candidates must be in [0, 1,048,576] (0: five times MinibatchSize).");
+        if (MinibatchSize is < 0 or > 1 << 20) throw new ArgumentOutOfRangeException(nameof(MinibatchSize), "Option MinibatchSize must be in [0, 1,048,576] (0: the batch size).");
+        if (Candidates > 0 && MinibatchSize > Candidates) throw new ArgumentOutOfRangeException(nameof(MinibatchSize), "Option MinibatchSize must not exceed Candidates.");
     }
 
     /// <inheritdoc/>
@@ -55,14 +64,15 @@ public sealed class MirPlugin : ContinualPlugin
     /// <summary>The most interfered candidates, by a virtual step on the incoming batch.</summary>
     public override IEnumerable<ContinualBatch> ExtraBatches(ContinualTrainingContext context, ContinualBatch taskBatch)
     {
-        if (_buffer is null || _buffer.Sample(Candidates, _sampling!) is not Tensor candidates) yield break;
+        if (_buffer is null || _buffer.Sample(CandidateCount(context), _sampling!) is not Tensor candidates) yield break;
         Tensor chosen = MostInterfered(context, taskBatch, _buffer.Select(candidates, weight: 1), candidates);
         yield return _buffer.Select(chosen, weight: 1);
     }
 
     private Tensor MostInterfered(ContinualTrainingContext context, ContinualBatch taskBatch, ContinualBatch sample, Tensor candidates)
     {
-        if (candidates.shape[0] <= MinibatchSize) return candidates;
+        int replayed = Replayed(context);
+        if (candidates.shape[0] <= replayed) return candidates;
         var network = context.Network;
         var parameters = network.OrderedParameters().Select(p => (Tensor)p.Value).ToList();
         // ∇θ L(batch), without touching the parameters' own gradients (the real step's are accumulated by the loop).
@@ -80,7 +90,7 @@ public sealed class MirPlugin : ContinualPlugin
                 if (gradients[i] is Tensor g && !g.IsInvalid) virtualParameters[i].Value.add_(g, alpha: -rate);
             }
             Tensor before = PerRowLoss(context, network, sample), after = PerRowLoss(context, _virtual, sample);
-            Tensor top = (after - before).topk(MinibatchSize).indexes;
+            Tensor top = (after - before).topk(replayed).indexes;
             return candidates.index_select(0, top);
         }
     }

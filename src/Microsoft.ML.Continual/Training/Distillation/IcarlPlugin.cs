@@ -1,0 +1,161 @@
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Continual;
+
+/// <summary>
+/// iCaRL (Rebuffi, Kolesnikov, Sperl and Lampert 2017, "iCaRL: Incremental Classifier and Representation Learning", CVPR):
+/// exemplars of every class chosen by herding, a distillation loss, and the nearest-mean-of-exemplars classifier at
+/// prediction time. As van de Ven and Tolias (2019) implement it for split MNIST.
+/// </summary>
+/// <remarks>
+/// <para>Memory: a budget of <see cref="MemorySize"/> rows shared equally by the classes seen (m = ⌊K / classes⌋ each), chosen
+/// by herding on the L2-normalised features of the network's last hidden layer (their Algorithm 4); a class's set shrinks
+/// by keeping its first m.</para>
+/// <para>Training (their Algorithm 3): the task's rows and the exemplars together; binary cross-entropy over the classes seen
+/// so far, summed over the classes and averaged over the rows, with targets one-hot for the task's new classes and
+/// σ(f_{t−1}(x)/T) of the previous model for the classes it knew (T = <see cref="Temperature"/>, 2 in van de Ven and Tolias's
+/// code).</para>
+/// <para>Prediction (their Algorithm 1): with φ the L2-normalised features and μ_y the normalised mean of class y's exemplars'
+/// φ, y* = argmin_y ‖φ(x) − μ_y‖. The transformer's <c>Score</c> is softmax(−‖φ(x) − μ_y‖²) over the classes with
+/// exemplars, so <c>PredictedLabel</c> is y*. The class means travel in the model zip.</para>
+/// </remarks>
+public sealed class IcarlPlugin : MemoryPlugin
+{
+    private ContinualNetwork? _teacher;
+    private bool[] _seen = [], _seenBefore = [];
+    private Tensor? _means;    // [classes, features]: normalised mean of each class's exemplars (rows of classes without exemplars: 0)
+    private Tensor? _hasMean;  // [classes] bool
+
+    /// <summary>The exemplar budget in rows, shared by the classes seen. Default 2,000 (van de Ven and Tolias's split MNIST).</summary>
+    public int MemorySize { get; set; } = 2000;
+
+    /// <summary>The temperature T of the distillation targets σ(f_{t−1}(x)/T). Default 2 (van de Ven and Tolias's code; the paper's is 1).</summary>
+    public double Temperature { get; set; } = 2;
+
+    /// <inheritdoc/>
+    public override void Validate()
+    {
+        if (MemorySize is < 1 or > 10_000_000) throw new ArgumentOutOfRangeException(nameof(MemorySize), "Option MemorySize must be in [1, 10,000,000].");
+        if (!(Temperature > 0 && Temperature <= 100)) throw new ArgumentOutOfRangeException(nameof(Temperature), "Option Temperature must be in (0, 100].");
+    }
+
+    /// <summary>Keeps the previous model as the teacher; the task trains on its rows and the exemplars together.</summary>
+    public override void BeforeTask(ContinualTrainingContext context)
+    {
+        if (context.Kind != ContinualPredictionKind.Multiclass || context.TaskIds.Count > 1)
+            throw new NotSupportedException("iCaRL is a class-incremental method: it needs a classification label and one head (no task-id column).");
+        if (context.IsStreaming) throw new NotSupportedException("iCaRL trains on the task's rows and its exemplars together; leave MemoryBudgetMegabytes unset for it.");
+        if (_seen.Length < context.OutputSize) Array.Resize(ref _seen, context.OutputSize);
+        _seenBefore = (bool[])_seen.Clone();
+        foreach (long c in context.Task.Targets.unique().output.cpu().data<long>().ToArray()) _seen[c] = true;
+        _teacher?.Dispose();
+        _teacher = context.TaskIndex == 0 ? null : context.Network.Copy(context.Random);
+        if (Memory.ToDevice(context.Device) is not ContinualTaskData exemplars) return;
+        var task = context.Task;
+        context.Task = new ContinualTaskData(cat([task.Features, exemplars.Features], 0).DetachFromDisposeScope(), cat([task.Targets, exemplars.Targets], 0).DetachFromDisposeScope(), null);
+        exemplars.Dispose();
+    }
+
+    /// <summary>The binary cross-entropy with distillation targets replaces the task's loss.</summary>
+    public override void BeforeBackward(ContinualTrainingContext context, ContinualStep step)
+    {
+        if (step.TaskOutputs is not Tensor logits) return;
+        long[] active = Enumerable.Range(0, (int)logits.shape[1]).Where(c => c < _seen.Length && _seen[c]).Select(c => (long)c).ToArray();
+        using var columns = tensor(active).to(logits.device);
+        Tensor scores = logits.index_select(1, columns);
+        Tensor targets = nn.functional.one_hot(step.TaskBatch.Targets, logits.shape[1]).to_type(scores.dtype).index_select(1, columns);
+        if (_teacher is not null)
+        {
+            using var old = tensor(active.Select(c => c < _seenBefore.Length && _seenBefore[c]).ToArray()).to(logits.device).unsqueeze(0);
+            Tensor distilled;
+            using (no_grad()) distilled = (_teacher.Forward(step.TaskBatch.Features, null).index_select(1, columns) / Temperature).sigmoid();
+            targets = where(old, distilled, targets);
+        }
+        Tensor loss = nn.functional.binary_cross_entropy_with_logits(scores, targets, reduction: nn.Reduction.None).sum(1).mean();
+        step.ReplaceTaskLoss(loss);
+    }
+
+    /// <summary>The exemplar sets for the classes seen (herding), then the class means for prediction.</summary>
+    public override void AfterTask(ContinualTrainingContext context)
+    {
+        _teacher?.Dispose();
+        _teacher = null;
+        var network = context.Network;
+        // Only the task's own rows are offered (the exemplars already in the memory keep their ranks).
+        var task = context.Task;
+        long own = task.Count - Memory.Count;
+        using var rows = new ContinualTaskData(task.Features.narrow(0, 0, own), task.Targets.narrow(0, 0, own), null);
+        var random = new Random(unchecked((int)(context.TaskSeed ^ 0x4943_4152)));
+        Memory = Memory.Offer(rows, context.TaskIndex, ExampleMemory.ClassesOf(rows, context.Kind), ReplayBufferPolicy.ClassBalanced,
+            MemorySize, ExemplarSelection.Herding, random, network.Embed);
+        ComputeMeans(network, context.OutputSize);
+    }
+
+    /// <summary>μ_y = normalise(mean of normalise(φ(x)) over class y's exemplars), for every class with exemplars.</summary>
+    private void ComputeMeans(ContinualNetwork network, int classes)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var device = network.parameters().First().device;
+        var exemplars = Memory.ToDevice(device)!;
+        Tensor features = nn.functional.normalize(network.Embed(exemplars.Features), p: 2, dim: 1);
+        Tensor sums = zeros([classes, features.shape[1]], device: device).index_add_(0, exemplars.Targets, features, CachedScalars.One);
+        Tensor counts = zeros([classes], device: device).index_add_(0, exemplars.Targets, ones([exemplars.Count], device: device), CachedScalars.One);
+        _means?.Dispose();
+        _hasMean?.Dispose();
+        _means = nn.functional.normalize(sums, p: 2, dim: 1).cpu().DetachFromDisposeScope();
+        _hasMean = counts.gt(0).cpu().DetachFromDisposeScope();
+    }
+
+    /// <summary>The nearest-mean-of-exemplars classifier: −‖φ(x) − μ_y‖² for the classes with exemplars, −∞ for the others.</summary>
+    public override Tensor ScoringOutputs(ContinualNetwork network, Tensor features, Tensor? heads, Tensor logits)
+    {
+        if (_means is null || _hasMean is null) return logits;
+        Tensor phi = nn.functional.normalize(network.Embed(features), p: 2, dim: 1);
+        Tensor means = _means.to(phi.device);
+        Tensor distances = (phi.unsqueeze(1) - means.unsqueeze(0)).square().sum(2); // [rows, classes]
+        Tensor scores = distances.neg().masked_fill(_hasMean.to(phi.device).logical_not().unsqueeze(0), float.NegativeInfinity);
+        if (scores.shape[1] < logits.shape[1]) scores = nn.functional.pad(scores, [0, logits.shape[1] - scores.shape[1]], value: float.NegativeInfinity);
+        return scores;
+    }
+
+    /// <inheritdoc/>
+    public override void SaveState(ContinualState state)
+    {
+        base.SaveState(state);
+        using var seen = tensor(_seen);
+        state.Set("classes seen", seen);
+        state.Set("has means", _means is not null);
+        if (_means is null) return;
+        state.Set("class means", _means);
+        state.Set("classes with exemplars", _hasMean!);
+    }
+
+    /// <inheritdoc/>
+    public override void LoadState(ContinualState state)
+    {
+        base.LoadState(state);
+        using var seen = state.GetTensor("classes seen");
+        if (seen.dtype != ScalarType.Bool || seen.dim() != 1) throw new ContinualModelFormatException("iCaRL's classes seen must be a vector of Booleans.");
+        _seen = seen.data<bool>().ToArray();
+        if (!state.GetBoolean("has means")) return;
+        _means = state.GetTensor("class means").DetachFromDisposeScope();
+        _hasMean = state.GetTensor("classes with exemplars").DetachFromDisposeScope();
+        if (_means.dim() != 2 || _hasMean.dim() != 1 || _hasMean.dtype != ScalarType.Bool || _means.shape[0] != _hasMean.shape[0] || _means.dtype != ScalarType.Float32)
+            throw new ContinualModelFormatException("iCaRL's class means must be a float matrix with one Boolean per class.");
+    }
+
+    internal override void CopyStateFrom(ContinualPlugin previous)
+    {
+        using var state = new ContinualState();
+        previous.SaveState(state);
+        LoadState(state);
+    }
+
+    /// <inheritdoc/>
+    public override IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long>
+    {
+        ["exemplars"] = Memory.Count,
+        ["class means"] = _hasMean?.sum().item<long>() ?? 0,
+    };
+}

@@ -22,6 +22,7 @@ using Microsoft.ML.Continual;
 //   der-tables                       DER, DER++, ER, GEM, A-GEM under the DER paper's protocol (Mammoth best_args) [--settings seq,perm,rot --buffers 200,500,5120 --only ... --rows N --threads 2]
 //   van-de-ven                       LwF (class-, task-IL) and iCaRL (budget 2,000) beside FineTune on split MNIST, van de Ven and Tolias 2019 protocol [--epochs 21 --only ...]
 //   same-buffer                      GDumb under Avalanche's protocol; ER-ACE, MIR, BiC, DER++, GDumb beside Replay at one buffer, class-IL Split MNIST [--buffer 500 --only ... --rows N]
+//   defaults                         every trainer with its defaults beside FineTune, two streams per scenario it applies to (ACC +3 points and BWT) [--scenarios domain,class,task --rows 2000 --only ...]
 //   parity                           bit-for-bit parity of two builds: every trainer's weights and scores on 3 small tasks [--out DIR] [--compare DIR-OF-OTHER-BUILD] [--only ...]
 //   scale-out                        data-parallel training under mpirun: 1 process vs 2 over shared memory and TCP loopback, 1 thread each; allreduce times [--trainer FineTune --tasks 1 --rows 60000 --batch 256 --hidden 1000,1000 --repeats 3]
 var arguments = args.ToList();
@@ -89,6 +90,9 @@ switch (benchmark)
     case "same-buffer":
         MethodBenchmarks.SameBuffer(OptionText("--only"), Option("--buffer", 500), Option("--seed", 0), Option("--threads", 2),
             OptionText("--rows") is string sameRows ? int.Parse(sameRows, CultureInfo.InvariantCulture) : null);
+        return 0;
+    case "defaults":
+        DefaultsBenchmarks.Run(OptionText("--only"), OptionText("--scenarios") ?? "domain,class,task", Option("--rows", 2000), Option("--seed", 0), Option("--threads", 2));
         return 0;
     case "parity":
         ParityBenchmarks.Run(OptionText("--out") ?? Path.Combine(report, "parity"), OptionText("--compare"), OptionText("--only"));

@@ -10,7 +10,39 @@ internal static class DataPreparation
     public const string FeaturesColumn = "Features";
 
     /// <summary>A task ready for the model: its view, the feature columns, and how many rows the library will use and skip (and why).</summary>
-    public sealed record Prepared(IDataView View, string[] FeatureColumns, int RowsUsed, int RowsSkipped, string? SkipReason);
+    public sealed record Prepared(IDataView View, string[] FeatureColumns, int RowsUsed, int RowsSkipped, string? SkipReason)
+    {
+        /// <summary>With --featurize auto and --features given: the other columns, which the featurizer is told to ignore.</summary>
+        public string[] Unselected { get; init; } = [];
+    }
+
+    /// <summary>
+    /// The first task for the featurizer: the label (and task id) must exist and every column named in --features too; any
+    /// column type is welcome (the featurizer decides each one's role). With --features, the other columns are left out.
+    /// </summary>
+    public static Prepared ForFeaturizing(Table table, string label, string? taskId, string[] features, ContinualPredictionKind? kind)
+    {
+        var problems = new List<string>();
+        string available = string.Join(", ", table.Columns.Select(c => $"{c.Name} ({c.Kind})"));
+        if (table.Find(label) is null) problems.Add($"the label column '{label}' {table.WhyAbsent(label)}");
+        if (taskId is not null && table.Find(taskId) is null) problems.Add($"the task-id column '{taskId}' {table.WhyAbsent(taskId)}");
+        if (table.Find(FeaturesColumn) is not null) problems.Add($"a column is named '{FeaturesColumn}', the name the tool gives the feature vector; rename it");
+        foreach (string f in features)
+            if (table.Find(f) is null) problems.Add($"the feature column '{f}' {table.WhyAbsent(f)}");
+        if (table.Rows == 0) problems.Add("the file has no rows");
+        if (problems.Count > 0)
+            throw new CliException(ExitCodes.DataError, $"Data file '{table.Source}' does not fit: {string.Join("; ", problems)}. Columns: {available}.");
+        var columns = table.Columns.ToList();
+        int at = columns.FindIndex(c => c.Name == label);
+        columns[at] = ConvertLabel(table, columns[at], kind switch
+        {
+            ContinualPredictionKind.Multiclass => ColumnKind.Text,
+            ContinualPredictionKind.Binary => ColumnKind.Boolean,
+            _ => columns[at].Kind,
+        });
+        var unselected = features.Length == 0 ? [] : columns.Select(c => c.Name).Where(n => n != label && n != taskId && !features.Contains(n)).ToArray();
+        return WithSkippedRows(table, columns, label, features) with { Unselected = unselected };
+    }
 
     /// <summary>The first task: the label (and task id) must exist; the features are the given columns or every numeric one.</summary>
     public static Prepared ForTraining(Table table, string label, string? taskId, string[] features, ContinualPredictionKind? kind)

@@ -98,9 +98,14 @@ internal static class Commands
         var taskId = new Option<string?>("--task-id") { Description = "A task-id column: one output head per task (task-incremental)." };
         var prediction = new Option<string>("--prediction") { Description = "classification, binary, regression or auto (default: text/Boolean labels classify; numeric labels with at most 1,000 distinct integers classify, others regress).", DefaultValueFactory = _ => "auto" };
         var output = new Option<string>("--out", "-o") { Description = "Where to write the model (.zip).", Required = true };
+        var featurize = new Option<string>("--featurize") { Description = "auto (default): infer each column's role (numeric, categorical, Boolean, date, free text, identifier to ignore), print it, and put the featurizing pipeline and the tabular network in the model; none: the numeric columns as they are, concatenated, with the perceptron.", DefaultValueFactory = _ => "auto" };
+        var categorical = new Option<string[]>("--categorical") { Description = "Columns to treat as categories whatever their values (repeatable or comma-separated)." };
+        var numeric = new Option<string[]>("--numeric") { Description = "Columns to treat as numbers (repeatable or comma-separated)." };
+        var ignore = new Option<string[]>("--ignore") { Description = "Columns to leave out (repeatable or comma-separated)." };
+        var text = new Option<string[]>("--text") { Description = "Columns to treat as free text: hashed word counts (repeatable or comma-separated)." };
         var command = new System.CommandLine.Command("train", "Train a new model on a first task and write it atomically.")
         {
-            data, label, trainer, set, features, taskId, prediction, output, SchemaFile, CheckpointEvery, Resume, WaitSeconds, Json,
+            data, label, trainer, set, features, taskId, prediction, output, featurize, categorical, numeric, ignore, text, SchemaFile, CheckpointEvery, Resume, WaitSeconds, Json,
         };
         command.SetAction(parse =>
         {
@@ -112,30 +117,58 @@ internal static class Commands
             string? taskColumn = parse.GetValue(taskId);
             var table = Table.Read(parse.GetValue(data)!, parse.GetValue(SchemaFile), taskColumn is null ? [] : [taskColumn]);
             var kind = ResolvePrediction(parse.GetValue(prediction)!, table, labelName);
-            var prepared = DataPreparation.ForTraining(table, labelName, taskColumn, SplitList(parse.GetValue(features)), kind);
+            string mode = parse.GetValue(featurize)!.ToLowerInvariant();
+            if (mode is not "auto" and not "none") throw new CliException(ExitCodes.UsageError, $"--featurize must be auto or none, not '{mode}'.");
+            var roleOverrides = (Categorical: SplitList(parse.GetValue(categorical)), Numeric: SplitList(parse.GetValue(numeric)),
+                Ignore: SplitList(parse.GetValue(ignore)), Text: SplitList(parse.GetValue(text)));
+            if (mode == "none" && roleOverrides.Categorical.Length + roleOverrides.Numeric.Length + roleOverrides.Ignore.Length + roleOverrides.Text.Length > 0)
+                throw new CliException(ExitCodes.UsageError, "--categorical, --numeric, --ignore and --text choose roles for the featurizer; they do nothing with --featurize none.");
+            var prepared = mode == "auto"
+                ? DataPreparation.ForFeaturizing(table, labelName, taskColumn, SplitList(parse.GetValue(features)), kind)
+                : DataPreparation.ForTraining(table, labelName, taskColumn, SplitList(parse.GetValue(features)), kind);
             WarnSkipped(prepared, table);
             settings["LabelColumnName"] = labelName;
             settings["FeatureColumnName"] = DataPreparation.FeaturesColumn;
             if (taskColumn is not null) settings["TaskIdColumnName"] = taskColumn;
             if (kind is not null) settings["PredictionKind"] = kind.Value.ToString();
-            var estimator = ml.Continual().Trainers.Create(parse.GetValue(trainer)!, settings);
-            var concatenation = ml.Transforms.Concatenate(DataPreparation.FeaturesColumn, prepared.FeatureColumns).Fit(prepared.View);
+            ContinualFeaturization? featurization = null;
+            ITransformer front;
+            ContinualTrainer estimator;
+            if (mode == "auto")
+            {
+                featurization = ml.Continual().Featurize(prepared.View, new ContinualFeaturizerOptions
+                {
+                    LabelColumnName = labelName, TaskIdColumnName = taskColumn,
+                    Categorical = roleOverrides.Categorical, Numeric = roleOverrides.Numeric, Text = roleOverrides.Text,
+                    Ignore = [.. roleOverrides.Ignore, .. prepared.Unselected],
+                });
+                if (!parse.GetValue(Json)) Console.Error.WriteLine("Columns:" + Environment.NewLine + "  " + featurization.Describe().Replace(Environment.NewLine, Environment.NewLine + "  "));
+                estimator = ml.Continual().Trainers.Create(parse.GetValue(trainer)!, settings, featurization);
+                front = featurization.Pipeline.Fit(prepared.View); // frozen from here on: later tasks reuse it as fitted
+            }
+            else
+            {
+                estimator = ml.Continual().Trainers.Create(parse.GetValue(trainer)!, settings);
+                front = ml.Transforms.Concatenate(DataPreparation.FeaturesColumn, prepared.FeatureColumns).Fit(prepared.View);
+            }
             using var _ = IsWriter ? ModelFiles.PrepareOutput(outPath, TimeSpan.FromSeconds(parse.GetValue(WaitSeconds))) : null;
             var clock = System.Diagnostics.Stopwatch.StartNew();
             ContinualTransformer model = WithProgress(parse.GetValue(Json), "train", fit =>
-                estimator.Fit(concatenation.Transform(prepared.View), null, Checkpointed(fit, parse, outPath), token()));
-            var chain = new TransformerChain<ITransformer>(concatenation, model);
+                estimator.Fit(front.Transform(prepared.View), null, Checkpointed(fit, parse, outPath), token()));
+            var chain = new TransformerChain<ITransformer>(front, model);
+            int featureColumns = featurization?.Roles.Count(r => r.Role is not ColumnRole.Ignore and not ColumnRole.Label and not ColumnRole.TaskId) ?? prepared.FeatureColumns.Length;
             if (!IsWriter) return ExitCodes.Success; // under mpirun every process trained the same model; rank 0 writes it
             ModelFiles.WriteVerified(outPath, stream => ml.Model.Save(chain, prepared.View.Schema, stream), written => ModelVerification.Check(ml, written, prepared.View));
             DeleteCheckpoint(outPath);
             var json = new JsonObject
             {
                 ["command"] = "train", ["model"] = Path.GetFullPath(given), ["file"] = outPath, ["trainer"] = model.TrainerName,
-                ["features"] = prepared.FeatureColumns.Length, ["classes"] = new JsonArray(model.Classes.Select(c => (JsonNode)c).ToArray()),
+                ["features"] = featureColumns, ["featureSlots"] = model.FeatureSize, ["classes"] = new JsonArray(model.Classes.Select(c => (JsonNode)c).ToArray()),
                 ["seconds"] = Math.Round(clock.Elapsed.TotalSeconds, 3),
             };
+            if (featurization is not null) json["roles"] = Roles(featurization.Roles);
             Output(parse.GetValue(Json), WithRows(json, prepared),
-                $"Trained {model.TrainerName} on {RowsText(prepared)} ({prepared.FeatureColumns.Length} features) in {clock.Elapsed.TotalSeconds:F1} s; wrote {given}{Beyond(given, outPath)}.");
+                $"Trained {model.TrainerName} on {RowsText(prepared)} ({featureColumns} feature columns, {model.FeatureSize} slots{(featurization is null ? "" : ", featurized")}) in {clock.Elapsed.TotalSeconds:F1} s; wrote {given}{Beyond(given, outPath)}.");
             return ExitCodes.Success;
         });
         return command;
@@ -359,6 +392,13 @@ internal static class Commands
             if (c.Classes.Count > 0) text.AppendLine($"  classes        {string.Join(", ", c.Classes)}");
             if (c.TaskIds.Count > 0) text.AppendLine($"  task ids       {string.Join(", ", c.TaskIds)}");
             text.AppendLine($"  input columns  {string.Join(", ", schema.Select(col => $"{col.Name} ({col.Type})"))}");
+            var roles = ContinualFeaturizer.RolesOf(loaded, schema);
+            if (roles.Count > 0)
+            {
+                json["roles"] = Roles(roles);
+                text.AppendLine($"  featurizer     {string.Join("; ", roles.Where(r => r.Role is not ColumnRole.Label and not ColumnRole.TaskId).GroupBy(r => r.Role).Select(g => $"{g.Key.ToString().ToLowerInvariant()}: {string.Join(", ", g.Select(r => r.Name))}"))}");
+            }
+            if (c.Backbone is not null) text.AppendLine($"  backbone       {c.Backbone.GetType().Name}");
             text.AppendLine($"  state          {(c.StateSizes.Count == 0 ? "none" : string.Join(", ", c.StateSizes.Select(kv => $"{kv.Key} {kv.Value:N0}")))}");
             text.AppendLine("  options");
             foreach (var (name, value) in pairs) text.AppendLine($"    {name} = {value}");
@@ -369,6 +409,9 @@ internal static class Commands
     }
 
     // ---- helpers ----
+    private static JsonObject Roles(IEnumerable<ColumnRoleInfo> roles) =>
+        new(roles.Select(r => KeyValuePair.Create(r.Name, (JsonNode?)new JsonObject { ["role"] = r.Role.ToString().ToLowerInvariant(), ["reason"] = r.Reason })));
+
     private static void RequireModelFile(string path)
     {
         if (Directory.Exists(path)) throw new CliException(ExitCodes.ModelError, $"Model file '{path}' is a folder, not a model file.");

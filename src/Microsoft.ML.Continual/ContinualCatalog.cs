@@ -288,7 +288,7 @@ public sealed class ContinualTrainers
     /// <example><code source="../../src/Samples/DistillationSample.cs" /></example>
     public BicTrainer Bic(BicTrainer.Options? options = null) => new(_mlContext, options ?? new BicTrainer.Options());
 
-    /// <summary>The names of every trainer, for <see cref="Create"/> (e.g. "FineTune", "Ewc", "Replay").</summary>
+    /// <summary>The names of every trainer, for <see cref="Create(string, IEnumerable{KeyValuePair{string, string}})"/> (e.g. "FineTune", "Ewc", "Replay").</summary>
     public static IReadOnlyList<string> Names => TrainerRegistry.Names;
 
     /// <summary>
@@ -303,6 +303,25 @@ public sealed class ContinualTrainers
         var entry = TrainerRegistry.Find(trainerName.Replace("-", "").Replace("_", ""))
             ?? throw new ArgumentException($"Unknown trainer '{trainerName}'. Trainers: {string.Join(", ", TrainerRegistry.Names)}.", nameof(trainerName));
         return entry.CreateTrainer(_mlContext, entry.ParseUserOptions(options ?? []));
+    }
+
+    /// <summary>
+    /// A trainer chosen by name for a table featurized by <see cref="ContinualCatalog.Featurize"/>: the trainer's defaults, then
+    /// <paramref name="featurization"/>'s (<see cref="ContinualFeaturization.Configure{TOptions}(TOptions)"/>: label, features,
+    /// <see cref="TabularBackbone"/>, tabular learning rate, batch, epochs, early stopping), then <paramref name="options"/> on
+    /// top, so that what a user sets always wins. The command-line tool's <c>train</c> builds its trainer this way.
+    /// </summary>
+    /// <example><code source="../../src/Samples/TabularSample.cs" /></example>
+    public ContinualTrainer Create(string trainerName, IEnumerable<KeyValuePair<string, string>>? options, ContinualFeaturization featurization)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(trainerName);
+        ArgumentNullException.ThrowIfNull(featurization);
+        var entry = TrainerRegistry.Find(trainerName.Replace("-", "").Replace("_", ""))
+            ?? throw new ArgumentException($"Unknown trainer '{trainerName}'. Trainers: {string.Join(", ", TrainerRegistry.Names)}.", nameof(trainerName));
+        var configured = featurization.Configure(entry.CreateDefaultOptions());
+        Settings.FromUserPairs(configured, options ?? [], "this trainer");
+        configured.Validate();
+        return entry.CreateTrainer(_mlContext, configured);
     }
 
     /// <summary>

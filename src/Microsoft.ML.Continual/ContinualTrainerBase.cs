@@ -6,7 +6,7 @@ namespace Microsoft.ML.Continual;
 /// Every continual trainer: an ordinary ML.NET estimator whose <see cref="Fit(IDataView)"/> trains a first task and whose
 /// <see cref="Fit(IDataView, ContinualTransformer, CancellationToken)"/> continues a previous model on the next task (warm
 /// start, as ML.NET's own <c>Fit(data, modelParameters)</c>). A trainer is its options (frozen when it is made) and an
-/// ordered list of plugins (<see cref="PluginNames"/>); <see cref="ContinualTrainers.Create"/> and the catalog return this
+/// ordered list of plugins (<see cref="PluginNames"/>); <see cref="ContinualTrainers.Create(string, IEnumerable{KeyValuePair{string, string}})"/> and the catalog return this
 /// type, so warm starts and fit options are reachable whatever the trainer.
 /// </summary>
 public abstract class ContinualTrainer : IEstimator<ContinualTransformer>

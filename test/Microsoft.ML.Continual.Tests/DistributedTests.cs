@@ -113,7 +113,7 @@ public class DistributedTests
         using var temp = new TempFolder();
         CliTests.WriteCsv(temp.File("task1.csv"), 0, 300, [0, 1, 2], 1);
         CliTests.WriteCsv(temp.File("task2.csv"), 1, 301, [0, 1, 2, 3], 2);
-        var train = CliTests.Cli(temp.Path, "train", "--data", "task1.csv", "--label", "Label", "--trainer", "ewc",
+        var train = CliTests.Cli(temp.Path, "train", "--data", "task1.csv", "--label", "Label", "--trainer", "ewc", "--featurize", "none",
             "--set", "NumberOfEpochs=3", "--set", "BatchSize=16", "--set", "NumberOfThreads=1", "--out", "m1.zip");
         Assert.True(train.ExitCode == 0, train.Error);
         var single = CliTests.Cli(temp.Path, "refit", "--model", "m1.zip", "--data", "task2.csv", "--out", "one.zip");

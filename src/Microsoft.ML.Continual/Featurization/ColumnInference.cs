@@ -69,6 +69,8 @@ internal static class ColumnInference
         if (profile.Dates >= ParseShare * present) return new(name, ColumnRole.Date, "text that reads as dates");
         double wordsPerValue = (double)profile.Words / Math.Max(present, 1);
         if (allDistinct && wordsPerValue <= 1.5) return new(name, ColumnRole.Ignore, $"an identifier: every value distinct ({counts})");
+        // Every value distinct but several words each: a note, not a category (a bucket per row would learn nothing).
+        if (allDistinct) return new(name, ColumnRole.Text, $"free text: every value distinct, {wordsPerValue:F1} words per value");
         if (wordsPerValue > 3 && profile.Distinct.Count > present / 2) return new(name, ColumnRole.Text, $"free text, {wordsPerValue:F1} words per value");
         return new(name, ColumnRole.Categorical, $"text, {counts}");
     }

@@ -96,6 +96,35 @@ public static class ContinualFeaturizer
         return Build(mlContext, data.Schema, roles, options);
     }
 
+    /// <summary>
+    /// The roles a fitted model's featurizer gave the columns of <paramref name="inputSchema"/> (e.g. of a model loaded from a
+    /// file, for <c>continual inspect</c>), read from the columns the pipeline made; an empty list when
+    /// <paramref name="model"/> has no featurizer of this class. The reasons say "fitted" (the inference's own reasons are
+    /// not kept in the model).
+    /// </summary>
+    public static IReadOnlyList<ColumnRoleInfo> RolesOf(ITransformer model, DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        var output = model.GetOutputSchema(inputSchema);
+        var made = new HashSet<string>(output.Select(c => c.Name), StringComparer.Ordinal);
+        string[] prefixes = ["__num.", "__cat.", "__bool.", "__date.", "__text."];
+        if (!made.Any(name => prefixes.Any(p => name.StartsWith(p, StringComparison.Ordinal)))) return [];
+        var continual = ContinualCatalog.FindContinual(model);
+        string? label = continual?.Options.LabelColumnName, taskId = continual?.Options.TaskIdColumnName;
+        return inputSchema.Where(c => !c.IsHidden).Select(c => c.Name switch
+        {
+            _ when c.Name == label => new ColumnRoleInfo(c.Name, ColumnRole.Label, "the label"),
+            _ when c.Name == taskId => new ColumnRoleInfo(c.Name, ColumnRole.TaskId, "the task id"),
+            _ when made.Contains("__num." + c.Name) => new ColumnRoleInfo(c.Name, ColumnRole.Numeric, "fitted"),
+            _ when made.Contains("__cat." + c.Name) => new ColumnRoleInfo(c.Name, ColumnRole.Categorical, "fitted"),
+            _ when made.Contains("__bool." + c.Name) => new ColumnRoleInfo(c.Name, ColumnRole.Boolean, "fitted"),
+            _ when made.Contains("__date." + c.Name) => new ColumnRoleInfo(c.Name, ColumnRole.Date, "fitted"),
+            _ when made.Contains("__text." + c.Name) => new ColumnRoleInfo(c.Name, ColumnRole.Text, "fitted"),
+            _ => new ColumnRoleInfo(c.Name, ColumnRole.Ignore, "not read by the featurizer"),
+        }).ToList();
+    }
+
     /// <summary>Builds the pipeline for roles given (e.g. edited after <see cref="Infer"/>).</summary>
     public static ContinualFeaturization Build(MLContext mlContext, DataViewSchema schema, IReadOnlyList<ColumnRoleInfo> roles, ContinualFeaturizerOptions options)
     {
@@ -260,7 +289,7 @@ public sealed class ContinualFeaturization
     /// Sets <paramref name="options"/> for a table: the label, task id and feature columns, the <see cref="Backbone"/>, and
     /// the tabular defaults (Adam with learning rate 2e-3 and cosine decay, batch 256, at most 20 epochs with early stopping
     /// on 10% of each task's rows after 2 epochs without improvement). The defaults were chosen on the first month of the
-    /// flights benchmark (docs/benchmarks.md) and checked on the second data set there.
+    /// flights benchmark (docs/benchmarks.md); they have not yet been checked on a second table.
     /// </summary>
     public TOptions Configure<TOptions>(TOptions options) where TOptions : ContinualTrainerOptions
     {

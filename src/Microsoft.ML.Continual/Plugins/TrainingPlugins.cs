@@ -121,8 +121,26 @@ public sealed class EarlyStoppingPlugin : ContinualPlugin
         _best = null;
     }
 
-    /// <summary>False: the best weights so far are not part of a within-task checkpoint.</summary>
-    public override bool SupportsCheckpoints => false;
+    /// <summary>The best epoch so far (its loss, its weights) and the epochs since: a resumed task stops where the
+    /// uninterrupted one would and restores the same weights. The validation rows are drawn again from the task seed.</summary>
+    public override void SaveTaskProgress(ContinualState state)
+    {
+        state.Set("best loss", _bestLoss);
+        state.Set("epochs since best", (long)_sinceBest);
+        state.Set("best weights", (long)(_best?.Count ?? 0));
+        for (int i = 0; i < (_best?.Count ?? 0); i++) state.Set($"best/{i}", _best![i]);
+    }
+
+    /// <inheritdoc/>
+    public override void LoadTaskProgress(ContinualState state)
+    {
+        _bestLoss = state.GetDouble("best loss");
+        _sinceBest = state.GetInt32("epochs since best", 0, Patience);
+        int count = state.GetInt32("best weights", 0, 1 << 16);
+        DisposeBest();
+        if (count == 0) return;
+        _best = Enumerable.Range(0, count).Select(i => state.GetTensor($"best/{i}").DetachFromDisposeScope()).ToList();
+    }
 }
 
 /// <summary>A learning-rate schedule within each task, set before every epoch on the optimizer's parameter groups.

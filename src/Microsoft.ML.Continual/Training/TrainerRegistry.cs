@@ -13,12 +13,13 @@ internal static class TrainerRegistry
         Func<IEnumerable<KeyValuePair<string, string>>, ContinualTrainerOptions> ReadOptions,
         Func<ContinualTrainerOptions, IReadOnlyList<ContinualPlugin>> CreatePlugins,
         Func<IEnumerable<KeyValuePair<string, string>>, ContinualTrainerOptions> ParseUserOptions,
-        Func<MLContext, ContinualTrainerOptions, ContinualTrainer> CreateTrainer);
+        Func<MLContext, ContinualTrainerOptions, ContinualTrainer> CreateTrainer,
+        Func<ContinualTrainerOptions> CreateDefaultOptions);
 
     private static Entry Make<TOptions>(string name, Func<TOptions, IReadOnlyList<ContinualPlugin>> plugins, Func<MLContext, TOptions, ContinualTrainer> trainer)
         where TOptions : ContinualTrainerOptions, new() =>
         new(name, pairs => ContinualTrainerOptions.FromPairs<TOptions>(pairs), options => options.WithSharedPlugins(plugins((TOptions)options)),
-            pairs => ContinualTrainerOptions.FromUserPairs<TOptions>(pairs), (ml, options) => trainer(ml, (TOptions)options));
+            pairs => ContinualTrainerOptions.FromUserPairs<TOptions>(pairs), (ml, options) => trainer(ml, (TOptions)options), () => new TOptions());
 
     /// <summary>A plugin with the settings of <paramref name="options"/> that it shares by name (e.g. EWC's Lambda, Mode, Gamma).</summary>
     private static T With<T>(ContinualTrainerOptions options) where T : ContinualPlugin, new()

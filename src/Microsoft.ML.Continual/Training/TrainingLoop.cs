@@ -173,7 +173,7 @@ internal static class TrainingLoop
             if (options.Dropout > 0)
                 throw new NotSupportedException($"Dropout ({options.Dropout}) with data-parallel training ({communicator.Description}) is not supported: every process would draw the same masks for its share of the batch. Train with Dropout 0, or in one process (ContinualFitOptions.Communicator = ContinualCommunicator.SingleProcess).");
             if (options.Backbone is not null)
-                throw new NotSupportedException($"Backbone '{options.Backbone.Name}' with data-parallel training ({communicator.Description}) is not supported (its layers may draw dropout masks the processes would share): train it in one process (ContinualFitOptions.Communicator = ContinualCommunicator.SingleProcess).");
+                throw new NotSupportedException($"Backbone '{options.Backbone.Name}' with data-parallel training ({communicator.Description}) is not supported (its layers may draw dropout masks the processes would share): train it in one process (ContinualFitOptions.Communicator = ContinualCommunicator.SingleProcess), or train the perceptron (Backbone null; the tool's --featurize none).");
             if (new Device(options.Device).type != DeviceType.CPU)
                 throw new NotSupportedException($"Data-parallel training ({communicator.Description}) runs on the CPU; option Device is '{options.Device}'.");
         }

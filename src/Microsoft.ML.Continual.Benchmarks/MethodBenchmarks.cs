@@ -246,7 +246,7 @@ internal static class MethodBenchmarks
             {
                 long n = stream[t].Test.GetRowCount() ?? stream[t].Test.GetColumn<uint>(stream.LabelColumnName).LongCount();
                 rows += n;
-                weighted += lastRow[t + 1] * n;
+                weighted += lastRow[t] * n;
             }
             Console.WriteLine($"| {name} | {100 * result.Metrics.AverageAccuracy:F2} | {100 * weighted / rows:F2} | {100 * result.Metrics.BackwardTransfer:+0.00;-0.00} | {result.TotalTrainingSeconds:F0} |");
         }

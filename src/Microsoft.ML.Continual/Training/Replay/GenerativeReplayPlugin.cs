@@ -178,7 +178,10 @@ public sealed class GenerativeReplayPlugin : ContinualPlugin
     public override void BeforeTask(ContinualTrainingContext context)
     {
         bool inUnitRange;
-        using (no_grad()) inUnitRange = context.Task.Features.min().item<float>() >= 0 && context.Task.Features.max().item<float>() <= 1;
+        // A rounding tolerance: interpolated pixels (a rotated image's bilinear weights sum to 1 within an ulp or two) are
+        // still intensities; the Bernoulli loss takes them as targets as they are.
+        const float RoundingTolerance = 1e-4f;
+        using (no_grad()) inUnitRange = context.Task.Features.min().item<float>() >= -RoundingTolerance && context.Task.Features.max().item<float>() <= 1 + RoundingTolerance;
         if (_generator is null)
         {
             // Bernoulli likelihood when every input lies in [0, 1] (e.g. pixel intensities), else Gaussian.

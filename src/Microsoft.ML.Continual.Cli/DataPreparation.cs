@@ -22,24 +22,10 @@ internal static class DataPreparation
     /// </summary>
     public static Prepared ForFeaturizing(Table table, string label, string? taskId, string[] features, ContinualPredictionKind? kind)
     {
-        var problems = new List<string>();
-        string available = string.Join(", ", table.Columns.Select(c => $"{c.Name} ({c.Kind})"));
-        if (table.Find(label) is null) problems.Add($"the label column '{label}' {table.WhyAbsent(label)}");
-        if (taskId is not null && table.Find(taskId) is null) problems.Add($"the task-id column '{taskId}' {table.WhyAbsent(taskId)}");
-        if (table.Find(FeaturesColumn) is not null) problems.Add($"a column is named '{FeaturesColumn}', the name the tool gives the feature vector; rename it");
+        var problems = FirstTaskProblems(table, label, taskId);
         foreach (string f in features)
             if (table.Find(f) is null) problems.Add($"the feature column '{f}' {table.WhyAbsent(f)}");
-        if (table.Rows == 0) problems.Add("the file has no rows");
-        if (problems.Count > 0)
-            throw new CliException(ExitCodes.DataError, $"Data file '{table.Source}' does not fit: {string.Join("; ", problems)}. Columns: {available}.");
-        var columns = table.Columns.ToList();
-        int at = columns.FindIndex(c => c.Name == label);
-        columns[at] = ConvertLabel(table, columns[at], kind switch
-        {
-            ContinualPredictionKind.Multiclass => ColumnKind.Text,
-            ContinualPredictionKind.Binary => ColumnKind.Boolean,
-            _ => columns[at].Kind,
-        });
+        var columns = FirstTaskColumns(table, label, kind, problems);
         var unselected = features.Length == 0 ? [] : columns.Select(c => c.Name).Where(n => n != label && n != taskId && !features.Contains(n)).ToArray();
         return WithSkippedRows(table, columns, label, features) with { Unselected = unselected };
     }
@@ -47,11 +33,7 @@ internal static class DataPreparation
     /// <summary>The first task: the label (and task id) must exist; the features are the given columns or every numeric one.</summary>
     public static Prepared ForTraining(Table table, string label, string? taskId, string[] features, ContinualPredictionKind? kind)
     {
-        var problems = new List<string>();
-        string available = string.Join(", ", table.Columns.Select(c => $"{c.Name} ({c.Kind})"));
-        if (table.Find(label) is null) problems.Add($"the label column '{label}' {table.WhyAbsent(label)}");
-        if (taskId is not null && table.Find(taskId) is null) problems.Add($"the task-id column '{taskId}' {table.WhyAbsent(taskId)}");
-        if (table.Find(FeaturesColumn) is not null) problems.Add($"a column is named '{FeaturesColumn}', the name the tool gives the feature vector; rename it");
+        var problems = FirstTaskProblems(table, label, taskId);
         string[] chosen = features.Length > 0 ? features
             : table.Columns.Where(c => c.Kind == ColumnKind.Single && c.Name != label && c.Name != taskId).Select(c => c.Name).ToArray();
         foreach (string f in chosen)
@@ -61,9 +43,26 @@ internal static class DataPreparation
             else if (column.Kind != ColumnKind.Single) problems.Add($"the feature column '{f}' is {column.Kind}, not numeric (declare it Single in --schema, or leave it out with --features)");
         }
         if (chosen.Length == 0) problems.Add("there is no numeric feature column");
+        var columns = FirstTaskColumns(table, label, kind, problems);
+        return WithSkippedRows(table, columns, label, chosen);
+    }
+
+    /// <summary>What both first-task paths check: the label and task-id columns exist, and no column takes the feature vector's name.</summary>
+    private static List<string> FirstTaskProblems(Table table, string label, string? taskId)
+    {
+        var problems = new List<string>();
+        if (table.Find(label) is null) problems.Add($"the label column '{label}' {table.WhyAbsent(label)}");
+        if (taskId is not null && table.Find(taskId) is null) problems.Add($"the task-id column '{taskId}' {table.WhyAbsent(taskId)}");
+        if (table.Find(FeaturesColumn) is not null) problems.Add($"a column is named '{FeaturesColumn}', the name the tool gives the feature vector; rename it");
+        return problems;
+    }
+
+    /// <summary>Fails with every problem found (and the file's columns), else the columns with the label read as the trainer's kind.</summary>
+    private static List<TableColumn> FirstTaskColumns(Table table, string label, ContinualPredictionKind? kind, List<string> problems)
+    {
         if (table.Rows == 0) problems.Add("the file has no rows");
         if (problems.Count > 0)
-            throw new CliException(ExitCodes.DataError, $"Data file '{table.Source}' does not fit: {string.Join("; ", problems)}. Columns: {available}.");
+            throw new CliException(ExitCodes.DataError, $"Data file '{table.Source}' does not fit: {string.Join("; ", problems)}. Columns: {string.Join(", ", table.Columns.Select(c => $"{c.Name} ({c.Kind})"))}.");
         var columns = table.Columns.ToList();
         int at = columns.FindIndex(c => c.Name == label);
         columns[at] = ConvertLabel(table, columns[at], kind switch
@@ -72,7 +71,7 @@ internal static class DataPreparation
             ContinualPredictionKind.Binary => ColumnKind.Boolean,
             _ => columns[at].Kind,
         });
-        return WithSkippedRows(table, columns, label, chosen);
+        return columns;
     }
 
     /// <summary>

@@ -107,6 +107,17 @@ internal sealed class ReservoirBuffer : IDisposable
         _logits = wider.DetachFromDisposeScope();
     }
 
+    /// <summary>Saves a memory that may not exist yet (no task trained) under "has memory" and "memory/": the online replay plugins' state.</summary>
+    public static void SaveOptional(ReservoirBuffer? buffer, ContinualState state)
+    {
+        state.Set("has memory", buffer is not null);
+        buffer?.Save(state, "memory/");
+    }
+
+    /// <summary>Loads what <see cref="SaveOptional"/> saved: the memory, or null.</summary>
+    public static ReservoirBuffer? LoadOptional(ContinualState state, int capacity) =>
+        state.GetBoolean("has memory") ? Load(state, "memory/", capacity) : null;
+
     public void Save(ContinualState state, string prefix)
     {
         state.Set(prefix + "count", Count);

@@ -117,13 +117,12 @@ public sealed class DarkExperiencePlugin : ContinualPlugin
     /// <inheritdoc/>
     public override void SaveState(ContinualState state)
     {
-        state.Set("has memory", _buffer is not null);
-        _buffer?.Save(state, "memory/");
+        ReservoirBuffer.SaveOptional(_buffer, state);
     }
 
     /// <inheritdoc/>
     public override void LoadState(ContinualState state) =>
-        _buffer = state.GetBoolean("has memory") ? ReservoirBuffer.Load(state, "memory/", MemorySize) : null;
+        _buffer = ReservoirBuffer.LoadOptional(state, MemorySize);
 
     /// <inheritdoc/>
     public override void SaveTaskProgress(ContinualState state) => Checkpoint.WriteGenerator(state, _sampling);

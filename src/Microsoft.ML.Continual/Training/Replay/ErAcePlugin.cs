@@ -88,8 +88,7 @@ public sealed class ErAcePlugin : ContinualPlugin
     /// <inheritdoc/>
     public override void SaveState(ContinualState state)
     {
-        state.Set("has memory", _buffer is not null);
-        _buffer?.Save(state, "memory/");
+        ReservoirBuffer.SaveOptional(_buffer, state);
         using var seen = tensor(_seen);
         state.Set("classes seen", seen);
     }
@@ -97,7 +96,7 @@ public sealed class ErAcePlugin : ContinualPlugin
     /// <inheritdoc/>
     public override void LoadState(ContinualState state)
     {
-        _buffer = state.GetBoolean("has memory") ? ReservoirBuffer.Load(state, "memory/", MemorySize) : null;
+        _buffer = ReservoirBuffer.LoadOptional(state, MemorySize);
         using var seen = state.GetTensor("classes seen");
         if (seen.dtype != ScalarType.Bool || seen.dim() != 1) throw new ContinualModelFormatException("ER-ACE's classes seen must be a vector of Booleans.");
         _seen = seen.data<bool>().ToArray();

@@ -125,13 +125,12 @@ public sealed class MirPlugin : ContinualPlugin
     /// <inheritdoc/>
     public override void SaveState(ContinualState state)
     {
-        state.Set("has memory", _buffer is not null);
-        _buffer?.Save(state, "memory/");
+        ReservoirBuffer.SaveOptional(_buffer, state);
     }
 
     /// <inheritdoc/>
     public override void LoadState(ContinualState state) =>
-        _buffer = state.GetBoolean("has memory") ? ReservoirBuffer.Load(state, "memory/", MemorySize) : null;
+        _buffer = ReservoirBuffer.LoadOptional(state, MemorySize);
 
     /// <summary>False: the memory changes at every step, which a checkpoint does not capture.</summary>
     public override bool SupportsCheckpoints => false;

@@ -38,6 +38,10 @@ public static class TabularSample
         // Configure sets the trainer's label, backbone and the tabular defaults (learning rate, batch, epochs, early stopping).
         var options = featurization.Configure(new ReplayTrainer.Options { MemorySize = 2000 });
         var model = featurization.Pipeline.Append(ml.Continual().Trainers.Replay(options)).Fit(january);
+        // The same trainer by name, as a configuration file or the command-line tool gives it: the trainer's defaults, then
+        // the tabular ones, then the user's options (which always win).
+        var byName = ml.Continual().Trainers.Create("replay", new Dictionary<string, string> { ["MemorySize"] = "2000" }, featurization).GetOptions();
+        Console.WriteLine($"By name: {byName.GetType().DeclaringType?.Name}, backbone {byName.Backbone?.Name}, learning rate {byName.LearningRate}, memory {((ReplayTrainer.Options)byName).MemorySize}.");
         string path = Path.Combine(workDirectory, "churn-model.zip");
         ml.Model.Save(model, january.Schema, path);
 

@@ -51,6 +51,22 @@ int rows = scored.GetColumn<ReadOnlyMemory<char>>("PredictedLabel").Count();
 var continual = next as ContinualTransformer ?? (ContinualTransformer)((IEnumerable<ITransformer>)next).Last();
 Console.WriteLine($"package ok: {rows} rows scored after {continual.TasksSeen} tasks");
 
+// The boosted trees: LightGBM's native library must come with the package too.
+IDataView Flags(int offset) => ml.Data.LoadFromEnumerable(Enumerable.Range(0, 400).Select(i =>
+    new Flag { Features = [(float)random.NextDouble() + (i % 2) * 2 + offset, (float)random.NextDouble()], Label = i % 2 == 1 }));
+var trees = ml.Continual().Trainers.LightGbm(new Microsoft.ML.Continual.Trees.ContinualLightGbmTrainer.Options { MinimumExampleCountPerLeaf = 20 }).Fit(Flags(0));
+ml.Model.Save(trees, Flags(0).Schema, "trees.zip");
+var treesNext = ml.Continual().Refit(ml.Model.Load("trees.zip", out _), Flags(1));
+double auc = ml.BinaryClassification.Evaluate(treesNext.Transform(Flags(1))).AreaUnderRocCurve;
+if (auc < 0.9) throw new Exception($"trees AUC {auc}");
+Console.WriteLine($"package ok: boosted trees AUC {auc:F3} after {ContinualCatalog.FindContinualModel(treesNext)!.TasksSeen} tasks");
+
+class Flag
+{
+    [VectorType(2)] public float[] Features { get; set; } = [];
+    public bool Label { get; set; }
+}
+
 class Item
 {
     [VectorType(2)] public float[] Features { get; set; } = [];
@@ -60,3 +76,4 @@ CS
 dotnet build --nologo -v q 2>&1 | tail -3
 dotnet bin/Debug/net10.0/app.dll | tee out.txt
 grep -q "package ok: 400 rows scored after 2 tasks" out.txt
+grep -q "package ok: boosted trees AUC .* after 2 tasks" out.txt

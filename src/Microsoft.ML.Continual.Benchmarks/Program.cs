@@ -18,7 +18,7 @@ using Microsoft.ML.Continual;
 //   streaming                        a generated 10-million-row task within MemoryBudgetMegabytes, beside reading it into memory [--rows 10000000 --budget 256 --stream-only]
 //   gem-protocol                     GEM, A-GEM, EWC and FineTune under the GEM paper's protocol [--streams rotated,permuted] [--only GEM,...] [--rows 1000 --hidden 100,100]
 //   backbones                        ConvBackbone beside the default perceptron: FineTune, EWC, replay on Split MNIST (task-, class-IL) and Rotated MNIST [--rows 5000 --epochs 1 --seed 0 --only ...]
-//   tabular                          a real time-ordered table in monthly periods: continual trainers (featurizer + tabular backbone) vs LightGBM retrained on all history / last period, ML.NET warm starts [--dataset flights --rows 100000 --seed 0 --only ...]
+//   tabular                          a real time-ordered table in monthly periods: continual trainers (featurizer + tabular backbone) vs LightGBM retrained on all history / last period, ML.NET warm starts [--dataset flights|birdstrikes --rows 100000 (flights) --seed 0 --only ... --set Name=Value --set trees.Name=Value]
 //   der-tables                       DER, DER++, ER, GEM, A-GEM under the DER paper's protocol (Mammoth best_args) [--settings seq,perm,rot --buffers 200,500,5120 --only ... --rows N --threads 2]
 //   van-de-ven                       LwF (class-, task-IL) and iCaRL (budget 2,000) beside FineTune on split MNIST, van de Ven and Tolias 2019 protocol [--epochs 21 --only ...]
 //   same-buffer                      GDumb under Avalanche's protocol; ER-ACE, MIR, BiC, DER++, GDumb beside Replay at one buffer, class-IL Split MNIST [--buffer 500 --only ... --rows N]

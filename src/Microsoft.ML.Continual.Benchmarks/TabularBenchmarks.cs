@@ -3,6 +3,7 @@ using System.Globalization;
 using Microsoft.ML;
 using Microsoft.ML.Calibrators;
 using Microsoft.ML.Continual;
+using Microsoft.ML.Continual.Trees;
 using Microsoft.ML.Data;
 using Microsoft.ML.Trainers;
 
@@ -19,44 +20,57 @@ internal static class TabularBenchmarks
 
     private sealed record Outcome(string Name, double[][] Auc, double[] RefitSeconds, long ModelBytes);
 
+    /// <summary>A table cut into periods, with the stock ML.NET features its LightGBM and linear contenders get.</summary>
+    private sealed record Table(List<Period> Periods, string Label, Func<MLContext, bool, IEstimator<ITransformer>> StockFeatures, Func<IDataView, IDataView, IDataView> Union);
+
     public static void Run(string dataset, int rowsPerPeriod, int seed, string? only, IReadOnlyList<string> overrides)
     {
         var ml = new MLContext(seed: seed);
-        var (periods, label) = Periods(ml, dataset, rowsPerPeriod, seed);
+        var table = Load(ml, dataset, rowsPerPeriod, seed);
+        var (periods, label) = (table.Periods, table.Label);
         var filter = only?.Split(',').ToHashSet(StringComparer.OrdinalIgnoreCase);
         bool Wanted(string name) => filter is null || filter.Contains(name);
         var runs = new List<Outcome>();
         var featurization = ml.Continual().Featurize(periods[0].Train, new ContinualFeaturizerOptions { LabelColumnName = label });
         Console.Error.WriteLine("Featurizer's roles:" + Environment.NewLine + featurization.Describe());
 
+        foreach (var mode in new[] { ContinualBoostingMode.RetrainOnMemory, ContinualBoostingMode.AddRounds })
+            if (Wanted("LightGbmContinual") || Wanted("LightGbm" + mode)) runs.Add(ContinualTrees(ml, featurization, periods, mode, overrides));
         foreach (string trainer in new[] { "FineTune", "Ewc", "Replay" })
             if (Wanted(trainer)) runs.Add(Continual(ml, trainer, featurization, periods, label, overrides));
-        if (Wanted("LightGbmAll")) runs.Add(Retrained(ml, "LightGBM, retrained on all history", periods, label, allHistory: true));
-        if (Wanted("LightGbmLast")) runs.Add(Retrained(ml, "LightGBM, last period only", periods, label, allHistory: false));
-        if (Wanted("Lbfgs")) runs.Add(WarmStarted(ml, "LbfgsLogisticRegression, warm start", periods, label, (data, previous) =>
+        if (Wanted("LightGbmAll")) runs.Add(Retrained(ml, "LightGBM, retrained on all history", table, allHistory: true));
+        if (Wanted("LightGbmLast")) runs.Add(Retrained(ml, "LightGBM, last period only", table, allHistory: false));
+        if (Wanted("Lbfgs")) runs.Add(WarmStarted(ml, "LbfgsLogisticRegression, warm start", table, (data, previous) =>
             ml.BinaryClassification.Trainers.LbfgsLogisticRegression(label, "Features").Fit(data, previous)));
-        if (Wanted("Sgd")) runs.Add(WarmStarted(ml, "SgdCalibrated, warm start", periods, label, (data, previous) =>
+        if (Wanted("Sgd")) runs.Add(WarmStarted(ml, "SgdCalibrated, warm start", table, (data, previous) =>
             ml.BinaryClassification.Trainers.SgdCalibrated(label, "Features").Fit(data, previous)));
-        if (Wanted("AveragedPerceptron")) runs.Add(WarmStarted(ml, "AveragedPerceptron (online), warm start", periods, label, (data, previous) =>
+        if (Wanted("AveragedPerceptron")) runs.Add(WarmStarted(ml, "AveragedPerceptron (online), warm start", table, (data, previous) =>
             ml.BinaryClassification.Trainers.AveragedPerceptron(label, "Features").Fit(data, previous)));
-        Print(runs, dataset, rowsPerPeriod, periods.Count);
+        Print(runs, dataset, periods);
     }
 
     // ---- the data ----
 
-    private static (List<Period> Periods, string Label) Periods(MLContext ml, string dataset, int rowsPerPeriod, int seed)
+    private static Table Load(MLContext ml, string dataset, int rowsPerPeriod, int seed) => dataset switch
     {
-        if (dataset != "flights") throw new ArgumentException($"Unknown dataset '{dataset}' (flights).");
-        var months = TabularDatasets.FlightsByMonth(rowsPerPeriod, seed);
+        "flights" => new Table(Periods(ml, TabularDatasets.FlightsByMonth(rowsPerPeriod, seed), r => r.Departure, seed), nameof(TabularDatasets.Flight.Late),
+            FlightFeatures, (a, b) => Union<TabularDatasets.Flight>(ml, a, b)),
+        "birdstrikes" => new Table(Periods(ml, TabularDatasets.BirdStrikesByPeriod(), r => r.Date, seed), nameof(TabularDatasets.BirdStrike.Damaged),
+            BirdStrikeFeatures, (a, b) => Union<TabularDatasets.BirdStrike>(ml, a, b)),
+        _ => throw new ArgumentException($"Unknown dataset '{dataset}' (flights, birdstrikes)."),
+    };
+
+    /// <summary>Each period: a seeded 20% held out; the rest for training, in time order.</summary>
+    private static List<Period> Periods<T>(MLContext ml, List<List<T>> groups, Func<T, string> time, int seed) where T : class
+    {
         var random = new Random(seed + 1);
-        var periods = months.Select(rows =>
+        return groups.Select(rows =>
         {
             var shuffled = rows.OrderBy(_ => random.Next()).ToList();
             int test = rows.Count / 5;
-            var trainRows = shuffled.Skip(test).OrderBy(r => r.Departure, StringComparer.Ordinal).ToList(); // in time order within the period
+            var trainRows = shuffled.Skip(test).OrderBy(time, StringComparer.Ordinal).ToList(); // in time order within the period
             return new Period(ml.Data.Cache(ml.Data.LoadFromEnumerable(trainRows)), ml.Data.Cache(ml.Data.LoadFromEnumerable(shuffled.Take(test).ToList())), trainRows.Count);
         }).ToList();
-        return (periods, nameof(TabularDatasets.Flight.Late));
     }
 
     // ---- the contenders ----
@@ -67,7 +81,7 @@ internal static class TabularBenchmarks
         if (trainer == "Replay") options["MemorySize"] = "20000";
         var template = ml.Continual().Trainers.Create(trainer, options).GetOptions();
         featurization.Configure(template);
-        foreach (string pair in overrides) // --set Name=Value, after the tabular defaults (for tuning them)
+        foreach (string pair in overrides.Where(p => !p.StartsWith("trees.", StringComparison.Ordinal))) // --set Name=Value, after the tabular defaults (for tuning them)
         {
             var property = template.GetType().GetProperty(pair.Split('=')[0]) ?? throw new ArgumentException($"No option {pair}.");
             string text = pair.Split('=', 2)[1];
@@ -85,8 +99,28 @@ internal static class TabularBenchmarks
             model = model is null ? featurization.Pipeline.Append(estimator).Fit(periods[t].Train) : ml.Continual().Refit(model, periods[t].Train));
     }
 
+    /// <summary>The boosted trees that continue: the featurizer in front, each period's rounds added with a replayed sample.</summary>
+    private static Outcome ContinualTrees(MLContext ml, ContinualFeaturization featurization, List<Period> periods, ContinualBoostingMode mode, IReadOnlyList<string> overrides)
+    {
+        var options = featurization.Configure(new ContinualLightGbmTrainer.Options { Mode = mode });
+        foreach (string pair in overrides.Where(p => p.StartsWith("trees.", StringComparison.Ordinal))) // --set trees.Name=Value
+        {
+            var property = options.GetType().GetProperty(pair["trees.".Length..].Split('=')[0]) ?? throw new ArgumentException($"No option {pair}.");
+            Type type = Nullable.GetUnderlyingType(property.PropertyType) ?? property.PropertyType;
+            string text = pair.Split('=', 2)[1];
+            property.SetValue(options, type.IsEnum ? Enum.Parse(type, text) : Convert.ChangeType(text, type, CultureInfo.InvariantCulture));
+        }
+        var estimator = ml.Continual().Trainers.LightGbm(options);
+        ITransformer? model = null;
+        var outcome = Through(ml, $"LightGbm continual, {mode} (featurizer)", periods, options.LabelColumnName, t =>
+            model = model is null ? featurization.Pipeline.Append(estimator).Fit(periods[t].Train) : ml.Continual().Refit(model, periods[t].Train));
+        var trees = (ContinualLightGbmTransformer)((IEnumerable<ITransformer>)model!).Last();
+        Console.Error.WriteLine($"LightGbm continual: rounds per period {string.Join(", ", trees.RoundsPerTask)}; memory {trees.MemoryRows:N0} rows");
+        return outcome;
+    }
+
     /// <summary>ML.NET's stock features for trees and linear models: date parts, the distance, one-hot hashed airports.</summary>
-    private static IEstimator<ITransformer> StockFeatures(MLContext ml, bool normalize)
+    private static IEstimator<ITransformer> FlightFeatures(MLContext ml, bool normalize)
     {
         var pipeline = ml.Transforms.Conversion.ConvertType("__date", nameof(TabularDatasets.Flight.Departure), DataKind.DateTime)
             .Append(ml.Transforms.CopyColumns("__ContinualDate", "__date"))
@@ -96,24 +130,40 @@ internal static class TabularBenchmarks
         return normalize ? pipeline.Append(ml.Transforms.NormalizeMeanVariance("Features")) : pipeline;
     }
 
-    private static Outcome Retrained(MLContext ml, string name, List<Period> periods, string label, bool allHistory)
+    /// <summary>The same for bird strikes: date parts, the speed (missing replaced by the mean), one-hot hashed categories.</summary>
+    private static IEstimator<ITransformer> BirdStrikeFeatures(MLContext ml, bool normalize)
+    {
+        string[] categories = [nameof(TabularDatasets.BirdStrike.Airport), nameof(TabularDatasets.BirdStrike.Aircraft), nameof(TabularDatasets.BirdStrike.Operator),
+            nameof(TabularDatasets.BirdStrike.State), nameof(TabularDatasets.BirdStrike.Phase), nameof(TabularDatasets.BirdStrike.WildlifeSize),
+            nameof(TabularDatasets.BirdStrike.Species), nameof(TabularDatasets.BirdStrike.TimeOfDay)];
+        var pipeline = ml.Transforms.Conversion.ConvertType("__date", nameof(TabularDatasets.BirdStrike.Date), DataKind.DateTime)
+            .Append(ml.Transforms.CopyColumns("__ContinualDate", "__date"))
+            .Append(ml.Transforms.CustomMapping(new DatePartsFactory().GetMapping(), DatePartsFactory.ContractName))
+            .Append(ml.Transforms.ReplaceMissingValues("__speed", nameof(TabularDatasets.BirdStrike.Speed)))
+            .Append(ml.Transforms.Categorical.OneHotHashEncoding(categories.Select(c => new InputOutputColumnPair("__" + c, c)).ToArray(), numberOfBits: 10))
+            .Append(ml.Transforms.Concatenate("Features", ["__ContinualDateParts", "__speed", .. categories.Select(c => "__" + c)]));
+        return normalize ? pipeline.Append(ml.Transforms.NormalizeMeanVariance("Features")) : pipeline;
+    }
+
+    private static Outcome Retrained(MLContext ml, string name, Table table, bool allHistory)
     {
         IDataView? history = null;
-        return Through(ml, name, periods, label, t =>
+        return Through(ml, name, table.Periods, table.Label, t =>
         {
-            history = allHistory && history is not null ? Union(ml, history, periods[t].Train) : periods[t].Train;
-            return StockFeatures(ml, normalize: false).Append(ml.BinaryClassification.Trainers.LightGbm(label, "Features")).Fit(history);
+            history = allHistory && history is not null ? table.Union(history, table.Periods[t].Train) : table.Periods[t].Train;
+            return table.StockFeatures(ml, false).Append(ml.BinaryClassification.Trainers.LightGbm(table.Label, "Features")).Fit(history);
         });
     }
 
-    private static Outcome WarmStarted<TModel>(MLContext ml, string name, List<Period> periods, string label, Func<IDataView, LinearModelParameters?, ISingleFeaturePredictionTransformer<TModel>> fit)
+    private static Outcome WarmStarted<TModel>(MLContext ml, string name, Table table, Func<IDataView, LinearModelParameters?, ISingleFeaturePredictionTransformer<TModel>> fit)
         where TModel : class
     {
         ITransformer? features = null;
         LinearModelParameters? previous = null;
-        return Through(ml, name, periods, label, t =>
+        var periods = table.Periods;
+        return Through(ml, name, periods, table.Label, t =>
         {
-            features ??= StockFeatures(ml, normalize: true).Fit(periods[0].Train); // frozen after the first period, as the continual chain's
+            features ??= table.StockFeatures(ml, true).Fit(periods[0].Train); // frozen after the first period, as the continual chain's
             var transformer = fit(features.Transform(periods[t].Train), previous);
             previous = transformer.Model switch
             {
@@ -125,8 +175,8 @@ internal static class TabularBenchmarks
         });
     }
 
-    private static IDataView Union(MLContext ml, IDataView a, IDataView b) =>
-        ml.Data.LoadFromEnumerable(ml.Data.CreateEnumerable<TabularDatasets.Flight>(a, reuseRowObject: false).Concat(ml.Data.CreateEnumerable<TabularDatasets.Flight>(b, reuseRowObject: false)).ToList());
+    private static IDataView Union<T>(MLContext ml, IDataView a, IDataView b) where T : class, new() =>
+        ml.Data.LoadFromEnumerable(ml.Data.CreateEnumerable<T>(a, reuseRowObject: false).Concat(ml.Data.CreateEnumerable<T>(b, reuseRowObject: false)).ToList());
 
     /// <summary>Fits period after period, timing each fit and scoring every period's held-out rows after each.</summary>
     private static Outcome Through(MLContext ml, string name, List<Period> periods, string label, Func<int, ITransformer> fitPeriod)
@@ -142,6 +192,7 @@ internal static class TabularBenchmarks
             auc[t] = periods.Select(p => Auc(model, p.Test, label)).ToArray();
             Console.Error.WriteLine($"{name}: period {t + 1} fitted in {seconds[t]:F1} s; AUC {string.Join(" ", auc[t].Select(a => a.ToString("F3", CultureInfo.InvariantCulture)))}");
         }
+        Console.Error.WriteLine($"{name}: next-period AUC per period {string.Join(" ", Enumerable.Range(0, periods.Count - 1).Select(t => auc[t][t + 1].ToString("F4", CultureInfo.InvariantCulture)))}");
         using var stream = new MemoryStream();
         ml.Model.Save(model!, periods[0].Train.Schema, stream);
         return new Outcome(name, auc, seconds, stream.Length);
@@ -167,9 +218,9 @@ internal static class TabularBenchmarks
         return (rankSum - positives * (positives + 1) / 2.0) / ((double)positives * negatives);
     }
 
-    private static void Print(List<Outcome> runs, string dataset, int rowsPerPeriod, int periodCount)
+    private static void Print(List<Outcome> runs, string dataset, List<Period> periods)
     {
-        Console.WriteLine($"{dataset}: {periodCount} periods of {rowsPerPeriod:N0} rows (80% train, 20% held out), after each period every period's held-out rows scored");
+        Console.WriteLine($"{dataset}: {periods.Count} periods of {string.Join(", ", periods.Select(p => $"{p.TrainRows:N0}"))} training rows (80%; 20% held out), after each period every period's held-out rows scored");
         Console.WriteLine("| contender | final mean AUC | next-period AUC | BWT (AUC) | refit s, first → last period | model size |");
         Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: |");
         foreach (var run in runs)

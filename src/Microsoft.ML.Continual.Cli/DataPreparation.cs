@@ -79,7 +79,7 @@ internal static class DataPreparation
     /// without, plus its label and task-id columns), and lists every one that is missing or has another type. Numeric labels are
     /// read as the model's label type (text classes, Boolean) when they can be.
     /// </summary>
-    public static Prepared ForModel(Table table, ITransformer model, DataViewSchema trainingSchema, ContinualTransformer continual)
+    public static Prepared ForModel(Table table, ITransformer model, DataViewSchema trainingSchema, IContinualModel continual)
     {
         var needed = NeededColumns(model, trainingSchema, continual);
         var problems = new List<string>();
@@ -91,21 +91,21 @@ internal static class DataPreparation
             ColumnKind expected = KindOf(column.Type);
             if (at < 0) { problems.Add($"column '{column.Name}' ({expected}) {table.WhyAbsent(column.Name)}"); continue; }
             if (columns[at].Kind == expected) continue;
-            if (column.Name == continual.Options.LabelColumnName && columns[at].Kind == ColumnKind.Single && expected != ColumnKind.Single)
+            if (column.Name == continual.LabelColumnName && columns[at].Kind == ColumnKind.Single && expected != ColumnKind.Single)
             {
                 columns[at] = ConvertLabel(table, columns[at], expected);
                 continue;
             }
             problems.Add($"column '{column.Name}' is {columns[at].Kind} here but {expected} in the model's training data");
         }
-        if (continual.PredictionKind == ContinualPredictionKind.Multiclass && columns.FirstOrDefault(c => c.Name == continual.Options.LabelColumnName) is { Values: string[] labels })
+        if (continual.PredictionKind == ContinualPredictionKind.Multiclass && columns.FirstOrDefault(c => c.Name == continual.LabelColumnName) is { Values: string[] labels })
         {
             var unseen = labels.Where(l => l.Length > 0).Distinct().Except(continual.Classes).Take(5).ToList();
             if (unseen.Count > 0) Console.Error.WriteLine($"note: new classes in '{table.Source}' ({string.Join(", ", unseen)}{(unseen.Count == 5 ? ", ..." : "")}): a refit adds them; an evaluation counts them as errors.");
         }
         if (problems.Count > 0)
             throw new CliException(ExitCodes.DataError, $"Data file '{table.Source}' does not match the model: {string.Join("; ", problems)}.");
-        return WithSkippedRows(table, columns, continual.Options.LabelColumnName, []);
+        return WithSkippedRows(table, columns, continual.LabelColumnName, []);
     }
 
     /// <summary>
@@ -113,9 +113,9 @@ internal static class DataPreparation
     /// scores depend on. Asks the chain's row mapper (one pass); a chain that cannot say is probed column by column (can it
     /// still score without this one?), which costs time proportional to the square of the column count.
     /// </summary>
-    private static List<DataViewSchema.Column> NeededColumns(ITransformer model, DataViewSchema trainingSchema, ContinualTransformer continual)
+    private static List<DataViewSchema.Column> NeededColumns(ITransformer model, DataViewSchema trainingSchema, IContinualModel continual)
     {
-        var named = new HashSet<string?>(StringComparer.Ordinal) { continual.Options.LabelColumnName, continual.Options.TaskIdColumnName };
+        var named = new HashSet<string?>(StringComparer.Ordinal) { continual.LabelColumnName, continual.TaskIdColumnName };
         HashSet<int>? scoring = null;
         try
         {

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Microsoft.ML.Continual.Trees;
 using Microsoft.ML.Data;
 using Spectre.Console;
 
@@ -92,7 +93,7 @@ internal static class Commands
     {
         var data = Data("The first task's rows: a .csv, .tsv or .parquet file with a header.");
         var label = new Option<string>("--label") { Description = "The label column.", Required = true };
-        var trainer = new Option<string>("--trainer", "-t") { Description = $"The trainer: {string.Join(", ", ContinualTrainers.Names.Select(n => n.ToLowerInvariant()))}. Default finetune.", DefaultValueFactory = _ => "finetune" };
+        var trainer = new Option<string>("--trainer", "-t") { Description = $"The trainer: lightgbm (boosted trees with a replay memory: binary and regression labels; the first choice for business tables) or a network trainer: {string.Join(", ", ContinualTrainers.Names.Select(n => n.ToLowerInvariant()))}. Default finetune.", DefaultValueFactory = _ => "finetune" };
         var set = new Option<string[]>("--set") { Description = "A trainer option as Name=Value (repeatable), e.g. --set Lambda=1000 --set HiddenLayerSizes=100,100.", AllowMultipleArgumentsPerToken = false };
         var features = new Option<string[]>("--features") { Description = "The feature columns (repeatable or comma-separated). Default: every numeric column except the label and task id." };
         var taskId = new Option<string?>("--task-id") { Description = "A task-id column: one output head per task (task-incremental)." };
@@ -127,13 +128,15 @@ internal static class Commands
                 ? DataPreparation.ForFeaturizing(table, labelName, taskColumn, SplitList(parse.GetValue(features)), kind)
                 : DataPreparation.ForTraining(table, labelName, taskColumn, SplitList(parse.GetValue(features)), kind);
             WarnSkipped(prepared, table);
+            bool trees = string.Equals(parse.GetValue(trainer), ContinualLightGbmTrainer.TrainerName, StringComparison.OrdinalIgnoreCase);
+            if (trees) RefuseForTrees(taskColumn, kind, parse.GetValue(CheckpointEvery));
             settings["LabelColumnName"] = labelName;
             settings["FeatureColumnName"] = DataPreparation.FeaturesColumn;
             if (taskColumn is not null) settings["TaskIdColumnName"] = taskColumn;
-            if (kind is not null) settings["PredictionKind"] = kind.Value.ToString();
+            if (kind is not null && !trees) settings["PredictionKind"] = kind.Value.ToString();
             ContinualFeaturization? featurization = null;
             ITransformer front;
-            ContinualTrainer estimator;
+            Func<IDataView, ContinualFitOptions, IContinualModel> fitTask;
             if (mode == "auto")
             {
                 featurization = ml.Continual().Featurize(prepared.View, new ContinualFeaturizerOptions
@@ -143,18 +146,19 @@ internal static class Commands
                     Ignore = [.. roleOverrides.Ignore, .. prepared.Unselected],
                 });
                 if (!parse.GetValue(Json)) Console.Error.WriteLine("Columns:" + Environment.NewLine + "  " + featurization.Describe().Replace(Environment.NewLine, Environment.NewLine + "  "));
-                estimator = ml.Continual().Trainers.Create(parse.GetValue(trainer)!, settings, featurization);
+                fitTask = trees ? TreesFit(ml.Continual().Trainers.LightGbm(settings, featurization), token)
+                    : NetworkFit(ml.Continual().Trainers.Create(parse.GetValue(trainer)!, settings, featurization), parse, outPath, token);
                 front = featurization.Pipeline.Fit(prepared.View); // frozen from here on: later tasks reuse it as fitted
             }
             else
             {
-                estimator = ml.Continual().Trainers.Create(parse.GetValue(trainer)!, settings);
+                fitTask = trees ? TreesFit(ml.Continual().Trainers.LightGbm(settings), token)
+                    : NetworkFit(ml.Continual().Trainers.Create(parse.GetValue(trainer)!, settings), parse, outPath, token);
                 front = ml.Transforms.Concatenate(DataPreparation.FeaturesColumn, prepared.FeatureColumns).Fit(prepared.View);
             }
             using var _ = IsWriter ? ModelFiles.PrepareOutput(outPath, TimeSpan.FromSeconds(parse.GetValue(WaitSeconds))) : null;
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            ContinualTransformer model = WithProgress(parse.GetValue(Json), "train", fit =>
-                estimator.Fit(front.Transform(prepared.View), null, Checkpointed(fit, parse, outPath), token()));
+            IContinualModel model = WithProgress(parse.GetValue(Json), "train", fit => fitTask(front.Transform(prepared.View), fit));
             var chain = new TransformerChain<ITransformer>(front, model);
             int featureColumns = featurization?.Roles.Count(r => r.Role is not ColumnRole.Ignore and not ColumnRole.Label and not ColumnRole.TaskId) ?? prepared.FeatureColumns.Length;
             if (!IsWriter) return ExitCodes.Success; // under mpirun every process trained the same model; rank 0 writes it
@@ -199,7 +203,7 @@ internal static class Commands
             using var _ = IsWriter ? ModelFiles.PrepareOutput(target, TimeSpan.FromSeconds(parse.GetValue(WaitSeconds))) : null;
             RequireModelFile(modelPath);
             var current = ml.Continual().LoadModel(modelPath, out var schema);
-            var continual = ContinualCatalog.FindContinual(current)!;
+            var continual = ContinualCatalog.FindContinualModel(current)!;
             var table = Table.Read(parse.GetValue(data)!, parse.GetValue(SchemaFile), TaskIdColumns(continual));
             var prepared = DataPreparation.ForModel(table, current, schema, continual);
             WarnSkipped(prepared, table);
@@ -212,7 +216,7 @@ internal static class Commands
             else ModelFiles.WriteVerified(target, save, verify);
             DeleteCheckpoint(target);
             string previous = replace ? ModelFiles.BackupPaths(target, 1)[0] : Path.GetFullPath(modelPath);
-            ReportRefit(parse.GetValue(Json), ContinualCatalog.FindContinual(next)!, prepared, clock.Elapsed, replace ? modelPath : outPath!, target, previous, replace);
+            ReportRefit(parse.GetValue(Json), ContinualCatalog.FindContinualModel(next)!, prepared, clock.Elapsed, replace ? modelPath : outPath!, target, previous, replace);
             return ExitCodes.Success;
         });
         return command;
@@ -234,13 +238,13 @@ internal static class Commands
             var dataPaths = parse.GetValue(data)!;
             foreach (string p in modelPaths) RequireModelFile(p);
             var loaded = modelPaths.Select(p => (Model: ml.Continual().LoadModel(p, out var s), Schema: s)).ToList();
-            var taskIds = loaded.SelectMany(m => TaskIdColumns(ContinualCatalog.FindContinual(m.Model)!)).Distinct().ToList();
+            var taskIds = loaded.SelectMany(m => TaskIdColumns(ContinualCatalog.FindContinualModel(m.Model)!)).Distinct().ToList();
             var tables = dataPaths.Select(p => Table.Read(p, parse.GetValue(SchemaFile), taskIds)).ToList();
             var kind = parse.GetValue(score);
             var r = loaded.Select(m =>
             {
-                var continual = ContinualCatalog.FindContinual(m.Model)!;
-                return tables.Select(t => ml.Continual().Score(m.Model, DataPreparation.ForModel(t, m.Model, m.Schema, continual).View, continual.Options.LabelColumnName, kind)).ToArray();
+                var continual = ContinualCatalog.FindContinualModel(m.Model)!;
+                return tables.Select(t => ml.Continual().Score(m.Model, DataPreparation.ForModel(t, m.Model, m.Schema, continual).View, continual.LabelColumnName, kind)).ToArray();
             }).ToList();
             var json = new JsonObject
             {
@@ -371,15 +375,15 @@ internal static class Commands
             string path = parse.GetValue(model)!;
             RequireModelFile(path);
             var loaded = ml.Continual().LoadModel(path, out var schema);
-            var c = ContinualCatalog.FindContinual(loaded)!;
-            var options = c.Options;
-            var pairs = options.GetType().GetProperties().Where(p => p.CanWrite).OrderBy(p => p.Name)
-                .Select(p => KeyValuePair.Create(p.Name, Format(p.GetValue(options)))).ToList();
+            var c = ContinualCatalog.FindContinualModel(loaded)!;
+            var network = c as ContinualTransformer;
+            var pairs = network is null ? c.OptionValues.ToList() : network.Options.GetType().GetProperties().Where(p => p.CanWrite).OrderBy(p => p.Name)
+                .Select(p => KeyValuePair.Create(p.Name, Format(p.GetValue(network.Options)))).ToList();
             var json = new JsonObject
             {
                 ["command"] = "inspect", ["model"] = Path.GetFullPath(path), ["formatVersion"] = $"0x{c.FormatVersion:X8}", ["trainer"] = c.TrainerName,
                 ["options"] = new JsonObject(pairs.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
-                ["tasksSeen"] = c.TasksSeen, ["predictionKind"] = c.PredictionKind.ToString(), ["featureSize"] = c.FeatureSize, ["parameters"] = c.ParameterCount,
+                ["tasksSeen"] = c.TasksSeen, ["predictionKind"] = c.PredictionKind.ToString(), ["featureSize"] = c.FeatureSize, ["parameters"] = network?.ParameterCount,
                 ["classes"] = new JsonArray(c.Classes.Select(x => (JsonNode)x).ToArray()), ["taskIds"] = new JsonArray(c.TaskIds.Select(x => (JsonNode)x).ToArray()),
                 ["inputColumns"] = new JsonArray(schema.Select(col => (JsonNode)$"{col.Name}: {col.Type}").ToArray()),
                 ["state"] = new JsonObject(c.StateSizes.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
@@ -388,7 +392,7 @@ internal static class Commands
             text.AppendLine($"{path}: continual model, format version 0x{c.FormatVersion:X8}");
             text.AppendLine($"  trainer        {c.TrainerName}");
             text.AppendLine($"  tasks seen     {c.TasksSeen}");
-            text.AppendLine($"  prediction     {c.PredictionKind}, {c.FeatureSize} features, {c.ParameterCount:N0} network parameters");
+            text.AppendLine($"  prediction     {c.PredictionKind}, {c.FeatureSize} features, " + (network is null ? $"{c.StateSizes["trees"]:N0} trees" : $"{network.ParameterCount:N0} network parameters"));
             if (c.Classes.Count > 0) text.AppendLine($"  classes        {string.Join(", ", c.Classes)}");
             if (c.TaskIds.Count > 0) text.AppendLine($"  task ids       {string.Join(", ", c.TaskIds)}");
             text.AppendLine($"  input columns  {string.Join(", ", schema.Select(col => $"{col.Name} ({col.Type})"))}");
@@ -398,7 +402,7 @@ internal static class Commands
                 json["roles"] = Roles(roles);
                 text.AppendLine($"  featurizer     {string.Join("; ", roles.Where(r => r.Role is not ColumnRole.Label and not ColumnRole.TaskId).GroupBy(r => r.Role).Select(g => $"{g.Key.ToString().ToLowerInvariant()}: {string.Join(", ", g.Select(r => r.Name))}"))}");
             }
-            if (c.Backbone is not null) text.AppendLine($"  backbone       {c.Backbone.GetType().Name}");
+            if (network?.Backbone is not null) text.AppendLine($"  backbone       {network.Backbone.GetType().Name}");
             text.AppendLine($"  state          {(c.StateSizes.Count == 0 ? "none" : string.Join(", ", c.StateSizes.Select(kv => $"{kv.Key} {kv.Value:N0}")))}");
             text.AppendLine("  options");
             foreach (var (name, value) in pairs) text.AppendLine($"    {name} = {value}");
@@ -427,11 +431,28 @@ internal static class Commands
         return keep ?? 1;
     }
 
-    /// <summary>The model's task-id column, read as text identifiers (so numeric ids work and map to the same heads).</summary>
-    private static string[] TaskIdColumns(ContinualTransformer continual) =>
-        continual.Options.TaskIdColumnName is string column ? [column] : [];
+    private static Func<IDataView, ContinualFitOptions, IContinualModel> NetworkFit(ContinualTrainer estimator, ParseResult parse, string outPath, Func<CancellationToken> token) =>
+        (data, fit) => estimator.Fit(data, null, Checkpointed(fit, parse, outPath), token());
 
-    private static void ReportRefit(bool json, ContinualTransformer next, DataPreparation.Prepared prepared, TimeSpan elapsed, string given, string target, string previous, bool backedUp)
+    private static Func<IDataView, ContinualFitOptions, IContinualModel> TreesFit(ContinualLightGbmTrainer estimator, Func<CancellationToken> token) =>
+        (data, _) => estimator.Fit(data, token());
+
+    /// <summary>What the boosted trees cannot do, refused before anything is read or trained.</summary>
+    private static void RefuseForTrees(string? taskColumn, ContinualPredictionKind? kind, int checkpointEvery)
+    {
+        if (taskColumn is not null)
+            throw new CliException(ExitCodes.UsageError, "--task-id: lightgbm is one ensemble for every task (no heads); give a network trainer for task-incremental models.");
+        if (kind == ContinualPredictionKind.Multiclass)
+            throw new CliException(ExitCodes.UsageError, "lightgbm makes binary (a Boolean or two-valued label: --prediction binary) and regression models; give a network trainer for classes.");
+        if (checkpointEvery > 0)
+            throw new CliException(ExitCodes.UsageError, "--checkpoint-every: lightgbm takes no checkpoints (a task's boosting is short and restarts whole).");
+    }
+
+    /// <summary>The model's task-id column, read as text identifiers (so numeric ids work and map to the same heads).</summary>
+    private static string[] TaskIdColumns(IContinualModel continual) =>
+        continual.TaskIdColumnName is string column ? [column] : [];
+
+    private static void ReportRefit(bool json, IContinualModel next, DataPreparation.Prepared prepared, TimeSpan elapsed, string given, string target, string previous, bool backedUp)
     {
         var result = new JsonObject
         {

@@ -122,8 +122,15 @@ public sealed class ContinualCatalog
             if (cause is ContinualModelFormatException format) throw new ContinualModelFormatException($"{what}: {format.Message}", format);
             throw new ContinualModelFormatException($"{what} is not a readable ML.NET model zip ({cause.GetType().Name}: {cause.Message}).", e);
         }
-        if (FindContinual(model) is null)
+        if (FindContinuable(model) is null)
             throw new ContinualModelFormatException($"{what} holds an ML.NET model ({model.GetType().Name}) that does not end in a continual model.");
+        // A damaged entry of one of ML.NET's own transforms (a column name in a featurizer, say) can load and fail only when
+        // the model is first used: the chain must apply to the input columns it was saved with.
+        try { model.GetOutputSchema(inputSchema); }
+        catch (Exception e) when (e is not OperationCanceledException and not OutOfMemoryException and not ContinualModelFormatException)
+        {
+            throw new ContinualModelFormatException($"{what} holds a model whose transforms do not apply to its own input columns ({e.GetType().Name}: {e.Message}).", e);
+        }
         return model;
     }
 
@@ -149,6 +156,16 @@ public sealed class ContinualCatalog
         _ => null,
     };
 
+    /// <summary>The continual model (a network or boosted trees) at the end of <paramref name="model"/>, or null.</summary>
+    public static IContinualModel? FindContinualModel(ITransformer model) => FindContinuable(model);
+
+    internal static IContinuableModel? FindContinuable(ITransformer model) => model switch
+    {
+        IContinuableModel c => c,
+        IEnumerable<ITransformer> chain when chain.LastOrDefault() is { } last => FindContinuable(last),
+        _ => null,
+    };
+
     /// <summary>
     /// Continues a model on the next task with the options and strategy state stored in it. <paramref name="model"/>
     /// is a <see cref="ContinualTransformer"/> or a chain ending in one (e.g. what <c>ml.Model.Load</c> returns):
@@ -162,7 +179,7 @@ public sealed class ContinualCatalog
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(task);
         return RefitCore(model, task, null, cancellationToken)
-            ?? throw new ArgumentException($"The model ({model.GetType().Name}) does not end in a ContinualTransformer; Refit continues models made by mlContext.Continual().Trainers.", nameof(model));
+            ?? throw new ArgumentException($"The model ({model.GetType().Name}) does not end in a continual model; Refit continues models made by mlContext.Continual().Trainers.", nameof(model));
     }
 
     /// <summary>As <see cref="Refit(ITransformer, IDataView, CancellationToken)"/>, with checkpoints within the task and progress
@@ -173,12 +190,12 @@ public sealed class ContinualCatalog
         ArgumentNullException.ThrowIfNull(task);
         ArgumentNullException.ThrowIfNull(fitOptions);
         return RefitCore(model, task, fitOptions, cancellationToken)
-            ?? throw new ArgumentException($"The model ({model.GetType().Name}) does not end in a ContinualTransformer; Refit continues models made by mlContext.Continual().Trainers.", nameof(model));
+            ?? throw new ArgumentException($"The model ({model.GetType().Name}) does not end in a continual model; Refit continues models made by mlContext.Continual().Trainers.", nameof(model));
     }
 
     private static ITransformer? RefitCore(ITransformer model, IDataView task, ContinualFitOptions? fitOptions, CancellationToken cancellation)
     {
-        if (model is ContinualTransformer continual) return continual.Continue(task, fitOptions, cancellation);
+        if (model is IContinuableModel continual) return continual.Continue(task, fitOptions, cancellation);
         if (model is not IEnumerable<ITransformer> chain) return null;
         var parts = chain.ToList();
         if (parts.Count == 0) return null;
@@ -287,6 +304,23 @@ public sealed class ContinualTrainers
     /// <summary>BiC (Wu et al. 2019): replay and distillation, then a bias correction of the new classes' logits; class-incremental.</summary>
     /// <example><code source="../../src/Samples/DistillationSample.cs" /></example>
     public BicTrainer Bic(BicTrainer.Options? options = null) => new(_mlContext, options ?? new BicTrainer.Options());
+
+    /// <summary>Gradient-boosted trees that continue: each task adds rounds to the earlier trees, fitted on the task with a
+    /// replayed sample of the earlier ones (binary classification and regression; see <see cref="Trees.ContinualLightGbmTrainer"/>).</summary>
+    public Trees.ContinualLightGbmTrainer LightGbm(Trees.ContinualLightGbmTrainer.Options? options = null) => new(_mlContext, options ?? new Trees.ContinualLightGbmTrainer.Options());
+
+    /// <summary>The boosted-trees trainer from options as name/value text (as the <c>continual</c> tool's <c>--set</c> gives them),
+    /// over the defaults, or over what <paramref name="featurization"/> sets when one is given. An unknown name or a bad
+    /// value is an <see cref="ArgumentException"/> naming it.</summary>
+    public Trees.ContinualLightGbmTrainer LightGbm(IEnumerable<KeyValuePair<string, string>> options, ContinualFeaturization? featurization = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var parsed = new Trees.ContinualLightGbmTrainer.Options();
+        if (featurization is not null) featurization.Configure(parsed);
+        try { parsed = Trees.ContinualLightGbmTrainer.Options.FromPairs(parsed.ToPairs().Concat(options)); }
+        catch (Exception e) when (e is FormatException or OverflowException) { throw new ArgumentException($"A LightGbm option has a bad value: {e.Message}", nameof(options), e); }
+        return new(_mlContext, parsed);
+    }
 
     /// <summary>The names of every trainer, for <see cref="Create(string, IEnumerable{KeyValuePair{string, string}})"/> (e.g. "FineTune", "Ewc", "Replay").</summary>
     public static IReadOnlyList<string> Names => TrainerRegistry.Names;

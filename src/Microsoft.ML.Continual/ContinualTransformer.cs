@@ -14,7 +14,7 @@ namespace Microsoft.ML.Continual;
 /// A transformer never changes after it is made. Refitting returns a new transformer; the old one stays usable,
 /// even if the refit fails or is cancelled. Scoring runs in blocks of rows with gradients off.
 /// </remarks>
-public sealed class ContinualTransformer : ITransformer, ICanSaveModel
+public sealed class ContinualTransformer : ITransformer, ICanSaveModel, IContinuableModel
 {
     private readonly IHostEnvironment _env;
 
@@ -66,6 +66,15 @@ public sealed class ContinualTransformer : ITransformer, ICanSaveModel
     /// <summary>The backbone under the heads, or null for the default multilayer perceptron.</summary>
     public ContinualBackbone? Backbone => State.Network.Backbone;
 
+    /// <inheritdoc/>
+    public string LabelColumnName => State.Options.LabelColumnName;
+
+    /// <inheritdoc/>
+    public string? TaskIdColumnName => State.Options.TaskIdColumnName;
+
+    /// <inheritdoc/>
+    public IReadOnlyList<KeyValuePair<string, string>> OptionValues => State.Options.ToPairs().OrderBy(p => p.Key, StringComparer.Ordinal).ToList();
+
     /// <summary>A copy of the options the model was trained with (changing it changes nothing).</summary>
     public ContinualTrainerOptions Options => TrainerRegistry.Get(State.TrainerName).ReadOptions(State.Options.ToPairs());
 
@@ -102,6 +111,8 @@ public sealed class ContinualTransformer : ITransformer, ICanSaveModel
         return ContinueWith(State.TrainerName, options, State.Plugins.Copy(), task, cancellationToken, fitOptions);
     }
 
+    ITransformer IContinuableModel.Continue(IDataView task, ContinualFitOptions? fitOptions, CancellationToken cancellation) => Continue(task, fitOptions, cancellation);
+
     internal ContinualTransformer ContinueWith(string trainerName, ContinualTrainerOptions options, PluginList plugins, IDataView task, CancellationToken cancellationToken,
         ContinualFitOptions? fitOptions = null)
     {
@@ -114,4 +125,50 @@ public sealed class ContinualTransformer : ITransformer, ICanSaveModel
     // Found by ML.NET's component catalog through the LoadableClass attribute in Internal/ModelFormat.cs.
     internal static ContinualTransformer Create(IHostEnvironment env, ModelLoadContext ctx) =>
         new(env, ModelFormat.Load(env, ctx));
+}
+
+/// <summary>What every continual model says of itself, whatever learns in it (a network: <see cref="ContinualTransformer"/>;
+/// boosted trees: <see cref="Trees.ContinualLightGbmTransformer"/>): found at the end of a chain by
+/// <see cref="ContinualCatalog.FindContinualModel(ITransformer)"/>, for tools that handle any of them.</summary>
+public interface IContinualModel : ITransformer
+{
+    /// <summary>The trainer that made the model; refits continue with it.</summary>
+    string TrainerName { get; }
+
+    /// <summary>How many tasks the model was trained on.</summary>
+    int TasksSeen { get; }
+
+    /// <summary>What the model predicts.</summary>
+    ContinualPredictionKind PredictionKind { get; }
+
+    /// <summary>The number of features the model takes.</summary>
+    int FeatureSize { get; }
+
+    /// <summary>The model-format version this model was read with.</summary>
+    int FormatVersion { get; }
+
+    /// <summary>The label column the model was trained with.</summary>
+    string LabelColumnName { get; }
+
+    /// <summary>The task-id column of a multi-head model, or null.</summary>
+    string? TaskIdColumnName { get; }
+
+    /// <summary>The classes in output order for multiclass models; empty otherwise.</summary>
+    IReadOnlyList<string> Classes { get; }
+
+    /// <summary>The task ids, in head order, of a multi-head model; empty otherwise.</summary>
+    IReadOnlyList<string> TaskIds { get; }
+
+    /// <summary>The sizes of what the model holds (parameters or trees, memories, strategy state), for inspection.</summary>
+    IReadOnlyDictionary<string, long> StateSizes { get; }
+
+    /// <summary>The options the model was trained with, as name/value text in name order.</summary>
+    IReadOnlyList<KeyValuePair<string, string>> OptionValues { get; }
+}
+
+/// <summary>A model that <see cref="ContinualCatalog.Refit(ITransformer, IDataView, CancellationToken)"/> can continue: the
+/// network models and the boosted trees.</summary>
+internal interface IContinuableModel : IContinualModel
+{
+    ITransformer Continue(IDataView task, ContinualFitOptions? fitOptions, CancellationToken cancellation);
 }

@@ -126,6 +126,6 @@ public class BadInputTests
     {
         var normalizer = _ml.Transforms.NormalizeMinMax("Features").Fit(TestData.View(_ml, 0, Classes, 20, 1));
         var e = Assert.Throws<ArgumentException>(() => _ml.Continual().Refit(normalizer, TestData.View(_ml, 0, Classes, 20, 1)));
-        Assert.Contains("does not end in a ContinualTransformer", e.Message);
+        Assert.Contains("does not end in a continual model", e.Message);
     }
 }

@@ -136,6 +136,40 @@ public class CliTests(ITestOutputHelper log)
     }
 
     [Fact]
+    public void TheLightGbmTrainer_TrainsOnARawBusinessCsv_RefitsInPlace_InspectsAndEvaluates_WithCleanJson()
+    {
+        using var temp = new TempFolder();
+        string[] regions = ["north", "south", "east", "west"];
+        WriteCustomers(temp.File("jan.csv"), 0, 3000, 3, regions);
+        WriteCustomers(temp.File("feb.csv"), 1, 3000, 3, [.. regions, "harbour", "airport"]);
+        WriteCustomers(temp.File("feb-test.csv"), 2, 1000, 4, [.. regions, "harbour", "airport"]);
+        JsonElement Json(params string[] args)
+        {
+            var result = Cli(temp.Path, args);
+            Assert.True(result.ExitCode == 0, $"{string.Join(' ', args)}: {result.Error}");
+            return JsonDocument.Parse(result.Output).RootElement; // nothing but the JSON on standard output (LightGBM's own log included)
+        }
+        var train = Json("train", "--data", "jan.csv", "--label", "Churned", "--trainer", "lightgbm", "--set", "numberofthreads=1", "--set", "MemorySize=2000", "--out", "m.zip", "--json");
+        Assert.Equal("LightGbm", train.GetProperty("trainer").GetString());
+        var refit = Json("refit", "--model", "m.zip", "--data", "feb.csv", "--in-place", "--json");
+        Assert.Equal(2, refit.GetProperty("tasksSeen").GetInt32());
+        double auc = Json("evaluate", "--model", "m.zip", "--data", "feb-test.csv", "--score", "AreaUnderRocCurve", "--json").GetProperty("scores")[0][0].GetDouble();
+        Assert.True(auc > 0.9, $"AUC {auc:F3}");
+        var inspect = Json("inspect", "m.zip", "--json");
+        Assert.Equal(("LightGbm", 2, "2000"), (inspect.GetProperty("trainer").GetString(), inspect.GetProperty("tasksSeen").GetInt32(),
+            inspect.GetProperty("options").GetProperty("MemorySize").GetString()));
+        Assert.Equal(2000, inspect.GetProperty("state").GetProperty("memoryRows").GetInt64());
+        // What the trees cannot do is a usage error, before anything is trained.
+        var heads = Cli(temp.Path, "train", "--data", "jan.csv", "--label", "Churned", "--trainer", "lightgbm", "--task-id", "Region", "--out", "t.zip");
+        Assert.Equal(2, heads.ExitCode);
+        Assert.Contains("--task-id", heads.Error);
+        var badOption = Cli(temp.Path, "train", "--data", "jan.csv", "--label", "Churned", "--trainer", "lightgbm", "--set", "Lambda=3", "--out", "b.zip");
+        Assert.NotEqual(0, badOption.ExitCode);
+        Assert.Contains("Lambda", badOption.Error);
+        Assert.False(File.Exists(temp.File("t.zip")) || File.Exists(temp.File("b.zip")));
+    }
+
+    [Fact]
     public void ARawBusinessCsv_IsFeaturizedWithoutPreparation_RolesPrintedAndOverridable_AndTheFittedPipelineTravelsThroughRefit()
     {
         using var temp = new TempFolder();

@@ -73,6 +73,58 @@ public class FormatRobustnessTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.True(outcomes.GetValueOrDefault("format error") > Count / 2);
     }
 
+    [Fact]
+    public async Task AThousandDamagedTreeModels_OnlyGiveTheLibrarysFormatError()
+    {
+        var ml = new MLContext(seed: 1);
+        var (pipeline, first) = TreesTests.Trees(ml, Trees.ContinualBoostingMode.AddRounds, memorySize: 50);
+        var model = ml.Continual().Refit(pipeline.Fit(first), TreesTests.Period(ml, 1, 500));
+        byte[] original;
+        using (var stream = new MemoryStream()) { ml.Model.Save(model, first.Schema, stream); original = stream.ToArray(); }
+        var entries = ZipEntries(original);
+        var random = new Random(2027);
+        var outcomes = new Dictionary<string, int>();
+        var probe = TreesTests.Period(ml, 8, 20);
+        const int Count = 1_000;
+        for (int i = 0; i < Count; i++)
+        {
+            // Half of the cases damage an entry's content past the zip checks (kind 5): the entries' hashes and checks meet it.
+            int kind = i % 2 == 0 ? 5 : random.Next(5);
+            byte[] damaged = Damage(original, entries, random, kind);
+            try
+            {
+                var load = Task.Run(() =>
+                {
+                    using var stream = new MemoryStream(damaged, writable: false);
+                    var loaded = ml.Continual().LoadModel(stream, out _);
+                    _ = loaded.Transform(probe).Preview(20); // a model that loads must score
+                });
+                if (await Task.WhenAny(load, Task.Delay(TimeSpan.FromSeconds(10))) != load)
+                {
+                    File.WriteAllBytes(Path.Combine(Path.GetTempPath(), $"continual-trees-fuzz-hang-{i}.zip"), damaged);
+                    throw new Xunit.Sdk.XunitException($"Damaged trees model {i} (kind {kind}) did not load or fail within 10 s.");
+                }
+                await load;
+                outcomes["loaded and scored"] = outcomes.GetValueOrDefault("loaded and scored") + 1;
+            }
+            catch (ContinualModelFormatException)
+            {
+                outcomes["format error"] = outcomes.GetValueOrDefault("format error") + 1;
+            }
+            catch (ContinualDataException)
+            {
+                outcomes["data refused"] = outcomes.GetValueOrDefault("data refused") + 1; // a damaged schema asking for other columns
+            }
+            catch (Exception e)
+            {
+                File.WriteAllBytes(Path.Combine(Path.GetTempPath(), $"continual-trees-fuzz-{i}.zip"), damaged);
+                throw new Xunit.Sdk.XunitException($"Damaged trees model {i} (kind {kind}) gave {e.GetType().FullName}: {e.Message}");
+            }
+        }
+        output.WriteLine($"{Count} damaged tree models: {string.Join(", ", outcomes.Select(kv => $"{kv.Key} {kv.Value}"))}");
+        Assert.True(outcomes.GetValueOrDefault("format error") > Count / 2);
+    }
+
     private static List<(string Name, int Offset, int Length)> ZipEntries(byte[] zip)
     {
         // Each entry's compressed data range, from the local headers (signature 0x04034b50).

@@ -48,6 +48,12 @@ public static class Program
                 ml.Model.Save(ml.Continual().Refit(model, data), schema, args[6]);
                 return 0;
             }
+            case "trees-refit": // trees-refit <model.zip> <period> <out.zip>: loads boosted trees, refits on a customer period, saves
+            {
+                ITransformer model = ml.Continual().LoadModel(args[1], out var schema);
+                ml.Model.Save(ml.Continual().Refit(model, TreesTests.Period(ml, int.Parse(args[2]))), schema, args[3]);
+                return 0;
+            }
             case "load-only": // load-only <model.zip>: loads with nothing registered beyond the library's own; prints the error, if any
             {
                 try { ml.Continual().LoadModel(args[1], out _); Console.WriteLine("loaded"); }

@@ -2,24 +2,34 @@ using Microsoft.ML.Data;
 
 namespace Microsoft.ML.Continual;
 
+/// <summary>What a model's output columns depend on: the prediction kind, the feature column and, for a multi-head
+/// model, its task-id column and task ids.</summary>
+internal sealed record OutputLayout(ContinualPredictionKind Kind, string FeatureColumnName, int FeatureSize, int OutputSize,
+    LabelVocabulary? Classes, string? TaskIdColumnName, ValueKind? TaskIdKind, IReadOnlyList<string> TaskIds);
+
 /// <summary>
 /// The columns a continual model adds and how each is computed from one row's scores. Shared by the batched
 /// <see cref="ScoredDataView"/> and the per-row mapper used by prediction engines.
 /// </summary>
 internal sealed class OutputColumns
 {
-    private readonly ContinualModelState _state;
+    private readonly OutputLayout _state;
 
     public OutputColumns(ContinualModelState state, DataViewSchema input)
+        : this(new OutputLayout(state.Kind, state.Options.FeatureColumnName, state.FeatureSize, state.OutputSize, state.Classes,
+            state.MultiHead ? state.Options.TaskIdColumnName : null, state.TaskIdKind, state.TaskIds), input)
+    {
+    }
+
+    public OutputColumns(OutputLayout state, DataViewSchema input)
     {
         _state = state;
         Input = input;
         // Check the input before anything is scored, naming the column at fault.
-        TaskData.FeatureSize(input, state.Options.FeatureColumnName, state.FeatureSize);
-        FeatureColumn = input[state.Options.FeatureColumnName];
-        if (state.MultiHead)
+        TaskData.FeatureSize(input, state.FeatureColumnName, state.FeatureSize);
+        FeatureColumn = input[state.FeatureColumnName];
+        if (state.TaskIdColumnName is { } taskColumn)
         {
-            string taskColumn = state.Options.TaskIdColumnName!;
             if (input.GetColumnOrNull(taskColumn) is null)
                 throw new ContinualDataException(taskColumn,
                     $"This model has one head per task and needs the task-id column '{taskColumn}' to predict; the data has: {string.Join(", ", input.Select(c => c.Name))}.");
@@ -75,7 +85,8 @@ internal sealed class OutputColumns
     public long HeadOf(in LabelValue taskId)
     {
         string id = taskId.ToString();
-        int head = _state.TaskIds.IndexOf(id);
+        int head = -1;
+        for (int i = 0; i < _state.TaskIds.Count && head < 0; i++) if (_state.TaskIds[i] == id) head = i;
         if (head < 0)
             throw new ContinualDataException(TaskIdColumn?.Name,
                 $"Task id '{id}' in column '{TaskIdColumn?.Name}' was never trained; this model knows tasks: {string.Join(", ", _state.TaskIds)}.")

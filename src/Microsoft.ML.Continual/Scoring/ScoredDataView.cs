@@ -13,9 +13,9 @@ internal sealed class ScoredDataView : IDataView
     internal const int BlockSize = 256;
     private readonly IDataView _input;
     private readonly OutputColumns _columns;
-    private readonly Scorer _scorer;
+    private readonly IBlockScorer _scorer;
 
-    public ScoredDataView(IDataView input, OutputColumns columns, Scorer scorer)
+    public ScoredDataView(IDataView input, OutputColumns columns, IBlockScorer scorer)
     {
         _input = input;
         _columns = columns;
@@ -148,9 +148,9 @@ internal sealed class ScoredDataView : IDataView
 internal sealed class ContinualRowMapper : IRowToRowMapper
 {
     private readonly OutputColumns _columns;
-    private readonly Scorer _scorer;
+    private readonly IBlockScorer _scorer;
 
-    public ContinualRowMapper(OutputColumns columns, Scorer scorer)
+    public ContinualRowMapper(OutputColumns columns, IBlockScorer scorer)
     {
         _columns = columns;
         _scorer = scorer;

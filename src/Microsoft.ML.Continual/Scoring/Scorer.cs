@@ -2,12 +2,22 @@ using static TorchSharp.torch;
 
 namespace Microsoft.ML.Continual;
 
+/// <summary>Scores blocks of rows for <see cref="ScoredDataView"/> and <see cref="ContinualRowMapper"/>: a network, or boosted trees.</summary>
+internal interface IBlockScorer
+{
+    int OutputSize { get; }
+
+    /// <summary>Scores <paramref name="rows"/> rows of <paramref name="features"/> (each of the model's feature size) into
+    /// <paramref name="outputs"/> (rows x OutputSize); <paramref name="heads"/> is each row's head for a multi-head model.</summary>
+    void Score(float[] features, long[]? heads, int rows, float[] outputs);
+}
+
 /// <summary>
 /// Scores blocks of rows with a trained network: no gradients, evaluation mode, one forward per block.
 /// Outputs per row: multiclass, the class probabilities (0 for classes the row's head may not predict);
 /// binary, the logit; regression, the value.
 /// </summary>
-internal sealed class Scorer
+internal sealed class Scorer : IBlockScorer
 {
     private readonly ContinualModelState _state;
     private readonly object _lock = new(); // one forward at a time: cursors may be used from several threads

@@ -1,0 +1,185 @@
+using System.Globalization;
+using System.Text;
+
+namespace Microsoft.ML.Continual.Trees;
+
+/// <summary>
+/// Checks a model file's trees before LightGBM sees them. LightGBM's parser is native code that trusts its input: a
+/// damaged number or key aborted the whole process in the fuzz tests (an exception thrown inside its parallel parse), and
+/// a child index out of range would be read out of bounds at prediction. So the text must be exactly what LightGBM 4.6
+/// writes for a model of this library: the header's keys and values (one output, the model's feature count and objective),
+/// each tree's arrays of the right lengths with finite numbers, child indices that make a tree (every node and leaf
+/// reached once), features in range, categorical splits inside their bitsets, and <c>tree_sizes</c> equal to the blocks'
+/// lengths. What follows <c>end of trees</c> (importances, parameters) is not needed to predict and is left out.
+/// </summary>
+internal static class LightGbmModelText
+{
+    private const string EndOfTrees = "end of trees";
+
+    private static readonly HashSet<string> TreeKeys =
+    [
+        "num_leaves", "num_cat", "split_feature", "split_gain", "threshold", "decision_type", "left_child", "right_child",
+        "leaf_value", "leaf_weight", "leaf_count", "internal_value", "internal_weight", "internal_count", "cat_boundaries",
+        "cat_threshold", "is_linear", "shrinkage",
+    ];
+
+    /// <summary>The text LightGBM may be given: the header and the checked trees, ending at <c>end of trees</c>.</summary>
+    /// <exception cref="ContinualModelFormatException">Anything that is not such a model, saying what.</exception>
+    public static string Checked(string text, int features, ContinualPredictionKind kind)
+    {
+        int firstTree = text.IndexOf("\nTree=", StringComparison.Ordinal);
+        int end = text.IndexOf("\n" + EndOfTrees + "\n", StringComparison.Ordinal);
+        if (firstTree < 0 || end < firstTree) throw Fail("has no trees, or no 'end of trees'");
+        string header = text[..(firstTree + 1)];
+        long[] sizes = CheckHeader(header, features, kind);
+        var canonical = new StringBuilder(text.Length);
+        canonical.Append(header);
+        int at = firstTree + 1;
+        for (int tree = 0; tree < sizes.Length; tree++)
+        {
+            int next = text.IndexOf("\nTree=", at, StringComparison.Ordinal);
+            int blockEnd = next < 0 || next > end ? end + 1 : next + 1;
+            if (blockEnd - at != sizes[tree]) throw Fail($"says tree {tree} is {sizes[tree]:N0} bytes long; it is {blockEnd - at:N0}");
+            string block = text[at..blockEnd];
+            CheckTree(block, tree, features);
+            canonical.Append(block);
+            at = blockEnd;
+        }
+        if (at != end + 1) throw Fail($"has more trees than its tree_sizes lists ({sizes.Length})");
+        canonical.Append(EndOfTrees).Append('\n');
+        return canonical.ToString();
+    }
+
+    private static long[] CheckHeader(string header, int features, ContinualPredictionKind kind)
+    {
+        var lines = header.Split('\n');
+        if (lines[0] != "tree") throw Fail("does not begin with 'tree'");
+        var values = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (string line in lines.Skip(1).Where(l => l.Length > 0))
+        {
+            int eq = line.IndexOf('=');
+            if (eq <= 0 || !values.TryAdd(line[..eq], line[(eq + 1)..])) throw Fail($"has a header line '{Printable(line)}' that is not a single key=value");
+        }
+        string objective = kind == ContinualPredictionKind.Binary ? "binary sigmoid:1" : "regression";
+        var expected = new Dictionary<string, string>
+        {
+            ["version"] = "v4", ["num_class"] = "1", ["num_tree_per_iteration"] = "1", ["label_index"] = "0",
+            ["max_feature_idx"] = (features - 1).ToString(CultureInfo.InvariantCulture), ["objective"] = objective,
+        };
+        foreach (var (key, value) in expected)
+            if (!values.TryGetValue(key, out string? given) || given != value) throw Fail($"has {key}={Printable(given ?? "(none)")} where {value} is expected");
+        var names = values.GetValueOrDefault("feature_names", "").Split(' ');
+        var infos = values.GetValueOrDefault("feature_infos", "").Split(' ');
+        if (names.Length != features || names.Any(n => n.Length == 0 || !n.All(c => char.IsAsciiLetterOrDigit(c) || c == '_')))
+            throw Fail($"does not name {features} features");
+        if (infos.Length != features || !infos.All(ValidFeatureInfo)) throw Fail($"does not describe {features} features");
+        if (values.Keys.Except([.. expected.Keys, "feature_names", "feature_infos", "tree_sizes"]).FirstOrDefault() is { } unknown)
+            throw Fail($"has an unknown header key '{Printable(unknown)}'");
+        var sizes = values.GetValueOrDefault("tree_sizes", "").Split(' ');
+        if (sizes.Length == 0 || sizes.Length > 1_000_000) throw Fail("has no tree_sizes");
+        return sizes.Select(s => long.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out long n) && n > 0 && n < int.MaxValue ? n : throw Fail("has a tree size that is not a positive number")).ToArray();
+    }
+
+    /// <summary>"none", "[min:max]" of two numbers, or categories "a:b:c" (integers).</summary>
+    private static bool ValidFeatureInfo(string info)
+    {
+        if (info == "none") return true;
+        if (info.StartsWith('[') && info.EndsWith(']'))
+        {
+            var range = info[1..^1].Split(':');
+            return range.Length == 2 && range.All(r => double.TryParse(r, NumberStyles.Float, CultureInfo.InvariantCulture, out _));
+        }
+        return info.Split(':').All(c => int.TryParse(c, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out _));
+    }
+
+    private static void CheckTree(string block, int tree, int features)
+    {
+        var lines = block.Split('\n');
+        if (lines[0] != $"Tree={tree}") throw Fail($"has '{Printable(lines[0])}' where 'Tree={tree}' is expected");
+        var values = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (string line in lines.Skip(1).Where(l => l.Length > 0))
+        {
+            int eq = line.IndexOf('=');
+            if (eq <= 0 || !TreeKeys.Contains(line[..eq]) || !values.TryAdd(line[..eq], line[(eq + 1)..]))
+                throw Fail($"has a line '{Printable(line)}' in tree {tree} that is not one of a tree's keys");
+        }
+        int leaves = Int(values, "num_leaves", tree);
+        int categories = Int(values, "num_cat", tree);
+        if (leaves < 1 || leaves > 131_072 || categories < 0 || categories >= leaves) throw Fail($"has {leaves} leaves and {categories} categorical splits in tree {tree}");
+        if (values.GetValueOrDefault("is_linear", "0") != "0") throw Fail($"has a linear tree ({tree})");
+        Doubles(values, "shrinkage", 1, tree);
+        Doubles(values, "leaf_value", leaves, tree);
+        if (leaves == 1) return;
+        int nodes = leaves - 1;
+        var feature = Ints(values, "split_feature", nodes, tree);
+        var decision = Ints(values, "decision_type", nodes, tree);
+        var threshold = Doubles(values, "threshold", nodes, tree);
+        var left = Ints(values, "left_child", nodes, tree);
+        var right = Ints(values, "right_child", nodes, tree);
+        foreach (string key in new[] { "split_gain", "internal_value", "internal_weight", "internal_count" }) if (values.ContainsKey(key)) Doubles(values, key, nodes, tree);
+        foreach (string key in new[] { "leaf_weight", "leaf_count" }) if (values.ContainsKey(key)) Doubles(values, key, leaves, tree);
+        int[] boundaries = categories > 0 ? Ints(values, "cat_boundaries", categories + 1, tree) : [];
+        if (categories > 0)
+        {
+            if (boundaries[0] != 0 || boundaries.Zip(boundaries.Skip(1)).Any(p => p.Second < p.First) || boundaries[^1] > 1 << 20)
+                throw Fail($"has categorical bitset bounds out of order in tree {tree}");
+            var words = values.GetValueOrDefault("cat_threshold", "").Split(' ');
+            if (words.Length != boundaries[^1] || !words.All(w => uint.TryParse(w, NumberStyles.None, CultureInfo.InvariantCulture, out _)))
+                throw Fail($"has a categorical bitset of the wrong size in tree {tree}");
+        }
+        CheckNodes(tree, features, feature, decision, threshold, categories, left, right, leaves);
+    }
+
+    /// <summary>Every internal node but the root, and every leaf, is some node's child exactly once: a tree, no cycles.</summary>
+    private static void CheckNodes(int tree, int features, int[] feature, int[] decision, double[] threshold, int categories, int[] left, int[] right, int leaves)
+    {
+        int nodes = leaves - 1;
+        var nodeSeen = new bool[nodes];
+        var leafSeen = new bool[leaves];
+        for (int n = 0; n < nodes; n++)
+        {
+            if (feature[n] < 0 || feature[n] >= features) throw Fail($"splits on feature {feature[n]} in tree {tree}, of {features}");
+            if (decision[n] is < 0 or > 15) throw Fail($"has decision type {decision[n]} in tree {tree}");
+            if ((decision[n] & 1) != 0 && (threshold[n] != Math.Floor(threshold[n]) || threshold[n] < 0 || threshold[n] >= categories))
+                throw Fail($"has a categorical split whose bitset {threshold[n]} is not one of the tree's {categories} in tree {tree}");
+            foreach (int child in new[] { left[n], right[n] })
+            {
+                if (child >= 0)
+                {
+                    if (child == 0 || child >= nodes || nodeSeen[child]) throw Fail($"has node {n} of tree {tree} pointing to node {child}, which is not a fresh node");
+                    nodeSeen[child] = true;
+                }
+                else
+                {
+                    int leaf = ~child;
+                    if (leaf >= leaves || leafSeen[leaf]) throw Fail($"has node {n} of tree {tree} pointing to leaf {leaf}, which is not a fresh leaf");
+                    leafSeen[leaf] = true;
+                }
+            }
+        }
+        if (nodeSeen.Skip(1).Any(s => !s) || leafSeen.Any(s => !s)) throw Fail($"has nodes or leaves no node points to in tree {tree}");
+    }
+
+    private static int Int(Dictionary<string, string> values, string key, int tree) =>
+        values.TryGetValue(key, out string? v) && int.TryParse(v, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int n) ? n
+            : throw Fail($"has no number {key} in tree {tree}");
+
+    private static int[] Ints(Dictionary<string, string> values, string key, int count, int tree)
+    {
+        var parts = values.GetValueOrDefault(key, "").Split(' ');
+        if (parts.Length != count) throw Fail($"has {parts.Length} values of {key} in tree {tree} where {count} are expected");
+        return parts.Select(p => int.TryParse(p, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int n) ? n : throw Fail($"has '{Printable(p)}' in {key} of tree {tree}")).ToArray();
+    }
+
+    private static double[] Doubles(Dictionary<string, string> values, string key, int count, int tree)
+    {
+        var parts = values.GetValueOrDefault(key, "").Split(' ');
+        if (parts.Length != count) throw Fail($"has {parts.Length} values of {key} in tree {tree} where {count} are expected");
+        return parts.Select(p => double.TryParse(p, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) && double.IsFinite(d) ? d
+            : throw Fail($"has '{Printable(p)}' in {key} of tree {tree}, not a finite number")).ToArray();
+    }
+
+    private static ContinualModelFormatException Fail(string why) => new($"The trees (Trees.txt) {why}.");
+
+    private static string Printable(string text) => new(text.Take(60).Select(c => char.IsControl(c) || c > 0x7E ? '?' : c).ToArray());
+}

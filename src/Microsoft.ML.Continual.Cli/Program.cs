@@ -327,7 +327,7 @@ internal static class Commands
         var tasks = new Option<int?>("--tasks") { Description = "Number of tasks (default: the benchmark's)." };
         var samples = new Option<int?>("--train-samples") { Description = "Training rows per task (default: all)." };
         var report = new Option<string?>("--report") { Description = "Write trials.csv and the plots to this folder." };
-        var command = new System.CommandLine.Command("sweep", "Search trainer options (e.g. λ) on a benchmark stream; the objective (ACC) is computed on validation rows, the best trial is then scored on the test sets.")
+        var command = new System.CommandLine.Command("sweep", "Search trainer options (e.g. λ) on a benchmark stream; the objective (ACC) is computed on validation rows, the best trial is then scored on the test sets, and its parameters are retrained on all rows and scored again.")
         {
             benchmark, trainer, range, set, trials, tuner, tasks, samples, report, Json,
         };
@@ -355,10 +355,14 @@ internal static class Commands
                     ["status"] = t.Status.ToString(), ["objective"] = Finite(t.Objective), ["error"] = t.Error,
                 }).ToArray()),
                 ["best"] = result.Best is null ? null : new JsonObject(result.Best.ParameterValues.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)Format(kv.Value)))),
+                ["bestValidationACC"] = result.Best?.Metrics is null ? null : Finite(result.Best.Metrics.AverageAccuracy),
                 ["bestTestACC"] = result.BestTestMetrics is null ? null : Finite(result.BestTestMetrics.AverageAccuracy),
+                ["bestRetrainedTestACC"] = result.BestModelTestMetrics is null ? null : Finite(result.BestModelTestMetrics.AverageAccuracy),
             };
             string text = string.Join("\n", result.Trials.Select(t => $"trial {t.Index + 1}: {string.Join(", ", t.ParameterValues.Select(kv => $"{kv.Key} = {Format(kv.Value)}"))} → {t.Status} {t.Objective:F4}"))
-                + (result.Best is null ? "\nNo trial completed." : $"\nBest: {string.Join(", ", result.Best.ParameterValues.Select(kv => $"{kv.Key} = {Format(kv.Value)}"))}; validation ACC {result.Best.Objective:F4}; test ACC {result.BestTestMetrics?.AverageAccuracy:F4}");
+                + (result.Best is null ? "\nNo trial completed." : $"\nBest: {string.Join(", ", result.Best.ParameterValues.Select(kv => $"{kv.Key} = {Format(kv.Value)}"))}; validation ACC {result.Best.Metrics?.AverageAccuracy:F4}; "
+                    + $"test ACC of the trial's model (trained on 80% of each task's rows) {result.BestTestMetrics?.AverageAccuracy:F4}; "
+                    + $"test ACC of these parameters retrained on all rows {result.BestModelTestMetrics?.AverageAccuracy:F4}");
             Output(parse.GetValue(Json), json, text);
             return result.Best is null ? ExitCodes.UnexpectedError : ExitCodes.Success;
         });

@@ -5,8 +5,31 @@ namespace Microsoft.ML.Continual;
 /// <summary>The report's PNG plots (ScottPlot).</summary>
 internal static class ReportPlots
 {
-    private const int Width = 800, Height = 520;
+    private const int Width = 800, Height = 520, ComparisonWidth = 1100;
 
+    // Twenty colours, then the line pattern changes, and every series has its own marker: 16 runs of the main demo once
+    // shared 10 colours, so two runs looked the same.
+    private static readonly ScottPlot.Palettes.Category20 Palette = new();
+    private static readonly LinePattern[] Patterns = [LinePattern.Solid, LinePattern.Dashed, LinePattern.Dotted, LinePattern.DenselyDashed];
+    private static readonly MarkerShape[] Markers = [MarkerShape.FilledCircle, MarkerShape.FilledSquare, MarkerShape.FilledTriangleUp, MarkerShape.FilledDiamond, MarkerShape.OpenCircle, MarkerShape.OpenSquare];
+
+    /// <summary>Series <paramref name="index"/>'s colour, line pattern and marker: no two of the first 80 alike.</summary>
+    private static void Style(ScottPlot.Plottables.Scatter line, int index)
+    {
+        line.Color = Palette.GetColor(index % 20);
+        line.LinePattern = Patterns[index / 20 % Patterns.Length];
+        line.MarkerShape = Markers[index % Markers.Length];
+        line.MarkerSize = 6;
+        line.LineWidth = 2;
+    }
+
+    /// <summary>A title that fits over the data area (<paramref name="dataWidth"/> pixels; the title is centred there, not on
+    /// the figure): long ones get a smaller font rather than being cut at the edges.</summary>
+    private static void Title(Plot plot, string title, int dataWidth)
+    {
+        plot.Title(title);
+        plot.Axes.Title.Label.FontSize = Math.Clamp(dataWidth / (0.62f * Math.Max(title.Length, 1)), 9f, 18f);
+    }
     public static void Heatmap(ContinualExperimentResult result, string path)
     {
         var m = result.Metrics;
@@ -31,7 +54,7 @@ internal static class ReportPlots
         plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericManual(
             Enumerable.Range(0, m.TaskCount + 1).Select(i => (double)(m.TaskCount - i)).ToArray(),
             Enumerable.Range(0, m.TaskCount + 1).Select(i => i == 0 ? "init" : $"after {i}").ToArray());
-        plot.Title($"{result.Name}: R on {result.StreamName}");
+        Title(plot, $"{result.Name}: R on {result.StreamName}", Width - 160); // the colour bar takes the right
         plot.XLabel("evaluated on");
         plot.YLabel("trained through");
         plot.SavePng(path, Width, Height);
@@ -47,10 +70,11 @@ internal static class ReportPlots
             double[] ys = xs.Select(i => m.R((int)i, j)).ToArray();
             var line = plot.Add.Scatter(xs, ys);
             line.LegendText = m.TaskNames[j - 1];
+            Style(line, j - 1);
         }
         IntegerTicks(plot, 0, m.TaskCount);
         plot.ShowLegend(Edge.Right);
-        plot.Title($"{result.Name}: each task's {m.Score} across the sequence");
+        Title(plot, $"{result.Name}: each task's {m.Score} across the sequence", Width - 260); // the legend takes the right
         plot.XLabel("tasks trained");
         plot.YLabel(m.Score.ToString());
         plot.Axes.SetLimitsY(0, 1.02);
@@ -67,19 +91,21 @@ internal static class ReportPlots
     public static void Comparison(IReadOnlyList<ContinualExperimentResult> results, string path)
     {
         var plot = new Plot();
-        foreach (var r in results)
+        for (int index = 0; index < results.Count; index++)
         {
+            var r = results[index];
             var m = r.Metrics;
             double[] xs = Enumerable.Range(1, m.TaskCount).Select(i => (double)i).ToArray();
             double[] ys = xs.Select(i => Enumerable.Range(1, (int)i).Select(j => m.R((int)i, j)).Where(v => !double.IsNaN(v)).DefaultIfEmpty(double.NaN).Average()).ToArray();
             var line = plot.Add.Scatter(xs, ys);
             line.LegendText = $"{r.Name} (ACC {ContinualExperimentResult.F(m.AverageAccuracy)})";
+            Style(line, index);
         }
         IntegerTicks(plot, 1, results.Max(r => r.Metrics.TaskCount));
         plot.ShowLegend(Edge.Right);
-        plot.Title($"Average {results[0].Metrics.Score} over the tasks seen so far — {results[0].StreamName}");
+        Title(plot, $"Average {results[0].Metrics.Score} over the tasks seen so far — {results[0].StreamName}", ComparisonWidth - 480);
         plot.XLabel("tasks trained");
         plot.YLabel(results[0].Metrics.Score.ToString());
-        plot.SavePng(path, Width + 200, Height);
+        plot.SavePng(path, ComparisonWidth, Height);
     }
 }

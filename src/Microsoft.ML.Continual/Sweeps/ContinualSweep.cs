@@ -126,7 +126,10 @@ public sealed class ContinualSweepBuilder
 /// stream with each task's training data split into training and validation rows; the objective is computed on the
 /// validation rows only. The test sets are used once, after the sweep, to evaluate the best trial
 /// (<see cref="SweepResult{T}.BestTestMetrics"/>): choosing by test accuracy would make the reported test accuracy an
-/// optimistic, selected figure rather than an estimate of how the chosen settings do on new data.
+/// optimistic, selected figure rather than an estimate of how the chosen settings do on new data. Then, as ML.NET AutoML
+/// returns its best model, the best parameters are trained once more on all of each task's training rows
+/// (<see cref="SweepResult{T}.BestModel"/>, scored on the test sets in <see cref="SweepResult{T}.BestModelTestMetrics"/>):
+/// the trials trained on the rows the validation split left them, which is not the model a user wants to keep.
 /// </summary>
 /// <example><code source="../../src/Samples/SweepSample.cs" /></example>
 public sealed class ContinualSweep<T> where T : class, new()
@@ -142,6 +145,7 @@ public sealed class ContinualSweep<T> where T : class, new()
     private double _validationFraction = 0.2;
     private int _seed;
     private ISweepMonitor? _monitor;
+    private bool _retrainBest = true;
 
     internal ContinualSweep(MLContext mlContext, Func<MLContext, T, IEstimator<ITransformer>> createTrainer, SearchSpace<T> space)
     {
@@ -164,6 +168,10 @@ public sealed class ContinualSweep<T> where T : class, new()
     public ContinualSweep<T> SetSeed(int seed) { _seed = seed; return this; }
     /// <summary>Receives each trial's progress.</summary>
     public ContinualSweep<T> SetMonitor(ISweepMonitor monitor) { _monitor = monitor; return this; }
+
+    /// <summary>Whether the best parameters are trained once more on all rows after the trials (default true; it costs one
+    /// more run of the stream, outside the time budget of <see cref="SetTrainingTimeInSeconds"/>).</summary>
+    public ContinualSweep<T> SetRetrainBest(bool retrain) { _retrainBest = retrain; return this; }
 
     /// <summary>Runs the sweep. Cancelling returns the trials finished so far (and the best of them) instead of throwing.</summary>
     public Task<SweepResult<T>> RunAsync(CancellationToken cancellationToken = default) =>
@@ -241,8 +249,19 @@ public sealed class ContinualSweep<T> where T : class, new()
         if (best?.ModelsAfterEachTask is { } models && !cancellationToken.IsCancellationRequested)
             testMetrics = _mlContext.Continual().Evaluate(models, stream);
         channel.Info(best is null ? "No trial completed." : $"Best: trial {best.Index + 1}, {Describe(best.ParameterValues)}, {_objective.Name} = {best.Objective:F4}" +
-            (testMetrics is null ? "" : $"; on the test sets ACC {testMetrics.AverageAccuracy:F4}, BWT {testMetrics.BackwardTransfer:F4}."));
-        return new SweepResult<T>(trials, best, testMetrics, _objective, _space, clock.Elapsed);
+            (testMetrics is null ? "" : $"; its models on the test sets ACC {testMetrics.AverageAccuracy:F4}, BWT {testMetrics.BackwardTransfer:F4}."));
+        var retrained = best is not null && _retrainBest && !cancellationToken.IsCancellationRequested ? RetrainBest(best, stream, channel, cancellationToken) : null;
+        return new SweepResult<T>(trials, best, testMetrics, _objective, _space, clock.Elapsed, retrained);
+    }
+
+    /// <summary>The best parameters through the whole stream, every training row of every task, scored on the test sets.</summary>
+    private ContinualExperimentResult RetrainBest(SweepTrial<T> best, TaskStream stream, IChannel channel, CancellationToken cancellationToken)
+    {
+        channel.Info($"Retraining the best parameters ({Describe(best.ParameterValues)}) on all of each task's training rows.");
+        var result = _mlContext.Continual().Run(_createTrainer(_mlContext, best.Parameters), stream,
+            new ContinualRunOptions { EvaluateBeforeTraining = _objective.NeedsUntrainedRow, Name = "best parameters, all training rows" }, cancellationToken);
+        channel.Info($"Retrained: on the test sets ACC {result.Metrics.AverageAccuracy:F4}, BWT {result.Metrics.BackwardTransfer:F4}.");
+        return result;
     }
 
     /// <summary>Each task's training rows split (seeded) into training and validation; the validation rows play the test set's part.</summary>
@@ -275,17 +294,31 @@ public sealed class SweepResult<T> where T : class, new()
     private readonly ContinualObjective _objective;
     private readonly SearchSpace<T> _space;
 
-    internal SweepResult(IReadOnlyList<SweepTrial<T>> trials, SweepTrial<T>? best, ContinualMetrics? bestTestMetrics, ContinualObjective objective, SearchSpace<T> space, TimeSpan duration)
+    internal SweepResult(IReadOnlyList<SweepTrial<T>> trials, SweepTrial<T>? best, ContinualMetrics? bestTestMetrics, ContinualObjective objective, SearchSpace<T> space, TimeSpan duration,
+        ContinualExperimentResult? retrained = null)
     {
         (Trials, Best, BestTestMetrics, _objective, _space, Duration) = (trials, best, bestTestMetrics, objective, space, duration);
+        BestModelsAfterEachTask = retrained?.Models;
+        BestModelTestMetrics = retrained?.Metrics;
     }
 
     /// <summary>Every trial, in order.</summary>
     public IReadOnlyList<SweepTrial<T>> Trials { get; }
     /// <summary>The completed trial with the largest objective (null if none completed).</summary>
     public SweepTrial<T>? Best { get; }
-    /// <summary>The best trial's models evaluated on the stream's test sets (null if no trial completed or the sweep was cancelled).</summary>
+    /// <summary>The best trial's own models evaluated on the stream's test sets: trained on the rows the validation split left
+    /// (by default 80% of each task's), so not the model to keep (null if no trial completed or the sweep was cancelled).</summary>
     public ContinualMetrics? BestTestMetrics { get; }
+
+    /// <summary>The model to keep: the best parameters trained on all of each task's training rows, after the last task
+    /// (null if no trial completed, the sweep was cancelled, or <see cref="ContinualSweep{T}.SetRetrainBest"/> turned it off).</summary>
+    public ITransformer? BestModel => BestModelsAfterEachTask?[^1];
+
+    /// <summary>That retraining's model after each task, in task order.</summary>
+    public IReadOnlyList<ITransformer>? BestModelsAfterEachTask { get; }
+
+    /// <summary><see cref="BestModel"/>'s metrics on the stream's test sets (the R matrix of its models after each task).</summary>
+    public ContinualMetrics? BestModelTestMetrics { get; }
     /// <summary>The sweep's wall time.</summary>
     public TimeSpan Duration { get; }
 

@@ -242,6 +242,8 @@ public class CliTests(ITestOutputHelper log)
         Assert.Equal(1000, lambdas.Max(), 3);
         Assert.Equal(["16", "64"], trials.Select(t => t.GetProperty("parameters").GetProperty("BatchSize").GetString()).Distinct().Order());
         Assert.InRange(result.GetProperty("bestTestACC").GetDouble(), 0.6, 1.0);
+        Assert.InRange(result.GetProperty("bestRetrainedTestACC").GetDouble(), 0.6, 1.0); // the best parameters on all rows
+        Assert.InRange(result.GetProperty("bestValidationACC").GetDouble(), 0.5, 1.0);
         Assert.Equal(5, File.ReadAllLines(temp.File(Path.Combine("sweep-report", "trials.csv"))).Length);
     }
 

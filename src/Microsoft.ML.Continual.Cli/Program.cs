@@ -204,6 +204,8 @@ internal static class Commands
             RequireModelFile(modelPath);
             var current = ml.Continual().LoadModel(modelPath, out var schema);
             var continual = ContinualCatalog.FindContinualModel(current)!;
+            if (continual is ContinualLightGbmTransformer && (parse.GetValue(CheckpointEvery) > 0 || parse.GetValue(Resume)))
+                throw new CliException(ExitCodes.UsageError, "--checkpoint-every and --resume: lightgbm models take no checkpoints (a period's boosting is short and restarts whole).");
             var table = Table.Read(parse.GetValue(data)!, parse.GetValue(SchemaFile), TaskIdColumns(continual));
             var prepared = DataPreparation.ForModel(table, current, schema, continual);
             WarnSkipped(prepared, table);

@@ -237,6 +237,43 @@ public class TreesTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.True(refused > 600 && accepted > 15, $"{refused} refused, {accepted} accepted"); // both paths exercised
     }
 
+    [Fact]
+    public void TheTreeTextCheck_RefusesWhatLightGbmWouldReadOtherwise()
+    {
+        var ml = new MLContext(seed: 1);
+        var (pipeline, first) = Trees(ml, ContinualBoostingMode.RetrainOnMemory);
+        var trees = TreesOf(pipeline.Fit(first));
+        string text = trees.LightGbmModelText;
+        int width = trees.State.Layout.Width;
+        Assert.Equal(text, LightGbmModelText.Checked(text, width, ContinualPredictionKind.Binary)); // its own output passes unchanged
+        string lastTree = $"Tree={trees.RoundsPerTask[0] - 1}\n";
+        string Replace(string from, string to) => text.Replace(from, to, StringComparison.Ordinal);
+        var cases = new Dictionary<string, string>
+        {
+            ["the last tree without its blank line (LightGBM would read on past the text)"] = Replace("\n\n\nend of trees", "\nend of trees"),
+            ["a number ended by a NUL (LightGBM stops reading there)"] = Replace("\nleft_child=1 ", "\nleft_child=1\0 "),
+            ["a carriage return (a line's end for LightGBM)"] = Replace("\nis_linear=0\n", "\nis_linear=0\r\n"),
+            ["a number LightGBM's parser refuses (.5)"] = Replace("\nshrinkage=1\n", "\nshrinkage=.5\n"),
+            ["a leading zero"] = Replace("\nshrinkage=1\n", "\nshrinkage=01\n"),
+            ["keys out of order"] = Replace("num_leaves=", "num_leaves_=").Replace("num_leaves_=", "num_leaves="),
+            ["a repeated key"] = Replace("\nis_linear=0\n", "\nis_linear=0\nis_linear=0\n"),
+            ["the wrong objective"] = Replace("objective=binary sigmoid:1", "objective=regression"),
+        };
+        cases.Remove("keys out of order"); // (a no-op replacement, kept out)
+        string block = text[text.IndexOf("Tree=0\n", StringComparison.Ordinal)..text.IndexOf("Tree=1\n", StringComparison.Ordinal)];
+        string[] lines = block.Split('\n');
+        int leftAt = Array.FindIndex(lines, l => l.StartsWith("left_child=", StringComparison.Ordinal));
+        var swapped = (string[])lines.Clone();
+        (swapped[leftAt], swapped[leftAt + 1]) = (lines[leftAt + 1], lines[leftAt]);
+        cases["left_child and right_child swapped (keys out of LightGBM's order)"] = text.Replace(block, string.Join('\n', swapped), StringComparison.Ordinal);
+        foreach (var (what, damaged) in cases)
+        {
+            Assert.NotEqual(text, damaged);
+            Assert.Throws<ContinualModelFormatException>(() => LightGbmModelText.Checked(damaged, width, ContinualPredictionKind.Binary));
+        }
+        Assert.Contains(lastTree, text);
+    }
+
     private static string Mutate(string text, Random random)
     {
         var lines = text.Split('\n').ToList();

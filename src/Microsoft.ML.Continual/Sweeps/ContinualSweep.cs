@@ -255,13 +255,22 @@ public sealed class ContinualSweep<T> where T : class, new()
     }
 
     /// <summary>The best parameters through the whole stream, every training row of every task, scored on the test sets.</summary>
-    private ContinualExperimentResult RetrainBest(SweepTrial<T> best, TaskStream stream, IChannel channel, CancellationToken cancellationToken)
+    /// <remarks>A cancellation or failure here leaves the trials' result intact: no retrained model, and a warning.</remarks>
+    private ContinualExperimentResult? RetrainBest(SweepTrial<T> best, TaskStream stream, IChannel channel, CancellationToken cancellationToken)
     {
         channel.Info($"Retraining the best parameters ({Describe(best.ParameterValues)}) on all of each task's training rows.");
-        var result = _mlContext.Continual().Run(_createTrainer(_mlContext, best.Parameters), stream,
-            new ContinualRunOptions { EvaluateBeforeTraining = _objective.NeedsUntrainedRow, Name = "best parameters, all training rows" }, cancellationToken);
-        channel.Info($"Retrained: on the test sets ACC {result.Metrics.AverageAccuracy:F4}, BWT {result.Metrics.BackwardTransfer:F4}.");
-        return result;
+        try
+        {
+            var result = _mlContext.Continual().Run(_createTrainer(_mlContext, best.Parameters), stream,
+                new ContinualRunOptions { EvaluateBeforeTraining = _objective.NeedsUntrainedRow, Name = "best parameters, all training rows" }, cancellationToken);
+            channel.Info($"Retrained: on the test sets ACC {result.Metrics.AverageAccuracy:F4}, BWT {result.Metrics.BackwardTransfer:F4}.");
+            return result;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            channel.Warning($"The best parameters could not be retrained on all rows ({e.GetType().Name}: {e.Message}); BestModel is null, the trials stand.");
+            return null;
+        }
     }
 
     /// <summary>Each task's training rows split (seeded) into training and validation; the validation rows play the test set's part.</summary>

@@ -95,6 +95,8 @@ internal static class BoostedTreesTraining
         options.Validate();
         var (kind, inputSize) = CheckSchema(previous, options, data.Schema);
         var layout = TreeFeatureLayout.Of(options, inputSize, options.FeatureColumnName);
+        if (previous is not null && previous.Options.MemorySize != options.MemorySize)
+            throw new ArgumentException($"MemorySize {options.MemorySize:N0} differs from the model's {previous.Options.MemorySize:N0}: a reservoir cannot change its size and stay a uniform sample of the rows seen.");
         if (previous is not null && previous.Layout != layout)
             throw new ArgumentException($"The options code {layout.Categoricals} categorical columns in {layout.Bits} bits each; the model was trained with {previous.Layout.Categoricals} in {previous.Layout.Bits}.");
         var (input, labels, rows) = ReadRows(data, options, inputSize, kind, cancellation);
@@ -119,8 +121,7 @@ internal static class BoostedTreesTraining
         Gather(features, labels, validationIndex, featureSize, validationFeatures, validationLabels, 0);
 
         var (text, rounds) = Boost(options.Mode == ContinualBoostingMode.AddRounds ? previous : null, options, kind, layout, trainFeatures, trainLabels, validationFeatures, validationLabels, cancellation);
-        var newMemory = options.MemorySize == 0 ? ReplayRows.Empty(0, featureSize)
-            : (memory.Capacity == options.MemorySize ? memory : Resized(memory, options.MemorySize)).With(features, labels, rows, seed);
+        var newMemory = options.MemorySize == 0 ? memory : memory.With(features, labels, rows, seed);
         return new BoostedTreesState
         {
             Options = options, Kind = kind, FeatureSize = inputSize, ModelText = text, Memory = newMemory,
@@ -182,12 +183,6 @@ internal static class BoostedTreesTraining
         }
     }
 
-    private static ReplayRows Resized(ReplayRows memory, int capacity)
-    {
-        int keep = Math.Min(capacity, memory.Count);
-        return new ReplayRows(capacity, memory.FeatureSize, memory.Features.AsSpan(0, keep * memory.FeatureSize).ToArray(), memory.Labels.AsSpan(0, keep).ToArray(), keep, memory.Seen);
-    }
-
     private static string Parameters(ContinualLightGbmTrainer.Options options, ContinualPredictionKind kind, TreeFeatureLayout layout)
     {
         var c = CultureInfo.InvariantCulture;
@@ -220,11 +215,11 @@ internal static class BoostedTreesTraining
         {
             // Start every row from the earlier trees' raw score, as LightGBM's continued training does.
             var scores = new double[Math.Max(trainRows, validationRows)];
-            previous.Booster.PredictRaw(trainFeatures, trainRows, d, scores, options.NumberOfThreads ?? 0);
+            previous.Booster.PredictRaw(trainFeatures, trainRows, d, scores, options.NumberOfThreads ?? 1);
             train.SetInitialScores(scores.AsSpan(0, trainRows));
             if (validation is not null)
             {
-                previous.Booster.PredictRaw(validationFeatures, validationRows, d, scores, options.NumberOfThreads ?? 0);
+                previous.Booster.PredictRaw(validationFeatures, validationRows, d, scores, options.NumberOfThreads ?? 1);
                 validation.SetInitialScores(scores.AsSpan(0, validationRows));
             }
         }

@@ -52,6 +52,9 @@ public sealed class ContinualLightGbmTrainer : IEstimator<ContinualLightGbmTrans
         _env = mlContext;
         _options = options.Copy();
         _options.Seed ??= (mlContext is IHostEnvironmentInternal internalEnv ? internalEnv.Seed : null) ?? 0;
+        // Stored resolved: LightGBM's histogram sums depend on the thread count, so a refit on a machine with other cores
+        // continues with the same count and gives the same trees.
+        _options.NumberOfThreads ??= Environment.ProcessorCount;
     }
 
     /// <summary>The name stored in models this trainer makes.</summary>
@@ -125,7 +128,8 @@ public sealed class ContinualLightGbmTrainer : IEstimator<ContinualLightGbmTrans
         /// <summary>The fewest rows in a leaf.</summary>
         public int MinimumExampleCountPerLeaf { get; set; } = 100;
 
-        /// <summary>Rows kept from earlier tasks (a uniform sample of all rows seen) and replayed with each new task; 0 keeps none.</summary>
+        /// <summary>Rows kept from earlier tasks (a uniform sample of all rows seen) and replayed with each new task; 0 keeps none.
+        /// Fixed for a model's life: a refit with another size is refused.</summary>
         public int MemorySize { get; set; } = 100_000;
 
         /// <summary>The fraction of each task's rows held out to stop its rounds early; 0 turns early stopping off.</summary>
@@ -143,7 +147,8 @@ public sealed class ContinualLightGbmTrainer : IEstimator<ContinualLightGbmTrans
         /// <summary>The slots of each binary-coded categorical column (at most 24).</summary>
         public int BitsPerCategorical { get; set; } = 12;
 
-        /// <summary>LightGBM's threads; null uses every core.</summary>
+        /// <summary>LightGBM's threads; null uses every core of the machine that trains first, and that count is stored in the
+        /// model (its trees depend on it), so refits elsewhere use the same.</summary>
         public int? NumberOfThreads { get; set; }
 
         /// <summary>The seed of the memory's sample, the validation slice and LightGBM; null takes the MLContext's seed.</summary>

@@ -16,17 +16,21 @@ internal static class LightGbmModelText
 {
     private const string EndOfTrees = "end of trees";
 
-    private static readonly HashSet<string> TreeKeys =
-    [
-        "num_leaves", "num_cat", "split_feature", "split_gain", "threshold", "decision_type", "left_child", "right_child",
-        "leaf_value", "leaf_weight", "leaf_count", "internal_value", "internal_weight", "internal_count", "cat_boundaries",
-        "cat_threshold", "is_linear", "shrinkage",
-    ];
+    // A tree's keys in the order LightGBM 4.6 writes them (Tree::ToString); the categorical two only when num_cat > 0.
+    private static readonly string[] NodeKeys = ["split_feature", "split_gain", "threshold", "decision_type", "left_child", "right_child"];
+    private static readonly string[] LeafKeys = ["leaf_value", "leaf_weight", "leaf_count"];
+    private static readonly string[] InternalKeys = ["internal_value", "internal_weight", "internal_count"];
+
+    private static readonly System.Text.RegularExpressions.Regex Decimal = new(@"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?$", System.Text.RegularExpressions.RegexOptions.CultureInvariant);
+    private static readonly System.Text.RegularExpressions.Regex Integer = new(@"^-?(0|[1-9][0-9]{0,9})$", System.Text.RegularExpressions.RegexOptions.CultureInvariant);
 
     /// <summary>The text LightGBM may be given: the header and the checked trees, ending at <c>end of trees</c>.</summary>
     /// <exception cref="ContinualModelFormatException">Anything that is not such a model, saying what.</exception>
     public static string Checked(string text, int features, ContinualPredictionKind kind)
     {
+        // LightGBM reads numbers up to a NUL and ends lines at '\r': only printable ASCII and '\n' may reach it.
+        foreach (char c in text)
+            if (c != '\n' && (c < 0x20 || c > 0x7E)) throw Fail($"holds the character U+{(int)c:X4}, which LightGBM's model text never has");
         int firstTree = text.IndexOf("\nTree=", StringComparison.Ordinal);
         int end = text.IndexOf("\n" + EndOfTrees + "\n", StringComparison.Ordinal);
         if (firstTree < 0 || end < firstTree) throw Fail("has no trees, or no 'end of trees'");
@@ -77,7 +81,7 @@ internal static class LightGbmModelText
             throw Fail($"has an unknown header key '{Printable(unknown)}'");
         var sizes = values.GetValueOrDefault("tree_sizes", "").Split(' ');
         if (sizes.Length == 0 || sizes.Length > 1_000_000) throw Fail("has no tree_sizes");
-        return sizes.Select(s => long.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out long n) && n > 0 && n < int.MaxValue ? n : throw Fail("has a tree size that is not a positive number")).ToArray();
+        return sizes.Select(s => Integer.IsMatch(s) && long.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out long n) && n > 0 && n < int.MaxValue ? n : throw Fail("has a tree size that is not a positive number")).ToArray();
     }
 
     /// <summary>"none", "[min:max]" of two numbers, or categories "a:b:c" (integers).</summary>
@@ -87,50 +91,61 @@ internal static class LightGbmModelText
         if (info.StartsWith('[') && info.EndsWith(']'))
         {
             var range = info[1..^1].Split(':');
-            return range.Length == 2 && range.All(r => double.TryParse(r, NumberStyles.Float, CultureInfo.InvariantCulture, out _));
+            return range.Length == 2 && range.All(r => Decimal.IsMatch(r) && double.TryParse(r, NumberStyles.Float, CultureInfo.InvariantCulture, out _));
         }
-        return info.Split(':').All(c => int.TryParse(c, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out _));
+        return info.Split(':').All(c => Integer.IsMatch(c));
     }
 
+    /// <summary>One tree's block exactly as LightGBM writes it: <c>Tree=i</c>, its keys in order, one per line, then a blank
+    /// line and the separator (LightGBM reads a tree up to its first blank line, so nothing may be missing or extra).</summary>
     private static void CheckTree(string block, int tree, int features)
     {
         var lines = block.Split('\n');
         if (lines[0] != $"Tree={tree}") throw Fail($"has '{Printable(lines[0])}' where 'Tree={tree}' is expected");
+        if (lines.Length < 4 || lines[^1] != "" || lines[^2] != "" || lines[^3] != "") throw Fail($"does not end tree {tree} with a blank line");
+        var body = lines[1..^3];
         var values = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (string line in lines.Skip(1).Where(l => l.Length > 0))
+        foreach (string line in body)
         {
             int eq = line.IndexOf('=');
-            if (eq <= 0 || !TreeKeys.Contains(line[..eq]) || !values.TryAdd(line[..eq], line[(eq + 1)..]))
-                throw Fail($"has a line '{Printable(line)}' in tree {tree} that is not one of a tree's keys");
+            if (eq <= 0 || !values.TryAdd(line[..eq], line[(eq + 1)..])) throw Fail($"has a line '{Printable(line)}' in tree {tree} that is not a single key=value");
         }
         int leaves = Int(values, "num_leaves", tree);
         int categories = Int(values, "num_cat", tree);
-        if (leaves < 1 || leaves > 131_072 || categories < 0 || categories >= leaves) throw Fail($"has {leaves} leaves and {categories} categorical splits in tree {tree}");
-        if (values.GetValueOrDefault("is_linear", "0") != "0") throw Fail($"has a linear tree ({tree})");
+        if (leaves < 1 || leaves > 131_072 || categories < 0 || categories > leaves - 1) throw Fail($"has {leaves} leaves and {categories} categorical splits in tree {tree}");
+        string[] order = ["num_leaves", "num_cat", .. NodeKeys, .. LeafKeys, .. InternalKeys, .. (categories > 0 ? new[] { "cat_boundaries", "cat_threshold" } : []), "is_linear", "shrinkage"];
+        if (!body.Select(l => l[..l.IndexOf('=')]).SequenceEqual(order)) throw Fail($"does not have tree {tree}'s keys in LightGBM's order");
+        if (values["is_linear"] != "0") throw Fail($"has a linear tree ({tree})");
         Doubles(values, "shrinkage", 1, tree);
         Doubles(values, "leaf_value", leaves, tree);
-        if (leaves == 1) return;
+        foreach (string key in LeafKeys.Skip(1)) Doubles(values, key, leaves, tree);
         int nodes = leaves - 1;
+        if (nodes == 0)
+        {
+            // A one-leaf tree has its node arrays empty.
+            if (NodeKeys.Concat(InternalKeys).Any(k => values[k].Length != 0) || categories != 0) throw Fail($"has node values in one-leaf tree {tree}");
+            return;
+        }
         var feature = Ints(values, "split_feature", nodes, tree);
         var decision = Ints(values, "decision_type", nodes, tree);
         var threshold = Doubles(values, "threshold", nodes, tree);
         var left = Ints(values, "left_child", nodes, tree);
         var right = Ints(values, "right_child", nodes, tree);
-        foreach (string key in new[] { "split_gain", "internal_value", "internal_weight", "internal_count" }) if (values.ContainsKey(key)) Doubles(values, key, nodes, tree);
-        foreach (string key in new[] { "leaf_weight", "leaf_count" }) if (values.ContainsKey(key)) Doubles(values, key, leaves, tree);
-        int[] boundaries = categories > 0 ? Ints(values, "cat_boundaries", categories + 1, tree) : [];
+        Doubles(values, "split_gain", nodes, tree);
+        foreach (string key in InternalKeys) Doubles(values, key, nodes, tree);
         if (categories > 0)
         {
-            if (boundaries[0] != 0 || boundaries.Zip(boundaries.Skip(1)).Any(p => p.Second < p.First) || boundaries[^1] > 1 << 20)
+            int[] boundaries = Ints(values, "cat_boundaries", categories + 1, tree);
+            if (boundaries[0] != 0 || boundaries.Zip(boundaries.Skip(1)).Any(p => p.Second <= p.First))
                 throw Fail($"has categorical bitset bounds out of order in tree {tree}");
-            var words = values.GetValueOrDefault("cat_threshold", "").Split(' ');
-            if (words.Length != boundaries[^1] || !words.All(w => uint.TryParse(w, NumberStyles.None, CultureInfo.InvariantCulture, out _)))
+            var words = values["cat_threshold"].Split(' ');
+            if (words.Length != boundaries[^1] || !words.All(w => Integer.IsMatch(w) && uint.TryParse(w, NumberStyles.None, CultureInfo.InvariantCulture, out _)))
                 throw Fail($"has a categorical bitset of the wrong size in tree {tree}");
         }
         CheckNodes(tree, features, feature, decision, threshold, categories, left, right, leaves);
     }
 
-    /// <summary>Every internal node but the root, and every leaf, is some node's child exactly once: a tree, no cycles.</summary>
+    /// <summary>Every internal node but the root, and every leaf, is some node's child exactly once, and the root reaches them all: a tree.</summary>
     private static void CheckNodes(int tree, int features, int[] feature, int[] decision, double[] threshold, int categories, int[] left, int[] right, int leaves)
     {
         int nodes = leaves - 1;
@@ -158,24 +173,35 @@ internal static class LightGbmModelText
             }
         }
         if (nodeSeen.Skip(1).Any(s => !s) || leafSeen.Any(s => !s)) throw Fail($"has nodes or leaves no node points to in tree {tree}");
+        // Every reference once does not rule out a cycle apart from the root (a → b → a): everything must be reached from it.
+        int reached = 0;
+        var stack = new Stack<int>([0]);
+        while (stack.Count > 0 && reached <= nodes)
+        {
+            int n = stack.Pop();
+            reached++;
+            if (left[n] > 0) stack.Push(left[n]);
+            if (right[n] > 0) stack.Push(right[n]);
+        }
+        if (reached != nodes) throw Fail($"has nodes of tree {tree} that the root does not reach");
     }
 
     private static int Int(Dictionary<string, string> values, string key, int tree) =>
-        values.TryGetValue(key, out string? v) && int.TryParse(v, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int n) ? n
+        values.TryGetValue(key, out string? v) && Integer.IsMatch(v) && int.TryParse(v, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int n) ? n
             : throw Fail($"has no number {key} in tree {tree}");
 
     private static int[] Ints(Dictionary<string, string> values, string key, int count, int tree)
     {
         var parts = values.GetValueOrDefault(key, "").Split(' ');
         if (parts.Length != count) throw Fail($"has {parts.Length} values of {key} in tree {tree} where {count} are expected");
-        return parts.Select(p => int.TryParse(p, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int n) ? n : throw Fail($"has '{Printable(p)}' in {key} of tree {tree}")).ToArray();
+        return parts.Select(p => Integer.IsMatch(p) && int.TryParse(p, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out int n) ? n : throw Fail($"has '{Printable(p)}' in {key} of tree {tree}")).ToArray();
     }
 
     private static double[] Doubles(Dictionary<string, string> values, string key, int count, int tree)
     {
         var parts = values.GetValueOrDefault(key, "").Split(' ');
         if (parts.Length != count) throw Fail($"has {parts.Length} values of {key} in tree {tree} where {count} are expected");
-        return parts.Select(p => double.TryParse(p, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) && double.IsFinite(d) ? d
+        return parts.Select(p => Decimal.IsMatch(p) && double.TryParse(p, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) && double.IsFinite(d) ? d
             : throw Fail($"has '{Printable(p)}' in {key} of tree {tree}, not a finite number")).ToArray();
     }
 

@@ -188,6 +188,8 @@ internal static class LightGbmNative
         public unsafe void PredictRaw(ReadOnlySpan<float> features, int rows, int columns, Span<double> scores, int threads)
         {
             if (rows == 0) return;
+            if (rows < 0 || columns <= 0 || features.Length < (long)rows * columns || scores.Length < rows)
+                throw new ArgumentException($"PredictRaw: {rows} rows of {columns} features need {(long)rows * columns} values and {rows} scores; {features.Length} and {scores.Length} were given.");
             RouteLog();
             long written;
             fixed (float* data = features)

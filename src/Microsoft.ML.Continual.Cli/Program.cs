@@ -129,7 +129,7 @@ internal static class Commands
                 : DataPreparation.ForTraining(table, labelName, taskColumn, SplitList(parse.GetValue(features)), kind);
             WarnSkipped(prepared, table);
             bool trees = string.Equals(parse.GetValue(trainer), ContinualLightGbmTrainer.TrainerName, StringComparison.OrdinalIgnoreCase);
-            if (trees) RefuseForTrees(taskColumn, kind, parse.GetValue(CheckpointEvery));
+            if (trees) RefuseForTrees(taskColumn, kind, parse.GetValue(CheckpointEvery) > 0 || parse.GetValue(Resume));
             settings["LabelColumnName"] = labelName;
             settings["FeatureColumnName"] = DataPreparation.FeaturesColumn;
             if (taskColumn is not null) settings["TaskIdColumnName"] = taskColumn;
@@ -444,14 +444,14 @@ internal static class Commands
         (data, _) => estimator.Fit(data, token());
 
     /// <summary>What the boosted trees cannot do, refused before anything is read or trained.</summary>
-    private static void RefuseForTrees(string? taskColumn, ContinualPredictionKind? kind, int checkpointEvery)
+    private static void RefuseForTrees(string? taskColumn, ContinualPredictionKind? kind, bool checkpoints)
     {
         if (taskColumn is not null)
             throw new CliException(ExitCodes.UsageError, "--task-id: lightgbm is one ensemble for every task (no heads); give a network trainer for task-incremental models.");
         if (kind == ContinualPredictionKind.Multiclass)
             throw new CliException(ExitCodes.UsageError, "lightgbm makes binary (a Boolean or two-valued label: --prediction binary) and regression models; give a network trainer for classes.");
-        if (checkpointEvery > 0)
-            throw new CliException(ExitCodes.UsageError, "--checkpoint-every: lightgbm takes no checkpoints (a task's boosting is short and restarts whole).");
+        if (checkpoints)
+            throw new CliException(ExitCodes.UsageError, "--checkpoint-every and --resume: lightgbm takes no checkpoints (a task's boosting is short and restarts whole).");
     }
 
     /// <summary>The model's task-id column, read as text identifiers (so numeric ids work and map to the same heads).</summary>

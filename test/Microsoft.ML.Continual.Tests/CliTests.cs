@@ -159,6 +159,7 @@ public class CliTests(ITestOutputHelper log)
         Assert.Equal(("LightGbm", 2, "2000"), (inspect.GetProperty("trainer").GetString(), inspect.GetProperty("tasksSeen").GetInt32(),
             inspect.GetProperty("options").GetProperty("MemorySize").GetString()));
         Assert.Equal(2000, inspect.GetProperty("state").GetProperty("memoryRows").GetInt64());
+        Assert.Equal("label", inspect.GetProperty("roles").GetProperty("Churned").GetProperty("role").GetString()); // the trees' label, not "ignore"
         // What the trees cannot do is a usage error, before anything is trained.
         var heads = Cli(temp.Path, "train", "--data", "jan.csv", "--label", "Churned", "--trainer", "lightgbm", "--task-id", "Region", "--out", "t.zip");
         Assert.Equal(2, heads.ExitCode);
@@ -166,7 +167,10 @@ public class CliTests(ITestOutputHelper log)
         var badOption = Cli(temp.Path, "train", "--data", "jan.csv", "--label", "Churned", "--trainer", "lightgbm", "--set", "Lambda=3", "--out", "b.zip");
         Assert.NotEqual(0, badOption.ExitCode);
         Assert.Contains("Lambda", badOption.Error);
-        Assert.False(File.Exists(temp.File("t.zip")) || File.Exists(temp.File("b.zip")));
+        var checkpointed = Cli(temp.Path, "refit", "--model", "m.zip", "--data", "feb.csv", "--out", "c.zip", "--checkpoint-every", "1");
+        Assert.Equal(2, checkpointed.ExitCode);
+        Assert.Contains("checkpoint", checkpointed.Error);
+        Assert.False(File.Exists(temp.File("t.zip")) || File.Exists(temp.File("b.zip")) || File.Exists(temp.File("c.zip")));
     }
 
     [Fact]

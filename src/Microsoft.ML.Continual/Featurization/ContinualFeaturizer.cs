@@ -110,8 +110,8 @@ public static class ContinualFeaturizer
         var made = new HashSet<string>(output.Select(c => c.Name), StringComparer.Ordinal);
         string[] prefixes = ["__num.", "__cat.", "__bool.", "__date.", "__text."];
         if (!made.Any(name => prefixes.Any(p => name.StartsWith(p, StringComparison.Ordinal)))) return [];
-        var continual = ContinualCatalog.FindContinual(model);
-        string? label = continual?.Options.LabelColumnName, taskId = continual?.Options.TaskIdColumnName;
+        var continual = ContinualCatalog.FindContinualModel(model); // a network or boosted trees
+        string? label = continual?.LabelColumnName, taskId = continual?.TaskIdColumnName;
         return inputSchema.Where(c => !c.IsHidden).Select(c => c.Name switch
         {
             _ when c.Name == label => new ColumnRoleInfo(c.Name, ColumnRole.Label, "the label"),

@@ -317,8 +317,7 @@ public sealed class ContinualTrainers
         ArgumentNullException.ThrowIfNull(options);
         var parsed = new Trees.ContinualLightGbmTrainer.Options();
         if (featurization is not null) featurization.Configure(parsed);
-        try { parsed = Trees.ContinualLightGbmTrainer.Options.FromPairs(parsed.ToPairs().Concat(options)); }
-        catch (Exception e) when (e is FormatException or OverflowException) { throw new ArgumentException($"A LightGbm option has a bad value: {e.Message}", nameof(options), e); }
+        Settings.FromUserPairs(parsed, options, "the LightGbm trainer"); // as Create does for the network trainers
         return new(_mlContext, parsed);
     }
 

@@ -19,6 +19,10 @@ public static class BoostedTreesSample
         var january = ml.Data.LoadFromEnumerable(TabularSample.Customers(0, 4000, regions));
         var featurization = ml.Continual().Featurize(january, new ContinualFeaturizerOptions { LabelColumnName = nameof(CustomerMonth.Churned) });
 
+        // The same trainer from name/value text (as a configuration file or the tool's --set gives it), over the featurization's settings.
+        var byName = ml.Continual().Trainers.LightGbm(new Dictionary<string, string> { ["MemorySize"] = "5000", ["Mode"] = "AddRounds" }, featurization).GetOptions();
+        Console.WriteLine($"By name: mode {byName.Mode}, memory {byName.MemorySize:N0} rows, {byName.BinaryCodedCategoricals} categorical columns.");
+
         foreach (var mode in new[] { ContinualBoostingMode.RetrainOnMemory, ContinualBoostingMode.AddRounds })
         {
             // Configure sets the label and feature columns, and tells the trees which slots are the categories' hashed buckets.

@@ -40,6 +40,7 @@ public static class SweepSample
             .SetMaxTrials(8)
             .SetTrainingTimeInSeconds(300)
             .SetTuner(SweepTuner.Bayesian)
+            .SetRetrainBest(true) // the default: the best parameters are trained once more on all rows (result.BestModel)
             .SetMonitor(new ConsoleMonitor());
         SweepResult<EwcSearch> result = sweep.RunAsync().GetAwaiter().GetResult();
         var best = result.Best!;

@@ -104,7 +104,7 @@ internal static class BoostedTreesFormat
             ContinualLightGbmTrainer.Options options;
             try
             {
-                options = ContinualLightGbmTrainer.Options.FromPairs(pairs);
+                options = ContinualLightGbmTrainer.Options.FromStoredPairs(pairs);
                 options.Validate();
             }
             catch (Exception e) when (e is ArgumentException or FormatException or OverflowException)

@@ -183,17 +183,16 @@ internal static class BoostedTreesTraining
         }
     }
 
-    private static string Parameters(ContinualLightGbmTrainer.Options options, ContinualPredictionKind kind, TreeFeatureLayout layout)
+    private static string Parameters(ContinualLightGbmTrainer.Options options, ContinualPredictionKind kind, TreeFeatureLayout layout, int threads)
     {
         var c = CultureInfo.InvariantCulture;
         string objective = kind == ContinualPredictionKind.Binary ? "objective=binary metric=binary_logloss" : "objective=regression metric=l2";
-        string threads = $" num_threads={options.NumberOfThreads ?? Environment.ProcessorCount}";
         // Rounds added to a confident earlier model see tiny hessians where it is wrong (p(1-p) near 0 at margins of ±12), and
         // Newton's leaf values -G/H then reach thousands (AUC 0.96 fell to 0.74 on the tests' customer table). L2 on the leaf
         // values, -G/(H+λ), bounds them by the leaf's gradient sum; max_delta_step instead left no split with a positive gain.
         string trustRegion = options.Mode == ContinualBoostingMode.AddRounds ? " lambda_l2=10" : "";
         return $"{objective} learning_rate={options.LearningRate.ToString("R", c)} num_leaves={options.NumberOfLeaves} min_data_in_leaf={options.MinimumExampleCountPerLeaf}"
-            + $" seed={options.Seed ?? 0} deterministic=true force_row_wise=true verbosity=-1{threads}{trustRegion}{layout.Parameter}";
+            + $" seed={options.Seed ?? 0} deterministic=true force_row_wise=true verbosity=-1 num_threads={threads}{trustRegion}{layout.Parameter}";
     }
 
     /// <summary>The task's rounds on top of the earlier trees, stopped early on the validation slice; the rounds after the
@@ -201,10 +200,10 @@ internal static class BoostedTreesTraining
     private static (string Text, int Rounds) Boost(BoostedTreesState? previous, ContinualLightGbmTrainer.Options options, ContinualPredictionKind kind, TreeFeatureLayout layout,
         float[] trainFeatures, float[] trainLabels, float[] validationFeatures, float[] validationLabels, CancellationToken cancellation)
     {
-        string parameters = Parameters(options, kind, layout);
+        string parameters = Parameters(options, kind, layout, options.NumberOfThreads ?? Environment.ProcessorCount);
         // Binning on one thread: LightGBM's worker threads print warnings past the log callback (thread-local), which would
         // break the tool's JSON on standard output; binning is a small part of the time.
-        string datasetParameters = parameters.Replace($" num_threads={options.NumberOfThreads ?? Environment.ProcessorCount}", " num_threads=1", StringComparison.Ordinal);
+        string datasetParameters = Parameters(options, kind, layout, threads: 1);
         int d = layout.Width;
         int trainRows = trainLabels.Length, validationRows = validationLabels.Length;
         using var train = LightGbmNative.Dataset.Create(trainFeatures, trainRows, d, datasetParameters, null);

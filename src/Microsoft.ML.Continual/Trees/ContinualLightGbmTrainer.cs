@@ -173,48 +173,14 @@ public sealed class ContinualLightGbmTrainer : IEstimator<ContinualLightGbmTrans
             if (NumberOfThreads is < 1 or > 1024) throw new ArgumentOutOfRangeException(nameof(NumberOfThreads), NumberOfThreads, "Must be 1 to 1,024, or null.");
         }
 
-        internal IReadOnlyList<KeyValuePair<string, string>> ToPairs()
-        {
-            var c = System.Globalization.CultureInfo.InvariantCulture;
-            return
-            [
-                new(nameof(LabelColumnName), LabelColumnName), new(nameof(FeatureColumnName), FeatureColumnName),
-                new(nameof(Mode), Mode.ToString()), new(nameof(NumberOfIterations), NumberOfIterations.ToString(c)), new(nameof(LearningRate), LearningRate.ToString("R", c)),
-                new(nameof(NumberOfLeaves), NumberOfLeaves.ToString(c)), new(nameof(MinimumExampleCountPerLeaf), MinimumExampleCountPerLeaf.ToString(c)),
-                new(nameof(MemorySize), MemorySize.ToString(c)), new(nameof(ValidationFraction), ValidationFraction.ToString("R", c)),
-                new(nameof(EarlyStoppingRounds), EarlyStoppingRounds.ToString(c)),
-                new(nameof(BinaryCodedCategoricals), BinaryCodedCategoricals.ToString(c)), new(nameof(BitsPerCategorical), BitsPerCategorical.ToString(c)),
-                new(nameof(NumberOfThreads), NumberOfThreads?.ToString(c) ?? ""),
-                new(nameof(Seed), Seed?.ToString(c) ?? ""),
-            ];
-        }
+        /// <summary>The options as name/value text, as every model stores its options (<see cref="Settings"/>).</summary>
+        internal IReadOnlyList<KeyValuePair<string, string>> ToPairs() => Settings.ToPairs(this);
 
-        internal static Options FromPairs(IEnumerable<KeyValuePair<string, string>> pairs)
+        /// <summary>Options read back from a model: missing names keep their defaults, unknown ones (a newer writer) are ignored.</summary>
+        internal static Options FromStoredPairs(IEnumerable<KeyValuePair<string, string>> pairs)
         {
-            var c = System.Globalization.CultureInfo.InvariantCulture;
             var options = new Options();
-            foreach (var (given, value) in pairs)
-            {
-                string name = typeof(Options).GetProperties().FirstOrDefault(p => string.Equals(p.Name, given, StringComparison.OrdinalIgnoreCase))?.Name ?? given;
-                switch (name)
-                {
-                    case nameof(LabelColumnName): options.LabelColumnName = value; break;
-                    case nameof(FeatureColumnName): options.FeatureColumnName = value; break;
-                    case nameof(Mode): options.Mode = Enum.TryParse(value, out ContinualBoostingMode mode) && Enum.IsDefined(mode) ? mode : throw new FormatException($"Unknown mode '{value}'."); break;
-                    case nameof(NumberOfIterations): options.NumberOfIterations = int.Parse(value, c); break;
-                    case nameof(LearningRate): options.LearningRate = double.Parse(value, c); break;
-                    case nameof(NumberOfLeaves): options.NumberOfLeaves = int.Parse(value, c); break;
-                    case nameof(MinimumExampleCountPerLeaf): options.MinimumExampleCountPerLeaf = int.Parse(value, c); break;
-                    case nameof(MemorySize): options.MemorySize = int.Parse(value, c); break;
-                    case nameof(ValidationFraction): options.ValidationFraction = double.Parse(value, c); break;
-                    case nameof(EarlyStoppingRounds): options.EarlyStoppingRounds = int.Parse(value, c); break;
-                    case nameof(BinaryCodedCategoricals): options.BinaryCodedCategoricals = int.Parse(value, c); break;
-                    case nameof(BitsPerCategorical): options.BitsPerCategorical = int.Parse(value, c); break;
-                    case nameof(NumberOfThreads): options.NumberOfThreads = value.Length == 0 ? null : int.Parse(value, c); break;
-                    case nameof(Seed): options.Seed = value.Length == 0 ? null : int.Parse(value, c); break;
-                    default: throw new ArgumentException($"Unknown option '{name}' of the LightGbm continual trainer.");
-                }
-            }
+            Settings.FromStoredPairs(options, pairs);
             return options;
         }
     }

@@ -67,8 +67,9 @@ public sealed class ContinualLightGbmTransformer : ITransformer, ICanSaveModel, 
         ["trees"] = TreeCount, ["treeTextBytes"] = System.Text.Encoding.UTF8.GetByteCount(State.ModelText), ["memoryRows"] = State.Memory.Count,
     };
 
-    /// <summary>The trees in the ensemble.</summary>
-    public long TreeCount => State.ModelText.Split('\n').LongCount(l => l.StartsWith("Tree=", StringComparison.Ordinal));
+    /// <summary>The trees in the ensemble (one per boosting round kept: the last task's alone when each task retrains, every
+    /// task's when rounds are added).</summary>
+    public long TreeCount => State.Options.Mode == ContinualBoostingMode.AddRounds ? State.RoundsPerTask.Sum() : State.RoundsPerTask[^1];
 
     /// <inheritdoc/>
     public IReadOnlyList<KeyValuePair<string, string>> OptionValues => State.Options.ToPairs().OrderBy(p => p.Key, StringComparer.Ordinal).ToList();

@@ -60,7 +60,7 @@ internal static class ArchitectureBenchmarks
         foreach (string row in rows) Console.WriteLine(row);
         foreach (var r in results)
             Console.WriteLine($"{r.Name}: training time per task {r.Tasks.Average(t => t.TrainingSeconds) / fineTunePerTask:F2}x FineTune's");
-        ContinualExperimentResult.SaveComparison(results, Path.Combine(reportDirectory, "permuted-mnist-architecture"));
+        ContinualCharts.SaveComparison(results, Path.Combine(reportDirectory, "permuted-mnist-architecture"));
     }
 
     private static byte[] Scores(ITransformer model, IDataView data)

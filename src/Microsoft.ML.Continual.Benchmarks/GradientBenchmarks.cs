@@ -67,7 +67,7 @@ internal static class GradientBenchmarks
                 string memory = last is not null && last.StateSizes.TryGetValue("memory rows", out var rows) ? rows.ToString("N0") : "–";
                 Console.WriteLine($"| {r.Name} | {r.Metrics.AverageAccuracy:F4} | {r.Metrics.BackwardTransfer:+0.0000;-0.0000} | {r.Metrics.ForwardTransfer:+0.0000;-0.0000} | {published} | {r.TotalTrainingSeconds:F1} | {ratio} | {memory} |");
             }
-            ContinualExperimentResult.SaveComparison(results, Path.Combine(reportDirectory, $"gem-protocol-{streamName}-seed{seed}-lr{learningRate}-rows{rowsPerTask}"));
+            ContinualCharts.SaveComparison(results, Path.Combine(reportDirectory, $"gem-protocol-{streamName}-seed{seed}-lr{learningRate}-rows{rowsPerTask}"));
         }
     }
 }

@@ -16,6 +16,7 @@ using Microsoft.ML.Continual;
 //   refit-cost                       each method's refit time for the 2nd and the last of 20 tasks, beside SDCA and LightGBM retrained on all data [--tasks --rows --only]
 //   permuted-mnist-architecture      PackNet, CPG and progressive networks beside FineTune, 10 tasks with task ids [--epochs 2 --retrain 1 --cpg-goal 0.97 --hidden 256,256 --only ...]
 //   streaming                        a generated 10-million-row task within MemoryBudgetMegabytes, beside reading it into memory [--rows 10000000 --budget 256 --stream-only]
+//   file-reading                     the tool's CSV reading beside LoadFromTextFile (rows/s, memory), then `continual train` with and without MemoryBudgetMegabytes, peak memory [--rows 5000000 --budget 128 --limit-mb 0 (a cgroup cap, root) --read-only --limited-only]
 //   gem-protocol                     GEM, A-GEM, EWC and FineTune under the GEM paper's protocol [--streams rotated,permuted] [--only GEM,...] [--rows 1000 --hidden 100,100]
 //   backbones                        ConvBackbone beside the default perceptron: FineTune, EWC, replay on Split MNIST (task-, class-IL) and Rotated MNIST [--rows 5000 --epochs 1 --seed 0 --only ...]
 //   tabular                          a real time-ordered table in monthly periods: continual trainers (featurizer + tabular backbone) vs LightGBM retrained on all history / last period, ML.NET warm starts [--dataset flights|birdstrikes --rows 100000 (flights) --seed 0 --only ... --set Name=Value --set trees.Name=Value]
@@ -66,6 +67,9 @@ switch (benchmark)
         ArchitectureBenchmarks.PermutedMnist(Option("--tasks", 10), Option("--epochs", 2), Option("--retrain", 1),
             double.Parse(OptionText("--cpg-goal") ?? "0.97", CultureInfo.InvariantCulture), OptionText("--hidden"), OptionText("--only"), report);
         return 0;
+    case "file-reading":
+        FileReadingBenchmarks.Run(long.Parse(OptionText("--rows") ?? "5000000", CultureInfo.InvariantCulture), Option("--budget", 128), Option("--limit-mb", 0), arguments.Contains("--read-only"), arguments.Contains("--limited-only"), report);
+        return 0;
     case "streaming":
         StreamingBenchmarks.Run(long.Parse(OptionText("--rows") ?? "10000000", CultureInfo.InvariantCulture), Option("--budget", 256), !arguments.Contains("--stream-only"));
         return 0;
@@ -109,7 +113,7 @@ switch (benchmark)
         ScaleOutBenchmarks.AllReduce(long.Parse(OptionText("--floats")!, CultureInfo.InvariantCulture), Option("--reps", 200));
         return 0;
     default:
-        Console.Error.WriteLine("usage: Microsoft.ML.Continual.Benchmarks <split-mnist|permuted-mnist-regularization|split-mnist-regularization|lambda-grid|gem-protocol|permuted-mnist-architecture|streaming|split-mnist-replay|split-mnist-generative|replay-throughput|sweep-ewc-lambda|performance|refit-cost|scale-out>");
+        Console.Error.WriteLine("usage: Microsoft.ML.Continual.Benchmarks <split-mnist|permuted-mnist-regularization|split-mnist-regularization|lambda-grid|gem-protocol|permuted-mnist-architecture|streaming|split-mnist-replay|split-mnist-generative|replay-throughput|sweep-ewc-lambda|performance|refit-cost|scale-out|file-reading|...> (the list is at the top of Program.cs)");
         Console.Error.WriteLine("  [--seeds N] [--report DIR] [--tasks N] [--epochs N] [--only FineTune,EWC,...] [--lambda EWC=100,SI=1,...] [--scenario TaskIncremental,...] [--seed N] [--hidden 400,400]");
         return 2;
 }
@@ -173,7 +177,7 @@ internal static class SplitMnistBenchmark
                     Console.WriteLine($"{scenario} seed {seed} {name}: ACC {result.Metrics.AverageAccuracy * 100:F2}  BWT {result.Metrics.BackwardTransfer * 100:F2}  ({result.TotalTrainingSeconds:F0} s)");
                 }
             }
-            ContinualExperimentResult.SaveComparison(all.Take(3), Path.Combine(reportDirectory, $"split-mnist-{scenario}"));
+            ContinualCharts.SaveComparison(all.Take(3), Path.Combine(reportDirectory, $"split-mnist-{scenario}"));
             foreach (var (name, values) in results)
             {
                 double mean = values.Average();

@@ -59,7 +59,7 @@ internal static class RegularizationBenchmarks
             Console.WriteLine($"{method.Name}: ACC {result.Metrics.AverageAccuracy:F4}  BWT {result.Metrics.BackwardTransfer:F4}  epoch {MeanEpoch(result):F2} s  (λ {(lambdas.TryGetValue(method.Name, out var l) ? l : 0)})");
         }
         Print($"Permuted MNIST, {tasks} tasks of 60,000 images, MLP 784-{string.Join("-", hidden)}-10, Adam lr 1e-3, batch 128, {epochs} epoch(s) per task, 2 threads; {clock.Elapsed.TotalMinutes:F1} min", results, lambdas);
-        ContinualExperimentResult.SaveComparison(results, Path.Combine(reportDirectory, $"permuted-mnist-regularization-{string.Join("-", hidden)}"));
+        ContinualCharts.SaveComparison(results, Path.Combine(reportDirectory, $"permuted-mnist-regularization-{string.Join("-", hidden)}"));
     }
 
     public static void SplitMnist(string? only, string? lambdaText, string? scenarios, int seed, string reportDirectory)
@@ -90,7 +90,7 @@ internal static class RegularizationBenchmarks
                 Console.WriteLine($"{scenario} {method.Name}: ACC {result.Metrics.AverageAccuracy:F4}  BWT {result.Metrics.BackwardTransfer:F4}");
             }
             Print($"Split MNIST {scenario}, Hsu et al. 2018 protocol (MLP 784-400-400, Adam 1e-3, batch 128, 4 epochs)", results, lambdas);
-            if (results.Count > 0) ContinualExperimentResult.SaveComparison(results, Path.Combine(reportDirectory, $"split-mnist-regularization-{scenario}"));
+            if (results.Count > 0) ContinualCharts.SaveComparison(results, Path.Combine(reportDirectory, $"split-mnist-regularization-{scenario}"));
         }
     }
 

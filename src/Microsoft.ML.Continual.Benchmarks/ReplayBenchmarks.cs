@@ -58,7 +58,7 @@ internal static class ReplayBenchmarks
             Console.WriteLine("| --- | ---: | ---: | ---: |");
             foreach (var r in results)
                 Console.WriteLine($"| {r.Name} | {100 * r.Metrics.AverageAccuracy:F2} | {100 * r.Metrics.BackwardTransfer:+0.00;-0.00} | {r.TotalTrainingSeconds:F1} |");
-            if (results.Count > 0) ContinualExperimentResult.SaveComparison(results, Path.Combine(reportDirectory, $"split-mnist-replay-{scenario}"));
+            if (results.Count > 0) ContinualCharts.SaveComparison(results, Path.Combine(reportDirectory, $"split-mnist-replay-{scenario}"));
         }
     }
 
@@ -106,7 +106,7 @@ internal static class ReplayBenchmarks
             Console.WriteLine("| --- | ---: | ---: | ---: |");
             foreach (var r in results)
                 Console.WriteLine($"| {r.Name} | {100 * r.Metrics.AverageAccuracy:F2} | {100 * r.Metrics.BackwardTransfer:+0.00;-0.00} | {r.TotalTrainingSeconds:F1} |");
-            ContinualExperimentResult.SaveComparison(results, Path.Combine(reportDirectory, $"split-mnist-generative-{scenario}"));
+            ContinualCharts.SaveComparison(results, Path.Combine(reportDirectory, $"split-mnist-generative-{scenario}"));
         }
     }
 

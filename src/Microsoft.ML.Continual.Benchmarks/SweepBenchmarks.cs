@@ -43,7 +43,7 @@ internal static class SweepBenchmarks
             .SetTuner(SweepTuner.Bayesian)
             .Run();
         double sweepSeconds = clock.Elapsed.TotalSeconds;
-        result.SaveReport(Path.Combine(reportDirectory, "sweep-ewc-lambda"));
+        ContinualCharts.SaveReport(result, Path.Combine(reportDirectory, "sweep-ewc-lambda"));
         var best = result.Best ?? throw new InvalidOperationException("No trial completed.");
         // The chosen λ under the grid's own protocol (all training rows), for a like-for-like comparison: the sweep's retrained best.
         var retrained = result.BestModelTestMetrics ?? throw new InvalidOperationException("The sweep did not retrain its best parameters.");

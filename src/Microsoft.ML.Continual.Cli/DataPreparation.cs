@@ -10,7 +10,7 @@ internal static class DataPreparation
     public const string FeaturesColumn = "Features";
 
     /// <summary>A task ready for the model: its view, the feature columns, and how many rows the library will use and skip (and why).</summary>
-    public sealed record Prepared(IDataView View, string[] FeatureColumns, int RowsUsed, int RowsSkipped, string? SkipReason)
+    public sealed record Prepared(IDataView View, string[] FeatureColumns, long RowsUsed, long RowsSkipped, string? SkipReason)
     {
         /// <summary>With --featurize auto and --features given: the other columns, which the featurizer is told to ignore.</summary>
         public string[] Unselected { get; init; } = [];
@@ -98,9 +98,9 @@ internal static class DataPreparation
             }
             problems.Add($"column '{column.Name}' is {columns[at].Kind} here but {expected} in the model's training data");
         }
-        if (continual.PredictionKind == ContinualPredictionKind.Multiclass && columns.FirstOrDefault(c => c.Name == continual.LabelColumnName) is { Values: string[] labels })
+        if (continual.PredictionKind == ContinualPredictionKind.Multiclass && columns.FirstOrDefault(c => c.Name == continual.LabelColumnName) is { Kind: ColumnKind.Text } labelColumn)
         {
-            var unseen = labels.Where(l => l.Length > 0).Distinct().Except(continual.Classes).Take(5).ToList();
+            var unseen = DistinctLabels(labelColumn).Where(l => l.Length > 0).Except(continual.Classes).Take(5).ToList();
             if (unseen.Count > 0) Console.Error.WriteLine($"note: new classes in '{table.Source}' ({string.Join(", ", unseen)}{(unseen.Count == 5 ? ", ..." : "")}): a refit adds them; an evaluation counts them as errors.");
         }
         if (problems.Count > 0)
@@ -135,15 +135,22 @@ internal static class DataPreparation
     /// <summary>The prepared task, counting the rows whose label is missing (NaN or empty text): the library skips them.</summary>
     private static Prepared WithSkippedRows(Table table, List<TableColumn> columns, string label, string[] features)
     {
-        int skipped = columns.FirstOrDefault(c => c.Name == label)?.Values switch
+        var profile = columns.FirstOrDefault(c => c.Name == label);
+        long skipped = profile?.Reading switch
         {
-            float[] numbers => numbers.Count(float.IsNaN),
-            string[] texts => texts.Count(t => t.Length == 0),
+            CellReading.Number or CellReading.LabelAsText => profile.Profile.Missing + profile.Profile.NaNs,
+            CellReading.Text or CellReading.Identifier => profile.Profile.Missing,
             _ => 0,
         };
         string? reason = skipped == 0 ? null : $"no value in the label column {label}";
-        return new Prepared(new Table(table.Source, columns, table.Unreadable).ToDataView(), features, table.Rows - skipped, skipped, reason);
+        return new Prepared(table.With(columns).ToDataView(), features, table.Rows - skipped, skipped, reason);
     }
+
+    /// <summary>A text label column's distinct values as the model reads them (numbers read as classes in their invariant form),
+    /// from the scan's profile (at most <see cref="ColumnProfile.DistinctCap"/>).</summary>
+    private static IEnumerable<string> DistinctLabels(TableColumn column) => column.Reading == CellReading.LabelAsText
+        ? column.Profile.DistinctNumbers.Select(v => v.ToString(CultureInfo.InvariantCulture))
+        : column.Profile.DistinctText;
 
     private static bool Scores(ITransformer model, DataViewSchema schema)
     {
@@ -173,18 +180,14 @@ internal static class DataPreparation
         _ => ColumnKind.Single,
     };
 
+    /// <summary>A number label read as the model's type: text classes, or a 0/1 binary label (every row must be 0 or 1).</summary>
     private static TableColumn ConvertLabel(Table table, TableColumn column, ColumnKind target)
     {
-        if (column.Kind == target || column.Values is not float[] values) return column;
-        if (target == ColumnKind.Text)
-            return column with { Kind = ColumnKind.Text, Values = values.Select(v => float.IsFinite(v) ? v.ToString(CultureInfo.InvariantCulture) : "").ToArray() };
-        var bools = new bool[values.Length];
-        for (int i = 0; i < values.Length; i++)
-        {
-            if (values[i] != 0 && values[i] != 1)
-                throw new CliException(ExitCodes.DataError, $"Data file '{table.Source}', label column '{column.Name}', row {i + 1}: {values[i]} is not 0 or 1 (a binary label).");
-            bools[i] = values[i] == 1;
-        }
-        return column with { Kind = ColumnKind.Boolean, Values = bools };
+        if (column.Kind == target || column.Reading != CellReading.Number) return column;
+        if (target == ColumnKind.Text) return column with { Kind = ColumnKind.Text, Reading = CellReading.LabelAsText };
+        if (column.Profile.FirstNotBinary is var (row, text))
+            throw new CliException(ExitCodes.DataError, $"Data file '{table.Source}', label column '{column.Name}', row {row}: " +
+                (text.Length == 0 ? "a missing value" : text) + " is not 0 or 1 (a binary label).");
+        return column with { Kind = ColumnKind.Boolean, Reading = CellReading.LabelAsBoolean };
     }
 }

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using System.Reflection;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Microsoft.ML.Continual.Trees;
@@ -39,13 +40,31 @@ public static class Program
         }
     }
 
+    /// <summary>The exception that says what happened: ML.NET's parallel cursors wrap a failure in their worker threads
+    /// ("Splitter/consolidator worker encountered exception while consuming source data") and tasks in an
+    /// <see cref="AggregateException"/>; the cause inside is what the user must see (an out-of-memory, a file that changed).</summary>
+    internal static Exception Cause(Exception e)
+    {
+        while (true)
+        {
+            if (e is AggregateException { InnerExceptions.Count: 1 } a) e = a.InnerExceptions[0];
+            else if (e is InvalidOperationException { InnerException: { } inner } && (e.Source?.StartsWith("Microsoft.ML", StringComparison.Ordinal) ?? false)
+                && e.Message.Contains("worker encountered exception", StringComparison.Ordinal)) e = inner;
+            else if (e is TargetInvocationException { InnerException: { } invoked }) e = invoked;
+            else return e;
+        }
+    }
+
     /// <summary>Maps an exception to a message on stderr and an exit code.</summary>
     internal static int Report(Exception e, bool cancelled)
     {
-        while (e is AggregateException { InnerExceptions.Count: 1 } a) e = a.InnerExceptions[0];
+        e = Cause(e);
         (int code, string message) = e switch
         {
             CliException c => (c.ExitCode, c.Message),
+            OutOfMemoryException => (ExitCodes.OutOfMemory,
+                "Out of memory; nothing was written (the previous model is unchanged). A network trainer reads the task into memory " +
+                "unless it is told a budget: add --set MemoryBudgetMegabytes=N (for example 256) and the task streams from the file."),
             OperationCanceledException => (ExitCodes.Cancelled, "Cancelled; no output was written (the previous model is unchanged)."),
             ContinualCheckpointException c => (ExitCodes.CheckpointError, c.Message),
             ContinualTrainingException t => (ExitCodes.Diverged, t.Message), // the message says nothing was written
@@ -116,7 +135,7 @@ internal static class Commands
             var settings = ParseSettings(parse.GetValue(set));
             string labelName = parse.GetValue(label)!;
             string? taskColumn = parse.GetValue(taskId);
-            var table = Table.Read(parse.GetValue(data)!, parse.GetValue(SchemaFile), taskColumn is null ? [] : [taskColumn]);
+            var table = Table.Read(parse.GetValue(data)!, parse.GetValue(SchemaFile), taskColumn is null ? [] : [taskColumn], [labelName]);
             var kind = ResolvePrediction(parse.GetValue(prediction)!, table, labelName);
             string mode = parse.GetValue(featurize)!.ToLowerInvariant();
             if (mode is not "auto" and not "none") throw new CliException(ExitCodes.UsageError, $"--featurize must be auto or none, not '{mode}'.");
@@ -206,7 +225,7 @@ internal static class Commands
             var continual = ContinualCatalog.FindContinualModel(current)!;
             if (continual is ContinualLightGbmTransformer && (parse.GetValue(CheckpointEvery) > 0 || parse.GetValue(Resume)))
                 throw new CliException(ExitCodes.UsageError, "--checkpoint-every and --resume: lightgbm models take no checkpoints (a period's boosting is short and restarts whole).");
-            var table = Table.Read(parse.GetValue(data)!, parse.GetValue(SchemaFile), TaskIdColumns(continual));
+            var table = Table.Read(parse.GetValue(data)!, parse.GetValue(SchemaFile), TaskIdColumns(continual), [continual.LabelColumnName]);
             var prepared = DataPreparation.ForModel(table, current, schema, continual);
             WarnSkipped(prepared, table);
             var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -241,7 +260,8 @@ internal static class Commands
             foreach (string p in modelPaths) RequireModelFile(p);
             var loaded = modelPaths.Select(p => (Model: ml.Continual().LoadModel(p, out var s), Schema: s)).ToList();
             var taskIds = loaded.SelectMany(m => TaskIdColumns(ContinualCatalog.FindContinualModel(m.Model)!)).Distinct().ToList();
-            var tables = dataPaths.Select(p => Table.Read(p, parse.GetValue(SchemaFile), taskIds)).ToList();
+            var labels = loaded.Select(m => ContinualCatalog.FindContinualModel(m.Model)!.LabelColumnName).Distinct().ToList();
+            var tables = dataPaths.Select(p => Table.Read(p, parse.GetValue(SchemaFile), taskIds, labels)).ToList();
             var kind = parse.GetValue(score);
             var r = loaded.Select(m =>
             {
@@ -302,7 +322,7 @@ internal static class Commands
                     Progress = p => { if (IsWriter) Console.Error.WriteLine($"{name}: task {p.TaskIndex + 1}/{p.TaskCount} trained in {p.Record.TrainingSeconds:F1} s"); },
                 }, token()));
             }
-            if (parse.GetValue(report) is string folder && IsWriter) ContinualExperimentResult.SaveComparison(results, folder);
+            if (parse.GetValue(report) is string folder && IsWriter) ContinualCharts.SaveComparison(results, folder);
             var json = new JsonObject
             {
                 ["command"] = "run", ["stream"] = stream.Name,
@@ -347,7 +367,7 @@ internal static class Commands
                     .GroupBy(kv => kv.Key).Select(g => g.Last())), space)
                 .SetTaskStream(stream).SetMaxTrials(parse.GetValue(trials)).SetTuner(parse.GetValue(tuner))
                 .Run(token());
-            if (parse.GetValue(report) is string folder && IsWriter) result.SaveReport(folder);
+            if (parse.GetValue(report) is string folder && IsWriter) ContinualCharts.SaveReport(result, folder);
             var json = new JsonObject
             {
                 ["command"] = "sweep", ["stream"] = stream.Name, ["trainer"] = trainerName,
@@ -606,15 +626,13 @@ internal static class Commands
         "classification" => ContinualPredictionKind.Multiclass,
         "binary" => ContinualPredictionKind.Binary,
         "regression" => ContinualPredictionKind.Regression,
-        "auto" => table.Find(label) is { Kind: ColumnKind.Single, Values: float[] values } && LooksLikeClasses(values) ? ContinualPredictionKind.Multiclass : null,
+        "auto" => table.Find(label) is { Kind: ColumnKind.Single, Profile: var profile } && LooksLikeClasses(profile) ? ContinualPredictionKind.Multiclass : null,
         _ => throw new CliException(ExitCodes.UsageError, $"--prediction '{text}': expected classification, binary, regression or auto."),
     };
 
-    private static bool LooksLikeClasses(float[] values)
-    {
-        var present = values.Where(float.IsFinite).ToArray();
-        return present.Length > 0 && present.All(v => v == MathF.Round(v)) && present.Distinct().Count() <= 1000;
-    }
+    /// <summary>A number label with at most 1,000 distinct whole values (from the scan's profile of every row) names classes.</summary>
+    private static bool LooksLikeClasses(ColumnProfile profile) =>
+        profile.DistinctNumbers.Count is > 0 and <= 1000 && profile.AllWholeNumbers;
 
     private static TaskStream Benchmark(MLContext ml, string name, int? tasks, int? samples) => name.ToLowerInvariant() switch
     {

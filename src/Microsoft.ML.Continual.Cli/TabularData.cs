@@ -1,21 +1,60 @@
 using System.Globalization;
-using System.Text;
 using System.Text.Json;
 using Microsoft.ML.Data;
-using Parquet.Schema;
-using Parquet.Serialization;
 
 namespace Microsoft.ML.Continual.Cli;
 
 /// <summary>The type of a column read from a file.</summary>
 internal enum ColumnKind { Single, Boolean, Text }
 
-/// <summary>One column of a file: its name, kind and values (float, bool or string per row; NaN / null when empty).</summary>
-internal sealed record TableColumn(string Name, ColumnKind Kind, Array Values);
+/// <summary>How a column's cells become its values.</summary>
+internal enum CellReading
+{
+    /// <summary>Numbers; a missing cell is NaN.</summary>
+    Number,
+    /// <summary>true/false.</summary>
+    Boolean,
+    /// <summary>Text as written; a missing cell is empty.</summary>
+    Text,
+    /// <summary>Text, with numbers written one way when every cell of the column is a number ("1.0", "01" and 1 are all "1").</summary>
+    Identifier,
+    /// <summary>A 0/1 number label read as false/true.</summary>
+    LabelAsBoolean,
+    /// <summary>A number label read as text (its classes); a missing cell is empty.</summary>
+    LabelAsText,
+}
+
+/// <summary>One column of a file: its name, the type it is read as, how its cells are read, its position among the
+/// file's readable columns and what the scan found in it.</summary>
+internal sealed record TableColumn(string Name, ColumnKind Kind, CellReading Reading, int Field, ColumnProfile Profile);
+
+/// <summary>What the scan of a file found in one column (every row is seen; memory is bounded by the distinct-value caps).</summary>
+internal sealed class ColumnProfile
+{
+    /// <summary>Distinct values kept for a tracked (label) column: enough to tell classes (at most 1,000) from numbers.</summary>
+    public const int DistinctCap = 1_001;
+
+    public long Present { get; set; }
+    public long Missing { get; set; }
+    /// <summary>Present cells that are the number NaN.</summary>
+    public long NaNs { get; set; }
+    public bool AllNumbers { get; set; } = true;
+    public bool AllBooleans { get; set; } = true;
+
+    /// <summary>Label columns only: distinct text and number values (up to <see cref="DistinctCap"/> each), whether every
+    /// finite number is whole, and the first row that is not 0 or 1.</summary>
+    public bool Tracked { get; init; }
+    public HashSet<string> DistinctText { get; } = new(StringComparer.Ordinal);
+    public HashSet<float> DistinctNumbers { get; } = [];
+    public bool AllWholeNumbers { get; set; } = true;
+    public (long Row, string Text)? FirstNotBinary { get; set; }
+}
 
 /// <summary>
-/// A CSV, TSV or Parquet file read into memory: columns with inferred (or declared) types. Becomes an
-/// <see cref="IDataView"/> of scalar columns; the tool concatenates the feature columns into a vector.
+/// A CSV, TSV or Parquet file as columns with inferred (or declared) types and a row count, read without holding its
+/// rows: one scan at <see cref="Read"/> infers the types and checks every cell (so bad data fails before any training),
+/// and every cursor of <see cref="ToDataView"/> reads the file again, chunk by chunk (blocks of characters for CSV/TSV,
+/// row groups for Parquet), converting only the columns it is asked for. Memory is one chunk, whatever the file's size.
 /// </summary>
 internal sealed class Table
 {
@@ -25,23 +64,28 @@ internal sealed class Table
 
     private readonly Dictionary<string, TableColumn> _byName = new(StringComparer.Ordinal);
 
-    public Table(string source, IReadOnlyList<TableColumn> columns, IReadOnlyDictionary<string, string>? unreadable = null)
+    private Table(string source, ITableSource file, IReadOnlyList<TableColumn> columns, long rows, IReadOnlyDictionary<string, string> unreadable)
     {
         Source = source;
+        File = file;
         Columns = columns;
-        Rows = columns.Count == 0 ? 0 : columns[0].Values.Length;
-        Unreadable = unreadable ?? new Dictionary<string, string>();
+        Rows = rows;
+        Unreadable = unreadable;
         foreach (var column in columns) _byName.TryAdd(column.Name, column);
     }
 
     public string Source { get; }
+    internal ITableSource File { get; }
     public IReadOnlyList<TableColumn> Columns { get; }
-    public int Rows { get; }
+    public long Rows { get; }
 
     /// <summary>Columns of the file that the tool cannot read (nested Parquet columns), with what they are ("a list", ...).</summary>
     public IReadOnlyDictionary<string, string> Unreadable { get; }
 
     public TableColumn? Find(string name) => _byName.GetValueOrDefault(name);
+
+    /// <summary>The same file with some columns read another way (a label read as the model's type).</summary>
+    public Table With(IReadOnlyList<TableColumn> columns) => new(Source, File, columns, Rows, Unreadable);
 
     /// <summary>Why a column is not in the table: "is missing", or what kind of unreadable column it is.</summary>
     public string WhyAbsent(string name) => Unreadable.TryGetValue(name, out string? what)
@@ -51,21 +95,25 @@ internal sealed class Table
     /// <summary>Reads <paramref name="path"/> by its extension (.csv, .tsv/.tab/.txt, .parquet); <paramref name="schemaPath"/>
     /// optionally declares column types (JSON: <c>{"columns": [{"name": "x", "type": "Single|Boolean|Text"}]}</c>).
     /// <paramref name="identifierColumns"/> (task ids) are read as text whatever their values, with numbers written one way
-    /// ("1.0", "01" and a Parquet integer 1 are all "1"), so that numeric ids name the same task in every file.</summary>
-    public static Table Read(string path, string? schemaPath, IReadOnlyCollection<string> identifierColumns)
+    /// ("1.0", "01" and a Parquet integer 1 are all "1"), so that numeric ids name the same task in every file.
+    /// <paramref name="labelColumns"/> get distinct values and 0/1 checks in their profile. <paramref name="blockCharacters"/>
+    /// sets a CSV/TSV chunk's size (tests use tiny ones to cut records across chunks).</summary>
+    public static Table Read(string path, string? schemaPath, IReadOnlyCollection<string> identifierColumns, IReadOnlyCollection<string>? labelColumns = null,
+        int blockCharacters = DelimitedSource.DefaultBlockCharacters)
     {
-        if (!File.Exists(path)) throw new CliException(ExitCodes.DataError, $"Data file '{path}' does not exist.");
+        if (!System.IO.File.Exists(path)) throw new CliException(ExitCodes.DataError, $"Data file '{path}' does not exist.");
         var declared = schemaPath is null ? new Dictionary<string, ColumnKind>() : ReadSchema(schemaPath);
         // Declared Text: kept exactly as written. Otherwise an identifier column is text in its canonical numeric form.
         var identifiers = identifierColumns.Where(c => !(declared.TryGetValue(c, out var kind) && kind == ColumnKind.Text)).ToHashSet(StringComparer.Ordinal);
+        var tracked = (labelColumns ?? []).ToHashSet(StringComparer.Ordinal);
         string extension = Path.GetExtension(path).ToLowerInvariant();
         try
         {
             return extension switch
             {
-                ".csv" => ReadDelimited(path, ',', declared, identifiers),
-                ".tsv" or ".tab" or ".txt" => ReadDelimited(path, '\t', declared, identifiers),
-                ".parquet" => ReadParquet(path, declared, identifiers),
+                ".csv" => Scan(path, new DelimitedSource(path, ',', blockCharacters), declared, identifiers, tracked),
+                ".tsv" or ".tab" or ".txt" => Scan(path, new DelimitedSource(path, '\t', blockCharacters), declared, identifiers, tracked),
+                ".parquet" => ScanParquet(path, declared, identifiers, tracked),
                 _ => throw new CliException(ExitCodes.DataError, $"Data file '{path}': unknown extension '{extension}' (expected .csv, .tsv, .tab, .txt or .parquet)."),
             };
         }
@@ -79,7 +127,7 @@ internal sealed class Table
     {
         try
         {
-            using var document = JsonDocument.Parse(File.ReadAllText(path));
+            using var document = JsonDocument.Parse(System.IO.File.ReadAllText(path));
             var result = new Dictionary<string, ColumnKind>(StringComparer.Ordinal);
             foreach (var column in document.RootElement.GetProperty("columns").EnumerateArray())
             {
@@ -97,25 +145,100 @@ internal sealed class Table
         }
     }
 
-    private static Table ReadDelimited(string path, char separator, Dictionary<string, ColumnKind> declared, HashSet<string> identifiers)
+    /// <summary>A CSV/TSV file: one pass over every cell profiles each column (and checks the declared ones); the kinds are
+    /// then the declared or inferred ones.</summary>
+    private static Table Scan(string path, DelimitedSource file, Dictionary<string, ColumnKind> declared, HashSet<string> identifiers, HashSet<string> tracked)
     {
-        using var reader = new StreamReader(path, Encoding.UTF8, detectEncodingFromByteOrderMarks: true);
-        var header = ParseRecord(reader, separator, 1) ?? throw new CliException(ExitCodes.DataError, $"Data file '{path}' is empty: a header row is expected.");
-        CheckHeader(path, header);
-        var cells = header.Select(_ => new List<string>()).ToArray();
-        int line = 1;
-        while (ParseRecord(reader, separator, ++line) is { } record)
-        {
-            if (record.Count == 1 && record[0].Length == 0) continue; // blank line
-            if (record.Count != header.Count)
-                throw new CliException(ExitCodes.DataError, $"Data file '{path}', record {line}: {record.Count} fields where the header has {header.Count}.");
-            for (int i = 0; i < record.Count; i++) cells[i].Add(record[i]);
-        }
-        var columns = new List<TableColumn>();
-        for (int i = 0; i < header.Count; i++)
-            columns.Add(ColumnOf(path, header[i], cells[i], declared, identifiers));
-        return new Table(path, columns);
+        CheckHeader(path, file.Names);
+        var profiles = file.Names.Select(n => new ColumnProfile { Tracked = tracked.Contains(n) }).ToArray();
+        var checks = file.Names.Select(n => identifiers.Contains(n) ? (ColumnKind?)null : declared.TryGetValue(n, out var k) ? k : null).ToArray();
+        long rows = Profile(path, file, profiles, checks, null);
+        var columns = file.Names.Select((name, i) => identifiers.Contains(name) ? new TableColumn(name, ColumnKind.Text, CellReading.Identifier, i, profiles[i])
+            : ColumnOf(name, checks[i] ?? Infer(profiles[i]), i, profiles[i])).ToList();
+        return new Table(path, file, columns, rows, new Dictionary<string, string>());
     }
+
+    /// <summary>A Parquet file: the kinds come from the file's types; only the declared, identifier and label columns are
+    /// scanned (for their checks and profiles).</summary>
+    private static Table ScanParquet(string path, Dictionary<string, ColumnKind> declared, HashSet<string> identifiers, HashSet<string> tracked)
+    {
+        var file = new ParquetSource(path);
+        CheckHeader(path, file.Names);
+        foreach (var (name, what) in file.Unreadable)
+            Console.Error.WriteLine($"note: column '{name}' of '{path}' is {what}, which the tool cannot read; it is left out (flatten it into scalar columns to use it).");
+        var profiles = file.Names.Select(n => new ColumnProfile { Tracked = tracked.Contains(n) }).ToArray();
+        var checks = file.Names.Select(n => identifiers.Contains(n) ? (ColumnKind?)null : declared.TryGetValue(n, out var k) ? k : null).ToArray();
+        var scanned = file.Names.Select(n => identifiers.Contains(n) || declared.ContainsKey(n) || tracked.Contains(n)).ToArray();
+        if (scanned.Any(s => s)) Profile(path, file, profiles, checks, scanned);
+        var columns = file.Names.Select((name, i) => identifiers.Contains(name) ? new TableColumn(name, ColumnKind.Text, CellReading.Identifier, i, profiles[i])
+            : ColumnOf(name, checks[i] ?? file.NaturalKind(i), i, profiles[i])).ToList();
+        return new Table(path, file, columns, file.Rows, file.Unreadable);
+    }
+
+    private static TableColumn ColumnOf(string name, ColumnKind kind, int field, ColumnProfile profile) => new(name, kind, kind switch
+    {
+        ColumnKind.Single => CellReading.Number,
+        ColumnKind.Boolean => CellReading.Boolean,
+        _ => CellReading.Text,
+    }, field, profile);
+
+    private static ColumnKind Infer(ColumnProfile profile) =>
+        profile.Present == 0 || profile.AllNumbers ? ColumnKind.Single : profile.AllBooleans ? ColumnKind.Boolean : ColumnKind.Text;
+
+    /// <summary>Reads every cell of the <paramref name="scanned"/> columns (null: all) once, filling the profiles and
+    /// failing on the first cell that does not fit its declared kind; returns the row count.</summary>
+    private static long Profile(string path, ITableSource file, ColumnProfile[] profiles, ColumnKind?[] declared, bool[]? scanned)
+    {
+        long rows = 0;
+        foreach (var chunk in file.Chunks(scanned))
+        {
+            for (int c = 0; c < profiles.Length; c++)
+            {
+                if (scanned is not null && !scanned[c]) continue;
+                var profile = profiles[c];
+                for (int r = 0; r < chunk.Rows; r++)
+                {
+                    if (chunk.IsMissing(c, r))
+                    {
+                        profile.Missing++;
+                        if (declared[c] == ColumnKind.Boolean) throw BadCell(path, file.Names[c], chunk.FirstRow + r, "", ColumnKind.Boolean);
+                        if (profile.Tracked) profile.FirstNotBinary ??= (chunk.FirstRow + r + 1, "");
+                        continue;
+                    }
+                    profile.Present++;
+                    float number = float.NaN;
+                    bool isNumber = (profile.AllNumbers || profile.Tracked || declared[c] == ColumnKind.Single) && chunk.TryNumber(c, r, out number);
+                    if (!isNumber) { profile.AllNumbers = false; number = float.NaN; }
+                    if (float.IsNaN(number) && isNumber) profile.NaNs++;
+                    if (profile.AllBooleans && !chunk.TryBoolean(c, r, out _)) profile.AllBooleans = false;
+                    if (declared[c] == ColumnKind.Single && !isNumber) throw BadCell(path, file.Names[c], chunk.FirstRow + r, chunk.Text(c, r).ToString(), ColumnKind.Single);
+                    if (declared[c] == ColumnKind.Boolean && !chunk.TryBoolean(c, r, out _)) throw BadCell(path, file.Names[c], chunk.FirstRow + r, chunk.Text(c, r).ToString(), ColumnKind.Boolean);
+                    if (profile.Tracked) Track(profile, chunk, c, r, isNumber, number);
+                }
+            }
+            rows += chunk.Rows;
+        }
+        return rows;
+    }
+
+    /// <summary>A label column's extra profile: distinct values, whole numbers, the first value that is not 0 or 1.</summary>
+    private static void Track(ColumnProfile profile, RawChunk chunk, int column, int row, bool isNumber, float number)
+    {
+        if (profile.DistinctText.Count < ColumnProfile.DistinctCap) // looked up by span: a string only for a new value
+            profile.DistinctText.GetAlternateLookup<ReadOnlySpan<char>>().Add(chunk.Text(column, row).Span);
+        if (isNumber && float.IsFinite(number))
+        {
+            if (profile.DistinctNumbers.Count < ColumnProfile.DistinctCap) profile.DistinctNumbers.Add(number);
+            if (number != MathF.Round(number)) profile.AllWholeNumbers = false;
+        }
+        if (!(isNumber && number is 0 or 1)) profile.FirstNotBinary ??= (chunk.FirstRow + row + 1, chunk.Text(column, row).ToString());
+    }
+
+    private static CliException BadCell(string path, string name, long row, string value, ColumnKind kind) => new(ExitCodes.DataError, kind == ColumnKind.Single
+        ? $"Data file '{path}', column '{name}', row {row + 1}: '{value}' is not a number."
+        : value.Length == 0
+            ? $"Data file '{path}', column '{name}', row {row + 1}: a true/false column has a missing value; fill it, drop the row, or declare the column Text in --schema."
+            : $"Data file '{path}', column '{name}', row {row + 1}: '{value}' is not true or false.");
 
     /// <summary>Refuses a header the tool cannot use, naming the problem: too many columns, a column without a name, a name twice.</summary>
     private static void CheckHeader(string path, IReadOnlyList<string> names)
@@ -132,22 +255,8 @@ internal sealed class Table
             if (!seen.Add(name)) throw new CliException(ExitCodes.DataError, $"Data file '{path}': column '{name}' appears twice in the header.");
     }
 
-    /// <summary>One column from its text values: an identifier (text, numbers in canonical form), the declared kind, or the inferred one.</summary>
-    private static TableColumn ColumnOf(string path, string name, IReadOnlyList<string> values, Dictionary<string, ColumnKind> declared, HashSet<string> identifiers)
-    {
-        if (identifiers.Contains(name)) return new TableColumn(name, ColumnKind.Text, Identifiers(values));
-        var kind = declared.TryGetValue(name, out var k) ? k : Infer(values);
-        return Convert(path, name, kind, values);
-    }
-
-    /// <summary>Identifiers as text; when every present value is a number, each is written in one canonical form.</summary>
-    private static string[] Identifiers(IReadOnlyList<string> values)
-    {
-        bool numeric = values.Where(v => v.Length > 0).All(v => double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out _));
-        return numeric ? values.Select(CanonicalNumber).ToArray() : values.ToArray();
-    }
-
-    private static string CanonicalNumber(string value)
+    /// <summary>An identifier as one canonical number ("1.0", "01" and 1 are all "1").</summary>
+    internal static string CanonicalNumber(string value)
     {
         if (value.Length == 0) return value;
         if (long.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out long whole)) return whole.ToString(CultureInfo.InvariantCulture);
@@ -158,134 +267,15 @@ internal sealed class Table
             : number.ToString("R", CultureInfo.InvariantCulture);
     }
 
-    /// <summary>One record of RFC 4180 text (quoted fields may hold separators, quotes as "" and line breaks); null at the end.</summary>
-    private static List<string>? ParseRecord(TextReader reader, char separator, int line)
-    {
-        int c = reader.Peek();
-        if (c < 0) return null;
-        var fields = new List<string>();
-        var field = new StringBuilder();
-        bool quoted = false, wasQuoted = false;
-        while (true)
-        {
-            c = reader.Read();
-            if (c < 0)
-            {
-                if (quoted) throw new CliException(ExitCodes.DataError, $"Record {line}: a quoted field is not closed before the end of the file.");
-                fields.Add(field.ToString());
-                return fields;
-            }
-            char ch = (char)c;
-            if (quoted)
-            {
-                if (ch == '"')
-                {
-                    if (reader.Peek() == '"') { reader.Read(); field.Append('"'); }
-                    else quoted = false;
-                }
-                else field.Append(ch);
-            }
-            else if (ch == '"' && field.Length == 0 && !wasQuoted) { quoted = true; wasQuoted = true; }
-            else if (ch == separator) { fields.Add(wasQuoted ? field.ToString() : field.ToString().Trim()); field.Clear(); wasQuoted = false; }
-            else if (ch == '\n' || ch == '\r')
-            {
-                if (ch == '\r' && reader.Peek() == '\n') reader.Read();
-                fields.Add(wasQuoted ? field.ToString() : field.ToString().Trim());
-                return fields;
-            }
-            else field.Append(ch);
-        }
-    }
-
-    private static ColumnKind Infer(IReadOnlyList<string> values)
-    {
-        var present = values.Where(v => v.Length > 0).ToList();
-        if (present.Count == 0) return ColumnKind.Single;
-        if (present.All(v => float.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out _))) return ColumnKind.Single;
-        if (present.All(v => bool.TryParse(v, out _))) return ColumnKind.Boolean;
-        return ColumnKind.Text;
-    }
-
-    private static TableColumn Convert(string path, string name, ColumnKind kind, IReadOnlyList<string> values)
-    {
-        switch (kind)
-        {
-            case ColumnKind.Single:
-                var floats = new float[values.Count];
-                for (int r = 0; r < floats.Length; r++)
-                {
-                    if (values[r].Length == 0) { floats[r] = float.NaN; continue; }
-                    if (!float.TryParse(values[r], NumberStyles.Float, CultureInfo.InvariantCulture, out floats[r]))
-                        throw new CliException(ExitCodes.DataError, $"Data file '{path}', column '{name}', row {r + 1}: '{values[r]}' is not a number.");
-                }
-                return new TableColumn(name, kind, floats);
-            case ColumnKind.Boolean:
-                var bools = new bool[values.Count];
-                for (int r = 0; r < bools.Length; r++)
-                    if (!bool.TryParse(values[r], out bools[r]))
-                        throw new CliException(ExitCodes.DataError, values[r].Length == 0
-                            ? $"Data file '{path}', column '{name}', row {r + 1}: a true/false column has a missing value; fill it, drop the row, or declare the column Text in --schema."
-                            : $"Data file '{path}', column '{name}', row {r + 1}: '{values[r]}' is not true or false.");
-                return new TableColumn(name, kind, bools);
-            default:
-                return new TableColumn(name, kind, values.ToArray());
-        }
-    }
-
-    private static Table ReadParquet(string path, Dictionary<string, ColumnKind> declared, HashSet<string> identifiers)
-    {
-        IList<Dictionary<string, object>> rows;
-        List<string> names;
-        var unreadable = new Dictionary<string, string>(StringComparer.Ordinal);
-        try
-        {
-            using var stream = File.OpenRead(path);
-            var result = ParquetSerializer.DeserializeUntypedAsync(stream).GetAwaiter().GetResult();
-            rows = result.Data;
-            // Only top-level scalar columns: a nested column's leaves (a list's "element", a struct's members) are not columns of the rows.
-            names = result.Schema.Fields.Where(f => f is DataField { IsArray: false }).Select(f => f.Name).ToList();
-            foreach (var field in result.Schema.Fields.Where(f => f is not DataField { IsArray: false }))
-                unreadable[field.Name] = NestedKind(field);
-        }
-        catch (Exception e) when (e is IOException or InvalidDataException or NotSupportedException or InvalidOperationException or ArgumentException || e.GetType().Namespace?.StartsWith("Parquet") == true)
-        {
-            throw new CliException(ExitCodes.DataError, $"Data file '{path}' is not a readable Parquet file: {e.Message}");
-        }
-        CheckHeader(path, names);
-        foreach (var (name, what) in unreadable)
-            Console.Error.WriteLine($"note: column '{name}' of '{path}' is {what}, which the tool cannot read; it is left out (flatten it into scalar columns to use it).");
-        var columns = new List<TableColumn>();
-        foreach (string name in names)
-        {
-            var values = rows.Select(r => r.TryGetValue(name, out var v) ? v : null).ToList();
-            var text = values.Select(v => v switch
-            {
-                null => "",
-                IFormattable f => f.ToString(null, CultureInfo.InvariantCulture),
-                _ => v.ToString() ?? "",
-            }).ToList();
-            if (identifiers.Contains(name) || declared.ContainsKey(name)) { columns.Add(ColumnOf(path, name, text, declared, identifiers)); continue; }
-            var kind = values.All(v => v is null or float or double or int or long or short or byte or decimal) ? ColumnKind.Single
-                : values.All(v => v is null or bool) ? ColumnKind.Boolean : ColumnKind.Text;
-            columns.Add(Convert(path, name, kind, text));
-        }
-        return new Table(path, columns, unreadable);
-    }
-
-    private static string NestedKind(Field field) => field switch
-    {
-        ListField => "a list (a nested column)",
-        StructField => "a struct (a nested column)",
-        MapField => "a map (a nested column)",
-        DataField { IsArray: true } => "a repeated field (a nested column)",
-        _ => "a nested column",
-    };
-
-    /// <summary>The table as an <see cref="IDataView"/> of scalar columns (Single, Boolean, Text).</summary>
+    /// <summary>The table as an <see cref="IDataView"/> of scalar columns (Single, Boolean, Text) that reads the file at each cursor.</summary>
     public IDataView ToDataView() => new TableDataView(this);
 }
 
-/// <summary>An in-memory <see cref="IDataView"/> over a <see cref="Table"/>.</summary>
+/// <summary>
+/// An <see cref="IDataView"/> over a <see cref="Table"/>'s file: each cursor makes its own pass, chunk by chunk, and
+/// converts the active columns of each chunk into typed arrays (float, bool, text spans of the chunk) that the getters
+/// serve. A file that changes between the scan and a pass (other rows, a cell that no longer reads) fails the pass.
+/// </summary>
 internal sealed class TableDataView : IDataView
 {
     private readonly Table _table;
@@ -308,29 +298,108 @@ internal sealed class TableDataView : IDataView
     public DataViewSchema Schema { get; }
     public long? GetRowCount() => _table.Rows;
 
-    public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null) => new Cursor(this);
+    public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null) => new Cursor(this, columnsNeeded);
 
-    public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null) => [new Cursor(this)];
+    public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null) => [new Cursor(this, columnsNeeded)];
 
-    private sealed class Cursor(TableDataView view) : DataViewRowCursor
+    private sealed class Cursor : DataViewRowCursor
     {
+        private readonly TableDataView _view;
+        private readonly bool[] _active;
+        private readonly IEnumerator<RawChunk> _chunks;
+        private readonly Array?[] _values; // per table column: the current chunk's float[], bool[] or ReadOnlyMemory<char>[]
         private long _position = -1;
-        public override DataViewSchema Schema => view.Schema;
+        private int _row, _rows; // the current row within the chunk, and the chunk's rows
+
+        public Cursor(TableDataView view, IEnumerable<DataViewSchema.Column> columnsNeeded)
+        {
+            _view = view;
+            var columns = view._table.Columns;
+            _active = new bool[columns.Count];
+            foreach (var column in columnsNeeded) _active[column.Index] = true;
+            var fields = new bool[view._table.File.Names.Count];
+            for (int c = 0; c < columns.Count; c++) if (_active[c]) fields[columns[c].Field] = true;
+            _chunks = view._table.File.Chunks(fields).GetEnumerator();
+            _values = new Array?[columns.Count];
+        }
+
+        public override DataViewSchema Schema => _view.Schema;
         public override long Position => _position;
         public override long Batch => 0;
-        public override bool IsColumnActive(DataViewSchema.Column column) => true;
-        public override bool MoveNext() => ++_position < view._table.Rows;
+        public override bool IsColumnActive(DataViewSchema.Column column) => _active[column.Index];
         public override ValueGetter<DataViewRowId> GetIdGetter() => (ref DataViewRowId id) => id = new DataViewRowId((ulong)_position, 0);
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing) _chunks.Dispose();
+            base.Dispose(disposing);
+        }
+
+        public override bool MoveNext()
+        {
+            if (++_row < _rows) { _position++; return true; }
+            while (_chunks.MoveNext())
+            {
+                var chunk = _chunks.Current;
+                if (chunk.Rows == 0) continue;
+                for (int c = 0; c < _values.Length; c++)
+                    _values[c] = _active[c] ? Convert(_view._table, _view._table.Columns[c], chunk) : null;
+                _row = 0;
+                _rows = chunk.Rows;
+                _position++;
+                if (_position >= _view._table.Rows) throw Changed("it has more rows than when it was first read");
+                return true;
+            }
+            _rows = 0;
+            if (_position + 1 != _view._table.Rows && _position >= -1) throw Changed($"it has {_position + 1:N0} rows, not the {_view._table.Rows:N0} first read");
+            return false;
+        }
+
+        private CliException Changed(string what) => new(ExitCodes.DataError, $"Data file '{_view._table.Source}' changed while the tool was reading it: {what}.");
+
+        /// <summary>One chunk's cells of <paramref name="column"/> as its typed values.</summary>
+        private Array Convert(Table table, TableColumn column, RawChunk chunk)
+        {
+            int f = column.Field, rows = chunk.Rows;
+            switch (column.Reading)
+            {
+                case CellReading.Number:
+                case CellReading.LabelAsBoolean:
+                    var numbers = new float[rows];
+                    for (int r = 0; r < rows; r++)
+                        if (chunk.IsMissing(f, r)) numbers[r] = float.NaN;
+                        else if (!chunk.TryNumber(f, r, out numbers[r])) throw Changed($"column '{column.Name}', row {chunk.FirstRow + r + 1} is no longer a number");
+                    if (column.Reading == CellReading.Number) return numbers;
+                    return Array.ConvertAll(numbers, v => v == 1);
+                case CellReading.Boolean:
+                    var booleans = new bool[rows];
+                    for (int r = 0; r < rows; r++)
+                        if (!chunk.TryBoolean(f, r, out booleans[r])) throw Changed($"column '{column.Name}', row {chunk.FirstRow + r + 1} is no longer true or false");
+                    return booleans;
+                case CellReading.LabelAsText:
+                    var classes = new ReadOnlyMemory<char>[rows];
+                    for (int r = 0; r < rows; r++)
+                        classes[r] = chunk.TryNumber(f, r, out float v) && float.IsFinite(v) ? v.ToString(CultureInfo.InvariantCulture).AsMemory() : ReadOnlyMemory<char>.Empty;
+                    return classes;
+                default:
+                    var texts = new ReadOnlyMemory<char>[rows];
+                    bool canonical = column.Reading == CellReading.Identifier && column.Profile.AllNumbers;
+                    for (int r = 0; r < rows; r++)
+                        texts[r] = canonical && !chunk.IsMissing(f, r) ? Table.CanonicalNumber(chunk.Text(f, r).ToString()).AsMemory() : chunk.Text(f, r);
+                    return texts;
+            }
+        }
 
         public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
         {
-            var values = view._table.Columns[column.Index].Values;
-            if (typeof(TValue) == typeof(float) && values is float[] floats)
-                return (ValueGetter<TValue>)(Delegate)(ValueGetter<float>)((ref float v) => v = floats[_position]);
-            if (typeof(TValue) == typeof(bool) && values is bool[] bools)
-                return (ValueGetter<TValue>)(Delegate)(ValueGetter<bool>)((ref bool v) => v = bools[_position]);
-            if (typeof(TValue) == typeof(ReadOnlyMemory<char>) && values is string[] texts)
-                return (ValueGetter<TValue>)(Delegate)(ValueGetter<ReadOnlyMemory<char>>)((ref ReadOnlyMemory<char> v) => v = texts[_position].AsMemory());
+            int c = column.Index;
+            if (!_active[c]) throw new InvalidOperationException($"Column '{column.Name}' is not active in this cursor.");
+            if (typeof(TValue) == typeof(float) && column.Type is NumberDataViewType)
+                return (ValueGetter<TValue>)(Delegate)(ValueGetter<float>)((ref float v) => v = ((float[])_values[c]!)[_row]);
+            if (typeof(TValue) == typeof(bool) && column.Type is BooleanDataViewType)
+                return (ValueGetter<TValue>)(Delegate)(ValueGetter<bool>)((ref bool v) => v = ((bool[])_values[c]!)[_row]);
+            if (typeof(TValue) == typeof(ReadOnlyMemory<char>) && column.Type is TextDataViewType)
+                return (ValueGetter<TValue>)(Delegate)(ValueGetter<ReadOnlyMemory<char>>)((ref ReadOnlyMemory<char> v) => v = ((ReadOnlyMemory<char>[])_values[c]!)[_row]);
             throw new InvalidOperationException($"Column '{column.Name}' cannot be read as {typeof(TValue).Name}.");
         }
     }

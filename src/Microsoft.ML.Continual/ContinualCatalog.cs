@@ -39,8 +39,6 @@ public sealed class ContinualCatalog
     /// <example><code source="../../src/Samples/TabularSample.cs" /></example>
     public ContinualFeaturization Featurize(IDataView data, ContinualFeaturizerOptions options) => ContinualFeaturizer.Infer(_mlContext, data, options);
 
-    /// <summary>Ready-made task streams (Permuted, Rotated and Split MNIST, a generated drift stream).</summary>
-    public ContinualBenchmarks Benchmarks { get; } = new();
 
     /// <summary>
     /// Trains <paramref name="trainer"/> through <paramref name="stream"/>: fit on the first task, refit on each next one,

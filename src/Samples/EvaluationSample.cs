@@ -27,7 +27,7 @@ public static class EvaluationSample
         Console.WriteLine($"Evaluate on the same models: ACC {again.AverageAccuracy:F4} (row 0 not given, so FWT is {again.ForwardTransfer})");
 
         string report = Path.Combine(workDirectory, "evaluation-sample-report");
-        ContinualExperimentResult.SaveComparison([fineTune, joint, independent], report);
+        ContinualCharts.SaveComparison([fineTune, joint, independent], report);
         Console.WriteLine($"Report written to {report}");
     }
 }

@@ -83,6 +83,6 @@ foreach (var (name, trainer) in trainers)
 Console.WriteLine();
 Console.WriteLine(ContinualExperimentResult.ComparisonTable(results));
 string reportDirectory = Path.Combine(work, "permuted-mnist-report");
-ContinualExperimentResult.SaveComparison(results, reportDirectory);
+ContinualCharts.SaveComparison(results, reportDirectory);
 Console.WriteLine($"Report (JSON, CSV, Markdown, PNG plots): {reportDirectory}");
 return 0;

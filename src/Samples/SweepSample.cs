@@ -50,7 +50,7 @@ public static class SweepSample
         Console.WriteLine($"Retrained on all rows: test ACC {result.BestModelTestMetrics?.AverageAccuracy:F4}, BWT {result.BestModelTestMetrics?.BackwardTransfer:F4}");
         ml.Model.Save(result.BestModel!, stream[0].Train.Schema, Path.Combine(workDirectory, "sweep-best.zip"));
         string report = Path.Combine(workDirectory, "sweep-report");
-        result.SaveReport(report);
+        ContinualCharts.SaveReport(result, report);
         Console.WriteLine($"Trials table and plots: {report}");
     }
 }

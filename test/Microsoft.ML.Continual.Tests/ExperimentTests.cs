@@ -126,7 +126,7 @@ public class ExperimentTests
         Assert.True(File.Exists(temp.File("models/model-after-task3.zip")));
         Assert.All(a.Tasks, t => { Assert.True(t.SamplesPerSecond > 0); Assert.True(t.PeakWorkingSetBytes > 0); });
 
-        ContinualExperimentResult.SaveComparison([a, b], temp.File("report"));
+        ContinualCharts.SaveComparison([a, b], temp.File("report"));
         foreach (string file in new[] { "comparison.md", "comparison.csv", "comparison.png", "FineTune/metrics.json", "FineTune/matrix.csv",
                      "FineTune/tasks.csv", "FineTune/summary.md", "FineTune/matrix.png", "FineTune/curves.png", "Joint/matrix.png" })
             Assert.True(new FileInfo(temp.File("report/" + file)).Length > 100, file);

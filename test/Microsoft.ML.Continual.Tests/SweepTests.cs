@@ -265,7 +265,7 @@ public class SweepTests(Xunit.Abstractions.ITestOutputHelper output)
         Assert.Same(result.Trials[0], result.Best);
         Assert.Equal(1.0, result.Best!.Parameters.Lambda, 5); // the Bayesian tuner starts at the space's init
         using var temp = new TempFolder();
-        result.SaveReport(temp.Path);
+        ContinualCharts.SaveReport(result, temp.Path);
         var lines = File.ReadAllLines(Path.Combine(temp.Path, "trials.csv"));
         Assert.Equal("trial,Lambda,status,objective,ACC,BWT,FWT,seconds,error", lines[0]);
         Assert.Equal(2, lines.Length);

@@ -6,8 +6,8 @@ namespace Microsoft.ML.Continual;
 
 /// <summary>
 /// The outcome of <see cref="ContinualCatalog.Run"/>: the metrics (with the matrix R), the model after each task and,
-/// per task, the training time, throughput and peak memory. <see cref="SaveReport"/> writes it as JSON, CSV, Markdown
-/// and PNG plots; <see cref="SaveComparison"/> puts several results side by side.
+/// per task, the training time, throughput and peak memory. <see cref="SaveReport"/> writes it as JSON, CSV and Markdown
+/// (<c>ContinualCharts</c> in Microsoft.ML.Continual.Reports adds PNG plots); <see cref="SaveComparison"/> puts several results side by side.
 /// </summary>
 public sealed class ContinualExperimentResult
 {
@@ -43,8 +43,9 @@ public sealed class ContinualExperimentResult
     /// <summary>Total training seconds over all tasks.</summary>
     public double TotalTrainingSeconds => Tasks.Sum(t => t.TrainingSeconds);
 
-    /// <summary>Writes <c>metrics.json</c>, <c>matrix.csv</c>, <c>tasks.csv</c>, <c>summary.md</c>, <c>matrix.png</c>
-    /// (a heatmap of R) and <c>curves.png</c> (each task's score across the sequence) into <paramref name="directory"/>.</summary>
+    /// <summary>Writes <c>metrics.json</c>, <c>matrix.csv</c>, <c>tasks.csv</c> and <c>summary.md</c> into
+    /// <paramref name="directory"/>; <c>ContinualCharts.SaveReport</c> (package Microsoft.ML.Continual.Reports) adds
+    /// <c>matrix.png</c> (a heatmap of R) and <c>curves.png</c> (each task's score across the sequence).</summary>
     public void SaveReport(string directory)
     {
         Directory.CreateDirectory(directory);
@@ -52,12 +53,11 @@ public sealed class ContinualExperimentResult
         File.WriteAllText(Path.Combine(directory, "matrix.csv"), MatrixCsv());
         File.WriteAllText(Path.Combine(directory, "tasks.csv"), TasksCsv());
         File.WriteAllText(Path.Combine(directory, "summary.md"), Summary());
-        ReportPlots.Heatmap(this, Path.Combine(directory, "matrix.png"));
-        ReportPlots.Curves(this, Path.Combine(directory, "curves.png"));
     }
 
-    /// <summary>Writes <c>comparison.md</c>, <c>comparison.csv</c> and <c>comparison.png</c> (average accuracy over the
-    /// tasks seen so far, per run) for several runs on the same stream, and each run's own report in a sub-folder.</summary>
+    /// <summary>Writes <c>comparison.md</c> and <c>comparison.csv</c> for several runs on the same stream, and each run's
+    /// own report in a sub-folder; <c>ContinualCharts.SaveComparison</c> (package Microsoft.ML.Continual.Reports) adds
+    /// <c>comparison.png</c> (average accuracy over the tasks seen so far, per run) and each run's charts.</summary>
     public static void SaveComparison(IEnumerable<ContinualExperimentResult> results, string directory)
     {
         var list = results.ToList();
@@ -70,7 +70,6 @@ public sealed class ContinualExperimentResult
             csv.AppendLine(string.Join(",", Quote(r.Name), Quote(r.StreamName), F(r.Metrics.AverageAccuracy), F(r.Metrics.BackwardTransfer),
                 F(r.Metrics.ForwardTransfer), F(r.Metrics.AverageForgetting), F(r.TotalTrainingSeconds)));
         File.WriteAllText(Path.Combine(directory, "comparison.csv"), csv.ToString());
-        ReportPlots.Comparison(list, Path.Combine(directory, "comparison.png"));
     }
 
     /// <summary>The Markdown table of several runs: ACC, BWT, FWT, forgetting and training time.</summary>
@@ -152,5 +151,5 @@ public sealed class ContinualExperimentResult
 
     private static string Quote(string s) => s.Contains(',') || s.Contains('"') ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
 
-    private static string Sanitize(string name) => string.Concat(name.Select(c => char.IsLetterOrDigit(c) || c is '-' or '_' ? c : '-'));
+    internal static string Sanitize(string name) => string.Concat(name.Select(c => char.IsLetterOrDigit(c) || c is '-' or '_' ? c : '-'));
 }

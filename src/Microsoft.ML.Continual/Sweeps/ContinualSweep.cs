@@ -331,8 +331,15 @@ public sealed class SweepResult<T> where T : class, new()
     /// <summary>The sweep's wall time.</summary>
     public TimeSpan Duration { get; }
 
-    /// <summary>Writes <c>trials.csv</c> (one row per trial: parameters, status, objective, ACC, BWT, FWT, seconds, error) and
-    /// <c>sweep-{parameter}.png</c> (objective, ACC and BWT against each swept parameter) to <paramref name="directory"/>.</summary>
+    /// <summary>The swept parameters, in the search space's order.</summary>
+    public IReadOnlyList<SearchDimension> Dimensions => _space.Dimensions;
+
+    /// <summary>The objective's name (what the trials are ranked by).</summary>
+    public string ObjectiveName => _objective.Name;
+
+    /// <summary>Writes <c>trials.csv</c> (one row per trial: parameters, status, objective, ACC, BWT, FWT, seconds, error) to
+    /// <paramref name="directory"/>; <c>ContinualCharts.SaveReport</c> (package Microsoft.ML.Continual.Reports) adds the
+    /// plots of the metrics against each swept parameter.</summary>
     public void SaveReport(string directory)
     {
         Directory.CreateDirectory(directory);
@@ -344,48 +351,8 @@ public sealed class SweepResult<T> where T : class, new()
                 .Concat([t.Status.ToString(), F(t.Objective), F(t.Metrics?.AverageAccuracy), F(t.Metrics?.BackwardTransfer), F(t.Metrics?.ForwardTransfer),
                     t.Duration.TotalSeconds.ToString("F2", CultureInfo.InvariantCulture), Quote(t.Error ?? "")])));
         File.WriteAllText(Path.Combine(directory, "trials.csv"), csv.ToString());
-        foreach (var dimension in _space.Dimensions)
-            SweepPlot.Save(this, dimension, _objective.Name, Path.Combine(directory, $"sweep-{dimension.Name}.png"));
     }
 
     private static string F(double? v) => v is double d && double.IsFinite(d) ? d.ToString("R", CultureInfo.InvariantCulture) : "";
     private static string Quote(string s) => s.Contains(',') || s.Contains('"') || s.Contains('\n') ? $"\"{s.Replace("\"", "\"\"")}\"" : s;
-}
-
-internal static class SweepPlot
-{
-    public static void Save<T>(SweepResult<T> result, SearchDimension dimension, string objectiveName, string path) where T : class, new()
-    {
-        var done = result.Trials.Where(t => t.Status == SweepTrialStatus.Completed).ToList();
-        var plot = new ScottPlot.Plot();
-        double X(SweepTrial<T> t) => dimension.Kind == SearchDimensionKind.Choice
-            ? dimension.Choices.Select(ContinualSweep<T>.Format).ToList().IndexOf(ContinualSweep<T>.Format(t.ParameterValues[dimension.Name]))
-            : dimension.LogScale ? Math.Log10(Convert.ToDouble(t.ParameterValues[dimension.Name], CultureInfo.InvariantCulture))
-            : Convert.ToDouble(t.ParameterValues[dimension.Name], CultureInfo.InvariantCulture);
-        void Series(string label, Func<SweepTrial<T>, double> y)
-        {
-            if (done.Count == 0) return;
-            var scatter = plot.Add.ScatterPoints(done.Select(X).ToArray(), done.Select(y).ToArray());
-            scatter.LegendText = label;
-            scatter.MarkerSize = 9;
-        }
-        Series(objectiveName, t => t.Objective);
-        Series("ACC", t => t.Metrics!.AverageAccuracy);
-        Series("BWT", t => t.Metrics!.BackwardTransfer);
-        if (result.Best is { } best)
-        {
-            var marker = plot.Add.Marker(X(best), best.Objective);
-            marker.MarkerSize = 18;
-            marker.MarkerShape = ScottPlot.MarkerShape.OpenCircle;
-            marker.LegendText = "best";
-        }
-        if (dimension.Kind == SearchDimensionKind.Choice)
-            plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(
-                Enumerable.Range(0, dimension.Choices.Count).Select(i => (double)i).ToArray(), dimension.Choices.Select(ContinualSweep<T>.Format).ToArray());
-        plot.ShowLegend(ScottPlot.Edge.Right);
-        plot.Title($"Sweep: validation metrics against {dimension.Name}");
-        plot.XLabel(dimension.LogScale ? $"log10({dimension.Name})" : dimension.Name);
-        plot.YLabel("validation value");
-        plot.SavePng(path, 800, 520);
-    }
 }

@@ -34,7 +34,18 @@ internal static class LightGbmNative
     private static unsafe void RouteLog()
     {
         if (_logRouted) return;
-        RegisterLogCallback(&DropLog);
+        try
+        {
+            RegisterLogCallback(&DropLog);
+        }
+        catch (DllNotFoundException e)
+        {
+            // The LightGBM package has natives for linux-x64, win-x64 and osx-x64 only (none for arm64 processes).
+            throw new PlatformNotSupportedException(
+                $"The boosted trees need LightGBM's native library (lib_lightgbm), which the LightGBM 4.6.0 package has for linux-x64, " +
+                $"win-x64 and osx-x64 only; this process is {RuntimeInformation.RuntimeIdentifier}. On Apple silicon run an x64 process " +
+                "(Rosetta) or put a lib_lightgbm built for arm64 on the library path. The network trainers do not need it.", e);
+        }
         _logRouted = true;
     }
 

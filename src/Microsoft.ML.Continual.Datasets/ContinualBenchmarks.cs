@@ -2,12 +2,24 @@ using System.Collections.Concurrent;
 
 namespace Microsoft.ML.Continual;
 
-/// <summary>Ready-made task streams: <c>mlContext.Continual().Benchmarks</c>.</summary>
+/// <summary><c>mlContext.Continual().Benchmarks</c>: the benchmark streams, from the package Microsoft.ML.Continual.Datasets.</summary>
+public static class ContinualDatasetsCatalogExtensions
+{
+    extension(ContinualCatalog catalog)
+    {
+        /// <summary>Ready-made task streams (Permuted, Rotated and Split MNIST, a generated drift stream).</summary>
+        public ContinualBenchmarks Benchmarks => ContinualBenchmarks.Instance;
+    }
+}
+
+/// <summary>Ready-made task streams: <c>mlContext.Continual().Benchmarks</c> (package Microsoft.ML.Continual.Datasets).</summary>
 public sealed class ContinualBenchmarks
 {
     private static readonly ConcurrentDictionary<string, (LabeledArrays Train, LabeledArrays Test)> MnistCache = new();
 
-    internal ContinualBenchmarks() { }
+    internal static ContinualBenchmarks Instance { get; } = new();
+
+    private ContinualBenchmarks() { }
 
     /// <summary>The five pairs of Split MNIST (Zenke et al. 2017): 0/1, 2/3, 4/5, 6/7, 8/9.</summary>
     public static IReadOnlyList<int[]> SplitMnistGroups { get; } = [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]];

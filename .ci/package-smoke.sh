@@ -35,6 +35,8 @@ cat > app.csproj <<XML
   </PropertyGroup>
   <ItemGroup>
     <PackageReference Include="Microsoft.ML.Continual" Version="$version" />
+    <PackageReference Include="Microsoft.ML.Continual.Reports" Version="$version" />
+    <PackageReference Include="Microsoft.ML.Continual.Datasets" Version="$version" />
     <!-- The application picks its libtorch: one line per platform (README "Install"). -->
     <PackageReference Include="libtorch-cpu-linux-x64" Version="2.10.0" Condition="'\$(RuntimeIdentifier)' == '' or '\$(RuntimeIdentifier)' == 'linux-x64'" />
     <PackageReference Include="libtorch-cpu-win-x64" Version="2.10.0" Condition="'\$(RuntimeIdentifier)' == 'win-x64'" />
@@ -70,6 +72,13 @@ double auc = ml.BinaryClassification.Evaluate(treesNext.Transform(Flags(1))).Are
 if (auc < 0.9) throw new Exception($"trees AUC {auc}");
 Console.WriteLine($"package ok: boosted trees AUC {auc:F3} after {ContinualCatalog.FindContinualModel(treesNext)!.TasksSeen} tasks");
 
+// The sibling packages: a ready-made stream (Datasets) run and charted (Reports).
+var stream = ml.Continual().Benchmarks.RotatingHyperplane(numberOfTasks: 2, trainRowsPerTask: 200, testRowsPerTask: 100);
+var run = ml.Continual().Run(ml.Continual().Trainers.FineTune(new FineTuneTrainer.Options { HiddenLayerSizes = [8], NumberOfEpochs = 2 }), stream);
+ContinualCharts.SaveComparison([run], "report");
+if (!File.Exists("report/comparison.png") || !File.Exists("report/FineTune/matrix.png")) throw new Exception("charts missing");
+Console.WriteLine($"package ok: stream and charts, ACC {run.Metrics.AverageAccuracy:F3}");
+
 class Flag
 {
     [VectorType(2)] public float[] Features { get; set; } = [];
@@ -88,7 +97,7 @@ dotnet build --nologo -v q 2>&1 | tail -3
 # library), and on no libtorch backend and no graphics library. (Its nuspec, as restore extracted it.)
 packages=$(dotnet nuget locals global-packages --list | sed 's/^global-packages: *//')
 nuspec="$packages/microsoft.ml.continual/$version/microsoft.ml.continual.nuspec"
-dependencies=$(grep -o '<dependency id="[^"]*"' "$nuspec" | sed 's/<dependency id="//; s/"$//' | sort | tr '\n' ' ')
+dependencies=$( (grep -o '<dependency id="[^"]*"' "$nuspec" || true) | sed 's/<dependency id="//; s/"$//' | sort | tr '\n' ' ')
 echo "core package dependencies: $dependencies"
 if [ "$dependencies" != "LightGBM MathNet.Numerics Microsoft.ML TorchSharp " ]; then
   echo "the core package's dependencies are not Microsoft.ML, TorchSharp, MathNet.Numerics and LightGBM" >&2
@@ -97,6 +106,7 @@ fi
 dotnet bin/Debug/net10.0/app.dll | tee out.txt
 grep -q "package ok: 400 rows scored after 2 tasks" out.txt
 grep -q "package ok: boosted trees AUC .* after 2 tasks" out.txt
+grep -q "package ok: stream and charts" out.txt
 
 # The same app for Windows and macOS: each published folder holds its platform's libtorch and TorchSharp natives and no
 # Linux library. (LightGBM 4.6.0, the native package ML.NET's LightGbm uses, has no osx-arm64 library: see README.)
@@ -105,7 +115,7 @@ check_publish() {
   for file in "$@"; do
     [ -f "$folder/$file" ] || { echo "$rid publish: $file is missing" >&2; ls "$folder" >&2; return 1; }
   done
-  if find "$folder" -name '*.so' -o -name '*.so.*' | grep -q .; then
+  if [ -n "$(find "$folder" \( -name '*.so' -o -name '*.so.*' \) -print -quit)" ]; then
     echo "$rid publish: Linux libraries in the folder:" >&2; find "$folder" -name '*.so*' >&2; return 1
   fi
   echo "$rid publish: ok ($(ls "$folder" | wc -l) files, $(du -sm "$folder" | cut -f1) MB)"

@@ -138,7 +138,8 @@ internal static class DataPreparation
         var profile = columns.FirstOrDefault(c => c.Name == label);
         long skipped = profile?.Reading switch
         {
-            CellReading.Number or CellReading.LabelAsText => profile.Profile.Missing + profile.Profile.NaNs,
+            CellReading.Number => profile.Profile.Missing + profile.Profile.NaNs,
+            CellReading.LabelAsText => profile.Profile.Missing + profile.Profile.NaNs + profile.Profile.Infinities, // read as "": no class
             CellReading.Text or CellReading.Identifier => profile.Profile.Missing,
             _ => 0,
         };

@@ -58,13 +58,15 @@ public static class Program
     /// <summary>Maps an exception to a message on stderr and an exit code.</summary>
     internal static int Report(Exception e, bool cancelled)
     {
+        Exception given = e;
         e = Cause(e);
         (int code, string message) = e switch
         {
             CliException c => (c.ExitCode, c.Message),
             OutOfMemoryException => (ExitCodes.OutOfMemory,
                 "Out of memory; nothing was written (the previous model is unchanged). A network trainer reads the task into memory " +
-                "unless it is told a budget: add --set MemoryBudgetMegabytes=N (for example 256) and the task streams from the file."),
+                "unless it is told a budget: add --set MemoryBudgetMegabytes=N (for example 256) to train or refit and the task streams " +
+                "from the file. The boosted trees (lightgbm) hold each period: give the job more memory or split the period."),
             OperationCanceledException => (ExitCodes.Cancelled, "Cancelled; no output was written (the previous model is unchanged)."),
             ContinualCheckpointException c => (ExitCodes.CheckpointError, c.Message),
             ContinualTrainingException t => (ExitCodes.Diverged, t.Message), // the message says nothing was written
@@ -77,6 +79,9 @@ public static class Program
             InvalidOperationException i when i.Source == "Microsoft.ML.Data" || i.Source == "Microsoft.ML.Core" => (ExitCodes.DataError, i.Message),
             _ => (ExitCodes.UnexpectedError, $"Unexpected error: {e}"),
         };
+        // What ML.NET's cursors wrapped was a data error before the cause was unwrapped; an unknown cause stays one.
+        if (code == ExitCodes.UnexpectedError && !ReferenceEquals(given, e) && given is InvalidOperationException)
+            (code, message) = (ExitCodes.DataError, $"{given.Message}: {e.GetType().Name}: {e.Message}");
         if (cancelled && code == ExitCodes.UnexpectedError) code = ExitCodes.Cancelled;
         Console.Error.WriteLine($"error: {message}");
         return code;

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Numerics;
 using System.Text;
 
 namespace Microsoft.ML.Continual.Cli;
@@ -131,6 +132,7 @@ internal sealed class DelimitedSource : ITableSource
                 {
                     var chunk = new DelimitedChunk(_block, starts.ToArray(), lengths.ToArray(), columns, rows) { FirstRow = _rows };
                     _rows += rows;
+                    _blockCharacters = source._blockCharacters; // a block doubled for one long record does not stay doubled
                     return chunk;
                 }
                 if (!progressed) _blockCharacters *= 2; // one record longer than a block
@@ -252,9 +254,9 @@ internal sealed class DelimitedChunk(char[] block, int[] starts, int[] lengths, 
 }
 
 /// <summary>
-/// A Parquet file read by row group, typed: numbers straight into <c>double</c>, true/false into <c>bool</c>, text as
-/// strings; other scalar types (dates, times, GUIDs) as their invariant text. Only the top-level scalar columns are
-/// readable; nested ones are named in <see cref="Unreadable"/>.
+/// A Parquet file read by row group, typed: each column of a row group into an array of its own type (numbers, true/false,
+/// text, dates and times), converted cell by cell only where a cursor asks. Only the top-level scalar columns of those
+/// types are readable; nested and binary columns are named in <see cref="Unreadable"/> and left out.
 /// </summary>
 internal sealed class ParquetSource : ITableSource
 {
@@ -266,16 +268,19 @@ internal sealed class ParquetSource : ITableSource
         _path = path;
         var reader = Open(path);
         using var closing = Closing(reader);
-        _fields = reader.Schema.Fields.OfType<Parquet.Schema.DataField>().Where(f => !f.IsArray).ToList();
+        _fields = [];
+        foreach (var field in reader.Schema.Fields)
+        {
+            if (field is Parquet.Schema.DataField { IsArray: false } data && ParquetCells.CanRead(data.ClrType)) _fields.Add(data);
+            else Unreadable[field.Name] = field is Parquet.Schema.DataField { IsArray: false } other ? $"a {other.ClrType.Name} column" : NestedKind(field);
+        }
         Names = _fields.Select(f => f.Name).ToList();
-        foreach (var field in reader.Schema.Fields.Where(f => f is not Parquet.Schema.DataField { IsArray: false }))
-            Unreadable[field.Name] = NestedKind(field);
         Rows = reader.RowGroups.Sum(g => g.RowCount);
     }
 
     public IReadOnlyList<string> Names { get; }
 
-    /// <summary>The nested columns, with what each is ("a list (a nested column)", ...).</summary>
+    /// <summary>The columns the tool cannot read, with what each is ("a list (a nested column)", "a Byte[] column", ...).</summary>
     public Dictionary<string, string> Unreadable { get; } = new(StringComparer.Ordinal);
 
     /// <summary>The rows of every row group, from the file's footer.</summary>
@@ -284,6 +289,9 @@ internal sealed class ParquetSource : ITableSource
     /// <summary>The column's kind from its Parquet type: numbers are Single, true/false Boolean, anything else Text.</summary>
     public ColumnKind NaturalKind(int column) => ParquetCells.IsNumber(_fields[column].ClrType) ? ColumnKind.Single
         : _fields[column].ClrType == typeof(bool) ? ColumnKind.Boolean : ColumnKind.Text;
+
+    /// <summary>Whether the column may hold nulls (a required column has a value in every row).</summary>
+    public bool IsNullable(int column) => _fields[column].IsNullable;
 
     public IEnumerable<RawChunk> Chunks(bool[]? needed)
     {
@@ -351,46 +359,57 @@ internal sealed class ParquetSource : ITableSource
     };
 }
 
-/// <summary>One column of one row group: numbers, true/false values or text, with nulls.</summary>
-internal sealed class ParquetCells
+/// <summary>One column of one row group in its own type, with nulls; text in invariant culture (as the tool has always
+/// written Parquet values: <c>IFormattable.ToString(null, InvariantCulture)</c>).</summary>
+internal abstract class ParquetCells
 {
-    private double?[]? _numbers;
-    private bool _integral, _single;
-    private bool?[]? _booleans;
-    private string?[]? _texts;
+    public static bool IsNumber(Type type) => type == typeof(float) || type == typeof(double) || type == typeof(decimal) || type == typeof(int)
+        || type == typeof(long) || type == typeof(short) || type == typeof(sbyte) || type == typeof(byte) || type == typeof(ushort)
+        || type == typeof(uint) || type == typeof(ulong);
 
-    public static bool IsNumber(Type type) => type == typeof(float) || type == typeof(double) || type == typeof(decimal) || IsInteger(type);
+    private static bool IsText(Type type) => type == typeof(string) || type == typeof(ReadOnlyMemory<char>); // Parquet.Net 6 names UTF-8 columns ReadOnlyMemory<char>
 
-    private static bool IsInteger(Type type) => type == typeof(int) || type == typeof(long) || type == typeof(short) || type == typeof(sbyte)
-        || type == typeof(byte) || type == typeof(ushort) || type == typeof(uint) || type == typeof(ulong);
+    private static readonly Type[] Formatted = [typeof(DateTime), typeof(DateTimeOffset), typeof(DateOnly), typeof(TimeOnly), typeof(TimeSpan), typeof(Guid)];
+
+    /// <summary>The types the tool reads: numbers, true/false, text, dates, times and GUIDs (not binary, nor nested).</summary>
+    public static bool CanRead(Type type) => IsNumber(type) || IsText(type) || type == typeof(bool) || Formatted.Contains(type);
+
+    public abstract bool IsMissing(int row);
+    public abstract bool TryNumber(int row, out float value);
+    public abstract bool TryBoolean(int row, out bool value);
+    public abstract ReadOnlyMemory<char> Text(int row);
 
     public static ParquetCells Read(Parquet.ParquetRowGroupReader group, Parquet.Schema.DataField field, int rows)
     {
         Type type = field.ClrType;
-        if (type == typeof(string) || type == typeof(ReadOnlyMemory<char>)) // Parquet.Net 6 names UTF-8 columns ReadOnlyMemory<char>
+        if (IsText(type))
         {
             var texts = new string?[rows];
             group.ReadAsync(field, texts.AsMemory()).AsTask().GetAwaiter().GetResult();
-            return new ParquetCells { _texts = texts };
+            return new TextCells(texts);
         }
-        if (type == typeof(bool)) return new ParquetCells { _booleans = Values<bool>(group, field, rows) };
-        if (type == typeof(float)) return Numbers(Values<float>(group, field, rows), v => v, single: true);
-        if (type == typeof(double)) return Numbers(Values<double>(group, field, rows), v => v);
-        if (type == typeof(decimal)) return Numbers(Values<decimal>(group, field, rows), v => (double)v);
-        if (type == typeof(int)) return Numbers(Values<int>(group, field, rows), v => v, integral: true);
-        if (type == typeof(long)) return Numbers(Values<long>(group, field, rows), v => v, integral: true);
-        if (type == typeof(short)) return Numbers(Values<short>(group, field, rows), v => v, integral: true);
-        if (type == typeof(sbyte)) return Numbers(Values<sbyte>(group, field, rows), v => v, integral: true);
-        if (type == typeof(byte)) return Numbers(Values<byte>(group, field, rows), v => v, integral: true);
-        if (type == typeof(ushort)) return Numbers(Values<ushort>(group, field, rows), v => v, integral: true);
-        if (type == typeof(uint)) return Numbers(Values<uint>(group, field, rows), v => v, integral: true);
-        if (type == typeof(ulong)) return Numbers(Values<ulong>(group, field, rows), v => v, integral: true);
-        if (type == typeof(DateTime)) return Formatted(Values<DateTime>(group, field, rows), v => v.ToString("o", CultureInfo.InvariantCulture));
-        if (type == typeof(DateOnly)) return Formatted(Values<DateOnly>(group, field, rows), v => v.ToString("yyyy-MM-dd", CultureInfo.InvariantCulture));
-        if (type == typeof(TimeOnly)) return Formatted(Values<TimeOnly>(group, field, rows), v => v.ToString("HH:mm:ss.FFFFFFF", CultureInfo.InvariantCulture));
-        if (type == typeof(TimeSpan)) return Formatted(Values<TimeSpan>(group, field, rows), v => v.ToString("c", CultureInfo.InvariantCulture));
-        if (type == typeof(Guid)) return Formatted(Values<Guid>(group, field, rows), v => v.ToString());
-        throw new NotSupportedException($"the Parquet type {type.Name} is not one the tool reads (numbers, true/false, text, dates, times, GUIDs)");
+        return type switch
+        {
+            _ when type == typeof(bool) => new BooleanCells(Values<bool>(group, field, rows)),
+            _ when type == typeof(float) => new NumberCells<float>(Values<float>(group, field, rows)),
+            _ when type == typeof(double) => new NumberCells<double>(Values<double>(group, field, rows)),
+            _ when type == typeof(decimal) => new NumberCells<decimal>(Values<decimal>(group, field, rows)),
+            _ when type == typeof(int) => new NumberCells<int>(Values<int>(group, field, rows)),
+            _ when type == typeof(long) => new NumberCells<long>(Values<long>(group, field, rows)),
+            _ when type == typeof(short) => new NumberCells<short>(Values<short>(group, field, rows)),
+            _ when type == typeof(sbyte) => new NumberCells<sbyte>(Values<sbyte>(group, field, rows)),
+            _ when type == typeof(byte) => new NumberCells<byte>(Values<byte>(group, field, rows)),
+            _ when type == typeof(ushort) => new NumberCells<ushort>(Values<ushort>(group, field, rows)),
+            _ when type == typeof(uint) => new NumberCells<uint>(Values<uint>(group, field, rows)),
+            _ when type == typeof(ulong) => new NumberCells<ulong>(Values<ulong>(group, field, rows)),
+            _ when type == typeof(DateTime) => new FormattedCells<DateTime>(Values<DateTime>(group, field, rows)),
+            _ when type == typeof(DateTimeOffset) => new FormattedCells<DateTimeOffset>(Values<DateTimeOffset>(group, field, rows)),
+            _ when type == typeof(DateOnly) => new FormattedCells<DateOnly>(Values<DateOnly>(group, field, rows)),
+            _ when type == typeof(TimeOnly) => new FormattedCells<TimeOnly>(Values<TimeOnly>(group, field, rows)),
+            _ when type == typeof(TimeSpan) => new FormattedCells<TimeSpan>(Values<TimeSpan>(group, field, rows)),
+            _ when type == typeof(Guid) => new FormattedCells<Guid>(Values<Guid>(group, field, rows)),
+            _ => throw new NotSupportedException($"the Parquet type {type.Name} is not one the tool reads"),
+        };
     }
 
     /// <summary>The column's values, null where the file has none (a required column has none missing).</summary>
@@ -408,36 +427,53 @@ internal sealed class ParquetCells
         return values;
     }
 
-    private static ParquetCells Numbers<T>(T?[] values, Func<T, double> toDouble, bool integral = false, bool single = false) where T : struct =>
-        new() { _numbers = Array.ConvertAll(values, v => v is T x ? toDouble(x) : (double?)null), _integral = integral, _single = single };
-
-    private static ParquetCells Formatted<T>(T?[] values, Func<T, string> format) where T : struct =>
-        new() { _texts = Array.ConvertAll(values, v => v is T x ? format(x) : null) };
-
-    public bool IsMissing(int row) => _numbers?[row] is null && _booleans?[row] is null && _texts?[row] is null;
-
-    public bool TryNumber(int row, out float value)
+    /// <summary>Numbers of any width: as float for the features (saturating), as their own invariant text for ids and
+    /// declared text (so a 64-bit id keeps every digit).</summary>
+    private sealed class NumberCells<T>(T?[] values) : ParquetCells where T : struct, INumberBase<T>
     {
-        value = 0;
-        if (_numbers is not null) { if (_numbers[row] is not double d) return false; value = (float)d; return true; }
-        return _texts?[row] is string text && float.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out value);
+        public override bool IsMissing(int row) => values[row] is null;
+
+        public override bool TryNumber(int row, out float value)
+        {
+            value = values[row] is T v ? float.CreateSaturating(v) : 0;
+            return values[row] is not null;
+        }
+
+        public override bool TryBoolean(int row, out bool value) { value = false; return false; }
+
+        public override ReadOnlyMemory<char> Text(int row) => values[row] is T v ? v.ToString(null, CultureInfo.InvariantCulture).AsMemory() : ReadOnlyMemory<char>.Empty;
     }
 
-    public bool TryBoolean(int row, out bool value)
+    private sealed class BooleanCells(bool?[] values) : ParquetCells
     {
-        value = false;
-        if (_booleans is not null) { if (_booleans[row] is not bool b) return false; value = b; return true; }
-        return _texts?[row] is string text && bool.TryParse(text, out value);
+        public override bool IsMissing(int row) => values[row] is null;
+        public override bool TryNumber(int row, out float value) { value = 0; return false; }
+
+        public override bool TryBoolean(int row, out bool value)
+        {
+            value = values[row] ?? false;
+            return values[row] is not null;
+        }
+
+        public override ReadOnlyMemory<char> Text(int row) => (values[row]?.ToString() ?? "").AsMemory();
     }
 
-    public ReadOnlyMemory<char> Text(int row)
+    /// <summary>Text; an empty string is missing, as in a CSV.</summary>
+    private sealed class TextCells(string?[] values) : ParquetCells
     {
-        if (_texts is not null) return (_texts[row] ?? "").AsMemory();
-        if (_booleans is not null) return (_booleans[row]?.ToString() ?? "").AsMemory();
-        if (_numbers![row] is not double d) return ReadOnlyMemory<char>.Empty;
-        string text = _integral ? ((long)d).ToString(CultureInfo.InvariantCulture)
-            : _single ? ((float)d).ToString(CultureInfo.InvariantCulture) : d.ToString(CultureInfo.InvariantCulture);
-        return text.AsMemory();
+        public override bool IsMissing(int row) => string.IsNullOrEmpty(values[row]);
+        public override bool TryNumber(int row, out float value) => float.TryParse(values[row], NumberStyles.Float, CultureInfo.InvariantCulture, out value);
+        public override bool TryBoolean(int row, out bool value) => bool.TryParse(values[row], out value);
+        public override ReadOnlyMemory<char> Text(int row) => (values[row] ?? "").AsMemory();
+    }
+
+    /// <summary>Dates, times and GUIDs: text in invariant culture (a declared number parses that text, as before).</summary>
+    private sealed class FormattedCells<T>(T?[] values) : ParquetCells where T : struct, IFormattable
+    {
+        public override bool IsMissing(int row) => values[row] is null;
+        public override bool TryNumber(int row, out float value) => float.TryParse(Text(row).Span, NumberStyles.Float, CultureInfo.InvariantCulture, out value);
+        public override bool TryBoolean(int row, out bool value) => bool.TryParse(Text(row).Span, out value);
+        public override ReadOnlyMemory<char> Text(int row) => values[row] is T v ? v.ToString(null, CultureInfo.InvariantCulture).AsMemory() : ReadOnlyMemory<char>.Empty;
     }
 }
 

@@ -36,8 +36,12 @@ internal sealed class ColumnProfile
 
     public long Present { get; set; }
     public long Missing { get; set; }
-    /// <summary>Present cells that are the number NaN.</summary>
+    /// <summary>Present cells that are the number NaN, and those that are an infinity.</summary>
     public long NaNs { get; set; }
+    public long Infinities { get; set; }
+
+    /// <summary>The first data row (1-based) with no value, if any.</summary>
+    public long? FirstMissingRow { get; set; }
     public bool AllNumbers { get; set; } = true;
     public bool AllBooleans { get; set; } = true;
 
@@ -64,8 +68,10 @@ internal sealed class Table
 
     private readonly Dictionary<string, TableColumn> _byName = new(StringComparer.Ordinal);
 
-    private Table(string source, ITableSource file, IReadOnlyList<TableColumn> columns, long rows, IReadOnlyDictionary<string, string> unreadable)
+    private Table(string source, ITableSource file, IReadOnlyList<TableColumn> columns, long rows, IReadOnlyDictionary<string, string> unreadable,
+        (long Length, DateTime Written) stamp)
     {
+        Stamp = stamp;
         Source = source;
         File = file;
         Columns = columns;
@@ -76,6 +82,15 @@ internal sealed class Table
 
     public string Source { get; }
     internal ITableSource File { get; }
+
+    /// <summary>The file's length and last write time when it was scanned: a cursor on a file that differs fails.</summary>
+    internal (long Length, DateTime Written) Stamp { get; }
+
+    internal static (long Length, DateTime Written) StampOf(string path)
+    {
+        var info = new FileInfo(path);
+        return (info.Length, info.LastWriteTimeUtc);
+    }
     public IReadOnlyList<TableColumn> Columns { get; }
     public long Rows { get; }
 
@@ -85,7 +100,7 @@ internal sealed class Table
     public TableColumn? Find(string name) => _byName.GetValueOrDefault(name);
 
     /// <summary>The same file with some columns read another way (a label read as the model's type).</summary>
-    public Table With(IReadOnlyList<TableColumn> columns) => new(Source, File, columns, Rows, Unreadable);
+    public Table With(IReadOnlyList<TableColumn> columns) => new(Source, File, columns, Rows, Unreadable, Stamp);
 
     /// <summary>Why a column is not in the table: "is missing", or what kind of unreadable column it is.</summary>
     public string WhyAbsent(string name) => Unreadable.TryGetValue(name, out string? what)
@@ -149,30 +164,46 @@ internal sealed class Table
     /// then the declared or inferred ones.</summary>
     private static Table Scan(string path, DelimitedSource file, Dictionary<string, ColumnKind> declared, HashSet<string> identifiers, HashSet<string> tracked)
     {
+        var stamp = StampOf(path);
         CheckHeader(path, file.Names);
         var profiles = file.Names.Select(n => new ColumnProfile { Tracked = tracked.Contains(n) }).ToArray();
         var checks = file.Names.Select(n => identifiers.Contains(n) ? (ColumnKind?)null : declared.TryGetValue(n, out var k) ? k : null).ToArray();
         long rows = Profile(path, file, profiles, checks, null);
         var columns = file.Names.Select((name, i) => identifiers.Contains(name) ? new TableColumn(name, ColumnKind.Text, CellReading.Identifier, i, profiles[i])
             : ColumnOf(name, checks[i] ?? Infer(profiles[i]), i, profiles[i])).ToList();
-        return new Table(path, file, columns, rows, new Dictionary<string, string>());
+        RefuseMissingBooleans(path, columns);
+        return new Table(path, file, columns, rows, new Dictionary<string, string>(), stamp);
     }
 
     /// <summary>A Parquet file: the kinds come from the file's types; only the declared, identifier and label columns are
     /// scanned (for their checks and profiles).</summary>
     private static Table ScanParquet(string path, Dictionary<string, ColumnKind> declared, HashSet<string> identifiers, HashSet<string> tracked)
     {
+        var stamp = StampOf(path);
         var file = new ParquetSource(path);
         CheckHeader(path, file.Names);
         foreach (var (name, what) in file.Unreadable)
             Console.Error.WriteLine($"note: column '{name}' of '{path}' is {what}, which the tool cannot read; it is left out (flatten it into scalar columns to use it).");
         var profiles = file.Names.Select(n => new ColumnProfile { Tracked = tracked.Contains(n) }).ToArray();
         var checks = file.Names.Select(n => identifiers.Contains(n) ? (ColumnKind?)null : declared.TryGetValue(n, out var k) ? k : null).ToArray();
-        var scanned = file.Names.Select(n => identifiers.Contains(n) || declared.ContainsKey(n) || tracked.Contains(n)).ToArray();
+        // A column's Parquet type guarantees its cells, except where a declaration or a role asks more of them, or where a
+        // true/false column may have nulls (which a Boolean column cannot hold).
+        var scanned = file.Names.Select((n, i) => identifiers.Contains(n) || declared.ContainsKey(n) || tracked.Contains(n)
+            || (file.NaturalKind(i) == ColumnKind.Boolean && file.IsNullable(i))).ToArray();
         if (scanned.Any(s => s)) Profile(path, file, profiles, checks, scanned);
         var columns = file.Names.Select((name, i) => identifiers.Contains(name) ? new TableColumn(name, ColumnKind.Text, CellReading.Identifier, i, profiles[i])
             : ColumnOf(name, checks[i] ?? file.NaturalKind(i), i, profiles[i])).ToList();
-        return new Table(path, file, columns, file.Rows, file.Unreadable);
+        RefuseMissingBooleans(path, columns);
+        return new Table(path, file, columns, file.Rows, file.Unreadable, stamp);
+    }
+
+    /// <summary>A true/false column cannot hold a missing value: the first one is refused with its row (declared columns
+    /// are refused during the scan itself).</summary>
+    private static void RefuseMissingBooleans(string path, IEnumerable<TableColumn> columns)
+    {
+        foreach (var column in columns)
+            if (column.Reading == CellReading.Boolean && column.Profile.FirstMissingRow is long row)
+                throw BadCell(path, column.Name, row - 1, "", ColumnKind.Boolean);
     }
 
     private static TableColumn ColumnOf(string name, ColumnKind kind, int field, ColumnProfile profile) => new(name, kind, kind switch
@@ -201,6 +232,7 @@ internal sealed class Table
                     if (chunk.IsMissing(c, r))
                     {
                         profile.Missing++;
+                        profile.FirstMissingRow ??= chunk.FirstRow + r + 1;
                         if (declared[c] == ColumnKind.Boolean) throw BadCell(path, file.Names[c], chunk.FirstRow + r, "", ColumnKind.Boolean);
                         if (profile.Tracked) profile.FirstNotBinary ??= (chunk.FirstRow + r + 1, "");
                         continue;
@@ -209,7 +241,8 @@ internal sealed class Table
                     float number = float.NaN;
                     bool isNumber = (profile.AllNumbers || profile.Tracked || declared[c] == ColumnKind.Single) && chunk.TryNumber(c, r, out number);
                     if (!isNumber) { profile.AllNumbers = false; number = float.NaN; }
-                    if (float.IsNaN(number) && isNumber) profile.NaNs++;
+                    if (isNumber && float.IsNaN(number)) profile.NaNs++;
+                    if (isNumber && float.IsInfinity(number)) profile.Infinities++;
                     if (profile.AllBooleans && !chunk.TryBoolean(c, r, out _)) profile.AllBooleans = false;
                     if (declared[c] == ColumnKind.Single && !isNumber) throw BadCell(path, file.Names[c], chunk.FirstRow + r, chunk.Text(c, r).ToString(), ColumnKind.Single);
                     if (declared[c] == ColumnKind.Boolean && !chunk.TryBoolean(c, r, out _)) throw BadCell(path, file.Names[c], chunk.FirstRow + r, chunk.Text(c, r).ToString(), ColumnKind.Boolean);
@@ -260,7 +293,7 @@ internal sealed class Table
     {
         if (value.Length == 0) return value;
         if (long.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out long whole)) return whole.ToString(CultureInfo.InvariantCulture);
-        double number = double.Parse(value, NumberStyles.Float, CultureInfo.InvariantCulture);
+        if (!double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out double number)) return value; // the scan saw numbers: only a changed file gets here
         const double exactIntegers = 9_007_199_254_740_992; // 2^53: every integer below it is exact as a double
         return number == Math.Floor(number) && Math.Abs(number) < exactIntegers
             ? ((long)number).ToString(CultureInfo.InvariantCulture)
@@ -309,6 +342,7 @@ internal sealed class TableDataView : IDataView
         private readonly IEnumerator<RawChunk> _chunks;
         private readonly Array?[] _values; // per table column: the current chunk's float[], bool[] or ReadOnlyMemory<char>[]
         private long _position = -1;
+        private bool _done;
         private int _row, _rows; // the current row within the chunk, and the chunk's rows
 
         public Cursor(TableDataView view, IEnumerable<DataViewSchema.Column> columnsNeeded)
@@ -319,6 +353,8 @@ internal sealed class TableDataView : IDataView
             foreach (var column in columnsNeeded) _active[column.Index] = true;
             var fields = new bool[view._table.File.Names.Count];
             for (int c = 0; c < columns.Count; c++) if (_active[c]) fields[columns[c].Field] = true;
+            if (Table.StampOf(view._table.Source) != view._table.Stamp)
+                throw Changed("its size or last write time differs from when it was first read");
             _chunks = view._table.File.Chunks(fields).GetEnumerator();
             _values = new Array?[columns.Count];
         }
@@ -337,6 +373,7 @@ internal sealed class TableDataView : IDataView
 
         public override bool MoveNext()
         {
+            if (_done) return false;
             if (++_row < _rows) { _position++; return true; }
             while (_chunks.MoveNext())
             {
@@ -351,7 +388,9 @@ internal sealed class TableDataView : IDataView
                 return true;
             }
             _rows = 0;
-            if (_position + 1 != _view._table.Rows && _position >= -1) throw Changed($"it has {_position + 1:N0} rows, not the {_view._table.Rows:N0} first read");
+            _done = true;
+            if (_position + 1 != _view._table.Rows) throw Changed($"it has {_position + 1:N0} rows, not the {_view._table.Rows:N0} first read");
+            _position = -1; // ML.NET's cursor contract: -1 once the cursor is done
             return false;
         }
 

@@ -525,12 +525,14 @@ public class CliTests(ITestOutputHelper log)
         Assert.Contains("is a folder", folder.Error);
         Assert.DoesNotContain("epoch", folder.Error); // refused before training
 
-        // A folder without write permission. Root bypasses permission checks, so as root the job runs as nobody.
+        // A folder without write permission. Root bypasses permission checks, so as root the job runs without the capabilities
+        // that bypass them (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH): still root, so it can read the repository wherever the clone
+        // is (running it as nobody failed in a clone under a 0700 folder that nobody may not enter).
         Directory.CreateDirectory(temp.File("locked"));
         if (!OperatingSystem.IsLinux()) return; // the tool's errno handling and these wrappers are Linux's
         File.SetUnixFileMode(temp.File("locked"), UnixFileMode.UserRead | UnixFileMode.UserExecute | UnixFileMode.GroupRead | UnixFileMode.GroupExecute | UnixFileMode.OtherRead | UnixFileMode.OtherExecute);
         bool root = geteuid() == 0;
-        Launch? asUser = root ? new Launch(Wrapper: ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]) : null;
+        Launch? asUser = root ? new Launch(Wrapper: ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]) : null;
         if (root && !File.Exists("/usr/bin/setpriv")) log.WriteLine("Running as root without setpriv: the permission-denied case is not checked here.");
         else
         {

@@ -64,7 +64,7 @@ public sealed class TableReadingTests
     }
 
     [Fact]
-    public void CsvCursor_ReadsOnlyItsColumns_AndAChangedFileFailsTheReadingPass()
+    public void CsvCursor_AnswersForItsColumns_AndAChangedFileFailsTheReadingPass()
     {
         using var temp = new TempFolder();
         string path = temp.File("rows.csv");
@@ -74,16 +74,53 @@ public sealed class TableReadingTests
         using (var cursor = view.GetRowCursor([view.Schema["y"]]))
         {
             Assert.False(cursor.IsColumnActive(view.Schema["note"]));
+            Assert.Throws<InvalidOperationException>(() => cursor.GetGetter<ReadOnlyMemory<char>>(view.Schema["note"]));
             var y = cursor.GetGetter<float>(view.Schema["y"]);
             float value = 0, sum = 0;
             while (cursor.MoveNext()) { y(ref value); sum += value; }
             Assert.Equal(Enumerable.Range(0, 50).Sum(i => i % 3), sum);
+            Assert.Equal(-1, cursor.Position); // ML.NET's contract once the cursor is done
         }
-        File.AppendAllText(path, "9,1.5,true,extra,2\n");
-        using var changed = view.GetRowCursor(view.Schema);
-        var error = Assert.Throws<CliException>(() => { while (changed.MoveNext()) { } });
+        // Rewritten in place with the same length and the same time stamp: the cells are checked as they are read.
+        var written = File.GetLastWriteTimeUtc(path);
+        byte[] bytes = File.ReadAllBytes(path);
+        int at = bytes.AsSpan().LastIndexOf("true"u8);
+        "mayb"u8.CopyTo(bytes.AsSpan(at));
+        File.WriteAllBytes(path, bytes);
+        File.SetLastWriteTimeUtc(path, written);
+        var error = Assert.Throws<CliException>(() => { using var c = view.GetRowCursor(view.Schema); while (c.MoveNext()) { } });
         Assert.Contains("changed while the tool was reading it", error.Message);
+        Assert.Contains("no longer true or false", error.Message);
+        // Appended to: refused as the pass opens.
+        File.AppendAllText(path, "9,1.5,true,extra,2\n");
+        error = Assert.Throws<CliException>(() => view.GetRowCursor(view.Schema));
+        Assert.Contains("its size or last write time differs", error.Message);
         Assert.Equal(ExitCodes.DataError, error.ExitCode);
+    }
+
+    [Fact]
+    public void CsvErrors_AreFoundByTheScan_WithTheirRecordOrRow()
+    {
+        using var temp = new TempFolder();
+        CliException Fails(string name, string content, int block)
+        {
+            File.WriteAllText(temp.File(name), content);
+            var e = Assert.Throws<CliException>(() => Table.Read(temp.File(name), null, [], ["y"], blockCharacters: block));
+            Assert.Equal(ExitCodes.DataError, e.ExitCode);
+            return e;
+        }
+        foreach (int block in new[] { 16, 1 << 20 })
+        {
+            Assert.Contains("record 4: 3 fields where the header has 2", Fails("fields.csv", "x,y\n1,2\n3,4\n5,6,7\n", block).Message);
+            Assert.Contains("record 3: a quoted field is not closed", Fails("quote.csv", "x,y\n1,2\n\"open,4\n", block).Message);
+            // A true/false column with a missing value, inferred or declared.
+            Assert.Contains("column 'flag', row 3: a true/false column has a missing value", Fails("flag.csv", "flag,y\ntrue,1\nfalse,0\n,1\n", block).Message);
+        }
+        // The last record needs no line break; CRLF and LF mix.
+        File.WriteAllText(temp.File("end.csv"), "x,y\r\n1,2\n3,4");
+        var table = Table.Read(temp.File("end.csv"), null, [], ["y"], blockCharacters: 16);
+        Assert.Equal(2, table.Rows);
+        Assert.Equal([2f, 4f], table.Find("y")!.Profile.DistinctNumbers.Order().ToArray());
     }
 
     [Fact]
@@ -97,6 +134,47 @@ public sealed class TableReadingTests
         Assert.Equal(ExitCodes.Diverged, Cli.Program.Report(new AggregateException(Wrapped(new ContinualTrainingException("NaN", 0, 1, 10, "loss"))), cancelled: false));
         // Another ML.NET error is still a data error with its own message.
         Assert.Equal(ExitCodes.DataError, Cli.Program.Report(new InvalidOperationException("Schema mismatch") { Source = "Microsoft.ML.Data" }, cancelled: false));
+    }
+
+    public sealed class TypedRow
+    {
+        public long id { get; set; }
+        public DateTime when { get; set; }
+        public decimal price { get; set; }
+        public bool? flag { get; set; }
+        public uint count { get; set; }
+        public string? label { get; set; }
+    }
+
+    [Fact]
+    public async Task ParquetTypes_KeepTheirValues_AndANullTrueFalseIsRefused()
+    {
+        using var temp = new TempFolder();
+        const long bigId = 9_007_199_254_740_993; // 2^53 + 1: not a double
+        var when = new DateTime(2026, 3, 4, 5, 6, 7, DateTimeKind.Utc);
+        var rows = new[]
+        {
+            new TypedRow { id = bigId, when = when, price = 1.50m, flag = true, count = 7, label = "a" },
+            new TypedRow { id = 2, when = when.AddDays(1), price = 2m, flag = false, count = 8, label = "" },
+        };
+        await ParquetSerializer.SerializeAsync(rows, temp.File("typed.parquet"));
+        var table = Table.Read(temp.File("typed.parquet"), null, ["id"], ["label"]);
+        var cells = Cells(table);
+        Assert.Equal(bigId.ToString(CultureInfo.InvariantCulture), cells[0][0]); // an id keeps every digit
+        Assert.Equal(when.ToString(null, CultureInfo.InvariantCulture), cells[0][1]); // dates as the tool has always written them
+        Assert.Equal(1.5f, cells[0][2]);
+        Assert.Equal(true, cells[0][3]);
+        Assert.Equal(7f, cells[0][4]); // unsigned integers are numbers
+        Assert.Equal(1, table.Find("label")!.Profile.Missing); // an empty string is missing, as in a CSV
+        Assert.Equal(ColumnKind.Text, table.Find("when")!.Kind);
+        // Declared as text, a number is its invariant text.
+        File.WriteAllText(temp.File("schema.json"), """{"columns": [{"name": "price", "type": "Text"}]}""");
+        Assert.Equal("1.5", Cells(Table.Read(temp.File("typed.parquet"), temp.File("schema.json"), ["id"], ["label"]))[0][2]);
+        // A true/false column with a null cannot be read as true/false.
+        rows[1].flag = null;
+        await ParquetSerializer.SerializeAsync(rows, temp.File("null-flag.parquet"));
+        var error = Assert.Throws<CliException>(() => Table.Read(temp.File("null-flag.parquet"), null, ["id"], ["label"]));
+        Assert.Contains("column 'flag', row 2: a true/false column has a missing value", error.Message);
     }
 
     public sealed class Row

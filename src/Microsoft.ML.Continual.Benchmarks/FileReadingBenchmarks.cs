@@ -16,7 +16,7 @@ internal static class FileReadingBenchmarks
     private static readonly string[] Regions = Enumerable.Range(0, 30).Select(i => $"region-{i:D2}").ToArray();
     private static readonly string[] Channels = ["web", "store", "phone", "partner"];
 
-    public static void Run(long rows, int budgetMegabytes, int limitMegabytes, bool readOnly, bool limitedOnly, string report)
+    public static void Run(long rows, int budgetMegabytes, int limitMegabytes, bool readOnly, bool limitedOnly, int treesRows, bool treesOnly, string report)
     {
         string folder = Path.Combine(report, "file-reading");
         Directory.CreateDirectory(folder);
@@ -27,18 +27,24 @@ internal static class FileReadingBenchmarks
         CompareReading(path, rows);
         if (readOnly) return;
         Console.WriteLine();
-        Console.WriteLine("`continual train --data <file> --label churn --set NumberOfEpochs=1` (featurizer + tabular network), one process each:");
+        Console.WriteLine("`continual train --data <file> --label churn` (featurizer; the tabular network for 1 epoch, or the boosted trees), one process each:");
         Console.WriteLine("| job | memory limit | exit code | peak resident memory | seconds |");
         Console.WriteLine("| --- | --- | ---: | ---: | ---: |");
-        if (!limitedOnly)
+        var limits = new List<int?>();
+        if (!limitedOnly) limits.Add(null);
+        if (limitMegabytes > 0) limits.Add(limitMegabytes);
+        foreach (int? limit in limits)
         {
-            Train(path, folder, budgetMegabytes, null);
-            Train(path, folder, null, null);
-        }
-        if (limitMegabytes > 0)
-        {
-            Train(path, folder, budgetMegabytes, limitMegabytes);
-            Train(path, folder, null, limitMegabytes);
+            if (!treesOnly)
+            {
+                Train(path, folder, ["--set", $"MemoryBudgetMegabytes={budgetMegabytes}"], $"MemoryBudgetMegabytes={budgetMegabytes}", limit);
+                Train(path, folder, [], "no budget (the task read into memory)", limit);
+            }
+            if (treesRows > 0) // the boosted trees: a sample of each period, or the period held
+            {
+                Train(path, folder, ["--trainer", "lightgbm", "--set", $"MaximumRowsPerPeriod={treesRows}"], $"lightgbm, MaximumRowsPerPeriod={treesRows}", limit);
+                Train(path, folder, ["--trainer", "lightgbm"], "lightgbm, no limit (the period held)", limit);
+            }
         }
     }
 
@@ -133,11 +139,12 @@ internal static class FileReadingBenchmarks
 
     /// <summary>One <c>continual train</c> job on the file, its peak resident memory read from /proc while it runs; with a
     /// limit, inside a new memory cgroup (v1, root) that caps memory and swap.</summary>
-    private static void Train(string path, string folder, int? budgetMegabytes, int? limitMegabytes)
+    private static void Train(string path, string folder, string[] options, string job, int? limitMegabytes)
     {
         string cli = Path.Combine(AppContext.BaseDirectory, "Microsoft.ML.Continual.Cli.dll");
-        var arguments = new List<string> { cli, "train", "--data", path, "--label", "churn", "--ignore", "customer", "--out", Path.Combine(folder, "model.zip"), "--set", "NumberOfEpochs=1" };
-        if (budgetMegabytes is int b) arguments.AddRange(["--set", $"MemoryBudgetMegabytes={b}"]);
+        var arguments = new List<string> { cli, "train", "--data", path, "--label", "churn", "--ignore", "customer", "--out", Path.Combine(folder, "model.zip") };
+        if (!options.Contains("lightgbm")) arguments.AddRange(["--set", "NumberOfEpochs=1"]);
+        arguments.AddRange(options);
         string? group = limitMegabytes is int limit ? MemoryGroup(limit) : null;
         var start = new ProcessStartInfo(group is null ? "dotnet" : "sh") { RedirectStandardError = true, RedirectStandardOutput = true };
         if (group is not null)
@@ -155,7 +162,6 @@ internal static class FileReadingBenchmarks
         while (!process.WaitForExit(50)) peak = Math.Max(peak, ProcessMemory.PeakResidentBytes(process.Id) ?? 0);
         double seconds = clock.Elapsed.TotalSeconds;
         if (group is not null) Directory.Delete(group);
-        string job = budgetMegabytes is null ? "no budget (the task read into memory)" : $"MemoryBudgetMegabytes={budgetMegabytes}";
         Console.WriteLine($"| {job} | {(limitMegabytes is null ? "none" : $"{limitMegabytes} MB (cgroup)")} | {process.ExitCode} | {peak / 1048576.0:N0} MB | {seconds:F0} |");
         if (process.ExitCode != 0) Console.Error.WriteLine($"  ({job}: {error.Result.Trim().Split('\n').LastOrDefault()})");
         else Console.Error.WriteLine($"  ({output.Result.Trim().Split('\n').LastOrDefault()})");

@@ -16,7 +16,7 @@ using Microsoft.ML.Continual;
 //   refit-cost                       each method's refit time for the 2nd and the last of 20 tasks, beside SDCA and LightGBM retrained on all data [--tasks --rows --only]
 //   permuted-mnist-architecture      PackNet, CPG and progressive networks beside FineTune, 10 tasks with task ids [--epochs 2 --retrain 1 --cpg-goal 0.97 --hidden 256,256 --only ...]
 //   streaming                        a generated 10-million-row task within MemoryBudgetMegabytes, beside reading it into memory [--rows 10000000 --budget 256 --stream-only]
-//   file-reading                     the tool's CSV reading beside LoadFromTextFile (rows/s, memory), then `continual train` with and without MemoryBudgetMegabytes, peak memory [--rows 5000000 --budget 128 --limit-mb 0 (a cgroup cap, root) --read-only --limited-only]
+//   file-reading                     the tool's CSV reading beside LoadFromTextFile (rows/s, memory), then `continual train` with and without MemoryBudgetMegabytes, peak memory [--rows 5000000 --budget 128 --limit-mb 0 (a cgroup cap, root) --read-only --limited-only --trees ROWS (lightgbm with MaximumRowsPerPeriod too) --trees-only]
 //   gem-protocol                     GEM, A-GEM, EWC and FineTune under the GEM paper's protocol [--streams rotated,permuted] [--only GEM,...] [--rows 1000 --hidden 100,100]
 //   backbones                        ConvBackbone beside the default perceptron: FineTune, EWC, replay on Split MNIST (task-, class-IL) and Rotated MNIST [--rows 5000 --epochs 1 --seed 0 --only ...]
 //   tabular                          a real time-ordered table in monthly periods: continual trainers (featurizer + tabular backbone) vs LightGBM retrained on all history / last period, ML.NET warm starts [--dataset flights|birdstrikes --rows 100000 (flights) --seed 0 --only ... --set Name=Value --set trees.Name=Value]
@@ -68,7 +68,7 @@ switch (benchmark)
             double.Parse(OptionText("--cpg-goal") ?? "0.97", CultureInfo.InvariantCulture), OptionText("--hidden"), OptionText("--only"), report);
         return 0;
     case "file-reading":
-        FileReadingBenchmarks.Run(long.Parse(OptionText("--rows") ?? "5000000", CultureInfo.InvariantCulture), Option("--budget", 128), Option("--limit-mb", 0), arguments.Contains("--read-only"), arguments.Contains("--limited-only"), report);
+        FileReadingBenchmarks.Run(long.Parse(OptionText("--rows") ?? "5000000", CultureInfo.InvariantCulture), Option("--budget", 128), Option("--limit-mb", 0), arguments.Contains("--read-only"), arguments.Contains("--limited-only"), Option("--trees", 0), arguments.Contains("--trees-only"), report);
         return 0;
     case "streaming":
         StreamingBenchmarks.Run(long.Parse(OptionText("--rows") ?? "10000000", CultureInfo.InvariantCulture), Option("--budget", 256), !arguments.Contains("--stream-only"));

@@ -66,7 +66,8 @@ public static class Program
             OutOfMemoryException => (ExitCodes.OutOfMemory,
                 "Out of memory; nothing was written (the previous model is unchanged). A network trainer reads the task into memory " +
                 "unless it is told a budget: add --set MemoryBudgetMegabytes=N (for example 256) to train or refit and the task streams " +
-                "from the file. The boosted trees (lightgbm) hold each period: give the job more memory or split the period."),
+                "from the file. The boosted trees (lightgbm) hold each period unless told a limit: --set MaximumRowsPerPeriod=N (for example " +
+                "1000000) at train, and they train on a uniform sample of that many rows of each period."),
             OperationCanceledException => (ExitCodes.Cancelled, "Cancelled; no output was written (the previous model is unchanged)."),
             ContinualCheckpointException c => (ExitCodes.CheckpointError, c.Message),
             ContinualTrainingException t => (ExitCodes.Diverged, t.Message), // the message says nothing was written

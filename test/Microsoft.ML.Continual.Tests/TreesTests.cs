@@ -58,6 +58,56 @@ public class TreesTests(Xunit.Abstractions.ITestOutputHelper output)
     }
 
     [Fact]
+    public void MaximumRowsPerPeriod_TrainsOnASampleOfTheTask_WhileTheMemorySeesEveryRow()
+    {
+        var ml = new MLContext(seed: 1);
+        var first = ml.Data.LoadFromEnumerable(TabularTests.Customers(0, 2000, 3, FirstRegions));
+        var featurization = ml.Continual().Featurize(first, new ContinualFeaturizerOptions { LabelColumnName = nameof(Customer.Churned) });
+        ITransformer Fit(int? most)
+        {
+            var options = featurization.Configure(new ContinualLightGbmTrainer.Options { MemorySize = 1_000, NumberOfThreads = 1, Seed = 5, MaximumRowsPerPeriod = most });
+            var model = featurization.Pipeline.Append(ml.Continual().Trainers.LightGbm(options)).Fit(first);
+            return ml.Continual().Refit(model, Period(ml, 1, rows: 3000));
+        }
+        var whole = TreesOf(Fit(null));
+        // A limit no smaller than every task: the same model, bit for bit, and the same memory.
+        var roomy = TreesOf(Fit(3000));
+        Assert.Equal(whole.LightGbmModelText, roomy.LightGbmModelText);
+        Assert.Equal(whole.State.Memory.Features, roomy.State.Memory.Features);
+        // A limit below the tasks: other trees from 500 rows a task, the memory exactly as if every row were held.
+        var sampled = Fit(500);
+        var trees = TreesOf(sampled);
+        Assert.NotEqual(whole.LightGbmModelText, trees.LightGbmModelText);
+        Assert.Equal(5_000, trees.RowsSeen);
+        Assert.Equal(5_000, trees.State.Memory.Seen);
+        Assert.Equal(whole.State.Memory.Features, trees.State.Memory.Features);
+        Assert.Equal(whole.State.Memory.Labels, trees.State.Memory.Labels);
+        var test = ml.Data.LoadFromEnumerable(TabularTests.Customers(9, 1000, 4, LaterRegions));
+        double auc = ml.BinaryClassification.Evaluate(sampled.Transform(test), nameof(Customer.Churned)).AreaUnderRocCurve;
+        Assert.True(auc > 0.85, $"AUC {auc:F3} from 500 rows a task");
+        Assert.Equal(500, trees.Options.MaximumRowsPerPeriod); // stored with the model
+        Assert.Throws<ArgumentOutOfRangeException>(() => new ContinualLightGbmTrainer.Options { MaximumRowsPerPeriod = 10 }.Validate());
+    }
+
+    [Fact]
+    public void TheMemoryBuilder_OfferedTheRowsInOrder_GivesWhatWithGives()
+    {
+        var random = new Random(3);
+        const int d = 4, rows = 5000;
+        var features = Enumerable.Range(0, rows * d).Select(_ => (float)random.NextDouble()).ToArray();
+        var labels = Enumerable.Range(0, rows).Select(i => (float)(i % 2)).ToArray();
+        var start = ReplayRows.Empty(700, d).With(features[..(300 * d)], labels[..300], 300, 9); // part full
+        var expected = start.With(features, labels, rows, 9);
+        var builder = new ReplayRows.Builder(start, 9);
+        for (int i = 0; i < rows; i++) builder.Offer(features.AsSpan(i * d, d), labels[i]);
+        var built = builder.Build();
+        Assert.Equal(expected.Count, built.Count);
+        Assert.Equal(expected.Seen, built.Seen);
+        Assert.Equal(expected.Features, built.Features);
+        Assert.Equal(expected.Labels, built.Labels);
+    }
+
+    [Fact]
     public void AddRounds_KeepsEveryEarlierTree_RetrainOnMemory_KeepsOnlyTheNewEnsemble()
     {
         var ml = new MLContext(seed: 1);

@@ -55,6 +55,48 @@ internal sealed class ReplayRows
 
     public static ReplayRows Empty(int capacity, int featureSize) => new(capacity, featureSize, [], [], 0, 0);
 
+    /// <summary>The same sample grown one row at a time, for a task read as a stream: offering the task's rows in order gives
+    /// exactly <see cref="With"/>'s result (same algorithm, same generator), without holding the task.</summary>
+    public sealed class Builder
+    {
+        private readonly ReplayRows _from;
+        private readonly Random _random;
+        private float[] _features, _labels;
+        private int _count;
+        private long _seen;
+
+        public Builder(ReplayRows from, int seed)
+        {
+            _from = from;
+            _count = from.Count;
+            _seen = from.Seen;
+            _random = new Random(unchecked((int)(seed * 1_000_003L + from.Seen))); // as With: not HashCode.Combine, which is randomised per process
+            int size = Math.Min(from.Capacity, Math.Max(from.Count, 1024));
+            _features = new float[(long)size * from.FeatureSize];
+            _labels = new float[size];
+            from.Features.AsSpan(0, from.Count * from.FeatureSize).CopyTo(_features);
+            from.Labels.AsSpan(0, from.Count).CopyTo(_labels);
+        }
+
+        public void Offer(ReadOnlySpan<float> row, float label)
+        {
+            int d = _from.FeatureSize;
+            long slot = _count < _from.Capacity ? _count++ : _random.NextInt64(_seen + 1);
+            _seen++;
+            if (slot >= _from.Capacity) return;
+            if (slot >= _labels.Length) // grow towards the capacity as rows come
+            {
+                int size = (int)Math.Min(_from.Capacity, Math.Max(2L * _labels.Length, slot + 1));
+                Array.Resize(ref _labels, size);
+                Array.Resize(ref _features, size * d);
+            }
+            row.CopyTo(_features.AsSpan((int)slot * d, d));
+            _labels[slot] = label;
+        }
+
+        public ReplayRows Build() => new(_from.Capacity, _from.FeatureSize, _features[..(_count * _from.FeatureSize)], _labels[.._count], _count, _seen);
+    }
+
     /// <summary>A new sample: this one with <paramref name="rows"/> rows offered in order; seeded by <paramref name="seed"/>.</summary>
     public ReplayRows With(float[] features, float[] labels, int rows, int seed)
     {
@@ -99,15 +141,14 @@ internal static class BoostedTreesTraining
             throw new ArgumentException($"MemorySize {options.MemorySize:N0} differs from the model's {previous.Options.MemorySize:N0}: a reservoir cannot change its size and stay a uniform sample of the rows seen.");
         if (previous is not null && previous.Layout != layout)
             throw new ArgumentException($"The options code {layout.Categoricals} categorical columns in {layout.Bits} bits each; the model was trained with {previous.Layout.Categoricals} in {previous.Layout.Bits}.");
-        var (input, labels, rows) = ReadRows(data, options, inputSize, kind, cancellation);
         int featureSize = layout.Width;
-        var features = new float[(long)rows * featureSize];
-        layout.Encode(input, rows, features);
-        input = [];
         int seed = options.Seed ?? 0;
         int task = previous?.TasksSeen ?? 0;
-        var (trainIndex, validationIndex) = Split(rows, options.ValidationFraction, seed + task);
         var memory = previous?.Memory ?? ReplayRows.Empty(options.MemorySize, featureSize);
+        var (features, labels, rows, periodRows, sampledMemory) = options.MaximumRowsPerPeriod is int most
+            ? ReadSample(data, options, inputSize, layout, kind, memory, most, seed + task, cancellation)
+            : ReadAll(data, options, inputSize, layout, kind, cancellation);
+        var (trainIndex, validationIndex) = Split(rows, options.ValidationFraction, seed + task);
 
         // The training rows: the task's (less its validation slice) and the memory's.
         int trainRows = trainIndex.Length + memory.Count;
@@ -121,12 +162,81 @@ internal static class BoostedTreesTraining
         Gather(features, labels, validationIndex, featureSize, validationFeatures, validationLabels, 0);
 
         var (text, rounds) = Boost(options.Mode == ContinualBoostingMode.AddRounds ? previous : null, options, kind, layout, trainFeatures, trainLabels, validationFeatures, validationLabels, cancellation);
-        var newMemory = options.MemorySize == 0 ? memory : memory.With(features, labels, rows, seed);
+        var newMemory = options.MemorySize == 0 ? memory : sampledMemory ?? memory.With(features, labels, rows, seed);
         return new BoostedTreesState
         {
             Options = options, Kind = kind, FeatureSize = inputSize, ModelText = text, Memory = newMemory,
-            RoundsPerTask = [.. previous?.RoundsPerTask ?? [], rounds], RowsSeen = (previous?.RowsSeen ?? 0) + rows,
+            RoundsPerTask = [.. previous?.RoundsPerTask ?? [], rounds], RowsSeen = (previous?.RowsSeen ?? 0) + periodRows,
         };
+    }
+
+    /// <summary>The whole task in memory, encoded for LightGBM.</summary>
+    private static (float[] Features, float[] Labels, int Rows, long PeriodRows, ReplayRows? Memory) ReadAll(IDataView data,
+        ContinualLightGbmTrainer.Options options, int inputSize, TreeFeatureLayout layout, ContinualPredictionKind kind, CancellationToken cancellation)
+    {
+        var (input, labels, rows) = ReadRows(data, options, inputSize, kind, cancellation);
+        var features = new float[(long)rows * layout.Width];
+        layout.Encode(input, rows, features);
+        return (features, labels, rows, rows, null);
+    }
+
+    /// <summary>
+    /// A task read as a stream when <see cref="ContinualLightGbmTrainer.Options.MaximumRowsPerPeriod"/> is set: the trees
+    /// train on a uniform sample of at most that many of its rows (Vitter's algorithm R, kept in the task's order), while
+    /// the replay memory is offered every row, as it would be with the task in memory. Memory: the sample and the replay
+    /// memory, whatever the task's size. A task no larger than the limit gives exactly what reading it whole gives.
+    /// </summary>
+    private static (float[] Features, float[] Labels, int Rows, long PeriodRows, ReplayRows? Memory) ReadSample(IDataView data,
+        ContinualLightGbmTrainer.Options options, int inputSize, TreeFeatureLayout layout, ContinualPredictionKind kind, ReplayRows memory,
+        int most, int seed, CancellationToken cancellation)
+    {
+        int d = layout.Width;
+        var sample = new float[(long)Math.Min(most, 1024) * d];
+        var sampleLabels = new float[Math.Min(most, 1024)];
+        var order = new long[sampleLabels.Length]; // each kept row's place in the task, to restore the task's order
+        var builder = options.MemorySize == 0 ? null : new ReplayRows.Builder(memory, options.Seed ?? 0);
+        var random = new Random(unchecked(seed * 7919 + 17));
+        var row = new float[inputSize];
+        var encoded = new float[d];
+        long seen = 0;
+        int kept = 0;
+        using (var reader = new TaskRowReader(data, options.FeatureColumnName, inputSize, options.LabelColumnName, null))
+        {
+            while (reader.Next(row, out LabelValue label, out _, cancellation))
+            {
+                float y = (float)label.Number;
+                if (kind == ContinualPredictionKind.Regression && !float.IsFinite(y))
+                    throw new ContinualDataException(options.LabelColumnName, $"Label column '{options.LabelColumnName}' has an infinite value; regression labels must be finite.");
+                layout.Encode(row, 1, encoded);
+                builder?.Offer(encoded, y);
+                long slot = kept < most ? kept++ : random.NextInt64(seen + 1);
+                if (slot < most)
+                {
+                    if (slot >= sampleLabels.Length)
+                    {
+                        int size = (int)Math.Min(most, 2L * sampleLabels.Length);
+                        Array.Resize(ref sampleLabels, size);
+                        Array.Resize(ref order, size);
+                        Array.Resize(ref sample, size * d);
+                    }
+                    encoded.CopyTo(sample.AsSpan((int)slot * d, d));
+                    sampleLabels[slot] = y;
+                    order[slot] = seen;
+                }
+                seen++;
+            }
+        }
+        if (seen == 0) throw new ContinualDataException(options.LabelColumnName, "The task has no labelled rows.");
+        // Back in the task's order: LightGBM's bins and ties see the rows as they came.
+        var byPlace = Enumerable.Range(0, kept).OrderBy(i => order[i]).ToArray();
+        var features = new float[(long)kept * d];
+        var labels = new float[kept];
+        for (int i = 0; i < kept; i++)
+        {
+            sample.AsSpan(byPlace[i] * d, d).CopyTo(features.AsSpan(i * d, d));
+            labels[i] = sampleLabels[byPlace[i]];
+        }
+        return (features, labels, kept, seen, builder?.Build());
     }
 
     private static (ContinualPredictionKind Kind, int FeatureSize) CheckSchema(BoostedTreesState? previous, ContinualLightGbmTrainer.Options options, DataViewSchema schema)

@@ -132,6 +132,12 @@ public sealed class ContinualLightGbmTrainer : IEstimator<ContinualLightGbmTrans
         /// Fixed for a model's life: a refit with another size is refused.</summary>
         public int MemorySize { get; set; } = 100_000;
 
+        /// <summary>The most rows of a task the trees train on; null (the default): every row, read into memory. Set, the task
+        /// streams: the trees train on a uniform sample of that many of its rows (kept in the task's order), the replay memory
+        /// still sees every row, and memory stays bounded whatever the task's size (LightGBM holds a whole dataset in memory,
+        /// so a task larger than memory needs this). A task no larger than the limit trains exactly as without it.</summary>
+        public int? MaximumRowsPerPeriod { get; set; }
+
         /// <summary>The fraction of each task's rows held out to stop its rounds early; 0 turns early stopping off.</summary>
         public double ValidationFraction { get; set; } = 0.1;
 
@@ -170,6 +176,7 @@ public sealed class ContinualLightGbmTrainer : IEstimator<ContinualLightGbmTrans
             if (EarlyStoppingRounds < 1) throw new ArgumentOutOfRangeException(nameof(EarlyStoppingRounds), EarlyStoppingRounds, "Must be at least 1.");
             if (BinaryCodedCategoricals < 0 || BinaryCodedCategoricals > 100_000) throw new ArgumentOutOfRangeException(nameof(BinaryCodedCategoricals), BinaryCodedCategoricals, "Must be 0 to 100,000.");
             if (BitsPerCategorical is < 1 or > 24) throw new ArgumentOutOfRangeException(nameof(BitsPerCategorical), BitsPerCategorical, "Must be 1 to 24 (a bucket must be exact in a float).");
+            if (MaximumRowsPerPeriod is < 100) throw new ArgumentOutOfRangeException(nameof(MaximumRowsPerPeriod), MaximumRowsPerPeriod, "Must be at least 100, or null.");
             if (NumberOfThreads is < 1 or > 1024) throw new ArgumentOutOfRangeException(nameof(NumberOfThreads), NumberOfThreads, "Must be 1 to 1,024, or null.");
         }
 

@@ -20,7 +20,7 @@ internal static class PerformanceBenchmarks
 
     private sealed class Scored
     {
-        [VectorType(784)] public float[] Features { get; set; } = [];
+        // Only the score: an engine's output class that also names Features copies the 784 inputs back out per row.
         public float[] Score { get; set; } = [];
     }
 

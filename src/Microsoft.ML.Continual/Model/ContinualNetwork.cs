@@ -279,6 +279,24 @@ public sealed class ContinualNetwork : nn.Module
         }
     }
 
+    /// <summary>The weight and bias of each dense layer rows of head <paramref name="head"/> pass through, trunk first and
+    /// the head last, as <see cref="Forward"/> computes them (perceptron trunks, shared or one per task; not progressive).</summary>
+    internal IReadOnlyList<(Tensor Weight, Tensor Bias)> DenseChain(int head)
+    {
+        if (!IsPerceptron || Shape.Columns == NetworkColumns.Progressive)
+            throw new InvalidOperationException("Only a perceptron without lateral connections is a chain of dense layers.");
+        var trunk = TrunkLinears(Shape.Columns == NetworkColumns.PerTask ? head : 0);
+        var chain = new List<(Tensor Weight, Tensor Bias)>();
+        for (int i = 0; i < trunk.Count; i++)
+            chain.Add(TrunkWeightView is { } view && Shape.Columns == NetworkColumns.Shared
+                ? view.LayerFor(head, i, trunk[i].weight!, trunk[i].bias!)
+                : (trunk[i].weight!, trunk[i].bias!));
+        var output = heads[head];
+        long width = chain.Count > 0 ? chain[^1].Weight.shape[0] : Shape.InputSize;
+        chain.Add((width == output.weight!.shape[1] ? output.weight! : output.weight!.narrow(1, 0, width), output.bias!));
+        return chain;
+    }
+
     /// <summary>The shared trunk computed with head <paramref name="head"/>'s view of the weights.</summary>
     private Tensor MaskedTrunk(int head, Tensor x)
     {

@@ -213,7 +213,7 @@ internal sealed class ContinualRowMapper : IRowToRowMapper
                         throw new ContinualDataException(t.Name, $"The row has no value in task-id column '{t.Name}'.");
                     _heads![0] = columns.HeadOf(id);
                 }
-                _parent._scorer.Score(_features, _heads, 1, _scores);
+                _parent._scorer.ScoreRow(_features, _heads, _scores);
                 _scoredPosition = _input.Position;
             }
             return _scores;

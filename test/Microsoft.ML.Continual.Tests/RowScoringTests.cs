@@ -1,0 +1,56 @@
+using Microsoft.ML.Continual;
+using Xunit;
+
+namespace Microsoft.ML.Continual.Tests;
+
+/// <summary>Single-row scoring (prediction engines) by the managed copy of a perceptron network.</summary>
+public class RowScoringTests
+{
+    private static ContinualTransformer TwoTasks(MLContext ml, ContinualTrainerOptions options, Func<ContinualTrainerOptions, IEstimator<ContinualTransformer>> trainer)
+    {
+        var first = trainer(options).Fit(ml.Data.LoadFromEnumerable(TaskRows(0)));
+        return (ContinualTransformer)ml.Continual().Refit(first, ml.Data.LoadFromEnumerable(TaskRows(1)));
+    }
+
+    private static List<Row> TaskRows(int task)
+    {
+        var rows = TestData.Rows(task, task == 0 ? [0, 1] : [2, 3], 200, seed: 5);
+        foreach (var row in rows) row.Task = $"t{task}";
+        return rows;
+    }
+
+    public static TheoryData<string> Trainers => new() { "FineTune", "PackNet" };
+
+    [Theory]
+    [MemberData(nameof(Trainers))]
+    public void PredictionEngine_ScoresManaged_AsTransformWithin1e6_FromSeveralThreads(string trainer)
+    {
+        var ml = new MLContext(seed: 1);
+        var options = TestData.Options(taskId: "Task");
+        ContinualTransformer model = trainer == "FineTune"
+            ? TwoTasks(ml, options, o => ml.Continual().Trainers.FineTune((FineTuneTrainer.Options)o))
+            : TwoTasks(ml, new PackNetTrainer.Options { TaskIdColumnName = "Task", HiddenLayerSizes = [16], NumberOfEpochs = 4, BatchSize = 32, LearningRate = 0.01, Seed = 3 },
+                o => ml.Continual().Trainers.PackNet((PackNetTrainer.Options)o));
+        Assert.True(model.Scorer.ScoresRowsManaged);
+
+        var rows = TaskRows(0).Take(60).Concat(TaskRows(1).Take(60)).ToList();
+        float[] batched = TestData.Scores(model, ml.Data.LoadFromEnumerable(rows));
+        int classes = batched.Length / rows.Count;
+        float[][] Predict()
+        {
+            var engine = ml.Model.CreatePredictionEngine<Row, TextPrediction>(model);
+            return rows.Select(r => engine.Predict(r).Score.ToArray()).ToArray();
+        }
+        float[][] single = Predict();
+        for (int i = 0; i < rows.Count; i++)
+            for (int c = 0; c < classes; c++) Assert.Equal(batched[i * classes + c], single[i][c], 1e-6f);
+        // A head's other classes get probability 0, as in the batched path.
+        Assert.All(single.Take(60), s => Assert.Equal(0f, s[2] + s[3]));
+
+        // Engines on two threads at once (no lock on this path) give exactly what one thread gave.
+        var results = new float[2][][];
+        Parallel.For(0, 2, t => results[t] = Predict());
+        foreach (var result in results)
+            for (int i = 0; i < rows.Count; i++) Assert.Equal(TestData.Bytes(single[i]), TestData.Bytes(result[i]));
+    }
+}

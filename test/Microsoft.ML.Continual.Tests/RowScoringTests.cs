@@ -53,4 +53,27 @@ public class RowScoringTests
         foreach (var result in results)
             for (int i = 0; i < rows.Count; i++) Assert.Equal(TestData.Bytes(single[i]), TestData.Bytes(result[i]));
     }
+
+    [Theory]
+    [InlineData(ContinualActivation.ReLU)]
+    [InlineData(ContinualActivation.Tanh)]
+    public void ManagedKernels_AvxAndPortable_GiveTheSameBits(ContinualActivation activation)
+    {
+        // 40 and 12 units: a 32-wide block of outputs and a vector-wide tail in the AVX kernel, 4-lane vectors in the other.
+        var ml = new MLContext(seed: 1);
+        var options = new FineTuneTrainer.Options { HiddenLayerSizes = [40, 12], Activation = activation, NumberOfEpochs = 3, BatchSize = 32, Seed = 4 };
+        var model = ml.Continual().Trainers.FineTune(options).Fit(ml.Data.LoadFromEnumerable(TaskRows(0).Concat(TaskRows(1))));
+        var fast = DenseInference.TryCreate(model.State)!;
+        var portable = DenseInference.TryCreate(model.State, portable: true)!;
+        Assert.True(System.Runtime.Intrinsics.X86.Avx.IsSupported, "this test compares the AVX kernel with the portable one");
+        var rows = TaskRows(0).Concat(TaskRows(1)).ToList();
+        rows[0].Features = new float[6]; // every input zero: the bias alone
+        float[] a = new float[fast.OutputSize], b = new float[portable.OutputSize];
+        foreach (var row in rows)
+        {
+            fast.Score(row.Features, 0, a);
+            portable.Score(row.Features, 0, b);
+            Assert.Equal(TestData.Bytes(a), TestData.Bytes(b));
+        }
+    }
 }

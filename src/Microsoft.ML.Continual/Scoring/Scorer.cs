@@ -64,12 +64,20 @@ internal sealed class Scorer : IBlockScorer
         lock (_lock) Forward(features, heads, rows, outputs);
     }
 
+    /// <summary>The block copied into libtorch's own memory with one memory copy: wrapping the managed array made results
+    /// drift by 1 ulp between runs (its alignment changes the kernels' paths), and TensorAccessor's copy goes value by value.</summary>
+    private unsafe Tensor ToNative(ReadOnlySpan<float> block, int rows)
+    {
+        Tensor x = empty(rows, _state.FeatureSize);
+        block.CopyTo(new Span<float>((void*)x.storage<float>().data_ptr(), block.Length));
+        return x;
+    }
+
     private void Forward(float[] features, long[]? heads, int rows, float[] outputs)
     {
         using var scope = NewDisposeScope();
         using var _ = no_grad();
-        // Copied into torch memory: wrapping the managed array made results drift by 1 ulp between runs.
-        Tensor x = tensor(features.AsSpan(0, rows * _state.FeatureSize).ToArray(), new long[] { rows, _state.FeatureSize }).clone().to(_device);
+        Tensor x = ToNative(features.AsSpan(0, rows * _state.FeatureSize), rows).to(_device);
         Tensor? h = heads is null ? null : tensor(heads.AsSpan(0, rows).ToArray()).to(_device);
         Tensor output = _state.Plugins.ScoringOutputs(_state.Network, x, h, _state.Network.Forward(x, h));
         if (_state.Kind == ContinualPredictionKind.Multiclass)

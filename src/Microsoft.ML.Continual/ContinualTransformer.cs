@@ -96,7 +96,7 @@ public sealed class ContinualTransformer : ITransformer, ICanSaveModel, IContinu
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema) => new OutputColumns(State, inputSchema).Output;
 
     /// <summary>Scores <paramref name="input"/> lazily, in blocks of rows, as the cursor advances.</summary>
-    public IDataView Transform(IDataView input) => new ScoredDataView(input, new OutputColumns(State, input.Schema), Scorer);
+    public IDataView Transform(IDataView input) => new ScoredDataView(input, new OutputColumns(State, input.Schema), Scorer, State);
 
     /// <inheritdoc/>
     public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) => new ContinualRowMapper(new OutputColumns(State, inputSchema), Scorer);

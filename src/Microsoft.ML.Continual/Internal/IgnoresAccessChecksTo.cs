@@ -1,5 +1,7 @@
 // See README.md in this folder: the only place where the library reaches ML.NET internals.
 [assembly: System.Runtime.CompilerServices.IgnoresAccessChecksTo("Microsoft.ML.Core")]
+// ONNX export: IDataTransform, ITransformCanSaveOnnx and OnnxContext (Internal/OnnxExport.cs).
+[assembly: System.Runtime.CompilerServices.IgnoresAccessChecksTo("Microsoft.ML.Data")]
 
 namespace System.Runtime.CompilerServices
 {

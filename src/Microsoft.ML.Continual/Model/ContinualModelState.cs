@@ -38,17 +38,25 @@ internal sealed class ContinualModelState : IDisposable
     public int OutputSize => Kind == ContinualPredictionKind.Multiclass ? Math.Max(Classes!.Count, 1) : 1;
 
     /// <summary>[heads, outputs] bool: which outputs each head may predict (multiclass multi-head only).</summary>
+    /// <summary>[heads x outputs], row-major: whether each head may predict each output (multi-head multiclass only, else
+    /// null). The one source of the mask for libtorch scoring, the managed kernel and the ONNX graph.</summary>
+    public bool[]? AllowedMask()
+    {
+        if (!MultiHead || Kind != ContinualPredictionKind.Multiclass) return null;
+        var flat = new bool[HeadClasses.Count * OutputSize];
+        for (int h = 0; h < HeadClasses.Count; h++)
+            for (int c = 0; c < HeadClasses[h].Length && c < OutputSize; c++)
+                flat[h * OutputSize + c] = HeadClasses[h][c];
+        return flat;
+    }
+
     public Tensor? AllowedOutputs(Device device)
     {
         if (!MultiHead || Kind != ContinualPredictionKind.Multiclass) return null;
         if (_allowedCache is null || _allowedCache.shape[0] != HeadClasses.Count || _allowedCache.shape[1] != OutputSize || _allowedCache.device != device)
         {
             _allowedCache?.Dispose();
-            var flat = new bool[HeadClasses.Count * OutputSize];
-            for (int h = 0; h < HeadClasses.Count; h++)
-                for (int c = 0; c < HeadClasses[h].Length && c < OutputSize; c++)
-                    flat[h * OutputSize + c] = HeadClasses[h][c];
-            using Tensor cpu = tensor(flat, new long[] { HeadClasses.Count, OutputSize });
+            using Tensor cpu = tensor(AllowedMask()!, new long[] { HeadClasses.Count, OutputSize });
             _allowedCache = cpu.to(device).DetachFromDisposeScope();
         }
         return _allowedCache;

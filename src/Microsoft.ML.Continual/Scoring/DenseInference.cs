@@ -62,9 +62,8 @@ internal sealed class DenseInference
     {
         var network = state.Network;
         var shape = network.Shape;
-        if (!network.IsPerceptron || shape.Columns == NetworkColumns.Progressive
+        if (WhyNotADenseChain(state) is not null
             || shape.Activation is not (ContinualActivation.ReLU or ContinualActivation.Tanh or ContinualActivation.Sigmoid)
-            || state.Plugins.Items.Any(ChangesScoringOutputs)
             || network.parameters().Any(p => p.device_type != TorchSharp.DeviceType.CPU))
             return null;
         using var scope = NewDisposeScope();
@@ -76,10 +75,22 @@ internal sealed class DenseInference
             heads[head] = chain.Select((l, i) => ToLayer(l.Weight, l.Bias, activated: i < chain.Count - 1)).ToArray();
         }
         var allowed = new bool[]?[shape.HeadCount];
-        if (state.Kind == ContinualPredictionKind.Multiclass && state.MultiHead)
+        if (state.AllowedMask() is { } mask)
             for (int head = 0; head < shape.HeadCount && head < state.HeadClasses.Count; head++)
-                allowed[head] = Enumerable.Range(0, state.OutputSize).Select(c => c < state.HeadClasses[head].Length && state.HeadClasses[head][c]).ToArray();
+                allowed[head] = mask.AsSpan(head * state.OutputSize, state.OutputSize).ToArray();
         return new DenseInference(heads, shape.Activation, allowed, state.Kind == ContinualPredictionKind.Multiclass, Avx.IsSupported && !portable);
+    }
+
+    /// <summary>Null when the model's outputs are its network's dense chain per head (<see cref="ContinualNetwork.DenseChain"/>)
+    /// and nothing else; else why not. The one test for the managed kernel, lock-free block scoring and ONNX export.</summary>
+    internal static string? WhyNotADenseChain(ContinualModelState state)
+    {
+        var network = state.Network;
+        if (!network.IsPerceptron) return $"its network has a custom backbone ({network.Shape.Backbone!.GetType().Name})";
+        if (network.Shape.Columns == NetworkColumns.Progressive) return "it is a progressive network (columns with lateral connections)";
+        if (state.Plugins.Items.FirstOrDefault(ChangesScoringOutputs) is { } plugin)
+            return $"its plugin {plugin.GetType().Name} changes the outputs at prediction time";
+        return null;
     }
 
     internal static bool ChangesScoringOutputs(ContinualPlugin plugin) =>

@@ -8,18 +8,22 @@ namespace Microsoft.ML.Continual;
 /// forward, while the main cursor supplies the pass-through columns. IDataView cursors without a random order
 /// visit rows in the same order, which is what keeps the two in step (and it is checked).
 /// </summary>
-internal sealed class ScoredDataView : IDataView
+/// <remarks>It is also the step of an ML.NET pipeline that <c>ml.Model.ConvertToOnnx</c> finds and asks for its ONNX graph
+/// (Internal/OnnxExport.cs).</remarks>
+internal sealed partial class ScoredDataView : IDataView
 {
     internal const int BlockSize = 256;
     private readonly IDataView _input;
     private readonly OutputColumns _columns;
     private readonly IBlockScorer _scorer;
+    private readonly ContinualModelState? _network; // null for models that are not a network (boosted trees)
 
-    public ScoredDataView(IDataView input, OutputColumns columns, IBlockScorer scorer)
+    public ScoredDataView(IDataView input, OutputColumns columns, IBlockScorer scorer, ContinualModelState? network = null)
     {
         _input = input;
         _columns = columns;
         _scorer = scorer;
+        _network = network;
     }
 
     public bool CanShuffle => false;

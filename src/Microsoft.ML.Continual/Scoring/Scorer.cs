@@ -38,8 +38,7 @@ internal sealed class Scorer : IBlockScorer
         _state = state;
         _device = new Device(state.Options.Device);
         _dense = new Lazy<DenseInference?>(() => DenseInference.TryCreate(state), LazyThreadSafetyMode.ExecutionAndPublication);
-        bool reentrant = state.Network.IsPerceptron && state.Network.TrunkWeightView is null
-            && state.Network.Shape.Columns != NetworkColumns.Progressive && !state.Plugins.Items.Any(DenseInference.ChangesScoringOutputs);
+        bool reentrant = DenseInference.WhyNotADenseChain(state) is null && state.Network.TrunkWeightView is null;
         if (reentrant) state.AllowedOutputs(_device); // made now, read-only afterwards
         else _lock = new object();
     }

@@ -1,0 +1,268 @@
+// See README.md in this folder: ML.NET's ONNX export interfaces (IDataTransform, ITransformCanSaveOnnx, OnnxContext)
+// are internal to Microsoft.ML.Data; this file is the only code that uses them.
+using Microsoft.ML.Data;
+using Microsoft.ML.Model.OnnxConverter;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Continual;
+
+/// <summary>
+/// <c>ml.Model.ConvertToOnnx</c> walks a scored pipeline back from its last view through every
+/// <see cref="IDataTransform"/> that can write itself as ONNX; this makes a continual model's scored view one of them.
+/// </summary>
+internal sealed partial class ScoredDataView : ITransformCanSaveOnnx
+{
+    IDataView IDataTransform.Source => _input;
+
+    void ICanSaveModel.Save(ModelSaveContext ctx) =>
+        throw new NotSupportedException("A continual model's scored view is not saved on its own; save the model with ml.Model.Save.");
+
+    /// <summary>True when the model can be written as ONNX; otherwise throws, saying why (ML.NET would only log a
+    /// warning and then fail with a message that does not name the model).</summary>
+    bool ICanSaveOnnx.CanSaveOnnx(OnnxContext ctx)
+    {
+        if (_network is null)
+            throw new NotSupportedException("ONNX export of boosted-tree continual models is not supported yet; export a network model (any trainer but LightGbm).");
+        OnnxGraph.CheckExportable(_network);
+        return true;
+    }
+
+    void ISaveAsOnnx.SaveAsOnnx(OnnxContext ctx) => new OnnxGraph(ctx, _network!, _columns).Write();
+}
+
+/// <summary>
+/// Writes a continual network model as ONNX nodes: each head's chain of dense layers (Gemm and the activation; the
+/// shared trunk once, PackNet's and CPG's per-head weights as each head sees them), the head of each row chosen by its
+/// task id, the outputs a head may not predict masked, then the output columns as the model's <c>Transform</c> names and
+/// types them: multiclass <c>Score</c> (probabilities) and <c>PredictedLabel</c> (with the label's own values); binary
+/// <c>Score</c> (logit), <c>Probability</c> and <c>PredictedLabel</c>; regression <c>Score</c>.
+/// </summary>
+/// <remarks>
+/// Operators of ONNX opset 11 and ai.onnx.ml 2 (what ML.NET's converter declares by default). A graph cannot throw: a
+/// row whose task id the model never saw gets NaN scores, where <c>Transform</c> throws. Every head is computed for every
+/// row and the row's head is then selected (a mask sum), so a model with H separate trunks costs H forwards per row.
+/// </remarks>
+internal sealed class OnnxGraph
+{
+    private readonly OnnxContext _ctx;
+    private readonly ContinualModelState _state;
+    private readonly OutputColumns _columns;
+
+    public OnnxGraph(OnnxContext ctx, ContinualModelState state, OutputColumns columns)
+    {
+        _ctx = ctx;
+        _state = state;
+        _columns = columns;
+    }
+
+    /// <summary>Throws a clear error for a model this writer cannot express.</summary>
+    public static void CheckExportable(ContinualModelState state)
+    {
+        if (DenseInference.WhyNotADenseChain(state) is { } reason)
+            throw new NotSupportedException($"This continual model cannot be exported to ONNX yet: {reason}. Exportable: perceptron networks (every trainer's default), shared or one trunk per task, with PackNet's or CPG's per-task weights.");
+        if (state.MultiHead && state.TaskIdKind is not (ValueKind.Text or ValueKind.Int32 or ValueKind.Int64 or ValueKind.UInt32))
+            throw new NotSupportedException($"ONNX export needs a text or integer task-id column; this model's task ids are {state.TaskIdKind}.");
+        if (state.MultiHead && state.TaskIdKind != ValueKind.Text && state.TaskIds.Any(id => !long.TryParse(id, out _)))
+            throw new NotSupportedException("ONNX export: a task id of this model is not an integer.");
+    }
+
+    public void Write()
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        string features = _ctx.GetVariableName(_columns.FeatureColumn.Name);
+        string? head = _state.MultiHead ? HeadIndex(_ctx.GetVariableName(_columns.TaskIdColumn!.Value.Name)) : null;
+        string logits = head is null ? HeadLogits(features, 0, trunkOutput: null) : SelectedHeadLogits(features, head);
+        switch (_state.Kind)
+        {
+            case ContinualPredictionKind.Multiclass:
+                WriteMulticlass(logits, head);
+                break;
+            case ContinualPredictionKind.Binary:
+            {
+                string score = Output("Score", NumberDataViewType.Single);
+                Node("Identity", [UnknownTaskIsNaN(logits, head)], score);
+                Node("Sigmoid", [score], Output("Probability", NumberDataViewType.Single));
+                Node("Greater", [score, _ctx.AddInitializer(0f, "zero")], Output("PredictedLabel", BooleanDataViewType.Instance));
+                break;
+            }
+            default:
+                Node("Identity", [UnknownTaskIsNaN(logits, head)], Output("Score", NumberDataViewType.Single));
+                break;
+        }
+    }
+
+    private void WriteMulticlass(string logits, string? head)
+    {
+        string masked = logits;
+        if (_state.AllowedMask() is { } mask)
+        {
+            // Outputs the row's head may not predict get -inf before the softmax, as in Scorer (MaskLogits).
+            string allowed = _ctx.AddInitializer(mask, [_state.HeadClasses.Count, _state.OutputSize], "AllowedOutputs");
+            string rowHead = Node("Squeeze", [head!], Temp("RowHead"), ("axes", new long[] { 1 })); // [N, 1] -> [N]
+            string rowAllowed = Node("Gather", [allowed, rowHead], Temp("RowAllowed"), ("axis", 0L)); // [N, outputs]
+            masked = Node("Where", [rowAllowed, logits, _ctx.AddInitializer(float.NegativeInfinity, "NegativeInfinity")], Temp("MaskedLogits"));
+        }
+        string probabilities = Node("Softmax", [masked], Temp("Probabilities"), ("axis", 1L));
+        string score = Output("Score", new VectorDataViewType(NumberDataViewType.Single, _state.OutputSize));
+        Node("Identity", [UnknownTaskIsNaN(probabilities, head)], score);
+        string best = Node("ArgMax", [score], Temp("ArgMax"), ("axis", 1L), ("keepdims", 1L));
+        WritePredictedLabel(best);
+    }
+
+    /// <summary>PredictedLabel from the arg max: a key (1-based), the class's text, or its number, as <c>Transform</c> gives.</summary>
+    private void WritePredictedLabel(string best)
+    {
+        var classes = _state.Classes!;
+        var type = LabelVocabulary.TypeOf(classes.Kind, (ulong)_state.OutputSize);
+        string output = Output("PredictedLabel", type);
+        int n = _state.OutputSize;
+        IEnumerable<int> slots = Enumerable.Range(0, n);
+        switch (classes.Kind)
+        {
+            case ValueKind.Key:
+                string oneBased = Node("Add", [best, _ctx.AddInitializer(1L, "one")], Temp("KeyValue"));
+                Cast(oneBased, output, typeof(uint));
+                break;
+            case ValueKind.Text:
+            {
+                var node = _ctx.CreateNode("LabelEncoder", best, output, _ctx.GetNodeName("LabelEncoder"));
+                node.AddAttribute("keys_int64s", slots.Select(i => (long)i));
+                node.AddAttribute("values_strings", slots.Select(i => i < classes.Count ? classes.TextAt(i) : ""));
+                node.AddAttribute("default_string", "");
+                break;
+            }
+            case ValueKind.Single:
+                Node("Gather", [_ctx.AddInitializer(slots.Select(i => i < classes.Count ? (float)classes.NumberAt(i) : 0f), [n], "ClassValues"), best], output, ("axis", 0L));
+                break;
+            case ValueKind.Double:
+                Node("Gather", [_ctx.AddInitializer(slots.Select(i => i < classes.Count ? classes.NumberAt(i) : 0d), [n], "ClassValues"), best], output, ("axis", 0L));
+                break;
+            case ValueKind.Boolean:
+                Node("Gather", [_ctx.AddInitializer(slots.Select(i => i < classes.Count && classes.NumberAt(i) != 0), [n], "ClassValues"), best], output, ("axis", 0L));
+                break;
+            default: // Int32, Int64, UInt32: gathered as int64, then cast to the label's type
+            {
+                string values = _ctx.AddInitializer(slots.Select(i => i < classes.Count ? (long)classes.NumberAt(i) : 0L), [n], "ClassValues");
+                string gathered = Node("Gather", [values, best], Temp("ClassValue"), ("axis", 0L));
+                Cast(gathered, output, classes.Kind switch { ValueKind.Int32 => typeof(int), ValueKind.UInt32 => typeof(uint), _ => typeof(long) });
+                break;
+            }
+        }
+    }
+
+    /// <summary>Each row's head as int64 [N, 1]: the index of its task id among the model's, -1 for one it never saw.</summary>
+    private string HeadIndex(string taskId)
+    {
+        if (_state.TaskIdKind == ValueKind.Text)
+        {
+            string index = Temp("HeadIndex");
+            var node = _ctx.CreateNode("LabelEncoder", taskId, index, _ctx.GetNodeName("LabelEncoder"));
+            node.AddAttribute("keys_strings", _state.TaskIds);
+            node.AddAttribute("values_int64s", Enumerable.Range(0, _state.TaskIds.Count).Select(i => (long)i));
+            node.AddAttribute("default_int64", -1L);
+            return index;
+        }
+        // Integer ids: compare with each known id, then take the matching position (-1 when none matches).
+        string id = Cast(taskId, Temp("TaskId"), typeof(long));
+        string known = _ctx.AddInitializer(_state.TaskIds.Select(long.Parse), [1, _state.TaskIds.Count], "TaskIds");
+        string matches = Cast(Node("Equal", [id, known], Temp("TaskMatches")), Temp("TaskMatchesAsFloat"), typeof(float));
+        string any = Node("ReduceMax", [matches], Temp("AnyTaskMatches"), ("keepdims", 1L), ("axes", new long[] { 1 }));
+        string position = Node("ArgMax", [matches], Temp("TaskPosition"), ("axis", 1L), ("keepdims", 1L));
+        // position when a task matched (any = 1), else -1: position * any + (any - 1)
+        string anyAsLong = Cast(any, Temp("AnyAsLong"), typeof(long));
+        string scaled = Node("Mul", [position, anyAsLong], Temp("MatchedPosition"));
+        return Node("Add", [scaled, Node("Sub", [anyAsLong, _ctx.AddInitializer(1L, "one")], Temp("MinusOneIfUnknown"))], Temp("HeadIndex"));
+    }
+
+    /// <summary>The logits of each row's own head: every head's logits, weighted by a one-hot mask of the row's head.</summary>
+    private string SelectedHeadLogits(string features, string head)
+    {
+        int heads = _state.Network.Shape.HeadCount;
+        string? trunk = SharesOneTrunk ? Chain(features, _state.Network.DenseChain(0).SkipLast(1).ToList(), "Trunk", activateLast: true) : null;
+        string oneHot = Cast(Node("Equal", [head, _ctx.AddInitializer(Enumerable.Range(0, heads).Select(h => (long)h), [1, heads], "Heads")], Temp("IsRowHead")),
+            Temp("RowHead"), typeof(float));
+        string? sum = null;
+        for (int h = 0; h < heads; h++)
+        {
+            string logits = HeadLogits(features, h, trunk);
+            string weight = Node("Slice", [oneHot, _ctx.AddInitializer(new long[] { h }, [1], "Start"), _ctx.AddInitializer(new long[] { h + 1 }, [1], "End"),
+                _ctx.AddInitializer(new long[] { 1 }, [1], "Axis")], Temp($"IsHead{h}"));
+            string weighted = Node("Mul", [logits, weight], Temp($"Head{h}Weighted"));
+            sum = sum is null ? weighted : Node("Add", [sum, weighted], Temp("HeadsSum"));
+        }
+        return sum!;
+    }
+
+    private bool SharesOneTrunk => _state.Network.Shape.Columns == NetworkColumns.Shared && _state.Network.TrunkWeightView is null;
+
+    /// <summary>Head <paramref name="head"/>'s logits: its whole chain, or only its output layer on the shared trunk's output.</summary>
+    private string HeadLogits(string features, int head, string? trunkOutput)
+    {
+        var chain = _state.Network.DenseChain(head);
+        return trunkOutput is null
+            ? Chain(features, chain.ToList(), $"Head{head}", activateLast: false)
+            : Chain(trunkOutput, [chain[^1]], $"Head{head}", activateLast: false);
+    }
+
+    /// <summary>Gemm (x · Wᵀ + b) per layer, the activation after each but (unless <paramref name="activateLast"/>) the last.</summary>
+    private string Chain(string input, IReadOnlyList<(Tensor Weight, Tensor Bias)> layers, string name, bool activateLast)
+    {
+        string x = input;
+        for (int i = 0; i < layers.Count; i++)
+        {
+            var (weight, bias) = layers[i];
+            string w = _ctx.AddInitializer(weight.contiguous().cpu().data<float>().ToArray(), weight.shape, $"{name}Layer{i}Weight");
+            string b = _ctx.AddInitializer(bias.contiguous().cpu().data<float>().ToArray(), bias.shape, $"{name}Layer{i}Bias");
+            x = Node("Gemm", [x, w, b], Temp($"{name}Layer{i}"), ("transB", 1L));
+            if (i < layers.Count - 1 || activateLast) x = Activate(x, $"{name}Layer{i}");
+        }
+        return x;
+    }
+
+    private string Activate(string x, string name) => _state.Network.Shape.Activation switch
+    {
+        ContinualActivation.Tanh => Node("Tanh", [x], Temp(name + "Tanh")),
+        ContinualActivation.Sigmoid => Node("Sigmoid", [x], Temp(name + "Sigmoid")),
+        ContinualActivation.Gelu => Gelu(x, name),
+        _ => Node("Relu", [x], Temp(name + "Relu")),
+    };
+
+    /// <summary>GELU as libtorch computes it by default: x · ½ · (1 + erf(x / √2)).</summary>
+    private string Gelu(string x, string name)
+    {
+        string erf = Node("Erf", [Node("Div", [x, _ctx.AddInitializer(MathF.Sqrt(2f), "SquareRootOfTwo")], Temp(name + "Scaled"))], Temp(name + "Erf"));
+        string onePlus = Node("Add", [erf, _ctx.AddInitializer(1f, "oneFloat")], Temp(name + "OnePlusErf"));
+        return Node("Mul", [Node("Mul", [x, _ctx.AddInitializer(0.5f, "half")], Temp(name + "Half")), onePlus], Temp(name + "Gelu"));
+    }
+
+    /// <summary>NaN for the rows whose task id the model never saw (head -1); the values as they are otherwise.</summary>
+    private string UnknownTaskIsNaN(string values, string? head)
+    {
+        if (head is null) return values;
+        string unknown = Node("Less", [head, _ctx.AddInitializer(0L, "zeroLong")], Temp("UnknownTask"));
+        return Node("Where", [unknown, _ctx.AddInitializer(float.NaN, "NaN"), values], Temp("KnownTaskValues"));
+    }
+
+    private string Cast(string input, string output, Type to)
+    {
+        var node = _ctx.CreateNode("Cast", input, output, _ctx.GetNodeName("Cast"), "");
+        node.AddAttribute("to", to);
+        return output;
+    }
+
+    private string Node(string op, string[] inputs, string output, params (string Name, object Value)[] attributes)
+    {
+        var node = _ctx.CreateNode(op, inputs, [output], _ctx.GetNodeName(op), "");
+        foreach (var (name, value) in attributes)
+        {
+            if (value is long l) node.AddAttribute(name, l);
+            else node.AddAttribute(name, (long[])value);
+        }
+        return output;
+    }
+
+    private string Temp(string name) => _ctx.AddIntermediateVariable(null, name, true);
+
+    private string Output(string column, DataViewType type) => _ctx.AddIntermediateVariable(type, column);
+}

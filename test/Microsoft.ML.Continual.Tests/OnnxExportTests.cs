@@ -1,0 +1,323 @@
+using Microsoft.ML.Continual;
+using Microsoft.ML.Data;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using Xunit;
+
+namespace Microsoft.ML.Continual.Tests;
+
+/// <summary>ONNX export of continual models: ml.Model.ConvertToOnnx, scored by ONNX Runtime and by ML.NET's ApplyOnnxModel.</summary>
+public class OnnxExportTests
+{
+    /// <summary>Two split-MNIST tasks, task-incremental (a head per task, text task ids), shared by the tests.</summary>
+    private static readonly Lazy<TaskStream> Stream = new(() => new MLContext(seed: 1).Continual().Benchmarks
+        .SplitMnist(ContinualScenario.TaskIncremental, numberOfTasks: 2, trainSamplesPerTask: 400, testSamplesPerTask: 150));
+
+    public static TheoryData<string> Trainers()
+    {
+        var data = new TheoryData<string>();
+        foreach (var name in TrainerRegistry.Names) data.Add(name);
+        return data;
+    }
+
+    private static ContinualTransformer TrainTwoTasks(MLContext ml, string trainer)
+    {
+        var entry = TrainerRegistry.Find(trainer)!;
+        var options = entry.CreateDefaultOptions();
+        // The class-incremental methods take no task ids: one head, all ten classes.
+        options.TaskIdColumnName = trainer is "Icarl" or "Bic" ? null : "TaskId";
+        options.NumberOfEpochs = 1;
+        options.HiddenLayerSizes = [48, 32];
+        options.Seed = 3;
+        var first = (ContinualTransformer)entry.CreateTrainer(ml, options).Fit(Stream.Value[0].Train);
+        return (ContinualTransformer)ml.Continual().Refit(first, Stream.Value[1].Train);
+    }
+
+    private static IDataView BothTests(MLContext ml)
+    {
+        var rows = Stream.Value.SelectMany(t => ml.Data.CreateEnumerable<MnistRow>(t.Test, reuseRowObject: false)).ToList();
+        return ml.Data.LoadFromEnumerable(rows, Stream.Value[0].Test.Schema);
+    }
+
+    private static byte[] Export(MLContext ml, ITransformer model, IDataView data)
+    {
+        using var file = new MemoryStream();
+        ml.Model.ConvertToOnnx(model, data, file);
+        return file.ToArray();
+    }
+
+    [Theory]
+    [MemberData(nameof(Trainers))]
+    public void EveryTrainer_ExportsScoresEqualToTransformWithin1e5_OrSaysWhyNot(string trainer)
+    {
+        var ml = new MLContext(seed: 1);
+        var model = TrainTwoTasks(ml, trainer);
+        var test = BothTests(ml);
+        if (DenseInference.WhyNotADenseChain(model.State) is { } reason)
+        {
+            var error = Assert.Throws<NotSupportedException>(() => Export(ml, model, test));
+            Assert.Contains(reason, error.Message);
+            return;
+        }
+        byte[] onnx = Export(ml, model, test);
+        var expected = Columns(ml, model.Transform(test));
+        var actual = OnnxRuntimeScores(onnx, ml, test);
+        AssertClose(expected.Scores, actual.Scores, 1e-5f);
+        Assert.Equal(expected.Labels, actual.Labels);
+        if (model.State.MultiHead)
+        {
+            // Both tasks' rows were scored, each by its own head: the other task's classes have probability 0.
+            Assert.Contains(actual.Scores.Chunk(10).Take(150), s => s[0] + s[1] > 0.5f);
+            Assert.All(actual.Scores.Chunk(10).Take(150), s => Assert.Equal(0f, s.Skip(2).Sum()));
+        }
+    }
+
+    [Fact]
+    public void ApplyOnnxModel_GivesTheSamePredictions_AndARefitChangesTheExportWhereTheModelChanged()
+    {
+        var ml = new MLContext(seed: 1);
+        var model = TrainTwoTasks(ml, "Ewc");
+        var test = BothTests(ml);
+        byte[] onnx = Export(ml, model, test);
+        string path = Path.Combine(Path.GetTempPath(), $"continual-onnx-{Guid.NewGuid():N}.onnx");
+        try
+        {
+            File.WriteAllBytes(path, onnx);
+            var onnxModel = ml.Transforms.ApplyOnnxModel(["Score.output", "PredictedLabel.output"], ["Features", "TaskId", "Label"], path).Fit(test);
+            var applied = onnxModel.Transform(test);
+            var scores = ml.Data.CreateEnumerable<OnnxScored>(applied, reuseRowObject: false).ToList();
+            var expected = Columns(ml, model.Transform(test));
+            AssertClose(expected.Scores, scores.SelectMany(s => s.Score).ToArray(), 1e-5f);
+            Assert.Equal(expected.Labels, scores.Select(s => s.PredictedLabel[0]).ToArray());
+        }
+        finally { File.Delete(path); }
+
+        // A refit on task 1 again: the exported weights change, the graph does not.
+        var refit = (ContinualTransformer)ml.Continual().Refit(model, Stream.Value[1].Train);
+        var before = OnnxFile.Read(onnx);
+        var after = OnnxFile.Read(Export(ml, refit, test));
+        Assert.Equal(before.Operators, after.Operators);
+        var weightsBefore = before.Initializers;
+        var weightsAfter = after.Initializers;
+        Assert.Equal(weightsBefore.Keys.Order(), weightsAfter.Keys.Order());
+        // Each exported tensor is the model's own (EWC's two heads share one trunk: the trunk's layers, then each head's output layer).
+        float[] Values(TorchSharp.torch.Tensor t) => t.contiguous().data<float>().ToArray();
+        var exported = new Dictionary<string, (float[] Before, float[] After)>();
+        var trunkBefore = model.State.Network.DenseChain(0);
+        var trunkAfter = refit.State.Network.DenseChain(0);
+        for (int i = 0; i < trunkBefore.Count - 1; i++)
+        {
+            exported[$"TrunkLayer{i}Weight"] = (Values(trunkBefore[i].Weight), Values(trunkAfter[i].Weight));
+            exported[$"TrunkLayer{i}Bias"] = (Values(trunkBefore[i].Bias), Values(trunkAfter[i].Bias));
+        }
+        for (int h = 0; h < 2; h++)
+        {
+            exported[$"Head{h}Layer0Weight"] = (Values(model.State.Network.DenseChain(h)[^1].Weight), Values(refit.State.Network.DenseChain(h)[^1].Weight));
+            exported[$"Head{h}Layer0Bias"] = (Values(model.State.Network.DenseChain(h)[^1].Bias), Values(refit.State.Network.DenseChain(h)[^1].Bias));
+        }
+        foreach (var (name, (b, a)) in exported)
+        {
+            Assert.Equal(b, weightsBefore[name]);
+            Assert.Equal(a, weightsAfter[name]);
+        }
+        // The refit on task 1 moved the trunk and head 1; head 0 got no gradient: its exported weights are the same bits.
+        var changed = exported.Keys.Where(k => !weightsBefore[k].SequenceEqual(weightsAfter[k])).Order().ToList();
+        Assert.Equal(exported.Keys.Where(k => !k.StartsWith("Head0", StringComparison.Ordinal)).Order(), changed);
+    }
+
+    [Fact]
+    public void AnUnknownTaskId_GivesNaNScores_AndBinaryAndRegressionModelsExport()
+    {
+        var ml = new MLContext(seed: 1);
+        var model = TrainTwoTasks(ml, "FineTune");
+        var rows = ml.Data.CreateEnumerable<MnistRow>(Stream.Value[0].Test, reuseRowObject: false).Take(3).ToList();
+        rows[1].TaskId = "a task never trained";
+        var view = ml.Data.LoadFromEnumerable(rows, Stream.Value[0].Test.Schema);
+        var scores = OnnxRuntimeScores(Export(ml, model, view), ml, view).Scores.Chunk(10).ToList();
+        Assert.All(scores[1], s => Assert.True(float.IsNaN(s)));
+        Assert.All(scores[0], s => Assert.False(float.IsNaN(s)));
+
+        // Binary (Score, Probability, PredictedLabel) and regression (Score), one head.
+        var binaryRows = TestData.Rows(0, [0, 1], 200, seed: 2).Select(r => new BinaryRow { Features = r.Features, Label = r.BoolLabel }).ToList();
+        var binaryData = ml.Data.LoadFromEnumerable(binaryRows);
+        var binary = ml.Continual().Trainers.FineTune(new FineTuneTrainer.Options { NumberOfEpochs = 3, BatchSize = 32, Seed = 1 }).Fit(binaryData);
+        var fromOnnx = RunOnnx(Export(ml, binary, binaryData), binaryData);
+        var expected = ml.Data.CreateEnumerable<BinaryScored>(binary.Transform(binaryData), reuseRowObject: false).ToList();
+        AssertClose(expected.Select(e => e.Score).ToArray(), ((float[])fromOnnx["Score.output"]), 1e-5f);
+        AssertClose(expected.Select(e => e.Probability).ToArray(), ((float[])fromOnnx["Probability.output"]), 1e-5f);
+        Assert.Equal(expected.Select(e => e.PredictedLabel), (bool[])fromOnnx["PredictedLabel.output"]);
+
+        var regressionRows = binaryRows.Select(r => new RegressionRow { Features = r.Features, Label = r.Features[0] - 2 * r.Features[1] }).ToList();
+        var regressionData = ml.Data.LoadFromEnumerable(regressionRows);
+        var regression = ml.Continual().Trainers.FineTune(new FineTuneTrainer.Options { NumberOfEpochs = 3, BatchSize = 32, Seed = 1 }).Fit(regressionData);
+        AssertClose(TestData.Scores(regression, regressionData), (float[])RunOnnx(Export(ml, regression, regressionData), regressionData)["Score.output"], 1e-5f);
+    }
+
+    [Fact]
+    public void BoostedTrees_AreRefusedWithAClearError()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(TestData.Rows(0, [0, 1], 200, seed: 2).Select(r => new BinaryRow { Features = r.Features, Label = r.BoolLabel }));
+        var trees = ml.Continual().Trainers.LightGbm(new Trees.ContinualLightGbmTrainer.Options { NumberOfIterations = 5 }).Fit(data);
+        var error = Assert.Throws<NotSupportedException>(() => Export(ml, trees, data));
+        Assert.Contains("boosted-tree", error.Message);
+    }
+
+    // --- helpers ---
+
+    private sealed record Scored(float[] Scores, uint[] Labels);
+
+    private static Scored Columns(MLContext ml, IDataView scored)
+    {
+        var rows = ml.Data.CreateEnumerable<TransformScored>(scored, reuseRowObject: false).ToList();
+        return new Scored(rows.SelectMany(r => r.Score).ToArray(), rows.Select(r => r.PredictedLabel).ToArray());
+    }
+
+    private static Scored OnnxRuntimeScores(byte[] onnx, MLContext ml, IDataView data)
+    {
+        var outputs = RunOnnx(onnx, data);
+        return new Scored((float[])outputs["Score.output"], (uint[])outputs["PredictedLabel.output"]);
+    }
+
+    /// <summary>Feeds every graph input from the view's column of that name; returns every output, flattened.</summary>
+    internal static Dictionary<string, Array> RunOnnx(byte[] onnx, IDataView data)
+    {
+        using var session = new InferenceSession(onnx);
+        var inputs = new List<NamedOnnxValue>();
+        int rows = (int)(data.GetRowCount() ?? throw new InvalidOperationException("row count"));
+        foreach (var (name, metadata) in session.InputMetadata)
+        {
+            var column = data.Schema[name];
+            int width = column.Type is VectorDataViewType v ? v.Size : 1;
+            int[] shape = [rows, width];
+            inputs.Add(((column.Type as VectorDataViewType)?.ItemType ?? column.Type).RawType switch
+            {
+                var t when t == typeof(float) => NamedOnnxValue.CreateFromTensor(name, new DenseTensor<float>(Read<float>(data, column, width), shape)),
+                var t when t == typeof(ReadOnlyMemory<char>) => NamedOnnxValue.CreateFromTensor(name, new DenseTensor<string>(Read<ReadOnlyMemory<char>>(data, column, width).Select(m => m.ToString()).ToArray(), shape)),
+                var t when t == typeof(uint) => NamedOnnxValue.CreateFromTensor(name, new DenseTensor<uint>(Read<uint>(data, column, width), shape)),
+                var t when t == typeof(bool) => NamedOnnxValue.CreateFromTensor(name, new DenseTensor<bool>(Read<bool>(data, column, width), shape)),
+                var t => throw new NotSupportedException($"{name}: {t}"),
+            });
+        }
+        using var results = session.Run(inputs);
+        return results.ToDictionary(r => r.Name, r => r.Value switch
+        {
+            Tensor<float> f => (Array)f.ToArray(),
+            Tensor<uint> u => u.ToArray(),
+            Tensor<bool> b => b.ToArray(),
+            Tensor<long> l => l.ToArray(),
+            Tensor<string> s => s.ToArray(),
+            var other => throw new NotSupportedException(other.GetType().Name),
+        });
+    }
+
+    private static T[] Read<T>(IDataView data, DataViewSchema.Column column, int width)
+    {
+        var values = new List<T>();
+        using var cursor = data.GetRowCursor([column]);
+        if (column.Type is VectorDataViewType)
+        {
+            var getter = cursor.GetGetter<VBuffer<T>>(column);
+            VBuffer<T> buffer = default;
+            while (cursor.MoveNext()) { getter(ref buffer); values.AddRange(buffer.DenseValues()); }
+        }
+        else
+        {
+            var getter = cursor.GetGetter<T>(column);
+            T value = default!;
+            while (cursor.MoveNext()) { getter(ref value); values.Add(value); }
+        }
+        return values.ToArray();
+    }
+
+    private static void AssertClose(float[] expected, float[] actual, float tolerance)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        for (int i = 0; i < expected.Length; i++)
+            Assert.True(Math.Abs(expected[i] - actual[i]) <= tolerance, $"value {i}: {expected[i]} vs {actual[i]}");
+    }
+
+    private sealed class MnistRow
+    {
+        [VectorType(784)] public float[] Features { get; set; } = [];
+        [KeyType(10)] public uint Label { get; set; }
+        public string TaskId { get; set; } = "";
+    }
+
+    private sealed class TransformScored
+    {
+        public float[] Score { get; set; } = [];
+        public uint PredictedLabel { get; set; }
+    }
+
+    private sealed class OnnxScored
+    {
+        // ApplyOnnxModel names the columns after the graph's outputs without ML.NET's ".output" suffix.
+        public float[] Score { get; set; } = [];
+        public uint[] PredictedLabel { get; set; } = [];
+    }
+
+    private sealed class BinaryRow
+    {
+        [VectorType(6)] public float[] Features { get; set; } = [];
+        public bool Label { get; set; }
+    }
+
+    private sealed class RegressionRow
+    {
+        [VectorType(6)] public float[] Features { get; set; } = [];
+        public float Label { get; set; }
+    }
+
+    private sealed class BinaryScored
+    {
+        public float Score { get; set; }
+        public float Probability { get; set; }
+        public bool PredictedLabel { get; set; }
+    }
+
+    /// <summary>The operators and float initializers of an ONNX file, read with protobuf's wire format (the converter's
+    /// generated classes are internal): ModelProto.graph = 7; GraphProto.node = 1, initializer = 5; NodeProto.op_type = 4;
+    /// TensorProto.float_data = 4, name = 8, raw_data = 9.</summary>
+    private sealed record OnnxFile(List<string> Operators, Dictionary<string, float[]> Initializers)
+    {
+        public static OnnxFile Read(byte[] model)
+        {
+            var file = new OnnxFile([], []);
+            foreach (var (field, graph) in Fields(model))
+                if (field == 7)
+                    foreach (var (f, value) in Fields(graph))
+                    {
+                        if (f == 1) file.Operators.Add(System.Text.Encoding.UTF8.GetString(Fields(value).First(x => x.Field == 4).Value));
+                        if (f == 5) file.AddTensor(value);
+                    }
+            return file;
+        }
+
+        private void AddTensor(byte[] tensor)
+        {
+            string name = "";
+            var floats = new List<float>();
+            foreach (var (f, value) in Fields(tensor))
+            {
+                if (f == 8) name = System.Text.Encoding.UTF8.GetString(value);
+                if (f == 4 || f == 9) floats.AddRange(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(value).ToArray());
+            }
+            Initializers[name] = floats.ToArray();
+        }
+
+        /// <summary>The length-delimited fields of a message (field number, bytes); other wire types are skipped.</summary>
+        private static IEnumerable<(int Field, byte[] Value)> Fields(byte[] message)
+        {
+            var input = new Google.Protobuf.CodedInputStream(message);
+            var fields = new List<(int, byte[])>();
+            uint tag;
+            while ((tag = input.ReadTag()) != 0)
+            {
+                if ((tag & 7) == 2) fields.Add(((int)(tag >> 3), input.ReadBytes().ToByteArray()));
+                else input.SkipLastField();
+            }
+            return fields;
+        }
+    }
+}

@@ -105,6 +105,7 @@ internal static class Commands
         root.Subcommands.Add(Run(token));
         root.Subcommands.Add(Sweep(token));
         root.Subcommands.Add(Inspect());
+        root.Subcommands.Add(Export());
         return root;
     }
 
@@ -442,6 +443,96 @@ internal static class Commands
             return ExitCodes.Success;
         });
         return command;
+    }
+
+    private static System.CommandLine.Command Export()
+    {
+        var model = new Option<string>("--model", "-m") { Description = "The model file (.zip).", Required = true };
+        var onnx = new Option<string>("--onnx") { Description = "Where to write the ONNX file (written atomically).", Required = true };
+        var allInputs = new Option<bool>("--all-inputs") { Description = "Keep every column the model was saved with as a graph input (default: only the columns its scoring reads, e.g. the features and the task id, not the label)." };
+        var command = new System.CommandLine.Command("export", "Write a model (with its featurizing steps ML.NET can export) as an ONNX file for ONNX Runtime: inputs as the model's input columns, outputs Score, PredictedLabel and, for binary models, Probability. A task-incremental model's graph takes the task-id column.") { model, onnx, allInputs, Json };
+        command.SetAction(parse =>
+        {
+            var ml = new MLContext(seed: 0);
+            string path = parse.GetValue(model)!, given = parse.GetValue(onnx)!;
+            RequireModelFile(path);
+            var loaded = ml.Continual().LoadModel(path, out var schema);
+            var inputs = parse.GetValue(allInputs) ? schema : ScoringInputs(loaded, schema);
+            var outputSchema = loaded.GetOutputSchema(inputs);
+            string[] outputs = ["Score", "PredictedLabel", "Probability"];
+            outputs = outputs.Where(name => outputSchema.GetColumnOrNull(name) is not null).ToArray();
+            string resolved = ModelFiles.Resolve(given);
+            ModelFiles.RefuseDirectory(resolved, given, "--onnx");
+            using (ModelFiles.PrepareOutput(resolved, TimeSpan.Zero))
+            {
+                try
+                {
+                    ModelFiles.WriteVerified(resolved, stream => ml.Model.ConvertToOnnx(loaded, new NoRows(inputs), stream, outputs),
+                        written => { if (new FileInfo(written).Length == 0) throw new CliException(ExitCodes.UnexpectedError, "The ONNX file came out empty."); });
+                }
+                catch (NotSupportedException e)
+                {
+                    throw new CliException(ExitCodes.ModelError, e.Message);
+                }
+            }
+            var json = new JsonObject
+            {
+                ["command"] = "export", ["model"] = Path.GetFullPath(path), ["onnx"] = resolved, ["bytes"] = new FileInfo(resolved).Length,
+                ["inputs"] = new JsonArray(inputs.Select(c => (JsonNode)$"{c.Name}: {c.Type}").ToArray()), ["outputs"] = new JsonArray(outputs.Select(o => (JsonNode)o).ToArray()),
+            };
+            Output(parse.GetValue(Json), json, $"{resolved}: ONNX, {new FileInfo(resolved).Length:N0} bytes; inputs {string.Join(", ", inputs.Select(c => $"{c.Name} ({c.Type})"))}; outputs {string.Join(", ", outputs)} (ONNX Runtime names them with the suffix '.output')");
+            return ExitCodes.Success;
+        });
+        return command;
+    }
+
+    /// <summary>The columns of <paramref name="schema"/> that <paramref name="model"/> needs to score: each column whose
+    /// removal still leaves a schema the model accepts is left out (the label, identifiers, anything unused).</summary>
+    private static DataViewSchema ScoringInputs(ITransformer model, DataViewSchema schema)
+    {
+        var kept = schema.ToList();
+        foreach (var column in schema)
+        {
+            var without = kept.Where(c => c.Name != column.Name).ToList();
+            try
+            {
+                model.GetOutputSchema(SchemaOf(without));
+                kept = without;
+            }
+            catch (Exception e) when (e is ArgumentException or InvalidOperationException or ContinualDataException)
+            {
+                // needed
+            }
+        }
+        return SchemaOf(kept);
+    }
+
+    /// <summary>A view with a schema and no rows: what the converter walks to find the pipeline's steps.</summary>
+    private sealed class NoRows(DataViewSchema schema) : IDataView
+    {
+        public bool CanShuffle => false;
+        public DataViewSchema Schema => schema;
+        public long? GetRowCount() => 0;
+        public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null) => new Cursor(schema);
+        public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null) => [new Cursor(schema)];
+
+        private sealed class Cursor(DataViewSchema schema) : DataViewRowCursor
+        {
+            public override DataViewSchema Schema => schema;
+            public override long Position => -1;
+            public override long Batch => 0;
+            public override bool MoveNext() => false;
+            public override bool IsColumnActive(DataViewSchema.Column column) => true;
+            public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column) => throw new InvalidOperationException("No rows.");
+            public override ValueGetter<DataViewRowId> GetIdGetter() => throw new InvalidOperationException("No rows.");
+        }
+    }
+
+    private static DataViewSchema SchemaOf(IEnumerable<DataViewSchema.Column> columns)
+    {
+        var builder = new DataViewSchema.Builder();
+        foreach (var c in columns) builder.AddColumn(c.Name, c.Type, c.Annotations);
+        return builder.ToSchema();
     }
 
     // ---- helpers ----

@@ -163,6 +163,52 @@ public class OnnxExportTests
         Assert.Contains("boosted-tree", error.Message);
     }
 
+    [Fact]
+    public void TheCliExports_OnlyTheColumnsScoringReads_AndRefusesAModelItCannotWrite()
+    {
+        using var temp = new TempFolder();
+        CliTests.WriteCsv(temp.File("task1.csv"), 0, 300, [0, 1, 2], 1);
+        var train = CliTests.Cli(temp.Path, "train", "--data", "task1.csv", "--label", "Label", "--featurize", "none", "--set", "NumberOfEpochs=5", "--out", "m.zip");
+        Assert.True(train.ExitCode == 0, train.Error);
+        var export = CliTests.Cli(temp.Path, "export", "--model", "m.zip", "--onnx", "m.onnx", "--json");
+        Assert.True(export.ExitCode == 0, export.Error);
+        var json = System.Text.Json.JsonDocument.Parse(export.Output).RootElement;
+        // The label and the free-text note are not graph inputs: the numeric columns the model concatenates are.
+        Assert.Equal(["x1: Single", "x2: Single", "x3: Single"], json.GetProperty("inputs").EnumerateArray().Select(i => i.GetString()));
+        Assert.Equal(["Score", "PredictedLabel"], json.GetProperty("outputs").EnumerateArray().Select(i => i.GetString()));
+
+        var ml = new MLContext(seed: 1);
+        var model = ml.Continual().LoadModel(temp.File("m.zip"), out _);
+        var random = new Random(5);
+        var rows = Enumerable.Range(0, 50).Select(_ => new ThreeNumbers { x1 = (float)random.NextDouble() * 3, x2 = -(float)random.NextDouble() * 3, x3 = (float)random.NextDouble() }).ToList();
+        var view = ml.Data.LoadFromEnumerable(rows);
+        var expected = ml.Data.CreateEnumerable<TextScored>(model.Transform(view), reuseRowObject: false).ToList();
+        var actual = RunOnnx(File.ReadAllBytes(temp.File("m.onnx")), view);
+        AssertClose(expected.SelectMany(e => e.Score).ToArray(), (float[])actual["Score.output"], 1e-5f);
+        Assert.Equal(expected.Select(e => e.PredictedLabel), (string[])actual["PredictedLabel.output"]);
+
+        // The default featurized model (the tabular network's embeddings) cannot be written yet: exit code 4, the reason, and no file.
+        var tabular = CliTests.Cli(temp.Path, "train", "--data", "task1.csv", "--label", "Label", "--set", "NumberOfEpochs=1", "--out", "p.zip");
+        Assert.True(tabular.ExitCode == 0, tabular.Error);
+        var refused = CliTests.Cli(temp.Path, "export", "--model", "p.zip", "--onnx", "p.onnx");
+        Assert.True(refused.ExitCode == 4, refused.Error);
+        Assert.Contains("TabularBackbone", refused.Error);
+        Assert.False(File.Exists(temp.File("p.onnx")));
+    }
+
+    private sealed class ThreeNumbers
+    {
+        public float x1 { get; set; }
+        public float x2 { get; set; }
+        public float x3 { get; set; }
+    }
+
+    private sealed class TextScored
+    {
+        public float[] Score { get; set; } = [];
+        public string PredictedLabel { get; set; } = "";
+    }
+
     // --- helpers ---
 
     private sealed record Scored(float[] Scores, uint[] Labels);
@@ -207,6 +253,7 @@ public class OnnxExportTests
             Tensor<bool> b => b.ToArray(),
             Tensor<long> l => l.ToArray(),
             Tensor<string> s => s.ToArray(),
+            Tensor<ReadOnlyMemory<char>> m => m.ToArray().Select(x => x.ToString()).ToArray(),
             var other => throw new NotSupportedException(other.GetType().Name),
         });
     }

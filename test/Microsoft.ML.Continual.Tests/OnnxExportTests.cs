@@ -53,12 +53,15 @@ public class OnnxExportTests
         var ml = new MLContext(seed: 1);
         var model = TrainTwoTasks(ml, trainer);
         var test = BothTests(ml);
-        if (DenseInference.WhyNotADenseChain(model.State) is { } reason)
+        if (OnnxGraph.WhyNotExportable(model.State) is { } reason)
         {
             var error = Assert.Throws<NotSupportedException>(() => Export(ml, model, test));
             Assert.Contains(reason, error.Message);
             return;
         }
+        // What the prediction-time plugins apply is there to be exported.
+        if (trainer == "Icarl") Assert.NotNull(model.State.Plugins.Items.OfType<IcarlPlugin>().Single().ClassMeans);
+        if (trainer == "Bic") Assert.NotNull(model.State.Plugins.Items.OfType<BicPlugin>().Single().Correction);
         byte[] onnx = Export(ml, model, test);
         var expected = Columns(ml, model.Transform(test));
         var actual = OnnxRuntimeScores(onnx, ml, test);

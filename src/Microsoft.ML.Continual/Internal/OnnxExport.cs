@@ -55,11 +55,21 @@ internal sealed class OnnxGraph
         _columns = columns;
     }
 
+    /// <summary>Null when this writer can express <paramref name="state"/>'s model; else why not.</summary>
+    public static string? WhyNotExportable(ContinualModelState state)
+    {
+        var network = state.Network;
+        if (!network.IsPerceptron) return $"its network has a custom backbone ({network.Shape.Backbone!.GetType().Name})";
+        if (state.Plugins.Items.FirstOrDefault(p => DenseInference.ChangesScoringOutputs(p) && p is not (IcarlPlugin or BicPlugin)) is { } plugin)
+            return $"its plugin {plugin.GetType().Name} changes the outputs at prediction time";
+        return null;
+    }
+
     /// <summary>Throws a clear error for a model this writer cannot express.</summary>
     public static void CheckExportable(ContinualModelState state)
     {
-        if (DenseInference.WhyNotADenseChain(state) is { } reason)
-            throw new NotSupportedException($"This continual model cannot be exported to ONNX yet: {reason}. Exportable: perceptron networks (every trainer's default), shared or one trunk per task, with PackNet's or CPG's per-task weights.");
+        if (WhyNotExportable(state) is { } reason)
+            throw new NotSupportedException($"This continual model cannot be exported to ONNX yet: {reason}. Exportable: every trainer's perceptron (shared, one trunk per task, progressive columns, PackNet's or CPG's per-task weights, iCaRL's nearest-mean classifier, BiC's correction).");
         if (state.MultiHead && state.TaskIdKind is not (ValueKind.Text or ValueKind.Int32 or ValueKind.Int64 or ValueKind.UInt32))
             throw new NotSupportedException($"ONNX export needs a text or integer task-id column; this model's task ids are {state.TaskIdKind}.");
         if (state.MultiHead && state.TaskIdKind != ValueKind.Text && state.TaskIds.Any(id => !long.TryParse(id, out _)))
@@ -73,6 +83,7 @@ internal sealed class OnnxGraph
         string features = _ctx.GetVariableName(_columns.FeatureColumn.Name);
         string? head = _state.MultiHead ? HeadIndex(_ctx.GetVariableName(_columns.TaskIdColumn!.Value.Name)) : null;
         string logits = head is null ? HeadLogits(features, 0, trunkOutput: null) : SelectedHeadLogits(features, head);
+        logits = PluginOutputs(features, logits);
         switch (_state.Kind)
         {
             case ContinualPredictionKind.Multiclass:
@@ -179,7 +190,7 @@ internal sealed class OnnxGraph
     private string SelectedHeadLogits(string features, string head)
     {
         int heads = _state.Network.Shape.HeadCount;
-        string? trunk = SharesOneTrunk ? Chain(features, _state.Network.DenseChain(0).SkipLast(1).ToList(), "Trunk", activateLast: true) : null;
+        string? trunk = SharesOneTrunk ? Trunk(features) : null;
         string oneHot = Cast(Node("Equal", [head, _ctx.AddInitializer(Enumerable.Range(0, heads).Select(h => (long)h), [1, heads], "Heads")], Temp("IsRowHead")),
             Temp("RowHead"), typeof(float));
         string? sum = null;
@@ -196,13 +207,101 @@ internal sealed class OnnxGraph
 
     private bool SharesOneTrunk => _state.Network.Shape.Columns == NetworkColumns.Shared && _state.Network.TrunkWeightView is null;
 
+    private string? _trunk;
+
+    /// <summary>The shared trunk's output (written once).</summary>
+    private string Trunk(string features) =>
+        _trunk ??= Chain(features, _state.Network.DenseChain(0).SkipLast(1).ToList(), "Trunk", activateLast: true);
+
     /// <summary>Head <paramref name="head"/>'s logits: its whole chain, or only its output layer on the shared trunk's output.</summary>
     private string HeadLogits(string features, int head, string? trunkOutput)
     {
+        if (_state.Network.Shape.Columns == NetworkColumns.Progressive) return ProgressiveLogits(features, head);
         var chain = _state.Network.DenseChain(head);
         return trunkOutput is null
             ? Chain(features, chain.ToList(), $"Head{head}", activateLast: false)
             : Chain(trunkOutput, [chain[^1]], $"Head{head}", activateLast: false);
+    }
+
+    private string[][]? _progressiveColumns; // progressive: each column's activations after each hidden layer
+
+    /// <summary>Progressive networks (Rusu et al. 2016): h_i^(k) = f(W_i^(k) h_{i-1}^(k) + b_i^(k) + Σ_{j&lt;k} U_i^(k:j) h_{i-1}^(j)),
+    /// as <c>ContinualNetwork.ProgressiveOutput</c>; every column is written once (a column does not depend on the head
+    /// that reads it), then head k adds its laterals from the earlier columns' last activations.</summary>
+    private string ProgressiveLogits(string features, int head)
+    {
+        var network = _state.Network;
+        int depth = network.Shape.HiddenSizes.Length, heads = network.Shape.HeadCount;
+        if (_progressiveColumns is null)
+        {
+            _progressiveColumns = new string[heads][];
+            for (int column = 0; column < heads; column++)
+            {
+                _progressiveColumns[column] = new string[depth];
+                for (int i = 0; i < depth; i++)
+                {
+                    string input = i == 0 ? features : _progressiveColumns[column][i - 1];
+                    var (weight, bias) = network.ColumnLayer(column, i);
+                    string z = Gemm(input, weight, bias, $"Column{column}Layer{i}");
+                    if (i > 0)
+                        for (int source = 0; source < column; source++)
+                            z = Node("Add", [z, Gemm(_progressiveColumns[source][i - 1], network.LateralWeight(column, source, i), null, $"Column{column}From{source}Layer{i}")], Temp($"Column{column}Layer{i}Sum"));
+                    _progressiveColumns[column][i] = Activate(z, $"Column{column}Layer{i}");
+                }
+            }
+        }
+        var (headWeight, headBias) = network.HeadLayer(head);
+        string last = depth == 0 ? features : _progressiveColumns[head][depth - 1];
+        string output = Gemm(last, headWeight, headBias, $"Head{head}Layer0");
+        if (depth > 0)
+            for (int source = 0; source < head; source++)
+                output = Node("Add", [output, Gemm(_progressiveColumns[source][depth - 1], network.LateralWeight(head, source, depth), null, $"Head{head}From{source}")], Temp($"Head{head}Sum"));
+        return output;
+    }
+
+    /// <summary>What plugins do to the outputs at prediction time, in their order: BiC's correction, iCaRL's classifier.</summary>
+    private string PluginOutputs(string features, string logits)
+    {
+        foreach (var plugin in _state.Plugins.Items)
+        {
+            if (plugin is BicPlugin { Correction: { } correction }) logits = BiasCorrected(logits, correction);
+            if (plugin is IcarlPlugin { ClassMeans: { } means }) logits = NearestMeanScores(features, means.Means, means.HasMean);
+        }
+        return logits;
+    }
+
+    /// <summary>BiC (Wu et al. 2019, eq. 3): α·o + β on the last task's new classes, the other logits as they are.</summary>
+    private string BiasCorrected(string logits, (bool[] Classes, float Alpha, float Beta) correction)
+    {
+        bool[] mask = correction.Classes.Concat(new bool[Math.Max(0, _state.OutputSize - correction.Classes.Length)]).Take(_state.OutputSize).ToArray();
+        string scaled = Node("Add", [Node("Mul", [logits, _ctx.AddInitializer(correction.Alpha, "BicAlpha")], Temp("BicScaled")), _ctx.AddInitializer(correction.Beta, "BicBeta")], Temp("BicShifted"));
+        return Node("Where", [_ctx.AddInitializer(mask, [1, mask.Length], "BicNewClasses"), scaled, logits], Temp("BicCorrected"));
+    }
+
+    /// <summary>iCaRL (Rebuffi et al. 2017, nearest-mean-of-exemplars): −‖φ(x)/‖φ(x)‖ − μ_y‖² for the classes with exemplars,
+    /// −∞ for the others, φ the shared trunk's output.</summary>
+    private string NearestMeanScores(string features, Tensor means, Tensor hasMean)
+    {
+        int classes = (int)means.shape[0], width = (int)means.shape[1];
+        string phi = Trunk(features);
+        // torch's normalize: x / max(‖x‖₂, 1e-12)
+        string norm = Node("ReduceL2", [phi], Temp("EmbeddingNorm"), ("axes", new long[] { 1 }), ("keepdims", 1L));
+        string unit = Node("Div", [phi, Node("Max", [norm, _ctx.AddInitializer(1e-12f, "NormEpsilon")], Temp("ClampedNorm"))], Temp("UnitEmbedding"));
+        string meanValues = _ctx.AddInitializer(means.contiguous().cpu().data<float>().ToArray(), [1, classes, width], "ClassMeans");
+        string difference = Node("Sub", [Node("Unsqueeze", [unit], Temp("UnitEmbedding3d"), ("axes", new long[] { 1 })), meanValues], Temp("FromMeans"));
+        string distances = Node("ReduceSum", [Node("Mul", [difference, difference], Temp("SquaredFromMeans"))], Temp("Distances"), ("axes", new long[] { 2 }), ("keepdims", 0L));
+        bool[] known = hasMean.cpu().data<bool>().ToArray().Concat(new bool[Math.Max(0, _state.OutputSize - classes)]).Take(_state.OutputSize).ToArray();
+        string scores = Node("Neg", [distances], Temp("NearestMeanScores"));
+        if (classes < _state.OutputSize)
+            scores = Node("Pad", [scores, _ctx.AddInitializer(new long[] { 0, 0, 0, _state.OutputSize - classes }, [4], "MeanPads")], Temp("PaddedScores"));
+        return Node("Where", [_ctx.AddInitializer(known, [1, known.Length], "ClassesWithExemplars"), scores, _ctx.AddInitializer(float.NegativeInfinity, "NegativeInfinity")], Temp("NearestMeanOutputs"));
+    }
+
+    private string Gemm(string input, Tensor weight, Tensor? bias, string name)
+    {
+        string w = _ctx.AddInitializer(weight.contiguous().cpu().data<float>().ToArray(), weight.shape, $"{name}Weight");
+        string[] inputs = bias is null ? [input, w] : [input, w, _ctx.AddInitializer(bias.contiguous().cpu().data<float>().ToArray(), bias.shape, $"{name}Bias")];
+        return Node("Gemm", inputs, Temp(name), ("transB", 1L));
     }
 
     /// <summary>Gemm (x · Wᵀ + b) per layer, the activation after each but (unless <paramref name="activateLast"/>) the last.</summary>
@@ -212,9 +311,7 @@ internal sealed class OnnxGraph
         for (int i = 0; i < layers.Count; i++)
         {
             var (weight, bias) = layers[i];
-            string w = _ctx.AddInitializer(weight.contiguous().cpu().data<float>().ToArray(), weight.shape, $"{name}Layer{i}Weight");
-            string b = _ctx.AddInitializer(bias.contiguous().cpu().data<float>().ToArray(), bias.shape, $"{name}Layer{i}Bias");
-            x = Node("Gemm", [x, w, b], Temp($"{name}Layer{i}"), ("transB", 1L));
+            x = Gemm(x, weight, bias, $"{name}Layer{i}");
             if (i < layers.Count - 1 || activateLast) x = Activate(x, $"{name}Layer{i}");
         }
         return x;

@@ -344,6 +344,17 @@ public sealed class ContinualNetwork : nn.Module
         return output;
     }
 
+    /// <summary>Progressive networks, for export: column <paramref name="column"/>'s dense layer <paramref name="layer"/>.</summary>
+    internal (Tensor Weight, Tensor Bias) ColumnLayer(int column, int layer) => (TrunkLinears(column)[layer].weight!, TrunkLinears(column)[layer].bias!);
+
+    /// <summary>Progressive networks, for export: the lateral weight (no bias) from column <paramref name="source"/>'s
+    /// output of layer <paramref name="layer"/> − 1 into column <paramref name="target"/>'s layer <paramref name="layer"/>
+    /// (layer = depth: into the head).</summary>
+    internal Tensor LateralWeight(int target, int source, int layer) => laterals[LateralIndex(target, source, layer)].weight!;
+
+    /// <summary>Head <paramref name="head"/>'s output layer.</summary>
+    internal (Tensor Weight, Tensor Bias) HeadLayer(int head) => (heads[head].weight!, heads[head].bias!);
+
     private int LateralIndex(int target, int source, int layer) => Shape.FirstLateral(target) + source * Shape.LateralsPerPair + (layer - 1);
 
     private readonly Dictionary<int, List<Linear>> _trunkLinears = new();

@@ -162,6 +162,9 @@ public sealed class BicPlugin : MemoryPlugin
 
     /// <summary>The logits with the latest correction applied to its classes (the newest task's): once a later task has
     /// trained on them with distillation they are old classes and pass through, as in the paper and Mammoth's <c>forward</c>.</summary>
+    /// <summary>For export: the correction that applies at prediction time (the last task's), or null before the second task.</summary>
+    internal (bool[] Classes, float Alpha, float Beta)? Correction => _corrections.Count == 0 ? null : _corrections[^1];
+
     private Tensor Corrected(Tensor logits)
     {
         if (_corrections.Count == 0) return logits;

@@ -107,6 +107,9 @@ public sealed class IcarlPlugin : MemoryPlugin
         _hasMean = counts.gt(0).cpu().DetachFromDisposeScope();
     }
 
+    /// <summary>For export: the class means [classes, features] and which classes have exemplars, or null before the first task ends.</summary>
+    internal (Tensor Means, Tensor HasMean)? ClassMeans => _means is null || _hasMean is null ? null : (_means, _hasMean);
+
     /// <summary>The nearest-mean-of-exemplars classifier: −‖φ(x) − μ_y‖² for the classes with exemplars, −∞ for the others.</summary>
     public override Tensor ScoringOutputs(ContinualNetwork network, Tensor features, Tensor? heads, Tensor logits)
     {

@@ -157,6 +157,30 @@ public class OnnxExportTests
     }
 
     [Fact]
+    public void TheConvolutionalBackbone_Exports_AndAUsersBackboneIsRefusedByName()
+    {
+        var ml = new MLContext(seed: 1);
+        var options = new EwcTrainer.Options
+        {
+            TaskIdColumnName = "TaskId", NumberOfEpochs = 1, Seed = 2, FisherSamples = 50,
+            Backbone = new ConvBackbone { InputShape = [1, 28, 28], Channels = [4, 8], HiddenLayerSizes = [16] },
+        };
+        var first = ml.Continual().Trainers.Ewc(options).Fit(Stream.Value[0].Train);
+        var model = (ContinualTransformer)ml.Continual().Refit(first, Stream.Value[1].Train);
+        var test = BothTests(ml);
+        var expected = Columns(ml, model.Transform(test));
+        var actual = OnnxRuntimeScores(Export(ml, model, test), ml, test);
+        AssertClose(expected.Scores, actual.Scores, 1e-5f);
+        Assert.Equal(expected.Labels, actual.Labels);
+
+        TinyTanhBackbone.EnsureRegistered();
+        var data = TestData.View(ml, 0, [0, 1, 2], 120, 1);
+        var custom = ml.Continual().Trainers.FineTune(new FineTuneTrainer.Options { NumberOfEpochs = 1, Backbone = new TinyTanhBackbone { Width = 4 } }).Fit(data);
+        var error = Assert.Throws<NotSupportedException>(() => Export(ml, custom, data));
+        Assert.Contains(nameof(TinyTanhBackbone), error.Message);
+    }
+
+    [Fact]
     public void BoostedTrees_AreRefusedWithAClearError()
     {
         var ml = new MLContext(seed: 1);

@@ -59,7 +59,8 @@ internal sealed class OnnxGraph
     public static string? WhyNotExportable(ContinualModelState state)
     {
         var network = state.Network;
-        if (!network.IsPerceptron) return $"its network has a custom backbone ({network.Shape.Backbone!.GetType().Name})";
+        if (network.Shape.Backbone is { } backbone && backbone is not ConvBackbone)
+            return $"its network has a backbone ONNX export does not know ({backbone.GetType().Name}; the convolutional backbone and perceptrons are exported)";
         if (state.Plugins.Items.FirstOrDefault(p => DenseInference.ChangesScoringOutputs(p) && p is not (IcarlPlugin or BicPlugin)) is { } plugin)
             return $"its plugin {plugin.GetType().Name} changes the outputs at prediction time";
         return null;
@@ -211,12 +212,20 @@ internal sealed class OnnxGraph
 
     /// <summary>The shared trunk's output (written once).</summary>
     private string Trunk(string features) =>
-        _trunk ??= Chain(features, _state.Network.DenseChain(0).SkipLast(1).ToList(), "Trunk", activateLast: true);
+        _trunk ??= _state.Network.IsPerceptron
+            ? Chain(features, _state.Network.DenseChain(0).SkipLast(1).ToList(), "Trunk", activateLast: true)
+            : ConvTrunk(features, 0);
 
     /// <summary>Head <paramref name="head"/>'s logits: its whole chain, or only its output layer on the shared trunk's output.</summary>
     private string HeadLogits(string features, int head, string? trunkOutput)
     {
         if (_state.Network.Shape.Columns == NetworkColumns.Progressive) return ProgressiveLogits(features, head);
+        if (!_state.Network.IsPerceptron)
+        {
+            var (weight, bias) = _state.Network.HeadLayer(head);
+            string embedded = _state.Network.Shape.SeparateTrunks ? ConvTrunk(features, head) : trunkOutput ?? Trunk(features);
+            return Gemm(embedded, weight, bias, $"Head{head}Layer0");
+        }
         var chain = _state.Network.DenseChain(head);
         return trunkOutput is null
             ? Chain(features, chain.ToList(), $"Head{head}", activateLast: false)
@@ -295,6 +304,37 @@ internal sealed class OnnxGraph
         if (classes < _state.OutputSize)
             scores = Node("Pad", [scores, _ctx.AddInitializer(new long[] { 0, 0, 0, _state.OutputSize - classes }, [4], "MeanPads")], Temp("PaddedScores"));
         return Node("Where", [_ctx.AddInitializer(known, [1, known.Length], "ClassesWithExemplars"), scores, _ctx.AddInitializer(float.NegativeInfinity, "NegativeInfinity")], Temp("NearestMeanOutputs"));
+    }
+
+    /// <summary><see cref="ConvBackbone"/>'s module, step by step: the rows as images, then per block a 3×3 convolution
+    /// (padding 1), ReLU and 2×2 max pooling, then flattened and its dense layers with ReLU (dropout is off at prediction).</summary>
+    private string ConvTrunk(string features, int trunk)
+    {
+        var settings = (ConvBackbone)_state.Network.Shape.Backbone!;
+        string x = features;
+        foreach (var (name, module) in _state.Network.TrunkModule(trunk).named_children())
+        {
+            string step = $"Trunk{trunk}{char.ToUpperInvariant(name[0])}{name[1..]}";
+            x = module switch
+            {
+                TorchSharp.Modules.Unflatten => Node("Reshape", [x, _ctx.AddInitializer(new long[] { -1 }.Concat(settings.InputShape.Select(d => (long)d)), [4], "ImageShape")], Temp(step)),
+                TorchSharp.Modules.Conv2d conv => ConvolutionStep(x, conv, step),
+                TorchSharp.Modules.MaxPool2d => Node("MaxPool", [x], Temp(step), ("kernel_shape", new long[] { 2, 2 }), ("strides", new long[] { 2, 2 })),
+                TorchSharp.Modules.Flatten => Node("Flatten", [x], Temp(step), ("axis", 1L)),
+                TorchSharp.Modules.Linear linear => Gemm(x, linear.weight!, linear.bias, step),
+                TorchSharp.Modules.ReLU => Node("Relu", [x], Temp(step)),
+                _ when name.StartsWith("dropout", StringComparison.Ordinal) => x,
+                _ => throw new NotSupportedException($"ONNX export: the convolutional backbone has a step '{name}' ({module.GetType().Name}) it does not know."),
+            };
+        }
+        return x;
+    }
+
+    private string ConvolutionStep(string x, TorchSharp.Modules.Conv2d conv, string name)
+    {
+        string w = _ctx.AddInitializer(conv.weight!.contiguous().cpu().data<float>().ToArray(), conv.weight!.shape, $"{name}Weight");
+        string b = _ctx.AddInitializer(conv.bias!.contiguous().cpu().data<float>().ToArray(), conv.bias!.shape, $"{name}Bias");
+        return Node("Conv", [x, w, b], Temp(name), ("kernel_shape", new long[] { 3, 3 }), ("pads", new long[] { 1, 1, 1, 1 }), ("strides", new long[] { 1, 1 }));
     }
 
     private string Gemm(string input, Tensor weight, Tensor? bias, string name)

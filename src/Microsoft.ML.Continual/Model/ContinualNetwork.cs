@@ -352,6 +352,9 @@ public sealed class ContinualNetwork : nn.Module
     /// (layer = depth: into the head).</summary>
     internal Tensor LateralWeight(int target, int source, int layer) => laterals[LateralIndex(target, source, layer)].weight!;
 
+    /// <summary>Trunk <paramref name="trunk"/>'s module (a backbone's, for export).</summary>
+    internal nn.Module<Tensor, Tensor> TrunkModule(int trunk) => trunks[trunk];
+
     /// <summary>Head <paramref name="head"/>'s output layer.</summary>
     internal (Tensor Weight, Tensor Bias) HeadLayer(int head) => (heads[head].weight!, heads[head].bias!);
 

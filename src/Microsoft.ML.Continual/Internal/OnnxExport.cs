@@ -27,7 +27,26 @@ internal sealed partial class ScoredDataView : ITransformCanSaveOnnx
         return true;
     }
 
-    void ISaveAsOnnx.SaveAsOnnx(OnnxContext ctx) => new OnnxGraph(ctx, _network!, _columns).Write();
+    void ISaveAsOnnx.SaveAsOnnx(OnnxContext ctx)
+    {
+        foreach (var column in _columns.Dependencies)
+            if (!ctx.ContainsColumn(column.Name))
+                throw new NotSupportedException($"The continual model reads column '{column.Name}', which the steps before it make in a way ML.NET cannot export to ONNX" +
+                    (FirstStepWithoutOnnx(ctx) is { } step ? $" (its converter stops at {step})" : "") + ". Leave those steps out (e.g. the featurizer's columns of numbers written as text, dates or free text: ContinualFeaturizerOptions.Ignore), or score with the model itself.");
+        new OnnxGraph(ctx, _network!, _columns).Write();
+    }
+
+    /// <summary>The nearest step before this one that cannot write itself as ONNX, by its type's name.</summary>
+    private string? FirstStepWithoutOnnx(OnnxContext ctx)
+    {
+        for (var view = _input; view is IDataTransform step; view = step.Source)
+            if (step is not ITransformCanSaveOnnx onnx || !onnx.CanSaveOnnx(ctx))
+            {
+                var made = ((IDataView)step).Schema.Skip(step.Source.Schema.Count).Select(c => c.Name).ToList();
+                return made.Count > 0 ? $"{step.GetType().Name}, which makes {string.Join(", ", made)}" : step.GetType().Name;
+            }
+        return null;
+    }
 }
 
 /// <summary>
@@ -59,8 +78,8 @@ internal sealed class OnnxGraph
     public static string? WhyNotExportable(ContinualModelState state)
     {
         var network = state.Network;
-        if (network.Shape.Backbone is { } backbone && backbone is not ConvBackbone)
-            return $"its network has a backbone ONNX export does not know ({backbone.GetType().Name}; the convolutional backbone and perceptrons are exported)";
+        if (network.Shape.Backbone is { } backbone && backbone is not (ConvBackbone or TabularBackbone))
+            return $"its network has a backbone ONNX export does not know ({backbone.GetType().Name}; perceptrons, the convolutional and the tabular backbones are exported)";
         if (state.Plugins.Items.FirstOrDefault(p => DenseInference.ChangesScoringOutputs(p) && p is not (IcarlPlugin or BicPlugin)) is { } plugin)
             return $"its plugin {plugin.GetType().Name} changes the outputs at prediction time";
         return null;
@@ -214,7 +233,7 @@ internal sealed class OnnxGraph
     private string Trunk(string features) =>
         _trunk ??= _state.Network.IsPerceptron
             ? Chain(features, _state.Network.DenseChain(0).SkipLast(1).ToList(), "Trunk", activateLast: true)
-            : ConvTrunk(features, 0);
+            : BackboneTrunk(features, 0);
 
     /// <summary>Head <paramref name="head"/>'s logits: its whole chain, or only its output layer on the shared trunk's output.</summary>
     private string HeadLogits(string features, int head, string? trunkOutput)
@@ -223,7 +242,7 @@ internal sealed class OnnxGraph
         if (!_state.Network.IsPerceptron)
         {
             var (weight, bias) = _state.Network.HeadLayer(head);
-            string embedded = _state.Network.Shape.SeparateTrunks ? ConvTrunk(features, head) : trunkOutput ?? Trunk(features);
+            string embedded = _state.Network.Shape.SeparateTrunks ? BackboneTrunk(features, head) : trunkOutput ?? Trunk(features);
             return Gemm(embedded, weight, bias, $"Head{head}Layer0");
         }
         var chain = _state.Network.DenseChain(head);
@@ -305,6 +324,66 @@ internal sealed class OnnxGraph
             scores = Node("Pad", [scores, _ctx.AddInitializer(new long[] { 0, 0, 0, _state.OutputSize - classes }, [4], "MeanPads")], Temp("PaddedScores"));
         return Node("Where", [_ctx.AddInitializer(known, [1, known.Length], "ClassesWithExemplars"), scores, _ctx.AddInitializer(float.NegativeInfinity, "NegativeInfinity")], Temp("NearestMeanOutputs"));
     }
+
+    private string BackboneTrunk(string features, int trunk) =>
+        _state.Network.TrunkModule(trunk) is TabularBackbone.Module tabular ? TabularTrunk(features, tabular, trunk) : ConvTrunk(features, trunk);
+
+    /// <summary><see cref="TabularBackbone"/>'s module as its forward computes it: periodic embeddings of the numeric
+    /// slots (sin and cos of 2π·f·x, a per-column dense layer, ReLU), the indicators as they are, each categorical column's
+    /// bits read as its bucket (all ones, ML.NET's missing key, is bucket 0) and looked up in its embedding table; then
+    /// the dense layers with ReLU.</summary>
+    private string TabularTrunk(string features, TabularBackbone.Module module, int trunk)
+    {
+        var (n, indicators, m, bits, buckets, d, k) = module.Layout;
+        string name = $"Trunk{trunk}";
+        var parts = new List<string>();
+        if (n > 0)
+        {
+            string values = SliceColumns(features, 0, n, name + "Numeric");
+            string angles = Node("Mul", [Node("Mul", [Node("Unsqueeze", [values], Temp(name + "Numeric3d"), ("axes", new long[] { 2 })),
+                Initializer(module.FrequencyWeights, [1, n, k], name + "Frequencies")], Temp(name + "Scaled")), _ctx.AddInitializer((float)(2 * Math.PI), "TwoPi")], Temp(name + "Angles"));
+            string periodic = Node("Concat", [Node("Sin", [angles], Temp(name + "Sin")), Node("Cos", [angles], Temp(name + "Cos"))], Temp(name + "Periodic"), ("axis", 2L));
+            // einsum bnk,nkd->bnd as a batched product over the columns: [n, b, 2k] x [n, 2k, d]
+            string byColumn = Node("Transpose", [periodic], Temp(name + "ByColumn"), ("perm", new long[] { 1, 0, 2 }));
+            string product = Node("MatMul", [byColumn, Initializer(module.NumericWeight, [n, 2 * k, d], name + "NumericWeight")], Temp(name + "NumericProduct"));
+            string byRow = Node("Transpose", [product], Temp(name + "ByRow"), ("perm", new long[] { 1, 0, 2 }));
+            string embedded = Node("Relu", [Node("Add", [byRow, Initializer(module.NumericBias, [n, d], name + "NumericBias")], Temp(name + "NumericSum"))], Temp(name + "NumericEmbedded"));
+            parts.Add(Node("Flatten", [embedded], Temp(name + "NumericFlat"), ("axis", 1L)));
+        }
+        if (indicators > 0) parts.Add(SliceColumns(features, n, indicators, name + "Indicators"));
+        if (m > 0)
+        {
+            string slots = SliceColumns(features, n + indicators, m * bits, name + "Bits");
+            string grouped = Node("Round", [Node("Reshape", [slots, _ctx.AddInitializer(new long[] { 0, m, bits }, [3], "BitsShape")], Temp(name + "BitsByColumn"))], Temp(name + "RoundedBits"));
+            float[] powers = Enumerable.Range(0, bits).Select(i => MathF.Pow(2f, bits - 1 - i)).ToArray(); // most significant bit first
+            string index = Node("ReduceSum", [Node("Mul", [grouped, _ctx.AddInitializer(powers, [bits], "BitValues")], Temp(name + "BitValues"))], Temp(name + "BucketIndex"),
+                ("axes", new long[] { 2 }), ("keepdims", 0L));
+            string missing = Node("Not", [Node("Less", [index, _ctx.AddInitializer((float)((1L << bits) - 1), "MissingKey")], Temp(name + "Present"))], Temp(name + "Missing"));
+            string shifted = Node("Add", [index, _ctx.AddInitializer(1f, "oneFloat")], Temp(name + "Bucket"));
+            string masked = Node("Where", [missing, _ctx.AddInitializer(0f, "zero"), shifted], Temp(name + "BucketOrMissing"));
+            string clipped = Node("Clip", [masked, _ctx.AddInitializer(0f, "zero"), _ctx.AddInitializer((float)buckets, "Buckets")], Temp(name + "ClippedBucket"));
+            string ids = Cast(clipped, Temp(name + "BucketId"), typeof(long));
+            string rows = Node("Add", [ids, _ctx.AddInitializer(Enumerable.Range(0, m).Select(c => c * (buckets + 1L)), [1, m], "TableOffsets")], Temp(name + "EmbeddingRows"));
+            string looked = Node("Gather", [Initializer(module.Embeddings, module.Embeddings.shape, name + "Embeddings"), rows], Temp(name + "CategoricalEmbedded"), ("axis", 0L));
+            parts.Add(Node("Flatten", [looked], Temp(name + "CategoricalFlat"), ("axis", 1L)));
+        }
+        string x = parts.Count == 1 ? parts[0] : Node("Concat", parts.ToArray(), Temp(name + "Embedded"), ("axis", 1L));
+        foreach (var (step, layer) in module.Mlp.named_children())
+            x = layer switch
+            {
+                TorchSharp.Modules.Linear linear => Gemm(x, linear.weight!, linear.bias, $"{name}{step}"),
+                TorchSharp.Modules.ReLU => Node("Relu", [x], Temp($"{name}{step}")),
+                _ => x, // dropout: off at prediction
+            };
+        return x;
+    }
+
+    private string SliceColumns(string input, int start, int count, string name) =>
+        Node("Slice", [input, _ctx.AddInitializer(new long[] { start }, [1], "Start"), _ctx.AddInitializer(new long[] { start + count }, [1], "End"),
+            _ctx.AddInitializer(new long[] { 1 }, [1], "Axis")], Temp(name));
+
+    private string Initializer(Tensor values, long[] shape, string name) =>
+        _ctx.AddInitializer(values.contiguous().cpu().data<float>().ToArray(), shape, name);
 
     /// <summary><see cref="ConvBackbone"/>'s module, step by step: the rows as images, then per block a 3×3 convolution
     /// (padding 1), ReLU and 2×2 max pooling, then flattened and its dense layers with ReLU (dropout is off at prediction).</summary>

@@ -98,8 +98,16 @@ public sealed class TabularBackbone : ContinualBackbone
     }
 
     /// <summary>The network: periodic embeddings, embedding tables, the MLP.</summary>
-    private sealed class Module : nn.Module<Tensor, Tensor>
+    internal sealed class Module : nn.Module<Tensor, Tensor>
     {
+        /// <summary>For export: the layout and the parameters, as <see cref="forward"/> uses them.</summary>
+        internal (int Numeric, int Indicators, int Categorical, int Bits, int Buckets, int EmbeddingSize, int Frequencies) Layout => (_numeric, _indicators, _categorical, _bits, _buckets, _d, _k);
+        internal Tensor FrequencyWeights => frequencies;
+        internal Tensor NumericWeight => numeric_weight;
+        internal Tensor NumericBias => numeric_bias;
+        internal Tensor Embeddings => embeddings;
+        internal Sequential Mlp => mlp;
+
         private readonly int _numeric, _indicators, _categorical, _bits, _buckets, _d, _k;
         private readonly Parameter frequencies;     // [n, k]
         private readonly Parameter numeric_weight;  // [n, 2k, d]

@@ -140,6 +140,20 @@ public class OnnxExportTests
         Assert.All(scores[1], s => Assert.True(float.IsNaN(s)));
         Assert.All(scores[0], s => Assert.False(float.IsNaN(s)));
 
+        // Integer task ids (compared with the model's ids in the graph): a head per id, an unknown id NaN.
+        var numbered = TestData.Rows(0, [0, 1], 150, seed: 4).Select(r => new NumberedTaskRow { Features = r.Features, Label = r.Label, TaskNumber = 7 })
+            .Concat(TestData.Rows(1, [2, 3], 150, seed: 4).Select(r => new NumberedTaskRow { Features = r.Features, Label = r.Label, TaskNumber = 42 })).ToList();
+        var numberedData = ml.Data.LoadFromEnumerable(numbered);
+        var perTask = ml.Continual().Trainers.FineTune(new FineTuneTrainer.Options { TaskIdColumnName = "TaskNumber", NumberOfEpochs = 3, BatchSize = 32, Seed = 1 });
+        var twoHeads = ml.Continual().Refit(perTask.Fit(ml.Data.LoadFromEnumerable(numbered.Take(150))), ml.Data.LoadFromEnumerable(numbered.Skip(150)));
+        var fromGraph = (float[])RunOnnx(Export(ml, twoHeads, numberedData), numberedData)["Score.output"];
+        AssertClose(TestData.Scores(twoHeads, numberedData), fromGraph, 1e-5f);
+        numbered[0].TaskNumber = 8;
+        var unknownNumber = ml.Data.LoadFromEnumerable(numbered.Take(2));
+        var twoRows = ((float[])RunOnnx(Export(ml, twoHeads, unknownNumber), unknownNumber)["Score.output"]).Chunk(fromGraph.Length / numbered.Count).ToList();
+        Assert.All(twoRows[0], v => Assert.True(float.IsNaN(v)));
+        Assert.All(twoRows[1], v => Assert.False(float.IsNaN(v)));
+
         // Binary (Score, Probability, PredictedLabel) and regression (Score), one head.
         var binaryRows = TestData.Rows(0, [0, 1], 200, seed: 2).Select(r => new BinaryRow { Features = r.Features, Label = r.BoolLabel }).ToList();
         var binaryData = ml.Data.LoadFromEnumerable(binaryRows);
@@ -388,6 +402,13 @@ public class OnnxExportTests
         // ApplyOnnxModel names the columns after the graph's outputs without ML.NET's ".output" suffix.
         public float[] Score { get; set; } = [];
         public uint[] PredictedLabel { get; set; } = [];
+    }
+
+    private sealed class NumberedTaskRow
+    {
+        [VectorType(6)] public float[] Features { get; set; } = [];
+        public string Label { get; set; } = "";
+        public int TaskNumber { get; set; }
     }
 
     private sealed class BinaryRow

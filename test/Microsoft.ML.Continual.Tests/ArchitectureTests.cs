@@ -182,6 +182,12 @@ public class ArchitectureTests
         var mixed = ml.Data.LoadFromEnumerable(TestData.Rows(1, [0, 1], 100, 1).Concat(TestData.Rows(2, [0, 1], 100, 1)));
         Assert.Contains("one task per fit", Assert.Throws<ContinualDataException>(() => ml.Continual().Refit(model, mixed)).Message);
         Assert.Contains("already trained task 'task0'", Assert.Throws<ContinualDataException>(() => ml.Continual().Refit(model, TestData.View(ml, 0, [0, 1], 100, 5))).Message);
+        // Many task ids in one fit: the message names the first ten, not all of them.
+        var many = ml.Data.LoadFromEnumerable(Enumerable.Range(1, 30).SelectMany(t => TestData.Rows(t, [0, 1], 4, 1)));
+        string manyMessage = Assert.Throws<ContinualDataException>(() => ml.Continual().Refit(model, many)).Message;
+        Assert.Contains("30 task ids (task1, task2,", manyMessage);
+        Assert.Contains("task10, ...)", manyMessage);
+        Assert.DoesNotContain("task11", manyMessage);
     }
 
     [Fact]

@@ -16,7 +16,7 @@ internal static class ArchitectureTasks
         var ids = context.State.TaskIds;
         if (present.Length != 1)
             throw new ContinualDataException(context.Options.TaskIdColumnName,
-                $"{method} trains one task per fit; the data holds {present.Length} task ids ({string.Join(", ", present.Select(h => ids[(int)h]))}). Fit each task separately, in order.");
+                $"{method} trains one task per fit; the data holds {present.Length} task ids ({string.Join(", ", present.Take(10).Select(h => ids[(int)h]))}{(present.Length > 10 ? ", ..." : "")}). Fit each task separately, in order.");
         int head = (int)present[0];
         if (head < tasksTrained)
             throw new ContinualDataException(context.Options.TaskIdColumnName,

@@ -51,7 +51,8 @@ internal sealed partial class ScoredDataView : ITransformCanSaveOnnx
 
 /// <summary>
 /// Writes a continual network model as ONNX nodes: each head's chain of dense layers (Gemm and the activation; the
-/// shared trunk once, PackNet's and CPG's per-head weights as each head sees them), the head of each row chosen by its
+/// shared trunk once, PackNet's and CPG's per-head weights as each head sees them; progressive columns; the built-in
+/// backbones), the head of each row chosen by its
 /// task id, the outputs a head may not predict masked, then the output columns as the model's <c>Transform</c> names and
 /// types them: multiclass <c>Score</c> (probabilities) and <c>PredictedLabel</c> (with the label's own values); binary
 /// <c>Score</c> (logit), <c>Probability</c> and <c>PredictedLabel</c>; regression <c>Score</c>.
@@ -89,7 +90,7 @@ internal sealed class OnnxGraph
     public static void CheckExportable(ContinualModelState state)
     {
         if (WhyNotExportable(state) is { } reason)
-            throw new NotSupportedException($"This continual model cannot be exported to ONNX yet: {reason}. Exportable: every trainer's perceptron (shared, one trunk per task, progressive columns, PackNet's or CPG's per-task weights, iCaRL's nearest-mean classifier, BiC's correction).");
+            throw new NotSupportedException($"This continual model cannot be exported to ONNX yet: {reason}. Exportable: every trainer's network (perceptrons shared or one per task, progressive columns, PackNet's or CPG's per-task weights, the convolutional and tabular backbones, iCaRL's nearest-mean classifier, BiC's correction).");
         if (state.MultiHead && state.TaskIdKind is not (ValueKind.Text or ValueKind.Int32 or ValueKind.Int64 or ValueKind.UInt32))
             throw new NotSupportedException($"ONNX export needs a text or integer task-id column; this model's task ids are {state.TaskIdKind}.");
         if (state.MultiHead && state.TaskIdKind != ValueKind.Text && state.TaskIds.Any(id => !long.TryParse(id, out _)))

@@ -79,9 +79,11 @@ internal static class DataPreparation
     /// without, plus its label and task-id columns), and lists every one that is missing or has another type. Numeric labels are
     /// read as the model's label type (text classes, Boolean) when they can be.
     /// </summary>
-    public static Prepared ForModel(Table table, ITransformer model, DataViewSchema trainingSchema, IContinualModel continual)
+    /// <param name="featuresOnly">Only the columns the features are made from are needed (shift detection): the label and the task id may be missing.</param>
+    public static Prepared ForModel(Table table, ITransformer model, DataViewSchema trainingSchema, IContinualModel continual, bool featuresOnly = false)
     {
         var needed = NeededColumns(model, trainingSchema, continual);
+        if (featuresOnly) needed = needed.Where(c => c.Name != continual.LabelColumnName && c.Name != continual.TaskIdColumnName).ToList();
         var problems = new List<string>();
         var columns = table.Columns.ToList();
         var position = columns.Select((c, i) => (c.Name, i)).ToDictionary(p => p.Name, p => p.i, StringComparer.Ordinal);

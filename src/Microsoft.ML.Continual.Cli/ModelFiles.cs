@@ -17,11 +17,13 @@ internal static class ExitCodes
     public const int CannotWrite = 8;
     public const int OutOfMemory = 9;
     public const int Cancelled = 130;
+    /// <summary>Not an error: 'drift' found that the data has shifted (so that a scheduler can branch on the exit code).</summary>
+    public const int Shifted = 10;
 
     public const string Help = "Exit codes: 0 success; 1 unexpected error; 2 bad arguments; 3 bad or mismatched data; 4 bad or unreadable model file; " +
         "5 the output is locked by another job; 6 unusable checkpoint; 7 training diverged, nothing was written; " +
         "8 cannot write the output (permission denied, read-only file system, no space left); 9 out of memory, nothing was written " +
-        "(stream the task: --set MemoryBudgetMegabytes=N); 130 cancelled (Ctrl+C / SIGTERM).";
+        "(stream the task: --set MemoryBudgetMegabytes=N); 10 'drift' found a shift (not an error); 130 cancelled (Ctrl+C / SIGTERM).";
 }
 
 /// <summary>An error the tool reports with a message and an exit code, without a stack trace.</summary>

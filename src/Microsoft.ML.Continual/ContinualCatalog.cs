@@ -165,6 +165,71 @@ public sealed class ContinualCatalog
     };
 
     /// <summary>
+    /// Whether the features of <paramref name="data"/> come from another distribution than the rows <paramref name="model"/>
+    /// was last fitted on: the rows run through the model's earlier transformers (e.g. its featurizer) and are compared, as
+    /// the network sees them, with the sample of its latest fit the model keeps (<see cref="ContinualTrainerOptions.ShiftReferenceRows"/>,
+    /// stored in its zip). One test decides (MMD with a permutation p-value, valid at any sample size); a per-feature
+    /// Kolmogorov–Smirnov test with Holm's correction says where (<see cref="ShiftReport"/>). The label is not needed.
+    /// Use it to decide whether a refit job should run, or to be warned that a model is scoring data unlike its training data.
+    /// </summary>
+    /// <remarks>Two-sample MMD test: Gretton et al. (2012), "A Kernel Two-Sample Test", JMLR 13, eq. 5 (see <c>ShiftTest</c>);
+    /// the label prior is not tested on its own: a class-prior change shows through the features it changes.</remarks>
+    /// <exception cref="InvalidOperationException">The model keeps no reference sample (fitted with <c>ShiftReferenceRows</c> 0, or saved before it existed: refit it once).</exception>
+    /// <example><code source="../../src/Samples/DriftSample.cs" /></example>
+    public ShiftReport DetectShift(ITransformer model, IDataView data, ShiftDetectionOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(data);
+        options ??= new ShiftDetectionOptions();
+        options.Validate();
+        var continual = InputOfContinual(model, ref data);
+        if (continual is null)
+            throw FindContinuable(model) is { } other
+                ? new NotSupportedException($"Shift detection compares with the rows a network model keeps; this model ({other.GetType().Name}) keeps none. Compare two data views with DetectShift(reference, data) instead.")
+                : new ArgumentException($"The model ({model.GetType().Name}) does not end in a continual model.", nameof(model));
+        var reference = continual.State.ShiftReference ?? throw new InvalidOperationException(
+            "The model keeps no sample of its training rows to compare with: it was fitted with ShiftReferenceRows 0, or saved by a version without shift detection (refit it once to keep one).");
+        string column = continual.State.Options.FeatureColumnName;
+        var current = FeatureSampler.Read(data, column, continual.FeatureSize, options.MaxRows, options.Seed);
+        return Compare(reference, current, FeatureSampler.FeatureNames(data.Schema[column], continual.FeatureSize), options);
+    }
+
+    /// <summary>
+    /// As <see cref="DetectShift(ITransformer, IDataView, ShiftDetectionOptions?)"/>, comparing two data views' feature
+    /// columns (<see cref="ShiftDetectionOptions.FeatureColumnName"/>) directly: e.g. last month's rows with this month's.
+    /// Each view is sampled to at most <see cref="ShiftDetectionOptions.MaxRows"/> rows.
+    /// </summary>
+    public ShiftReport DetectShift(IDataView reference, IDataView data, ShiftDetectionOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(reference);
+        ArgumentNullException.ThrowIfNull(data);
+        options ??= new ShiftDetectionOptions();
+        options.Validate();
+        string column = options.FeatureColumnName;
+        var before = FeatureSampler.Read(reference, column, null, options.MaxRows, unchecked(options.Seed + 1));
+        var current = FeatureSampler.Read(data, column, before.FeatureSize, options.MaxRows, options.Seed);
+        return Compare(before, current, FeatureSampler.FeatureNames(data.Schema[column], before.FeatureSize), options);
+    }
+
+    private static ShiftReport Compare(ShiftReference reference, ShiftReference current, string[] names, ShiftDetectionOptions options)
+    {
+        var result = ShiftTest.Run(reference, current, names, options);
+        return new ShiftReport(result.PValue < options.Alpha, result.PValue, options.Alpha, result.Mmd, reference.Count, current.Count,
+            options.Permutations, result.FeaturesCompared, result.ShiftedFeatures.Count, result.ShiftedFeatures.Take(options.MaxFeaturesReported).ToList());
+    }
+
+    /// <summary>The continual model at the end of <paramref name="model"/>, with <paramref name="data"/> run through the transformers before it.</summary>
+    private static ContinualTransformer? InputOfContinual(ITransformer model, ref IDataView data)
+    {
+        if (model is ContinualTransformer continual) return continual;
+        if (model is not IEnumerable<ITransformer> chain) return null;
+        var parts = chain.ToList();
+        if (parts.Count == 0) return null;
+        for (int i = 0; i < parts.Count - 1; i++) data = parts[i].Transform(data);
+        return InputOfContinual(parts[^1], ref data);
+    }
+
+    /// <summary>
     /// Continues a model on the next task with the options and strategy state stored in it. <paramref name="model"/>
     /// is a <see cref="ContinualTransformer"/> or a chain ending in one (e.g. what <c>ml.Model.Load</c> returns):
     /// the task runs through the chain's earlier transformers (as fitted before, e.g. a normaliser keeps its first

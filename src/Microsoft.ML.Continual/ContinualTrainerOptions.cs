@@ -136,6 +136,14 @@ public abstract class ContinualTrainerOptions
     /// <example><code source="../../src/Samples/BackboneSample.cs" /></example>
     public ContinualBackbone? Backbone { get; set; }
 
+    /// <summary>Rows of each fit's data the model keeps as the reference of
+    /// <see cref="ContinualCatalog.DetectShift(ITransformer, IDataView, ShiftDetectionOptions?)"/> (a uniform sample of the
+    /// latest fit's rows, as the network sees them: the feature vector; replaced by every refit). Default 500, at most
+    /// 2,000; 0 keeps no rows (the model then cannot detect shifts). The model zip then holds up to this many rows of
+    /// feature values (500 rows of 784 features: 1.6 MB before compression): set 0 where no training rows may be kept.</summary>
+    /// <example><code source="../../src/Samples/DriftSample.cs" /></example>
+    public int ShiftReferenceRows { get; set; } = 500;
+
     /// <summary>Writes every public settable option as invariant text (the model zip stores options this way, so a
     /// later version can read them and give new options their defaults).</summary>
     internal IReadOnlyList<KeyValuePair<string, string>> ToPairs() => Settings.ToPairs(this);
@@ -198,6 +206,7 @@ public abstract class ContinualTrainerOptions
         Check(ValidationFraction >= 0 && ValidationFraction <= 0.5, nameof(ValidationFraction), "in [0, 0.5]");
         Check(EarlyStoppingPatience is >= 1 and <= 1000, nameof(EarlyStoppingPatience), "in [1, 1,000]");
         Check(Enum.IsDefined(LearningRateSchedule), nameof(LearningRateSchedule), "Constant or Cosine");
+        Check(ShiftReferenceRows is >= 0 and <= ShiftDetectionOptions.MaxRowsLimit, nameof(ShiftReferenceRows), "in [0, 2,000]");
     }
 }
 

@@ -43,6 +43,9 @@ public sealed class ContinualTransformer : ITransformer, ICanSaveModel, IContinu
     /// <summary>The number of features the model takes.</summary>
     public int FeatureSize => State.FeatureSize;
 
+    /// <summary>Rows of its latest fit the model keeps for shift detection (<see cref="ContinualTrainerOptions.ShiftReferenceRows"/>); 0 if none.</summary>
+    public int ShiftReferenceRows => State.ShiftReference?.Count ?? 0;
+
     /// <summary>The classes in output order (slot order of <c>Score</c>) for multiclass models; empty otherwise.</summary>
     public IReadOnlyList<string> Classes =>
         State.Classes is { } c ? Enumerable.Range(0, c.Count).Select(c.Describe).ToList() : [];

@@ -14,7 +14,8 @@ namespace Microsoft.ML.Continual.Internal;
 /// <summary>
 /// The model's layout inside the ML.NET zip. The main entry holds the header (format version, trainer, options as
 /// name/value text, label vocabulary, task ids, network shape and backbone, and the plugins with their settings);
-/// <c>Network.bin</c> holds the weights and <c>Plugin{i}-{name}.bin</c> each plugin's state store. Every count is bounded
+/// <c>Network.bin</c> holds the weights, <c>Plugin{i}-{name}.bin</c> each plugin's state store and the optional
+/// <c>ShiftReference.bin</c> the rows shift detection compares new data with (a reader that does not know it skips it). Every count is bounded
 /// and every size checked against the bytes its entry holds before anything is allocated; nothing read is ever used to
 /// choose a type to instantiate beyond the trainer, plugin and backbone registries.
 /// </summary>
@@ -86,6 +87,7 @@ internal static class ModelFormat
             plugins[i].SaveState(store);
             ctx.SaveBinaryStream(PluginEntry(i, plugins[i].Name), store.Write);
         }
+        if (state.ShiftReference is { } reference) ctx.SaveBinaryStream(ShiftReference.EntryName, reference.Write);
     }
 
     private static void WritePairs(BinaryWriter w, IReadOnlyList<KeyValuePair<string, string>> pairs)
@@ -212,6 +214,8 @@ internal static class ModelFormat
                             throw new ContinualModelFormatException($"The model has no '{entry}' entry.");
                     }
                 pluginList.AttachTo(network);
+                entry = ShiftReference.EntryName; // optional: older models and models fitted with ShiftReferenceRows 0 have none
+                ctx.TryLoadBinaryStream(entry, reader => state.ShiftReference = ShiftReference.Read(reader, featureSize));
             }
             catch
             {

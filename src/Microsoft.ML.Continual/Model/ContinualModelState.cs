@@ -30,6 +30,8 @@ internal sealed class ContinualModelState : IDisposable
     /// <summary>The format version the model was read with (the current one for a model made in this process).</summary>
     public int FormatVersion { get; init; } = ModelFormat.CurrentVersion;
     public long RowsSeen { get; set; }
+    /// <summary>The sample of the latest fit's rows that shift detection compares new data with; null if none is kept.</summary>
+    public ShiftReference? ShiftReference { get; set; }
 
     private Tensor? _allowedCache;
 

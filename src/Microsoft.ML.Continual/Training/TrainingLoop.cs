@@ -139,6 +139,7 @@ internal static class TrainingLoop
             state.Network.Random = null;
             state.TasksSeen = taskIndex + 1;
             state.RowsSeen += batches?.RowCount ?? task.Count;
+            state.ShiftReference = KeepReference(read.Data.Features, options.ShiftReferenceRows, taskSeed);
             state.Network.eval();
             channel.Info($"Task {taskIndex + 1} trained on {trainedRows} rows in {stopwatch.Elapsed.TotalSeconds:F1} s.");
             fit?.Completed?.Invoke(statistics);
@@ -149,6 +150,17 @@ internal static class TrainingLoop
             state.Dispose();
             throw;
         }
+    }
+
+    /// <summary>The rows shift detection will compare new data with: a sample of this task's rows (in a streamed task, of
+    /// the consolidation sample, itself uniform), on the CPU; null when the options keep none.</summary>
+    private static ShiftReference? KeepReference(Tensor features, int size, long taskSeed)
+    {
+        if (size == 0 || features.shape[0] == 0) return null;
+        long[] rows = ShiftReference.SampleRows((int)features.shape[0], size, unchecked((int)(taskSeed ^ 0x5EEDF00D)));
+        using var index = tensor(rows);
+        using var sample = features.detach().index_select(0, index.to(features.device)).cpu().contiguous();
+        return new ShiftReference(sample.data<float>().ToArray(), rows.Length, (int)features.shape[1]);
     }
 
     // ---- phase 1: check ----

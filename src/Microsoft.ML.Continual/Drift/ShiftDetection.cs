@@ -1,0 +1,210 @@
+using System.Globalization;
+using System.Text;
+using Microsoft.ML.Data;
+
+namespace Microsoft.ML.Continual;
+
+/// <summary>Options of <see cref="ContinualCatalog.DetectShift(ITransformer, IDataView, ShiftDetectionOptions?)"/>.</summary>
+public sealed class ShiftDetectionOptions
+{
+    /// <summary>The test's level: the data is called shifted when the p-value is below it. Default 0.05.</summary>
+    public double Alpha { get; set; } = 0.05;
+
+    /// <summary>Permutations of the MMD test; the smallest p-value it can give is 1/(permutations + 1). Default 499.</summary>
+    public int Permutations { get; set; } = 499;
+
+    /// <summary>Rows of the new data compared (a uniform sample of them when the data has more). Default 500, at most
+    /// <see cref="MaxRowsLimit"/>.</summary>
+    public int MaxRows { get; set; } = 500;
+
+    /// <summary>Seeds the sample of the new data's rows and the permutations: the same seed gives the same report.</summary>
+    public int Seed { get; set; }
+
+    /// <summary>At most this many shifted features are listed in <see cref="ShiftReport.Features"/> (the largest first). Default 10.</summary>
+    public int MaxFeaturesReported { get; set; } = 10;
+
+    /// <summary>For <see cref="ContinualCatalog.DetectShift(IDataView, IDataView, ShiftDetectionOptions?)"/>: the feature
+    /// column of both views. Default "Features". (A model's own feature column is used when a model is given.)</summary>
+    public string FeatureColumnName { get; set; } = "Features";
+
+    /// <summary>The most rows either sample may have (the test's memory grows with the square of the rows).</summary>
+    public const int MaxRowsLimit = 2000;
+
+    internal void Validate()
+    {
+        if (!(Alpha > 0 && Alpha < 1)) throw new ArgumentOutOfRangeException(nameof(Alpha), Alpha, "Alpha must be in (0, 1).");
+        if (Permutations < 19 || Permutations > 100_000)
+            throw new ArgumentOutOfRangeException(nameof(Permutations), Permutations, "Permutations must be 19 to 100,000 (with fewer, no p-value can be below 0.05).");
+        if (MaxRows < ShiftTest.MinimumRows || MaxRows > MaxRowsLimit)
+            throw new ArgumentOutOfRangeException(nameof(MaxRows), MaxRows, $"MaxRows must be {ShiftTest.MinimumRows} to {MaxRowsLimit}.");
+        if (MaxFeaturesReported < 0) throw new ArgumentOutOfRangeException(nameof(MaxFeaturesReported), MaxFeaturesReported, "MaxFeaturesReported must be 0 or more.");
+        if (string.IsNullOrEmpty(FeatureColumnName)) throw new ArgumentException("FeatureColumnName must name a column.", nameof(FeatureColumnName));
+    }
+}
+
+/// <summary>One feature whose distribution differs between the reference and the new data.</summary>
+/// <param name="Index">The feature's position in the feature vector.</param>
+/// <param name="Name">Its slot name when the feature column has slot names (e.g. a featurizer's "age" or "region.North"), else <c>Features[i]</c>.</param>
+/// <param name="KolmogorovSmirnov">The two-sample Kolmogorov–Smirnov statistic D (the largest gap between the two empirical distribution functions, 0 to 1): the effect size.</param>
+/// <param name="PValue">Its p-value, Holm-adjusted over the features that vary.</param>
+/// <param name="MeanShift">(mean of the new data − mean of the reference) / the pooled standard deviation.</param>
+public sealed record FeatureShift(int Index, string Name, double KolmogorovSmirnov, double PValue, double MeanShift);
+
+/// <summary>
+/// What <see cref="ContinualCatalog.DetectShift(ITransformer, IDataView, ShiftDetectionOptions?)"/> found: whether the new
+/// data's features come from another distribution than the reference sample, with the p-value, the effect size and the
+/// features that moved.
+/// </summary>
+public sealed class ShiftReport
+{
+    internal ShiftReport(bool shifted, double pValue, double alpha, double mmd, int referenceRows, int rows, int permutations,
+        int featuresCompared, int shiftedFeatureCount, IReadOnlyList<FeatureShift> features)
+    {
+        Shifted = shifted; PValue = pValue; Alpha = alpha; MaximumMeanDiscrepancy = mmd; ReferenceRows = referenceRows; Rows = rows;
+        Permutations = permutations; FeaturesCompared = featuresCompared; ShiftedFeatureCount = shiftedFeatureCount; Features = features;
+    }
+
+    /// <summary>Whether <see cref="PValue"/> is below <see cref="Alpha"/>.</summary>
+    public bool Shifted { get; }
+
+    /// <summary>The permutation p-value of the MMD test: (1 + permutations whose MMD² is at least the observed) / (1 + permutations).</summary>
+    public double PValue { get; }
+
+    /// <summary>The level the decision was taken at.</summary>
+    public double Alpha { get; }
+
+    /// <summary>The effect size: the (biased) squared maximum mean discrepancy between the two samples, with the Gaussian
+    /// kernel on standardized features (0: the same sample; at most 2).</summary>
+    public double MaximumMeanDiscrepancy { get; }
+
+    /// <summary>Rows of the reference sample.</summary>
+    public int ReferenceRows { get; }
+
+    /// <summary>Rows of the new data compared.</summary>
+    public int Rows { get; }
+
+    /// <summary>Permutations the p-value was computed from.</summary>
+    public int Permutations { get; }
+
+    /// <summary>Features that vary in the pooled rows (the constant ones cannot tell the samples apart and are left out).</summary>
+    public int FeaturesCompared { get; }
+
+    /// <summary>How many features differ by the per-feature Kolmogorov–Smirnov test at <see cref="Alpha"/>, Holm-adjusted.</summary>
+    public int ShiftedFeatureCount { get; }
+
+    /// <summary>The features that differ, the largest D first (at most <see cref="ShiftDetectionOptions.MaxFeaturesReported"/>).</summary>
+    public IReadOnlyList<FeatureShift> Features { get; }
+
+    /// <summary>One line: the decision, the p-value and effect, and the features that moved most.</summary>
+    public override string ToString()
+    {
+        var text = new StringBuilder();
+        text.Append(CultureInfo.InvariantCulture, $"{(Shifted ? "Shifted" : "No shift detected")}: p = {PValue:0.####} {(Shifted ? "<" : ">=")} {Alpha:0.###} (MMD test, {Permutations} permutations), MMD² {MaximumMeanDiscrepancy:0.#####}; {Rows} new rows against {ReferenceRows} reference rows");
+        text.Append(CultureInfo.InvariantCulture, $"; {ShiftedFeatureCount} of {FeaturesCompared} features differ (Kolmogorov–Smirnov, Holm-adjusted)");
+        if (Features.Count > 0)
+            text.Append(": ").Append(string.Join(", ", Features.Select(f => string.Create(CultureInfo.InvariantCulture, $"{f.Name} (D {f.KolmogorovSmirnov:0.###}, mean {f.MeanShift:+0.##;-0.##} sd)"))));
+        return text.Append('.').ToString();
+    }
+}
+
+/// <summary>
+/// The sample a network model keeps of the rows of its latest fit (<see cref="ContinualTrainerOptions.ShiftReferenceRows"/>),
+/// for shift detection: row-major features, at most <see cref="MaxStoredRows"/> rows. It travels in the model zip
+/// (<c>ShiftReference.bin</c>) and is replaced by every fit.
+/// </summary>
+internal sealed class ShiftReference
+{
+    public const int MaxStoredRows = 100_000;
+    public const string EntryName = "ShiftReference.bin";
+
+    public ShiftReference(float[] rows, int count, int featureSize)
+    {
+        if (rows.Length != (long)count * featureSize) throw new ArgumentException("The rows do not match the count and feature size.");
+        Rows = rows; Count = count; FeatureSize = featureSize;
+    }
+
+    public float[] Rows { get; }
+    public int Count { get; }
+    public int FeatureSize { get; }
+
+    /// <summary>Which rows a uniform sample of at most <paramref name="size"/> of <paramref name="rowCount"/> rows takes, in
+    /// data order, the same for the same seed: a partial Fisher–Yates shuffle of the row indices (a generator of its own,
+    /// so that training's draws are not moved).</summary>
+    public static long[] SampleRows(int rowCount, int size, int seed)
+    {
+        int take = Math.Min(size, rowCount);
+        var order = Enumerable.Range(0, rowCount).ToArray();
+        var random = new Random(seed);
+        for (int i = 0; i < take; i++)
+        {
+            int j = i + random.Next(rowCount - i);
+            (order[i], order[j]) = (order[j], order[i]);
+        }
+        return order.Take(take).Order().Select(i => (long)i).ToArray();
+    }
+
+    public void Write(BinaryWriter w)
+    {
+        w.Write(Count);
+        w.Write(FeatureSize);
+        foreach (float v in Rows) w.Write(v);
+    }
+
+    /// <summary>Reads what <see cref="Write"/> wrote, every size checked against the entry's bytes before allocating.</summary>
+    public static ShiftReference Read(BinaryReader r, int featureSize)
+    {
+        var budget = TensorIO.Budget(r, EntryName);
+        int count = budget.Int32();
+        int size = budget.Int32();
+        if (size != featureSize) throw new ContinualModelFormatException($"The '{EntryName}' entry (the shift reference) has {size} features; the model takes {featureSize}.");
+        if (count < 0 || count > MaxStoredRows) throw new ContinualModelFormatException($"The '{EntryName}' entry (the shift reference) has a row count of {count:N0}, out of range (0..{MaxStoredRows:N0}).");
+        long values = (long)count * size;
+        if (values * sizeof(float) != budget.Remaining) throw new ContinualModelFormatException($"The '{EntryName}' entry (the shift reference) declares {count:N0} rows of {size} features; it holds {budget.Remaining:N0} bytes for them.");
+        float[] rows = budget.Array<float>(values);
+        if (!TaskData.AllFinite(rows)) throw new ContinualModelFormatException($"The '{EntryName}' entry (the shift reference) holds a value that is not finite.");
+        return new ShiftReference(rows, count, size);
+    }
+}
+
+/// <summary>Reads up to a number of rows of a feature column: a uniform reservoir sample (Vitter's algorithm R) in one pass.</summary>
+internal static class FeatureSampler
+{
+    public static ShiftReference Read(IDataView data, string featureColumn, int? expectedSize, int maxRows, int seed)
+    {
+        int size = TaskData.FeatureSize(data.Schema, featureColumn, expectedSize);
+        var column = data.Schema[featureColumn];
+        var kept = new float[(long)maxRows * size];
+        var row = new float[size];
+        var random = new Random(seed);
+        long seen = 0;
+        using var cursor = data.GetRowCursor([column]);
+        var read = TaskData.MakeFeatureReader(cursor, column, size);
+        while (cursor.MoveNext())
+        {
+            read(row, seen);
+            long slot = seen < maxRows ? seen : random.NextInt64(seen + 1);
+            if (slot < maxRows) row.CopyTo(kept.AsSpan((int)slot * size, size));
+            seen++;
+        }
+        int count = (int)Math.Min(seen, maxRows);
+        return new ShiftReference(count == maxRows ? kept : kept.AsSpan(0, count * size).ToArray(), count, size);
+    }
+
+    /// <summary>The slot names of the feature column, when it has as many as it has features.</summary>
+    public static string[] FeatureNames(DataViewSchema.Column column, int size)
+    {
+        var names = Enumerable.Range(0, size).Select(i => $"{column.Name}[{i}]").ToArray();
+        if (column.HasSlotNames(size))
+        {
+            VBuffer<ReadOnlyMemory<char>> slots = default;
+            column.GetSlotNames(ref slots);
+            int i = 0;
+            foreach (var slot in slots.DenseValues())
+            {
+                if (!slot.IsEmpty) names[i] = slot.ToString();
+                i++;
+            }
+        }
+        return names;
+    }
+}

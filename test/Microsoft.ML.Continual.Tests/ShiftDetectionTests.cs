@@ -1,0 +1,279 @@
+using System.IO.Compression;
+using System.Text.Json;
+using Xunit;
+
+namespace Microsoft.ML.Continual.Tests;
+
+/// <summary>Shift detection: the tests' arithmetic on hand-checked numbers, their level and power over many seeds, and the
+/// reference sample a model keeps through save, load and refit.</summary>
+public sealed class ShiftDetectionTests
+{
+    [Fact]
+    public void KolmogorovSmirnov_HandCheckedStatistics_PValues_AndHolm()
+    {
+        // ECDFs after 1..6: (.25,0) (.5,0) (.75,.25) (1,.5) (1,.75) (1,1): the largest gap is 0.5.
+        Assert.Equal(0.5, ShiftTest.KolmogorovSmirnov([1, 2, 3, 4], [3, 4, 5, 6]), 12);
+        // Ties step together: after 0, 2/3 vs 1/3; after 1, 1 vs 1.
+        Assert.Equal(1.0 / 3, ShiftTest.KolmogorovSmirnov([0, 0, 1], [0, 1, 1]), 12);
+        Assert.Equal(0, ShiftTest.KolmogorovSmirnov([2, 2, 5], [5, 2, 2]), 12);
+        // Q(1) = 2(e^-2 - e^-8 + e^-18 ...) = 0.27000; Q(1.358) = 0.0500, the 5% point of the Kolmogorov distribution.
+        Assert.Equal(2 * (Math.Exp(-2) - Math.Exp(-8) + Math.Exp(-18)), ShiftTest.KolmogorovQ(1), 9);
+        Assert.Equal(0.0500, ShiftTest.KolmogorovQ(1.358), 4);
+        Assert.Equal(1, ShiftTest.KolmogorovQ(0.1));
+        // Holm: sorted 0.01 x4 = 0.04, 0.03 x3 = 0.09, 0.04 x2 = 0.08 -> 0.09 (monotone), 0.5 x1 = 0.5; in the input's order.
+        var adjusted = ShiftTest.Holm([0.01, 0.04, 0.03, 0.5]);
+        Assert.Equal([0.04, 0.09, 0.09, 0.5], adjusted.Select(p => Math.Round(p, 12)));
+    }
+
+    [Fact]
+    public void Mmd_OnTwoPointsPerSample_IsTheHandComputedValue_AndThePermutationPValueCountsTheSplits()
+    {
+        // Pooled {0, 0, 1, 1} standardizes to {-1, -1, 1, 1}: squared distances 0 within a sample, 4 across; the median of
+        // the six pairs {0, 0, 4, 4, 4, 4} is 4, so k = 1 within and e^-1 across and MMD² = 1 + 1 - 2/e.
+        var x = new ShiftReference([0, 0], 2, 1);
+        var y = new ShiftReference([1, 1], 2, 1);
+        var (p, mmd) = ShiftTest.MmdPermutationTest(x, y, [0], 1999, seed: 4);
+        Assert.Equal(2 - 2 / Math.E, mmd, 12);
+        // Of the six equally likely splits of four rows into two pairs, two give the observed value (it and its mirror).
+        Assert.InRange(p, 1.0 / 3 - 0.03, 1.0 / 3 + 0.03);
+    }
+
+    [Fact]
+    public void TheTest_KeepsItsLevel_OverManySeeds_AndFindsAShiftOfOneFeature()
+    {
+        // 300 seeds of 60 reference and 60 new rows of six Gaussian features: under no shift the permutation test rejects at
+        // most alpha of the time (valid at any sample size): 15 of 300 expected.
+        var options = new ShiftDetectionOptions { Permutations = 99 };
+        var names = Enumerable.Range(0, 6).Select(i => $"f{i}").ToArray();
+        int falseAlarms = 0, detections = 0, located = 0;
+        for (int seed = 0; seed < 300; seed++)
+        {
+            var random = new Random(seed);
+            var reference = Gaussian(random, 60, 6, shift: 0);
+            var same = Gaussian(random, 60, 6, shift: 0);
+            if (ShiftTest.Run(reference, same, names, options.WithSeed(seed)).PValue < 0.05) falseAlarms++;
+            if (seed >= 100) continue;
+            var moved = Gaussian(random, 60, 6, shift: 1); // feature 2 moves by one standard deviation
+            var result = ShiftTest.Run(reference, moved, names, options.WithSeed(seed));
+            if (result.PValue < 0.05) detections++;
+            if (result.ShiftedFeatures.Count > 0 && result.ShiftedFeatures[0].Name == "f2") located++;
+        }
+        // At a true level of 0.05 more than 23 false alarms (7.7%) happen with probability 0.02; a test that ignored the
+        // pooled standardization or counted permutations wrongly would exceed it.
+        Assert.InRange(falseAlarms, 0, 23);
+        Assert.True(detections >= 90, $"{detections} of 100 one-sd shifts detected");
+        Assert.True(located >= 85, $"{located} of 100 shifts located in f2");
+    }
+
+    [Fact]
+    public void AModel_KeepsASampleOfItsFit_AndTellsSameDataFromShiftedData_ThroughSaveAndLoad()
+    {
+        var ml = new MLContext(seed: 1);
+        var options = TestData.Options();
+        var train = ml.Data.LoadFromEnumerable(TestData.Rows(0, [0, 1, 2], 300, seed: 1));
+        var model = ml.Continual().Trainers.FineTune(options).Fit(train);
+        Assert.Equal(300, model.ShiftReferenceRows); // every row: fewer than the default 500
+
+        var heldOut = TestData.Rows(0, [0, 1, 2], 300, seed: 2);
+        var same = ml.Continual().DetectShift(model, ml.Data.LoadFromEnumerable(heldOut));
+        Assert.False(same.Shifted, same.ToString());
+        Assert.Equal(300, same.ReferenceRows);
+        Assert.Equal(300, same.Rows);
+        Assert.Equal(6, same.FeaturesCompared);
+
+        // Another task (other centres), the features permuted, a class-prior change (one class only) and one feature moved.
+        var otherTask = ml.Data.LoadFromEnumerable(TestData.Rows(1, [0, 1, 2], 300, seed: 2));
+        var permuted = ml.Data.LoadFromEnumerable(heldOut.Select(r => new Row { Features = [r.Features[1], r.Features[0], .. r.Features[2..]], Label = r.Label }));
+        var oneClass = ml.Data.LoadFromEnumerable(TestData.Rows(0, [2], 300, seed: 2));
+        var moved = ml.Data.LoadFromEnumerable(heldOut.Select(r => new Row { Features = r.Features.Select((v, i) => i == 3 ? v + 2f : v).ToArray(), Label = r.Label }));
+        foreach (var shifted in new[] { otherTask, permuted, oneClass, moved })
+        {
+            var report = ml.Continual().DetectShift(model, shifted);
+            Assert.True(report.Shifted, report.ToString());
+            Assert.Equal(1.0 / 500, report.PValue); // no permutation reaches the observed MMD
+            Assert.True(report.MaximumMeanDiscrepancy > 10 * same.MaximumMeanDiscrepancy, report.ToString());
+        }
+        var movedReport = ml.Continual().DetectShift(model, moved);
+        Assert.Equal(3, movedReport.Features[0].Index);
+        Assert.Equal("Features[3]", movedReport.Features[0].Name);
+        Assert.True(movedReport.Features[0].MeanShift > 0.5, movedReport.ToString());
+        var permutedReport = ml.Continual().DetectShift(model, permuted);
+        Assert.Equal([0, 1], permutedReport.Features.Select(f => f.Index).Order());
+
+        // The sample travels in the zip: the loaded model gives the same report to the last bit.
+        using var temp = new TempFolder();
+        ml.Model.Save(model, train.Schema, temp.File("m.zip"));
+        var loaded = ml.Continual().LoadModel(temp.File("m.zip"), out _);
+        var again = ml.Continual().DetectShift(loaded, moved);
+        Assert.Equal(movedReport.PValue, again.PValue);
+        Assert.Equal(movedReport.MaximumMeanDiscrepancy, again.MaximumMeanDiscrepancy);
+        Assert.Equal(movedReport.ToString(), again.ToString());
+
+        // A refit replaces the sample with its own task's rows: task 1 is now the reference.
+        var refit = ml.Continual().Refit(loaded, ml.Data.LoadFromEnumerable(TestData.Rows(1, [0, 1, 2], 400, seed: 3)));
+        Assert.False(ml.Continual().DetectShift(refit, otherTask).Shifted);
+        Assert.True(ml.Continual().DetectShift(refit, ml.Data.LoadFromEnumerable(heldOut)).Shifted);
+        Assert.Equal(400, ml.Continual().DetectShift(refit, otherTask).ReferenceRows);
+    }
+
+    [Fact]
+    public void ThroughAChain_TheRowsAreComparedAsTheNetworkSeesThem_WithTheSlotNames()
+    {
+        var ml = new MLContext(seed: 1);
+        var pipeline = ml.Transforms.Concatenate("Features", "X0", "X1", "X2", "X3", "X4", "X5")
+            .Append(ml.Continual().Trainers.FineTune(TestData.Options()));
+        IDataView Columns(int seed, float addToLastThree) => ml.Data.LoadFromEnumerable(TestData.Rows(0, [0, 1], 200, seed).Select(r => new SixColumns
+        {
+            X0 = r.Features[0], X1 = r.Features[1], X2 = r.Features[2],
+            X3 = r.Features[3] + addToLastThree, X4 = r.Features[4] + addToLastThree, X5 = r.Features[5] + addToLastThree, Label = r.Label,
+        }));
+        var model = pipeline.Fit(Columns(1, 0));
+        var report = ml.Continual().DetectShift(model, Columns(5, 3));
+        Assert.True(report.Shifted);
+        Assert.Equal(3, report.ShiftedFeatureCount);
+        Assert.Equal(["X3", "X4", "X5"], report.Features.Select(f => f.Name).Order()); // Concatenate's slot names
+        Assert.False(ml.Continual().DetectShift(model, Columns(5, 0)).Shifted);
+    }
+
+    private sealed class SixColumns
+    {
+        public float X0 { get; set; }
+        public float X1 { get; set; }
+        public float X2 { get; set; }
+        public float X3 { get; set; }
+        public float X4 { get; set; }
+        public float X5 { get; set; }
+        public string Label { get; set; } = "";
+    }
+
+    private sealed class TwoColumns
+    {
+        [Microsoft.ML.Data.VectorType(3)] public float[] A { get; set; } = [];
+        [Microsoft.ML.Data.VectorType(3)] public float[] B { get; set; } = [];
+        public string Label { get; set; } = "";
+    }
+
+    [Fact]
+    public void BadRequests_AreRefused_WithWhatIsWrong()
+    {
+        var ml = new MLContext(seed: 1);
+        var train = ml.Data.LoadFromEnumerable(TestData.Rows(0, [0, 1], 100, seed: 1));
+        var options = TestData.Options();
+        options.ShiftReferenceRows = 0;
+        var keepsNone = ml.Continual().Trainers.FineTune(options).Fit(train);
+        Assert.Equal(0, keepsNone.ShiftReferenceRows);
+        var none = Assert.Throws<InvalidOperationException>(() => ml.Continual().DetectShift(keepsNone, train));
+        Assert.Contains("ShiftReferenceRows 0", none.Message);
+        using (var temp = new TempFolder())
+        {
+            ml.Model.Save(keepsNone, train.Schema, temp.File("none.zip"));
+            using var zip = ZipFile.OpenRead(temp.File("none.zip"));
+            Assert.DoesNotContain(zip.Entries, e => e.Name == "ShiftReference.bin"); // no training rows in the file
+        }
+        Assert.Throws<ArgumentOutOfRangeException>(() => ml.Continual().Trainers.FineTune(new FineTuneTrainer.Options { ShiftReferenceRows = 2001 }));
+
+        var model = ml.Continual().Trainers.FineTune(TestData.Options()).Fit(train);
+        Assert.Throws<ArgumentOutOfRangeException>(() => ml.Continual().DetectShift(model, train, new ShiftDetectionOptions { Alpha = 0 }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => ml.Continual().DetectShift(model, train, new ShiftDetectionOptions { Permutations = 5 }));
+        var few = Assert.Throws<ArgumentException>(() => ml.Continual().DetectShift(model, ml.Data.LoadFromEnumerable(TestData.Rows(0, [0, 1], 5, seed: 2))));
+        Assert.Contains("5 rows", few.Message);
+        var nan = TestData.Rows(0, [0, 1], 50, seed: 2);
+        nan[7].Features[2] = float.NaN;
+        var bad = Assert.Throws<ContinualDataException>(() => ml.Continual().DetectShift(model, ml.Data.LoadFromEnumerable(nan)));
+        Assert.Contains("Row 7", bad.Message);
+        var wide = ml.Data.LoadFromEnumerable(Enumerable.Range(0, 20).Select(i => new TwoColumns { A = [i, 1, 2], B = [3, 4, 5], Label = "c0" }));
+        Assert.Throws<ContinualDataException>(() => ml.Continual().DetectShift(model, wide)); // no Features column
+    }
+
+    [Fact]
+    public void ADamagedReferenceEntry_FailsTheLoad_NamingIt()
+    {
+        var ml = new MLContext(seed: 1);
+        var train = ml.Data.LoadFromEnumerable(TestData.Rows(0, [0, 1], 100, seed: 1));
+        var model = ml.Continual().Trainers.FineTune(TestData.Options()).Fit(train);
+        using var temp = new TempFolder();
+        ml.Model.Save(model, train.Schema, temp.File("m.zip"));
+        using (var zip = ZipFile.Open(temp.File("m.zip"), ZipArchiveMode.Update))
+        {
+            var entry = zip.Entries.Single(e => e.Name == "ShiftReference.bin");
+            string name = entry.FullName;
+            entry.Delete();
+            using var writer = new BinaryWriter(zip.CreateEntry(name).Open());
+            writer.Write(50_000); // rows: far more than the entry holds
+            writer.Write(Row.Size);
+            writer.Write(new byte[400]);
+        }
+        var error = Assert.Throws<ContinualModelFormatException>(() => ml.Continual().LoadModel(temp.File("m.zip"), out _));
+        Assert.Contains("'ShiftReference.bin' entry", error.Message);
+        Assert.Contains("declares 50,000 rows of 6 features; it holds 400 bytes", error.Message);
+    }
+
+    [Fact]
+    public void TwoDataViews_CanBeComparedDirectly_AndASampleOfALargeViewIsTaken()
+    {
+        var ml = new MLContext(seed: 1);
+        var january = ml.Data.LoadFromEnumerable(TestData.Rows(0, [0, 1, 2], 3000, seed: 1));
+        var february = ml.Data.LoadFromEnumerable(TestData.Rows(0, [0, 1, 2], 3000, seed: 2));
+        var march = ml.Data.LoadFromEnumerable(TestData.Rows(0, [0, 0, 0, 1, 2], 3000, seed: 3)); // class 0 from a third to three fifths
+        var options = new ShiftDetectionOptions { MaxRows = 400, Seed = 2 };
+        var quiet = ml.Continual().DetectShift(january, february, options);
+        Assert.False(quiet.Shifted, quiet.ToString());
+        Assert.Equal(400, quiet.Rows);
+        Assert.Equal(400, quiet.ReferenceRows);
+        Assert.True(ml.Continual().DetectShift(january, march, options).Shifted);
+        // The same seed gives the same report; another seed another sample.
+        Assert.Equal(quiet.ToString(), ml.Continual().DetectShift(january, february, options).ToString());
+        options.Seed = 3;
+        Assert.NotEqual(quiet.MaximumMeanDiscrepancy, ml.Continual().DetectShift(january, february, options).MaximumMeanDiscrepancy);
+    }
+
+    [Fact]
+    public void TheCli_Drift_ExitsZeroOnTheSameDistribution_AndTenOnAShift_WithJson()
+    {
+        using var temp = new TempFolder();
+        CliTests.WriteCsv(temp.File("jan.csv"), 0, 300, [0, 1, 2], 1);
+        CliTests.WriteCsv(temp.File("feb.csv"), 0, 300, [0, 1, 2], 2);
+        CliTests.WriteCsv(temp.File("mar.csv"), 2, 300, [0, 1, 2], 3); // task 2 moves x1 by 1 and x3 by 2
+        var train = CliTests.Cli(temp.Path, "train", "--data", "jan.csv", "--label", "Label", "--featurize", "none", "--set", "NumberOfEpochs=2", "--out", "m.zip");
+        Assert.True(train.ExitCode == 0, train.Error);
+        // No label column in the new data: drift needs only the features.
+        File.WriteAllLines(temp.File("feb-unlabelled.csv"), File.ReadAllLines(temp.File("feb.csv")).Select(l => l[..l.LastIndexOf(',')]));
+
+        var quiet = CliTests.Cli(temp.Path, "drift", "--model", "m.zip", "--data", "feb-unlabelled.csv", "--json");
+        Assert.True(quiet.ExitCode == 0, quiet.Error + quiet.Output);
+        var json = JsonDocument.Parse(quiet.Output).RootElement;
+        Assert.False(json.GetProperty("shifted").GetBoolean());
+        Assert.Equal(300, json.GetProperty("referenceRows").GetInt32());
+
+        var shifted = CliTests.Cli(temp.Path, "drift", "--model", "m.zip", "--data", "mar.csv", "--json");
+        Assert.True(shifted.ExitCode == 10, shifted.Error + shifted.Output);
+        json = JsonDocument.Parse(shifted.Output).RootElement;
+        Assert.True(json.GetProperty("shifted").GetBoolean());
+        Assert.True(json.GetProperty("pValue").GetDouble() < 0.05);
+        var names = json.GetProperty("features").EnumerateArray().Select(f => f.GetProperty("name").GetString()).ToList();
+        Assert.Contains(names, n => n!.Contains("x3"));
+        Assert.DoesNotContain(names, n => n!.Contains("x2")); // x2 does not depend on the task
+
+        var text = CliTests.Cli(temp.Path, "drift", "--model", "m.zip", "--data", "mar.csv");
+        Assert.Equal(10, text.ExitCode);
+        Assert.StartsWith("Shifted: p = ", text.Output);
+        var badRows = CliTests.Cli(temp.Path, "drift", "--model", "m.zip", "--data", "mar.csv", "--rows", "5");
+        Assert.True(badRows.ExitCode == 2, badRows.Error);
+    }
+
+    private static ShiftReference Gaussian(Random random, int rows, int features, double shift)
+    {
+        var values = new float[rows * features];
+        for (int i = 0; i < values.Length; i++)
+            values[i] = (float)(Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble()) + (i % features == 2 ? shift : 0));
+        return new ShiftReference(values, rows, features);
+    }
+}
+
+internal static class ShiftOptionsExtensions
+{
+    public static ShiftDetectionOptions WithSeed(this ShiftDetectionOptions options, int seed) => new()
+    {
+        Alpha = options.Alpha, Permutations = options.Permutations, MaxRows = options.MaxRows, Seed = seed, MaxFeaturesReported = options.MaxFeaturesReported,
+    };
+}

@@ -12,6 +12,7 @@ using Microsoft.ML.Continual;
 //   replay-throughput                replay's samples/s task by task while its memory fills [--policy ClassBalanced --memory 20000 --rows 10000 --epochs 2]
 //   split-mnist-generative           generative replay (with and without distillation) beside FineTune and Joint [--scenario ClassIncremental --epochs 21 --lr 0.001]
 //   sweep-ewc-lambda                 a Bayesian sweep of EWC's λ (8 trials) against a dense 24-point grid on the test sets
+//   drift                            shift detection on MNIST: false alarms at α 0.05 over many seeds, power on permuted, rotated and class-prior shifts [--seeds 1000 --power-seeds 200 --rows 500]
 //   performance                      FineTune vs a raw TorchSharp loop, Transform vs a raw forward, prediction-engine latency [--rows --epochs --repeats --hidden]
 //   refit-cost                       each method's refit time for the 2nd and the last of 20 tasks, beside SDCA and LightGBM retrained on all data [--tasks --rows --only]
 //   permuted-mnist-architecture      PackNet, CPG and progressive networks beside FineTune, 10 tasks with task ids [--epochs 2 --retrain 1 --cpg-goal 0.97 --hidden 256,256 --only ...]
@@ -56,6 +57,9 @@ switch (benchmark)
         return 0;
     case "sweep-ewc-lambda":
         SweepBenchmarks.EwcLambda(Option("--trials", 8), Option("--grid", 24), report);
+        return 0;
+    case "drift":
+        DriftBenchmarks.Run(Option("--seeds", 1000), Option("--power-seeds", 200), Option("--rows", 500));
         return 0;
     case "performance":
         PerformanceBenchmarks.Run(Option("--rows", 60000), Option("--epochs", 2), Option("--repeats", 3), (OptionText("--hidden") ?? "256,256").Split(',').Select(int.Parse).ToArray());

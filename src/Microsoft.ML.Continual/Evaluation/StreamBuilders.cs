@@ -156,7 +156,7 @@ internal static class StreamBuilders
     }
 
     /// <summary>For each output pixel, the four source pixels and weights of a bilinear rotation about the centre.</summary>
-    private static (int[] Index, float[] Weight) RotationTaps(int width, int height, double degrees)
+    internal static (int[] Index, float[] Weight) RotationTaps(int width, int height, double degrees)
     {
         double a = degrees * Math.PI / 180, cos = Math.Cos(a), sin = Math.Sin(a);
         double cx = (width - 1) / 2.0, cy = (height - 1) / 2.0;
@@ -182,7 +182,7 @@ internal static class StreamBuilders
         return (index, weight);
     }
 
-    private static void Rotate(ReadOnlySpan<float> source, (int[] Index, float[] Weight) taps, Span<float> destination)
+    internal static void Rotate(ReadOnlySpan<float> source, (int[] Index, float[] Weight) taps, Span<float> destination)
     {
         for (int p = 0; p < destination.Length; p++)
         {

@@ -1,0 +1,113 @@
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.ML.Continual;
+
+/// <summary>
+/// Shift detection on MNIST: the false-alarm rate of the test at α = 0.05 on two disjoint samples of the same rows (a new
+/// random split of the training set per seed), its power on known shifts (permuted pixels, rotations, class-prior
+/// changes), and its time, all through the code <c>DetectShift</c> runs (<c>ShiftTest</c>: the MMD permutation test, the
+/// per-feature KS family with Holm's correction).
+/// </summary>
+internal static class DriftBenchmarks
+{
+    public static void Run(int seeds, int powerSeeds, int rows)
+    {
+        var (train, test) = MnistData.Load();
+        int images = train.Labels.Length;
+        var names = Enumerable.Range(0, 784).Select(i => $"pixel{i}").ToArray();
+        var options = new ShiftDetectionOptions();
+        Console.WriteLine($"Shift detection on MNIST: {rows} reference rows vs {rows} new rows, α = {options.Alpha}, {options.Permutations} permutations; MMD test decides, KS+Holm locates.");
+        Console.WriteLine("| comparison | seeds | rejected (MMD) | rate [95% CI] | any feature flagged (KS+Holm) | ms per test |");
+        Console.WriteLine("| --- | ---: | ---: | --- | ---: | ---: |");
+
+        // Same distribution: the reference and the new rows are disjoint random rows of the training set.
+        Measure("same distribution (disjoint training rows)", seeds, seed =>
+        {
+            var order = Shuffled(images, new Random(seed));
+            return (Rows(train, order.Take(rows)), Rows(train, order.Skip(rows).Take(rows)));
+        });
+        Measure("training rows vs test rows", Math.Min(seeds, powerSeeds), seed =>
+        {
+            var random = new Random(seed);
+            return (Rows(train, Shuffled(images, random).Take(rows)), Rows(test, Shuffled(test.Labels.Length, random).Take(rows)));
+        });
+        Measure("permuted pixels", powerSeeds, seed =>
+        {
+            var random = new Random(seed);
+            var order = Shuffled(images, random);
+            int[] permutation = Shuffled(784, random);
+            return (Rows(train, order.Take(rows)), Rows(train, order.Skip(rows).Take(rows), (source, target) => { for (int p = 0; p < 784; p++) target[p] = source[permutation[p]]; }));
+        });
+        foreach (double angle in new[] { 5.0, 15.0, 45.0 })
+        {
+            var taps = StreamBuilders.RotationTaps(28, 28, angle);
+            Measure($"rotated {angle}°", powerSeeds, seed =>
+            {
+                var order = Shuffled(images, new Random(seed));
+                return (Rows(train, order.Take(rows)), Rows(train, order.Skip(rows).Take(rows), (source, target) => StreamBuilders.Rotate(source, taps, target)));
+            });
+        }
+        foreach (var (label, weightOfLowDigits) in new[] { ("class prior: digits 0-4 twice as likely as 5-9", 2.0), ("class prior: digits 0-4 only", 1e9) })
+            Measure(label, powerSeeds, seed =>
+            {
+                var random = new Random(seed);
+                var order = Shuffled(images, random);
+                var reference = order.Take(rows).ToArray();
+                // Rejection sampling from the rest: a 5-9 digit is kept with probability 1/weight.
+                var shifted = order.Skip(rows).Where(i => train.Labels[i] < 5 || random.NextDouble() < 1 / weightOfLowDigits).Take(rows);
+                return (Rows(train, reference), Rows(train, shifted));
+            });
+
+        void Measure(string comparison, int count, Func<int, (ShiftReference Reference, ShiftReference Current)> make)
+        {
+            int rejected = 0, flagged = 0;
+            var clock = new Stopwatch();
+            for (int seed = 0; seed < count; seed++)
+            {
+                var (reference, current) = make(seed);
+                options.Seed = seed;
+                clock.Start();
+                var result = ShiftTest.Run(reference, current, names, options);
+                clock.Stop();
+                if (result.PValue < options.Alpha) rejected++;
+                if (result.ShiftedFeatures.Count > 0) flagged++;
+            }
+            var (low, high) = Wilson(rejected, count);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"| {comparison} | {count} | {rejected} | {(double)rejected / count:0.000} [{low:0.000}, {high:0.000}] | {(double)flagged / count:0.000} | {clock.Elapsed.TotalMilliseconds / count:0} |"));
+        }
+    }
+
+    private static int[] Shuffled(int count, Random random)
+    {
+        var order = Enumerable.Range(0, count).ToArray();
+        random.Shuffle(order);
+        return order;
+    }
+
+    private delegate void ReadOnlySpanAction(ReadOnlySpan<float> source, Span<float> target);
+
+    private static ShiftReference Rows(MnistSplit split, IEnumerable<int> indices, ReadOnlySpanAction? transform = null)
+    {
+        var list = indices.ToList();
+        var values = new float[list.Count * 784];
+        for (int i = 0; i < list.Count; i++)
+        {
+            var source = split.Pixels.AsSpan(list[i] * 784, 784);
+            var target = values.AsSpan(i * 784, 784);
+            if (transform is null) source.CopyTo(target);
+            else transform(source, target);
+        }
+        return new ShiftReference(values, list.Count, 784);
+    }
+
+    /// <summary>The Wilson score interval of a binomial proportion at 95%.</summary>
+    private static (double Low, double High) Wilson(int successes, int trials)
+    {
+        const double z = 1.959964;
+        double p = (double)successes / trials, denominator = 1 + z * z / trials;
+        double centre = (p + z * z / (2 * trials)) / denominator;
+        double half = z * Math.Sqrt(p * (1 - p) / trials + z * z / (4.0 * trials * trials)) / denominator;
+        return (Math.Max(0, centre - half), Math.Min(1, centre + half));
+    }
+}

@@ -53,6 +53,22 @@ public sealed class ContinualBenchmarks
         return StreamBuilders.Split(train, test, "Split MNIST", scenario, SplitMnistGroups.Take(numberOfTasks).ToList(), trainSamplesPerTask, testSamplesPerTask, seed);
     }
 
+    /// <summary>
+    /// MNIST-360 (Buzzega et al. 2020): a task-free stream with no boundaries. Two neighbouring digits of 0 to 8 at a time,
+    /// (0,1), (1,2), ..., (8,0), three rounds, while each digit turns through 360° over the stream; one task whose training
+    /// rows are the stream in order (train it in one pass with <see cref="ContinualTrainerOptions.ShuffleRows"/> false and
+    /// one epoch) and whose test rows are the test images of 0 to 8, each digit rotated through 360°.
+    /// </summary>
+    /// <param name="batchSize">The stream's batch size: each batch mixes the two current digits in proportion to what is
+    /// left of them (Mammoth builds the stream with the method's batch size). Default 16.</param>
+    /// <param name="seed">The order within each digit's chunks. Default 0.</param>
+    /// <param name="dataDirectory">Where the MNIST IDX files are (fetched there when missing).</param>
+    public TaskStream Mnist360(int batchSize = 16, int seed = 0, string? dataDirectory = null)
+    {
+        var (train, test) = Mnist(dataDirectory);
+        return StreamBuilders.Mnist360(train, test, MnistData.Side, MnistData.Side, batchSize, seed);
+    }
+
     /// <summary>A generated tabular drift stream that needs no data files: a rotating hyperplane (Hulten et al. 2001), two classes.</summary>
     /// <param name="numberOfTasks">How many tasks (the hyperplane turns by 180°/T per task). Default 5.</param>
     /// <param name="trainRowsPerTask">Training rows per task. Default 2,000.</param>

@@ -136,6 +136,11 @@ public abstract class ContinualTrainerOptions
     /// <example><code source="../../src/Samples/BackboneSample.cs" /></example>
     public ContinualBackbone? Backbone { get; set; }
 
+    /// <summary>Whether each epoch visits the rows in a new random order (default true). False: the rows are trained in the
+    /// data view's order, in consecutive batches of <see cref="BatchSize"/>: for streams whose order is the point, such as a
+    /// task-free stream that drifts (MNIST-360) or rows that arrive in time order, trained in one pass.</summary>
+    public bool ShuffleRows { get; set; } = true;
+
     /// <summary>Rows of each fit's data the model keeps as the reference of
     /// <see cref="ContinualCatalog.DetectShift(ITransformer, IDataView, ShiftDetectionOptions?)"/> (a uniform sample of the
     /// latest fit's rows, as the network sees them: the feature vector; replaced by every refit). Default 500, at most

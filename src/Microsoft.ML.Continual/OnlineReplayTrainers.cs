@@ -61,6 +61,32 @@ public sealed class DerPlusPlusTrainer : ContinualTrainerBase<DerPlusPlusTrainer
 }
 
 /// <summary>
+/// ER, experience replay with a reservoir memory updated at every step (Chaudhry et al. 2019; <see cref="ErPlugin"/>):
+/// the replay of task-free streams, where no fit ends a task. Reach it with <c>mlContext.Continual().Trainers.Er(...)</c>;
+/// <see cref="ReplayTrainer"/> fills its memory at the end of each fit instead.
+/// </summary>
+/// <remarks>L = mean of CE over the incoming batch joined with a sample of the memory.</remarks>
+public sealed class ErTrainer : ContinualTrainerBase<ErTrainer.Options>
+{
+    internal const string RegisteredName = "Er";
+
+    /// <summary>Options for <see cref="ErTrainer"/>.</summary>
+    public sealed class Options : ContinualTrainerOptions
+    {
+        /// <summary>The memory budget in rows. Default 500.</summary>
+        public int MemorySize { get; set; } = 500;
+
+        /// <summary>Rows drawn from the memory at each step; 0 (default): as many as <see cref="ContinualTrainerOptions.BatchSize"/>.</summary>
+        public int MinibatchSize { get; set; }
+    }
+
+    internal ErTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }
+
+    /// <inheritdoc/>
+    public override string TrainerName => RegisteredName;
+}
+
+/// <summary>
 /// ER-ACE (Caccia et al. 2022): experience replay with an asymmetric cross-entropy on the incoming batch
 /// (<see cref="ErAcePlugin"/>). Reach it with <c>mlContext.Continual().Trainers.ErAce(...)</c>.
 /// </summary>

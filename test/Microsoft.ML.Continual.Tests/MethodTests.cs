@@ -52,6 +52,7 @@ public class MethodTests
     {
         "Der" => ml.Continual().Trainers.Der(Small(new DerTrainer.Options { MemorySize = 60 })),
         "DerPlusPlus" => ml.Continual().Trainers.DerPlusPlus(Small(new DerPlusPlusTrainer.Options { MemorySize = 60 })),
+        "Er" => ml.Continual().Trainers.Er(Small(new ErTrainer.Options { MemorySize = 60 })),
         "ErAce" => ml.Continual().Trainers.ErAce(Small(new ErAceTrainer.Options { MemorySize = 60 })),
         "Mir" => ml.Continual().Trainers.Mir(Small(new MirTrainer.Options { MemorySize = 60, Candidates = 20, MinibatchSize = 5 })),
         "GDumb" => ml.Continual().Trainers.GDumb(Small(new GDumbTrainer.Options { MemorySize = 60 })),
@@ -64,6 +65,7 @@ public class MethodTests
     [Theory]
     [InlineData("Der", "DarkExperience")]
     [InlineData("DerPlusPlus", "DarkExperience")]
+    [InlineData("Er", "Er")]
     [InlineData("ErAce", "ErAce")]
     [InlineData("Mir", "Mir")]
     [InlineData("GDumb", "GDumb")]
@@ -162,6 +164,58 @@ public class MethodTests
         ml.Continual().Refit(model, TestData.View(ml, 1, [2, 3], 80, 2));
         Assert.True(StepProbe.Checks - before >= 10, $"{StepProbe.Checks - before} steps checked");
         StepProbe.Reset(null, null);
+    }
+
+    [Fact]
+    public void Er_LossIsTheMeanOverTheBatchJoinedWithAMemorySample_AndTheMemoryStaysWithinItsBudgetAcrossFits()
+    {
+        var ml = new MLContext(seed: 1);
+        int replayedSteps = 0;
+        StepProbe.Reset(null, (context, step) =>
+        {
+            if (step.ExtraBatches.SingleOrDefault() is not { } replayed) return; // the first step: the memory is empty
+            replayedSteps++;
+            Assert.InRange(replayed.Batch.Rows, 1, 8);
+            // Independently of the plugin: the cross-entropy over the incoming rows and the replayed ones together.
+            var outputs = cat([step.TaskOutputs!, replayed.Outputs]);
+            var targets = cat([step.TaskBatch.Targets, replayed.Batch.Targets]);
+            float expected = nn.functional.cross_entropy(outputs, targets).item<float>();
+            Assert.Equal(expected, step.LossTerms.Sum(t => t.Value.item<float>()), 5);
+        });
+        var trainer = ml.Continual().Trainers.Compose(Small(new ComposedTrainer.Options()), new ErPlugin { MemorySize = 30, MinibatchSize = 8 }, new StepProbe());
+        var model = trainer.Fit(TestData.View(ml, 0, [0, 1], 80, 1));
+        Assert.Equal(2 * 5 - 1, replayedSteps); // 2 epochs of 5 batches; only the very first step has no memory
+        Assert.Equal(30, model.StateSizes["memory rows"]);
+        Assert.Equal(160, model.StateSizes["rows offered"]);
+        var next = (ContinualTransformer)ml.Continual().Refit(model, TestData.View(ml, 1, [2, 3], 80, 2));
+        Assert.Equal(30, next.StateSizes["memory rows"]); // bounded however many fits
+        Assert.Equal(320, next.StateSizes["rows offered"]);
+        StepProbe.Reset(null, null);
+    }
+
+    [Fact]
+    public void ShuffleRowsFalse_TrainsTheRowsInTheDataOrder_InConsecutiveBatches()
+    {
+        var ml = new MLContext(seed: 1);
+        var grouped = TestData.Rows(0, [0, 1, 2], 96, 1).OrderBy(r => r.IntLabel).ToList(); // 32 of each class, in class order
+        var batches = new List<long[]>();
+        StepProbe.Reset(null, (context, step) => batches.Add(step.TaskBatch.Targets.unique().output.data<long>().ToArray()));
+        ContinualTransformer Train(bool shuffle)
+        {
+            batches.Clear();
+            var options = Small(new ComposedTrainer.Options());
+            options.ShuffleRows = shuffle;
+            return ml.Continual().Trainers.Compose(options, new StepProbe()).Fit(ml.Data.LoadFromEnumerable(grouped));
+        }
+        Train(shuffle: false);
+        // BatchSize 16: two batches of each class per epoch, in the data's order, for both epochs.
+        Assert.Equal([0L, 0, 1, 1, 2, 2, 0, 0, 1, 1, 2, 2], batches.Select(b => Assert.Single(b)));
+        Train(shuffle: true);
+        Assert.Contains(batches, b => b.Length > 1);
+        StepProbe.Reset(null, null);
+        var streamed = Small(new FineTuneTrainer.Options { ShuffleRows = false, MemoryBudgetMegabytes = 64 });
+        var refused = Assert.Throws<NotSupportedException>(() => ml.Continual().Trainers.FineTune(streamed).Fit(ml.Data.LoadFromEnumerable(grouped)));
+        Assert.Contains("ShuffleRows", refused.Message);
     }
 
     [Fact]

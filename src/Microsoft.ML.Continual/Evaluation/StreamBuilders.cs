@@ -138,6 +138,63 @@ internal static class StreamBuilders
         if (tasks < 1) throw new ArgumentOutOfRangeException(nameof(tasks), "A stream needs at least one task.");
     }
 
+    /// <summary>
+    /// MNIST-360 (Buzzega et al. 2020, §5 and Mammoth's <c>datasets/mnist_360.py</c>): a task-free stream of the digits 0 to 8
+    /// in which two neighbouring digits are seen at a time, (0,1), (1,2), ..., (7,8), (8,0), three rounds (27 segments),
+    /// while every digit turns through 360° over the stream. Digit j's training images are cut into six chunks of
+    /// ⌊n_j / 6⌋ + 1 (one per appearance); its k-th image drawn is rotated by (j − 1)·60° + k·360°/n_j. Within a segment,
+    /// each batch of <paramref name="batchSize"/> takes round(r_a / (r_a + r_b) · batchSize) rows of the first digit and the
+    /// rest of the second (r: the rows left in their chunks), and the segment ends when a chunk runs out. The test rows are
+    /// MNIST's test images of 0 to 8, digit j's k-th rotated by k·360°/m_j. Where Mammoth draws each training image from its
+    /// chunk at random with replacement, this draws every image once, in a seeded random order.
+    /// </summary>
+    public static TaskStream Mnist360(LabeledArrays train, LabeledArrays test, int width, int height, int batchSize, int seed)
+    {
+        if (batchSize < 1) throw new ArgumentOutOfRangeException(nameof(batchSize), "The stream's batch size must be at least 1.");
+        const int digits = 9, rounds = 3, chunks = 6;
+        int Digit(LabeledArrays source, int i) => int.Parse(source.ClassNames[source.Classes[i]], System.Globalization.CultureInfo.InvariantCulture);
+        var random = new Random(seed);
+        var byDigit = Enumerable.Range(0, digits).Select(d => Enumerable.Range(0, train.Count).Where(i => Digit(train, i) == d).ToArray()).ToArray();
+        var chunked = byDigit.Select(rows =>
+        {
+            int size = rows.Length / chunks + 1;
+            return Enumerable.Range(0, chunks).Select(c => rows.Skip(c * size).Take(size).ToArray()).Select(chunk => { random.Shuffle(chunk); return new Queue<int>(chunk); }).ToArray();
+        }).ToArray();
+        var nextChunk = new int[digits];
+        var drawn = new int[digits];
+        var sources = new List<int>();
+        var angles = new List<double>();
+        void Draw(int digit, Queue<int> chunk)
+        {
+            sources.Add(chunk.Dequeue());
+            angles.Add((digit - 1) * 60.0 + drawn[digit]++ * 360.0 / byDigit[digit].Length);
+        }
+        for (int round = 0; round < rounds; round++)
+            for (int first = 0; first < digits; first++)
+            {
+                int second = (first + 1) % digits;
+                Queue<int> a = chunked[first][nextChunk[first]++], b = chunked[second][nextChunk[second]++];
+                while (a.Count > 0 && b.Count > 0)
+                {
+                    int fromA = (int)Math.Round((double)a.Count / (a.Count + b.Count) * batchSize, MidpointRounding.ToEven);
+                    for (int i = 0; i < fromA && a.Count > 0; i++) Draw(first, a);
+                    for (int i = 0; i < batchSize - fromA && b.Count > 0; i++) Draw(second, b);
+                }
+            }
+        var testRows = Enumerable.Range(0, digits).SelectMany(d => Enumerable.Range(0, test.Count).Where(i => Digit(test, i) == d)).ToArray();
+        var testAngles = new double[testRows.Length];
+        for (int d = 0, at = 0; d < digits; d++)
+        {
+            int count = testRows.Count(i => Digit(test, i) == d);
+            for (int k = 0; k < count; k++) testAngles[at++] = k * 360.0 / count;
+        }
+        ArrayDataView View(LabeledArrays source, int[] rows, double[] rowAngles) =>
+            new(source.FeatureSize, rows.Select(r => source.Classes[r]).ToArray(), source.ClassNames.Length, source.ClassNames, "stream",
+                (row, destination) => Rotate(source.Row(rows[row]), RotationTaps(width, height, rowAngles[row]), destination));
+        var task = new ContinualTask("MNIST-360", View(train, sources.ToArray(), angles.ToArray()), View(test, testRows, testAngles));
+        return new TaskStream("MNIST-360", ContinualScenario.ClassIncremental, [task]);
+    }
+
     internal static int[] Permutation(int n, Random random)
     {
         int[] p = Enumerable.Range(0, n).ToArray();

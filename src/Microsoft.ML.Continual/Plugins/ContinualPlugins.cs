@@ -93,6 +93,7 @@ public static partial class ContinualPlugins
         Register<JointPlugin>(JointTrainer.RegisteredName);
         Register<IndependentPlugin>(IndependentTrainer.RegisteredName);
         Register<DarkExperiencePlugin>("DarkExperience");
+        Register<ErPlugin>(ErTrainer.RegisteredName);
         Register<ErAcePlugin>(ErAceTrainer.RegisteredName);
         Register<MirPlugin>(MirTrainer.RegisteredName);
         Register<GDumbPlugin>(GDumbTrainer.RegisteredName);

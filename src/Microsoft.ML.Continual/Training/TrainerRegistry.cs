@@ -55,6 +55,7 @@ internal static class TrainerRegistry
         [IndependentTrainer.RegisteredName] = Make<IndependentTrainer.Options>(IndependentTrainer.RegisteredName, _ => [new IndependentPlugin()], (ml, o) => new IndependentTrainer(ml, o)),
         [DerTrainer.RegisteredName] = Make<DerTrainer.Options>(DerTrainer.RegisteredName, o => [With<DarkExperiencePlugin>(o)], (ml, o) => new DerTrainer(ml, o)),
         [DerPlusPlusTrainer.RegisteredName] = Make<DerPlusPlusTrainer.Options>(DerPlusPlusTrainer.RegisteredName, o => [With<DarkExperiencePlugin>(o)], (ml, o) => new DerPlusPlusTrainer(ml, o)),
+        [ErTrainer.RegisteredName] = Make<ErTrainer.Options>(ErTrainer.RegisteredName, o => [With<ErPlugin>(o)], (ml, o) => new ErTrainer(ml, o)),
         [ErAceTrainer.RegisteredName] = Make<ErAceTrainer.Options>(ErAceTrainer.RegisteredName, o => [With<ErAcePlugin>(o)], (ml, o) => new ErAceTrainer(ml, o)),
         [MirTrainer.RegisteredName] = Make<MirTrainer.Options>(MirTrainer.RegisteredName, o => [With<MirPlugin>(o)], (ml, o) => new MirTrainer(ml, o)),
         [GDumbTrainer.RegisteredName] = Make<GDumbTrainer.Options>(GDumbTrainer.RegisteredName, o => [With<GDumbPlugin>(o)], (ml, o) => new GDumbTrainer(ml, o)),

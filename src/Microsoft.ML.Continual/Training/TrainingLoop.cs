@@ -180,6 +180,8 @@ internal static class TrainingLoop
             throw new NotSupportedException($"Trainer {trainerName} accumulates state during a task that a checkpoint does not capture; run it without CheckpointPath (the model file is still written atomically at the end).");
         if (options.Backbone is not null && (plugins.AllocatesPerTask || plugins.GrowsHiddenLayers || plugins.Columns == NetworkColumns.Progressive))
             throw new NotSupportedException($"Trainer {trainerName} masks, widens or adds columns to the layers of a multilayer perceptron; it does not support backbone '{options.Backbone.Name}'. Leave Backbone null (the perceptron of HiddenLayerSizes).");
+        if (!options.ShuffleRows && options.MemoryBudgetMegabytes is not null)
+            throw new NotSupportedException("ShuffleRows false (rows in the data's order) with MemoryBudgetMegabytes is not supported: a task read in passes is shuffled through a buffer. Leave MemoryBudgetMegabytes null, or ShuffleRows true.");
         if (communicator.Size > 1)
         {
             if (options.Dropout > 0)
@@ -358,7 +360,8 @@ internal static class TrainingLoop
             context.Epoch = epoch;
             plugins.BeforeEpoch(context);
             int epochs = plugins.EpochCount(context);
-            using Tensor? order = context.Stream is null ? randperm(count, generator: shuffle, device: CPU).to(context.Device) : null;
+            using Tensor? order = context.Stream is not null ? null
+                : options.ShuffleRows ? randperm(count, generator: shuffle, device: CPU).to(context.Device) : arange(count, dtype: ScalarType.Int64, device: context.Device);
             IEnumerable<ContinualBatch> epochBatches = context.Stream?.Epoch(context.TaskSeed, epoch, context.Device, context.Cancellation) ?? InMemoryBatches(context.Task, order!, options.BatchSize);
             var (lossSum, correct) = RunEpoch(context, epochBatches, parallel, fit, epochs, stepsPerEpoch, firstEpoch > 0);
             if (parallel is not null) (lossSum, correct) = parallel.SumEpoch(lossSum, correct);

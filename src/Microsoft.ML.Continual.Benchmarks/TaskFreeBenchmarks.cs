@@ -1,0 +1,64 @@
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.ML;
+using Microsoft.ML.Continual;
+
+/// <summary>
+/// Task-free continual learning: MNIST-360 under the Dark Experience Replay paper's protocol (Buzzega et al. 2020, table
+/// "MNIST-360"; Mammoth's general-continual setting): one pass over the stream in its order (ShuffleRows false, one epoch),
+/// MLP 100-100, plain SGD, the hyperparameters of Mammoth's <c>utils/best_args.py</c> for 'mnist-360', accuracy over the
+/// test images of 0 to 8 (argmax over every output: no task ids, no boundaries).
+/// </summary>
+internal static class TaskFreeBenchmarks
+{
+    private static readonly Dictionary<string, Dictionary<int, double>> Published = new()
+    {
+        ["DER++"] = new() { [200] = 54.16, [500] = 69.62, [1000] = 76.03 },
+        ["ER"] = new() { [200] = 49.27, [500] = 65.04, [1000] = 75.18 },
+    };
+
+    public static void Mnist360(string? only, string buffers, int seed, int threads)
+    {
+        Console.WriteLine($"MNIST-360, seed {seed}: one pass, MLP 100-100, SGD; Mammoth best_args (lr, batch, minibatch, alpha, beta)");
+        Console.WriteLine("| method | buffer | lr | batch | minibatch | accuracy | published | training s |");
+        Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        foreach (string method in (only ?? "DER++,ER").Split(','))
+            foreach (int buffer in buffers.Split(',').Select(int.Parse))
+            {
+                // best_args['mnist-360']: er (0.2, 1, 16) for 200 and 500, (0.2, 4, 16) for 1000; derpp (0.2, 16, 16, 0.5, 1.0)
+                // for 200 and 500, (0.2, 16, 128, 0.2, 1.0) for 1000.
+                var (lr, batch, minibatch, alpha, beta) = (method, buffer) switch
+                {
+                    ("ER", 1000) => (0.2, 4, 16, 0.0, 0.0),
+                    ("ER", _) => (0.2, 1, 16, 0.0, 0.0),
+                    ("DER++", 1000) => (0.2, 16, 128, 0.2, 1.0),
+                    ("DER++", _) => (0.2, 16, 16, 0.5, 1.0),
+                    _ => throw new ArgumentException($"Unknown method '{method}' (DER++, ER)."),
+                };
+                var ml = new MLContext(seed: seed);
+                TaskStream stream = ml.Continual().Benchmarks.Mnist360(batchSize: batch, seed: seed);
+                T Protocol<T>(T o) where T : ContinualTrainerOptions
+                {
+                    o.HiddenLayerSizes = [100, 100];
+                    o.Optimizer = ContinualOptimizer.Sgd;
+                    o.LearningRate = lr;
+                    o.BatchSize = batch;
+                    o.NumberOfEpochs = 1;
+                    o.ShuffleRows = false;
+                    o.ShiftReferenceRows = 0;
+                    o.Seed = seed;
+                    o.NumberOfThreads = threads;
+                    return o;
+                }
+                IEstimator<ITransformer> trainer = method == "ER"
+                    ? ml.Continual().Trainers.Er(Protocol(new ErTrainer.Options { MemorySize = buffer, MinibatchSize = minibatch }))
+                    : ml.Continual().Trainers.DerPlusPlus(Protocol(new DerPlusPlusTrainer.Options { MemorySize = buffer, MinibatchSize = minibatch, Alpha = alpha, Beta = beta }));
+                var clock = Stopwatch.StartNew();
+                ITransformer model = trainer.Fit(stream[0].Train);
+                double seconds = clock.Elapsed.TotalSeconds;
+                double accuracy = ml.Continual().Score(model, stream[0].Test);
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"| {method} | {buffer} | {lr} | {batch} | {minibatch} | {100 * accuracy:F2} | {Published[method][buffer]:F2} | {seconds:F0} |"));
+            }
+    }
+}

@@ -72,6 +72,13 @@ internal static class MethodBenchmarks
                 double lr = seq ? (buffer == 200 ? 0.01 : 0.1) : 0.2;
                 return ml.Continual().Trainers.Replay(Protocol(new ReplayTrainer.Options { MemorySize = buffer, ReplayShare = 0.5 }, lr));
             }
+            case "Er":
+            {
+                // Mammoth's ER as it is: a reservoir updated at every step, minibatch_size (= the batch size) memory rows
+                // joined with every batch (ErTrainer); "ER" above is the library's Replay, filled at task ends.
+                double lr = seq ? (buffer == 200 ? 0.01 : 0.1) : 0.2;
+                return ml.Continual().Trainers.Er(Protocol(new ErTrainer.Options { MemorySize = buffer }, lr));
+            }
             case "GEM":
             {
                 (double lr, double gamma) = (setting, buffer) switch
@@ -115,7 +122,7 @@ internal static class MethodBenchmarks
                 {
                     var trainer = DerProtocolTrainer(ml, method, setting, buffer, seed, threads) ?? throw new ArgumentException($"Unknown method '{method}'.");
                     var (classIl, taskIl, seconds) = RunMasked(ml, trainer, stream);
-                    var published = DerTable[method];
+                    var published = DerTable[method == "Er" ? "ER" : method];
                     Console.WriteLine(setting == "seq"
                         ? $"| {method} | {buffer} | {100 * classIl:F2} | {published[0][buffer]:F2} | {100 * taskIl:F2} | {published[1][buffer]:F2} | {seconds:F0} |"
                         : $"| {method} | {buffer} | {100 * classIl:F2} | {published[setting == "perm" ? 2 : 3][buffer]:F2} | {seconds:F0} |");

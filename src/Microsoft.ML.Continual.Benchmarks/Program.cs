@@ -21,8 +21,8 @@ using Microsoft.ML.Continual;
 //   gem-protocol                     GEM, A-GEM, EWC and FineTune under the GEM paper's protocol [--streams rotated,permuted] [--only GEM,...] [--rows 1000 --hidden 100,100]
 //   backbones                        ConvBackbone beside the default perceptron: FineTune, EWC, replay on Split MNIST (task-, class-IL) and Rotated MNIST [--rows 5000 --epochs 1 --seed 0 --only ...]
 //   tabular                          a real time-ordered table in monthly periods: continual trainers (featurizer + tabular backbone) vs LightGBM retrained on all history / last period, ML.NET warm starts [--dataset flights|birdstrikes --rows 100000 (flights) --seed 0 --only ... --set Name=Value --set trees.Name=Value]
-//   mnist-360                        DER++ and ER on MNIST-360 in one pass (task-free), the DER paper's protocol (Mammoth best_args) [--buffers 200,500,1000 --only DER++,ER --seed 0]
-//   der-tables                       DER, DER++, ER, GEM, A-GEM under the DER paper's protocol (Mammoth best_args) [--settings seq,perm,rot --buffers 200,500,5120 --only ... --rows N --threads 2]
+//   mnist-360                        DER++ and ER on MNIST-360 in one pass (task-free), the DER paper's protocol (Mammoth best_args) [--buffers 200,500,1000 --only DER++,ER --seed 0 --seeds N (mean ± sd)]
+//   der-tables                       DER, DER++, ER (Replay; Er: per-step ER), GEM, A-GEM under the DER paper's protocol (Mammoth best_args) [--settings seq,perm,rot --buffers 200,500,5120 --only ... (DER++,DER,ER,Er,GEM,A-GEM) --rows N --threads 2]
 //   van-de-ven                       LwF (class-, task-IL) and iCaRL (budget 2,000) beside FineTune on split MNIST, van de Ven and Tolias 2019 protocol [--epochs 21 --only ...]
 //   same-buffer                      GDumb under Avalanche's protocol; ER-ACE, MIR, BiC, DER++, GDumb beside Replay at one buffer, class-IL Split MNIST [--buffer 500 --only ... --rows N]
 //   defaults                         every trainer with its defaults beside FineTune, two streams per scenario it applies to (ACC +3 points and BWT) [--scenarios domain,class,task --rows 2000 --only ...]
@@ -90,7 +90,7 @@ switch (benchmark)
             arguments.Select((a, i) => (a, i)).Where(p => p.a == "--set" && p.i + 1 < arguments.Count).Select(p => arguments[p.i + 1]).ToList());
         return 0;
     case "mnist-360":
-        TaskFreeBenchmarks.Mnist360(OptionText("--only"), OptionText("--buffers") ?? "200,500,1000", Option("--seed", 0), Option("--threads", 2));
+        TaskFreeBenchmarks.Mnist360(OptionText("--only"), OptionText("--buffers") ?? "200,500,1000", Option("--seed", 0), seeds, Option("--threads", 2));
         return 0;
     case "der-tables":
         MethodBenchmarks.DerTables(OptionText("--settings") ?? "seq,perm,rot", OptionText("--buffers") ?? "200,500,5120", OptionText("--only"), Option("--seed", 0),

@@ -59,6 +59,12 @@ public sealed record ContinualFitProgress(int Epoch, int Epochs, long Step, long
 /// <param name="EpochSeconds">Seconds of each epoch run (hooks included, consolidation excluded).</param>
 public sealed record ContinualFitStatistics(long Rows, int Epochs, long Steps, double TrainingSeconds, IReadOnlyList<double> EpochSeconds)
 {
+    /// <summary>Each epoch's share of the rows the network predicted right in the forward pass of their own step, before
+    /// the step updated it (NaN for regression). In one pass over a stream in its order (one epoch,
+    /// <see cref="ContinualTrainerOptions.ShuffleRows"/> false) this is the prequential accuracy of online continual learning:
+    /// every batch scored by the model as it was when the batch arrived, then trained on (in training mode: with dropout, if any).</summary>
+    public IReadOnlyList<double> EpochTrainingAccuracy { get; init; } = [];
+
     /// <summary>Rows × epochs run per second of the loop.</summary>
     public double SamplesPerSecond => TrainingSeconds > 0 ? Rows * (double)Epochs / TrainingSeconds : 0;
 }

@@ -212,6 +212,21 @@ public class MethodTests
         Assert.Equal([0L, 0, 1, 1, 2, 2, 0, 0, 1, 1, 2, 2], batches.Select(b => Assert.Single(b)));
         Train(shuffle: true);
         Assert.Contains(batches, b => b.Length > 1);
+
+        // In one pass in order, the fit's training accuracy is prequential: each batch as the model before its step scored it.
+        long right = 0, seen = 0;
+        StepProbe.Reset(null, (context, step) =>
+        {
+            right += step.TaskOutputs!.argmax(1).eq(step.TaskBatch.Targets).sum().item<long>();
+            seen += step.TaskBatch.Rows;
+        });
+        var online = Small(new ComposedTrainer.Options());
+        (online.ShuffleRows, online.NumberOfEpochs) = (false, 1);
+        ContinualFitStatistics? statistics = null;
+        ml.Continual().Trainers.Compose(online, new StepProbe()).Fit(ml.Data.LoadFromEnumerable(grouped), null, new ContinualFitOptions { Completed = s => statistics = s });
+        Assert.Equal(96, seen);
+        Assert.Equal((double)right / seen, Assert.Single(statistics!.EpochTrainingAccuracy));
+        Assert.InRange(right, 1, 95); // it learns while it goes (the first class is right from its second batch) but is not perfect
         StepProbe.Reset(null, null);
         var streamed = Small(new FineTuneTrainer.Options { ShuffleRows = false, MemoryBudgetMegabytes = 64 });
         var refused = Assert.Throws<NotSupportedException>(() => ml.Continual().Trainers.FineTune(streamed).Fit(ml.Data.LoadFromEnumerable(grouped)));

@@ -64,25 +64,41 @@ internal static class ShiftTest
         Tensor kernel = GaussianKernel(pooled);
         var weights = new double[total];
         for (int i = 0; i < total; i++) weights[i] = i < n ? 1.0 / n : -1.0 / m;
-        var columns = new double[(long)total * (permutations + 1)]; // column 0: the observed split; then the permutations
+        double observed = SplitStatistics(kernel, [weights], total)[0];
+        double tolerance = 1e-12 * Math.Max(1, Math.Abs(observed)); // a permutation equal to the observed split up to rounding counts as at least as large
         var random = new Random(seed);
         var order = Enumerable.Range(0, total).ToArray();
-        for (int i = 0; i < total; i++) columns[(long)i * (permutations + 1)] = weights[i];
-        for (int b = 1; b <= permutations; b++)
+        int atLeast = 0;
+        for (int start = 0; start < permutations; start += PermutationsPerProduct)
         {
-            for (int i = total - 1; i > 0; i--)
+            var splits = new double[Math.Min(PermutationsPerProduct, permutations - start)][];
+            for (int b = 0; b < splits.Length; b++)
             {
-                int j = random.Next(i + 1);
-                (order[i], order[j]) = (order[j], order[i]);
+                for (int i = total - 1; i > 0; i--)
+                {
+                    int j = random.Next(i + 1);
+                    (order[i], order[j]) = (order[j], order[i]);
+                }
+                splits[b] = new double[total];
+                for (int i = 0; i < total; i++) splits[b][order[i]] = weights[i];
             }
-            for (int i = 0; i < total; i++) columns[(long)order[i] * (permutations + 1) + b] = weights[i];
+            atLeast += SplitStatistics(kernel, splits, total).Count(statistic => statistic >= observed - tolerance);
         }
-        Tensor w = tensor(columns, [total, permutations + 1], ScalarType.Float64);
-        double[] statistics = kernel.mm(w).mul(w).sum([0L]).data<double>().ToArray();
-        double observed = statistics[0];
-        double tolerance = 1e-12 * Math.Max(1, Math.Abs(observed)); // a permutation equal to the observed split up to rounding counts as at least as large
-        int atLeast = statistics.Skip(1).Count(s => s >= observed - tolerance);
         return ((1.0 + atLeast) / (1.0 + permutations), Math.Max(observed, 0));
+    }
+
+    /// <summary>Permutations evaluated per matrix product (bounds the product's memory: rows × 256 doubles).</summary>
+    private const int PermutationsPerProduct = 256;
+
+    /// <summary>wᵀKw for each sign vector w (one matrix product K·W).</summary>
+    private static double[] SplitStatistics(Tensor kernel, double[][] splits, int total)
+    {
+        using var scope = NewDisposeScope();
+        var columns = new double[(long)total * splits.Length];
+        for (int b = 0; b < splits.Length; b++)
+            for (int i = 0; i < total; i++) columns[(long)i * splits.Length + b] = splits[b][i];
+        Tensor w = tensor(columns, [total, splits.Length], ScalarType.Float64);
+        return kernel.mm(w).mul(w).sum([0L]).data<double>().ToArray();
     }
 
     /// <summary>[n + m, features] in float64: the reference rows then the new, each feature less its pooled mean, over its pooled standard deviation.</summary>

@@ -134,7 +134,10 @@ internal static class TrainingLoop
             var epochs = TrainEpochs(context, channel, trainerName, fit);
             Consolidate(context, fit);
             long trainedRows = batches?.RowCount ?? context.Task.Count;
-            var statistics = new ContinualFitStatistics(trainedRows, epochs.EpochSeconds.Count, context.Step, loopClock.Elapsed.TotalSeconds, epochs.EpochSeconds);
+            var statistics = new ContinualFitStatistics(trainedRows, epochs.EpochSeconds.Count, context.Step, loopClock.Elapsed.TotalSeconds, epochs.EpochSeconds)
+            {
+                EpochTrainingAccuracy = epochs.EpochAccuracy,
+            };
             if (!ReferenceEquals(context.Task, task)) context.Task.Dispose();
             state.Network.Random = null;
             state.TasksSeen = taskIndex + 1;
@@ -321,7 +324,7 @@ internal static class TrainingLoop
 
     // ---- phase 4: train the epochs ----
 
-    private sealed record EpochsRun(List<double> EpochSeconds);
+    private sealed record EpochsRun(List<double> EpochSeconds, List<double> EpochAccuracy);
 
     private static EpochsRun TrainEpochs(ContinualTrainingContext context, IChannel channel, string trainerName, ContinualFitOptions? fit)
     {
@@ -354,6 +357,7 @@ internal static class TrainingLoop
         if (parallel is not null && checkpointPath is not null && communicator.CountDiffering(BitConverter.GetBytes(firstEpoch)) > 0)
             throw new ContinualCheckpointException($"The processes of this data-parallel fit found different checkpoints at '{checkpointPath}' (this one resumes after epoch {firstEpoch}): the checkpoint must be on storage every process reads (rank 0 writes it).");
         var epochSeconds = new List<double>();
+        var epochAccuracy = new List<double>();
         for (int epoch = firstEpoch; epoch < plugins.EpochCount(context); epoch++)
         {
             var epochClock = Stopwatch.StartNew();
@@ -367,6 +371,7 @@ internal static class TrainingLoop
             if (parallel is not null) (lossSum, correct) = parallel.SumEpoch(lossSum, correct);
             CheckParametersFinite(context, $"after epoch {epoch + 1}");
             epochSeconds.Add(epochClock.Elapsed.TotalSeconds);
+            epochAccuracy.Add(context.State.Kind == ContinualPredictionKind.Regression ? double.NaN : (double)correct / count);
             fit?.Progress?.Invoke(new ContinualFitProgress(epoch, epochs, stepsPerEpoch, stepsPerEpoch, true, lossSum / count, firstEpoch > 0));
             plugins.AfterEpoch(context, lossSum / count);
             if (checkpointPath is not null && (epoch + 1) % fit!.CheckpointEveryEpochs == 0 && epoch + 1 < epochs && communicator.Rank == 0)
@@ -375,7 +380,7 @@ internal static class TrainingLoop
             channel.Info($"Task {context.TaskIndex + 1}, epoch {epoch + 1}/{epochs}: loss {lossSum / count:F4}{accuracy}");
             if (context.StopRequested) break;
         }
-        return new EpochsRun(epochSeconds);
+        return new EpochsRun(epochSeconds, epochAccuracy);
     }
 
     /// <summary>One epoch's steps; returns the sum of the task loss over its rows and the rows predicted right.</summary>

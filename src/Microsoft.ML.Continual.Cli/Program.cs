@@ -494,10 +494,11 @@ internal static class Commands
         var alpha = new Option<double>("--alpha") { Description = "The test's level. Default 0.05.", DefaultValueFactory = _ => 0.05 };
         var rows = new Option<int>("--rows") { Description = "New rows compared (a uniform sample when the file has more). Default 500, at most 2000.", DefaultValueFactory = _ => 500 };
         var seed = new Option<int>("--seed") { Description = "Seeds the row sample and the permutations. Default 0.", DefaultValueFactory = _ => 0 };
+        var permutations = new Option<int>("--permutations") { Description = "Permutations of the MMD test (the smallest p-value is 1/(N+1)). Default 499.", DefaultValueFactory = _ => 499 };
         var command = new System.CommandLine.Command("drift", "Test whether new data has shifted from the rows the model was last fitted on: an MMD two-sample test with a permutation p-value decides, " +
             "a per-feature Kolmogorov-Smirnov test (Holm-adjusted) says where. Exit code 0: no shift; 10: shifted.")
         {
-            model, data, alpha, rows, seed, SchemaFile, Json,
+            model, data, alpha, rows, seed, permutations, SchemaFile, Json,
         };
         command.SetAction(parse =>
         {
@@ -508,7 +509,7 @@ internal static class Commands
             var continual = ContinualCatalog.FindContinualModel(loaded)!;
             var table = Table.Read(dataPath, parse.GetValue(SchemaFile), TaskIdColumns(continual), [continual.LabelColumnName]);
             var prepared = DataPreparation.ForModel(table, loaded, schema, continual, featuresOnly: true);
-            var options = new ShiftDetectionOptions { Alpha = parse.GetValue(alpha), MaxRows = parse.GetValue(rows), Seed = parse.GetValue(seed) };
+            var options = new ShiftDetectionOptions { Alpha = parse.GetValue(alpha), MaxRows = parse.GetValue(rows), Seed = parse.GetValue(seed), Permutations = parse.GetValue(permutations) };
             ShiftReport report;
             try
             {

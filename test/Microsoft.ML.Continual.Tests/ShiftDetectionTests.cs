@@ -175,6 +175,10 @@ public sealed class ShiftDetectionTests
         var model = ml.Continual().Trainers.FineTune(TestData.Options()).Fit(train);
         Assert.Throws<ArgumentOutOfRangeException>(() => ml.Continual().DetectShift(model, train, new ShiftDetectionOptions { Alpha = 0 }));
         Assert.Throws<ArgumentOutOfRangeException>(() => ml.Continual().DetectShift(model, train, new ShiftDetectionOptions { Permutations = 5 }));
+        // 499 permutations cannot give a p-value below 0.001: refused rather than never detecting anything.
+        var never = Assert.Throws<ArgumentOutOfRangeException>(() => ml.Continual().DetectShift(model, train, new ShiftDetectionOptions { Alpha = 0.001 }));
+        Assert.Contains("at least 1000 permutations", never.Message);
+        Assert.False(ml.Continual().DetectShift(model, train, new ShiftDetectionOptions { Alpha = 0.001, Permutations = 1999 }).Shifted);
         var few = Assert.Throws<ArgumentException>(() => ml.Continual().DetectShift(model, ml.Data.LoadFromEnumerable(TestData.Rows(0, [0, 1], 5, seed: 2))));
         Assert.Contains("5 rows", few.Message);
         var nan = TestData.Rows(0, [0, 1], 50, seed: 2);
@@ -199,13 +203,13 @@ public sealed class ShiftDetectionTests
             string name = entry.FullName;
             entry.Delete();
             using var writer = new BinaryWriter(zip.CreateEntry(name).Open());
-            writer.Write(50_000); // rows: far more than the entry holds
+            writer.Write(1_500); // rows: far more than the entry holds
             writer.Write(Row.Size);
             writer.Write(new byte[400]);
         }
         var error = Assert.Throws<ContinualModelFormatException>(() => ml.Continual().LoadModel(temp.File("m.zip"), out _));
         Assert.Contains("'ShiftReference.bin' entry", error.Message);
-        Assert.Contains("declares 50,000 rows of 6 features; it holds 400 bytes", error.Message);
+        Assert.Contains("declares 1,500 rows of 6 features; it holds 400 bytes", error.Message);
     }
 
     [Fact]

@@ -34,7 +34,10 @@ public sealed class ShiftDetectionOptions
     {
         if (!(Alpha > 0 && Alpha < 1)) throw new ArgumentOutOfRangeException(nameof(Alpha), Alpha, "Alpha must be in (0, 1).");
         if (Permutations < 19 || Permutations > 100_000)
-            throw new ArgumentOutOfRangeException(nameof(Permutations), Permutations, "Permutations must be 19 to 100,000 (with fewer, no p-value can be below 0.05).");
+            throw new ArgumentOutOfRangeException(nameof(Permutations), Permutations, "Permutations must be 19 to 100,000.");
+        if (1.0 / (Permutations + 1) >= Alpha)
+            throw new ArgumentOutOfRangeException(nameof(Permutations), Permutations,
+                $"With {Permutations} permutations the smallest p-value is 1/{Permutations + 1}, not below Alpha {Alpha}: no shift could ever be detected. Use at least {(int)Math.Ceiling(1 / Alpha)} permutations.");
         if (MaxRows < ShiftTest.MinimumRows || MaxRows > MaxRowsLimit)
             throw new ArgumentOutOfRangeException(nameof(MaxRows), MaxRows, $"MaxRows must be {ShiftTest.MinimumRows} to {MaxRowsLimit}.");
         if (MaxFeaturesReported < 0) throw new ArgumentOutOfRangeException(nameof(MaxFeaturesReported), MaxFeaturesReported, "MaxFeaturesReported must be 0 or more.");
@@ -47,7 +50,7 @@ public sealed class ShiftDetectionOptions
 /// <param name="Name">Its slot name when the feature column has slot names (e.g. a featurizer's "age" or "region.North"), else <c>Features[i]</c>.</param>
 /// <param name="KolmogorovSmirnov">The two-sample Kolmogorov–Smirnov statistic D (the largest gap between the two empirical distribution functions, 0 to 1): the effect size.</param>
 /// <param name="PValue">Its p-value, Holm-adjusted over the features that vary.</param>
-/// <param name="MeanShift">(mean of the new data − mean of the reference) / the pooled standard deviation.</param>
+/// <param name="MeanShift">(mean of the new data − mean of the reference) / the standard deviation of both samples' rows taken together.</param>
 public sealed record FeatureShift(int Index, string Name, double KolmogorovSmirnov, double PValue, double MeanShift);
 
 /// <summary>
@@ -114,7 +117,7 @@ public sealed class ShiftReport
 /// </summary>
 internal sealed class ShiftReference
 {
-    public const int MaxStoredRows = 100_000;
+    public const int MaxStoredRows = ShiftDetectionOptions.MaxRowsLimit;
     public const string EntryName = "ShiftReference.bin";
 
     public ShiftReference(float[] rows, int count, int featureSize)
@@ -157,7 +160,7 @@ internal sealed class ShiftReference
         int count = budget.Int32();
         int size = budget.Int32();
         if (size != featureSize) throw new ContinualModelFormatException($"The '{EntryName}' entry (the shift reference) has {size} features; the model takes {featureSize}.");
-        if (count < 0 || count > MaxStoredRows) throw new ContinualModelFormatException($"The '{EntryName}' entry (the shift reference) has a row count of {count:N0}, out of range (0..{MaxStoredRows:N0}).");
+        if (count < ShiftTest.MinimumRows || count > MaxStoredRows) throw new ContinualModelFormatException($"The '{EntryName}' entry (the shift reference) has a row count of {count:N0}, out of range ({ShiftTest.MinimumRows}..{MaxStoredRows:N0}).");
         long values = (long)count * size;
         if (values * sizeof(float) != budget.Remaining) throw new ContinualModelFormatException($"The '{EntryName}' entry (the shift reference) declares {count:N0} rows of {size} features; it holds {budget.Remaining:N0} bytes for them.");
         float[] rows = budget.Array<float>(values);

@@ -29,7 +29,7 @@ internal static class ShiftTest
     public static Result Run(ShiftReference reference, ShiftReference current, string[] featureNames, ShiftDetectionOptions options)
     {
         if (reference.FeatureSize != current.FeatureSize) throw new ArgumentException($"The reference has {reference.FeatureSize} features; the new data has {current.FeatureSize}.");
-        if (reference.Count < MinimumRows) throw new ArgumentException($"The reference sample has {reference.Count} rows; a two-sample test needs at least {MinimumRows}.");
+        if (reference.Count < MinimumRows) throw new InvalidOperationException($"The reference sample has {reference.Count} rows; a two-sample test needs at least {MinimumRows}.");
         if (current.Count < MinimumRows) throw new ArgumentException($"The new data has {current.Count} rows; a two-sample test needs at least {MinimumRows}.");
         int[] varying = VaryingFeatures(reference, current);
         var (pValue, mmd) = varying.Length == 0 ? (1.0, 0.0) : MmdPermutationTest(reference, current, varying, options.Permutations, unchecked(options.Seed * 1_000_003 + 7));
@@ -122,17 +122,21 @@ internal static class ShiftTest
     private static Tensor GaussianKernel(Tensor z)
     {
         Tensor norms = z.mul(z).sum(1, keepdim: true);
-        Tensor distances = norms.add(norms.t()).sub(z.mm(z.t()).mul(2)).clamp_min(0);
+        Tensor distances = z.mm(z.t()).mul_(-2).add_(norms).add_(norms.t()).clamp_min_(0); // in place: one N x N matrix
         long total = z.shape[0];
-        Tensor upper = triu_indices(total, total, 1);
-        Tensor offDiagonal = distances.index(upper[0], upper[1]);
-        double h = offDiagonal.median().item<double>();
-        if (!(h > 0))
+        double h;
+        using (var scope = NewDisposeScope())
         {
-            Tensor positive = offDiagonal.masked_select(offDiagonal.gt(0));
-            h = positive.numel() > 0 ? positive.mean().item<double>() : 1;
+            Tensor upper = triu_indices(total, total, 1);
+            Tensor offDiagonal = distances.index(upper[0], upper[1]);
+            h = offDiagonal.median().item<double>();
+            if (!(h > 0))
+            {
+                Tensor positive = offDiagonal.masked_select(offDiagonal.gt(0));
+                h = positive.numel() > 0 ? positive.mean().item<double>() : 1;
+            }
         }
-        return distances.div(-h).exp();
+        return distances.div_(-h).exp_();
     }
 
     // ---- per-feature Kolmogorov–Smirnov with Holm's correction ----

@@ -142,11 +142,13 @@ internal static class StreamBuilders
     /// MNIST-360 (Buzzega et al. 2020, §5 and Mammoth's <c>datasets/mnist_360.py</c>): a task-free stream of the digits 0 to 8
     /// in which two neighbouring digits are seen at a time, (0,1), (1,2), ..., (7,8), (8,0), three rounds (27 segments),
     /// while every digit turns through 360° over the stream. Digit j's training images are cut into six chunks of
-    /// ⌊n_j / 6⌋ + 1 (one per appearance); its k-th image drawn is rotated by (j − 1)·60° + k·360°/n_j. Within a segment,
-    /// each batch of <paramref name="batchSize"/> takes round(r_a / (r_a + r_b) · batchSize) rows of the first digit and the
-    /// rest of the second (r: the rows left in their chunks), and the segment ends when a chunk runs out. The test rows are
-    /// MNIST's test images of 0 to 8, digit j's k-th rotated by k·360°/m_j. Where Mammoth draws each training image from its
-    /// chunk at random with replacement, this draws every image once, in a seeded random order.
+    /// ⌊n_j / 6⌋ + 1 (the sixth holds the rest; one chunk per appearance); its k-th image drawn is rotated by
+    /// (j − 1)·60° + k·360°/n_j. Within a segment, each batch of <paramref name="batchSize"/> takes
+    /// round(r_a / (r_a + r_b) · batchSize) rows of the first digit and the rest of the second (r: the rows left in their
+    /// chunks); the segment ends when a chunk runs out, its last batch may be short and what the other chunk has left is
+    /// not used (as Mammoth's), so a trainer's batches of the same size drift out of step with the segments' after the
+    /// first. The test rows are MNIST's test images of 0 to 8, digit j's k-th rotated by k·360°/m_j. Where Mammoth draws
+    /// each training image from its chunk at random with replacement, this draws each at most once, in a seeded order.
     /// </summary>
     public static TaskStream Mnist360(LabeledArrays train, LabeledArrays test, int width, int height, int batchSize, int seed)
     {

@@ -159,7 +159,7 @@ internal static class TrainingLoop
     /// the consolidation sample, itself uniform), on the CPU; null when the options keep none.</summary>
     private static ShiftReference? KeepReference(Tensor features, int size, long taskSeed)
     {
-        if (size == 0 || features.shape[0] == 0) return null;
+        if (size == 0 || features.shape[0] < ShiftTest.MinimumRows) return null; // too few rows to test against
         long[] rows = ShiftReference.SampleRows((int)features.shape[0], size, unchecked((int)(taskSeed ^ 0x5EEDF00D)));
         using var index = tensor(rows);
         using var sample = features.detach().index_select(0, index.to(features.device)).cpu().contiguous();

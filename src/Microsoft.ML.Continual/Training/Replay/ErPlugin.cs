@@ -15,7 +15,8 @@ namespace Microsoft.ML.Continual;
 /// uniform sample of m memory rows (without replacement; all of them while the memory holds fewer): the mean loss over the
 /// concatenated batch, as the authors' code. The memory is a reservoir (Vitter 1985, algorithm R) over every row offered,
 /// across fits: after n rows each is held with probability capacity / n. Its size never grows past
-/// <see cref="MemorySize"/>, however many fits or rows.
+/// <see cref="MemorySize"/>, however many fits or rows. (In a data-parallel fit each process weights the two terms by
+/// its own share's rows, so the loss is the joined mean only when the shares are even.)
 /// </remarks>
 public sealed class ErPlugin : ContinualPlugin
 {

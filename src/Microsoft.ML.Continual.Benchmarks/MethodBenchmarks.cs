@@ -111,7 +111,9 @@ internal static class MethodBenchmarks
                 "seq" => ml.Continual().Benchmarks.SplitMnist(ContinualScenario.ClassIncremental, trainSamplesPerTask: rowsPerTask, seed: seed),
                 "perm" => ml.Continual().Benchmarks.PermutedMnist(20, rowsPerTask, null, seed),
                 "rot" => ml.Continual().Benchmarks.RotatedMnist(20, 180, rowsPerTask, null, seed),
-                _ => throw new ArgumentException($"Unknown setting '{setting}' (seq, perm, rot)."),
+                // Mammoth's rot-mnist: each task's angle drawn once, uniformly in [0°, 180°).
+                "rot-random" => ml.Continual().Benchmarks.RotatedMnist(RandomAngles(20, seed), rowsPerTask, null, seed),
+                _ => throw new ArgumentException($"Unknown setting '{setting}' (seq, perm, rot, rot-random)."),
             };
             Console.WriteLine($"{stream.Name}: seed {seed}{(rowsPerTask is int r ? $", {r:N0} training rows per task" : ", every training row")}");
             Console.WriteLine(setting == "seq"
@@ -120,7 +122,7 @@ internal static class MethodBenchmarks
             foreach (string method in chosenMethods)
                 foreach (int buffer in buffers.Split(',').Select(int.Parse))
                 {
-                    var trainer = DerProtocolTrainer(ml, method, setting, buffer, seed, threads) ?? throw new ArgumentException($"Unknown method '{method}'.");
+                    var trainer = DerProtocolTrainer(ml, method, setting == "rot-random" ? "rot" : setting, buffer, seed, threads) ?? throw new ArgumentException($"Unknown method '{method}'.");
                     var (classIl, taskIl, seconds) = RunMasked(ml, trainer, stream);
                     var published = DerTable[method == "Er" ? "ER" : method];
                     Console.WriteLine(setting == "seq"
@@ -129,6 +131,12 @@ internal static class MethodBenchmarks
                 }
             Console.WriteLine();
         }
+    }
+
+    private static double[] RandomAngles(int tasks, int seed)
+    {
+        var random = new Random(seed);
+        return Enumerable.Range(0, tasks).Select(_ => random.NextDouble() * 180).ToArray();
     }
 
     /// <summary>

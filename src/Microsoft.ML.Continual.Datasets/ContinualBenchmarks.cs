@@ -44,6 +44,15 @@ public sealed class ContinualBenchmarks
         return StreamBuilders.Rotated(train, test, "Rotated MNIST", MnistData.Side, MnistData.Side, numberOfTasks, 0, maxAngle, trainSamplesPerTask, testSamplesPerTask, seed);
     }
 
+    /// <summary>Rotated MNIST with the given angle of each task, in degrees, in order (e.g. angles drawn uniformly in
+    /// [0°, 180°) once per task, as Mammoth's <c>rot-mnist</c> draws them).</summary>
+    public TaskStream RotatedMnist(IReadOnlyList<double> angles, int? trainSamplesPerTask = null, int? testSamplesPerTask = null, int seed = 0, string? dataDirectory = null)
+    {
+        ArgumentNullException.ThrowIfNull(angles);
+        var (train, test) = Mnist(dataDirectory);
+        return StreamBuilders.Rotated(train, test, "Rotated MNIST", MnistData.Side, MnistData.Side, angles, trainSamplesPerTask, testSamplesPerTask, seed);
+    }
+
     /// <summary>Split MNIST in the given scenario: five tasks of two digits each (<see cref="SplitMnistGroups"/>), or <paramref name="numberOfTasks"/> of them.</summary>
     public TaskStream SplitMnist(ContinualScenario scenario, int numberOfTasks = 5, int? trainSamplesPerTask = null, int? testSamplesPerTask = null,
         int seed = 0, string? dataDirectory = null)

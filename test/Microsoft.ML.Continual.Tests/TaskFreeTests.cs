@@ -42,6 +42,37 @@ public sealed class TaskFreeTests
         Assert.NotEqual(testImages.Pixels.AsSpan(lastTestZero * 784, 784).ToArray(), test[test.FindLastIndex(r => r.Label == 0)].Features); // turned by almost 360°, resampled
     }
 
+    [Fact]
+    public void RotatedMnist_WithGivenAngles_RotatesEachTaskByItsAngle()
+    {
+        var ml = new MLContext(seed: 1);
+        var stream = ml.Continual().Benchmarks.RotatedMnist([0.0, 90.0], trainSamplesPerTask: 50, testSamplesPerTask: 20);
+        Assert.Equal(2, stream.Count);
+        Assert.Contains("angles 0, 90", stream.Name);
+        var (trainImages, _) = MnistData.Load();
+        var unrotated = Read(ml, stream[0].Train);
+        var turned = Read(ml, stream[1].Train);
+        // Task 1 at 0°: every row is an MNIST training image as it is; task 2 at 90°: its rows are not, they are quarter turns of one.
+        foreach (var row in unrotated.Take(5))
+            Assert.Contains(Enumerable.Range(0, trainImages.Labels.Length), i => trainImages.Pixels.AsSpan(i * 784, 784).SequenceEqual(row.Features));
+        var first = turned[0].Features;
+        Assert.DoesNotContain(Enumerable.Range(0, trainImages.Labels.Length), i => trainImages.Pixels.AsSpan(i * 784, 784).SequenceEqual(first));
+        // A quarter turn moves pixel (x, y) to (y, 27 - x) or (27 - y, x): the 90° row is a permutation of some image's pixels.
+        Assert.Contains(Enumerable.Range(0, trainImages.Labels.Length), i =>
+        {
+            var source = trainImages.Pixels.AsSpan(i * 784, 784);
+            bool clockwise = true, counter = true;
+            for (int y = 0; y < 28 && (clockwise || counter); y++)
+                for (int x = 0; x < 28; x++)
+                {
+                    clockwise &= Math.Abs(first[y * 28 + x] - source[(27 - x) * 28 + y]) < 1e-5f;
+                    counter &= Math.Abs(first[y * 28 + x] - source[x * 28 + (27 - y)]) < 1e-5f;
+                }
+            return clockwise || counter;
+        });
+        Assert.Throws<ArgumentOutOfRangeException>(() => ml.Continual().Benchmarks.RotatedMnist([double.NaN]));
+    }
+
     private sealed class MnistRow
     {
         [VectorType(784)] public float[] Features { get; set; } = [];

@@ -26,15 +26,23 @@ internal static class StreamBuilders
     }
 
     public static TaskStream Rotated(LabeledArrays train, LabeledArrays test, string name, int width, int height, int tasks,
-        double minAngle, double maxAngle, int? trainSamples, int? testSamples, int seed)
+        double minAngle, double maxAngle, int? trainSamples, int? testSamples, int seed) =>
+        Rotated(train, test, name, width, height, Enumerable.Range(0, tasks).Select(t => minAngle + (maxAngle - minAngle) * t / tasks).ToList(),
+            trainSamples, testSamples, seed, $"{minAngle:0.#}°–{maxAngle:0.#}°");
+
+    /// <summary>One task per angle of <paramref name="angles"/>, in order.</summary>
+    public static TaskStream Rotated(LabeledArrays train, LabeledArrays test, string name, int width, int height, IReadOnlyList<double> angles,
+        int? trainSamples, int? testSamples, int seed, string? range = null)
     {
+        int tasks = angles.Count;
         CheckTasks(tasks);
+        if (angles.Any(a => !double.IsFinite(a))) throw new ArgumentOutOfRangeException(nameof(angles), "Every angle must be a finite number of degrees.");
         if (width * height != train.FeatureSize)
             throw new ContinualDataException(null, $"The features hold {train.FeatureSize} values, not a {width}x{height} image.");
         var list = new List<ContinualTask>();
         for (int t = 0; t < tasks; t++)
         {
-            double angle = minAngle + (maxAngle - minAngle) * t / tasks;
+            double angle = angles[t];
             var taps = RotationTaps(width, height, angle);
             IDataView Make(LabeledArrays source, int? samples, int salt)
             {
@@ -44,7 +52,7 @@ internal static class StreamBuilders
             }
             list.Add(new ContinualTask($"{TaskName(t)} ({angle:0.#}°)", Make(train, trainSamples, 1), Make(test, testSamples, 2)));
         }
-        return new TaskStream($"{name} ({tasks} tasks, {minAngle:0.#}°–{maxAngle:0.#}°)", ContinualScenario.DomainIncremental, list);
+        return new TaskStream($"{name} ({tasks} tasks, {range ?? "angles " + string.Join(", ", angles.Select(a => a.ToString("0.#", System.Globalization.CultureInfo.InvariantCulture)))})", ContinualScenario.DomainIncremental, list);
     }
 
     public static TaskStream Split(LabeledArrays train, LabeledArrays test, string name, ContinualScenario scenario, IReadOnlyList<int[]> groups,

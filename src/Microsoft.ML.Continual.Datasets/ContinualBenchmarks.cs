@@ -46,6 +46,7 @@ public sealed class ContinualBenchmarks
 
     /// <summary>Rotated MNIST with the given angle of each task, in degrees, in order (e.g. angles drawn uniformly in
     /// [0°, 180°) once per task, as Mammoth's <c>rot-mnist</c> draws them).</summary>
+    /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
     public TaskStream RotatedMnist(IReadOnlyList<double> angles, int? trainSamplesPerTask = null, int? testSamplesPerTask = null, int seed = 0, string? dataDirectory = null)
     {
         ArgumentNullException.ThrowIfNull(angles);
@@ -72,6 +73,7 @@ public sealed class ContinualBenchmarks
     /// left of them (Mammoth builds the stream with the method's batch size). Default 16.</param>
     /// <param name="seed">The order within each digit's chunks. Default 0.</param>
     /// <param name="dataDirectory">Where the MNIST IDX files are (fetched there when missing).</param>
+    /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
     public TaskStream Mnist360(int batchSize = 16, int seed = 0, string? dataDirectory = null)
     {
         var (train, test) = Mnist(dataDirectory);

@@ -345,7 +345,7 @@ public sealed class ContinualTrainers
     public DerPlusPlusTrainer DerPlusPlus(DerPlusPlusTrainer.Options? options = null) => new(_mlContext, options ?? new DerPlusPlusTrainer.Options());
 
     /// <summary>ER: experience replay with a reservoir memory updated at every step (<see cref="ErTrainer"/>), for streams without task boundaries.</summary>
-    /// <example><code source="../../src/Samples/OnlineReplaySample.cs" /></example>
+    /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
     public ErTrainer Er(ErTrainer.Options? options = null) => new(_mlContext, options ?? new ErTrainer.Options());
 
     /// <summary>ER-ACE (Caccia et al. 2022): replay with an asymmetric cross-entropy on the incoming batch.</summary>

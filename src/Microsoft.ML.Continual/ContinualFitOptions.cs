@@ -63,6 +63,7 @@ public sealed record ContinualFitStatistics(long Rows, int Epochs, long Steps, d
     /// the step updated it (NaN for regression). In one pass over a stream in its order (one epoch,
     /// <see cref="ContinualTrainerOptions.ShuffleRows"/> false) this is the prequential accuracy of online continual learning:
     /// every batch scored by the model as it was when the batch arrived, then trained on (in training mode: with dropout, if any).</summary>
+    /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
     public IReadOnlyList<double> EpochTrainingAccuracy { get; init; } = [];
 
     /// <summary>Rows × epochs run per second of the loop.</summary>

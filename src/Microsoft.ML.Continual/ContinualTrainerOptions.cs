@@ -139,6 +139,7 @@ public abstract class ContinualTrainerOptions
     /// <summary>Whether each epoch visits the rows in a new random order (default true). False: the rows are trained in the
     /// data view's order, in consecutive batches of <see cref="BatchSize"/>: for streams whose order is the point, such as a
     /// task-free stream that drifts (MNIST-360) or rows that arrive in time order, trained in one pass.</summary>
+    /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
     public bool ShuffleRows { get; set; } = true;
 
     /// <summary>Rows of each fit's data the model keeps as the reference of

@@ -4,7 +4,7 @@ using Microsoft.ML.Continual;
 using Samples;
 
 // The main demo: every trainer available so far on Permuted MNIST, compared by ACC / BWT / FWT, with a report.
-// Usage: dotnet run --project src/Samples [-- finetune|evaluation|forgetting|regularization|streams|gem|architecture|large-task|replay|sweep|production|scale-out|plugin|backbone|online-replay|distillation|tabular|trees|deploy|drift]   (a sample's name runs just that sample)
+// Usage: dotnet run --project src/Samples [-- finetune|evaluation|forgetting|regularization|streams|gem|architecture|large-task|replay|sweep|production|scale-out|plugin|backbone|online-replay|distillation|tabular|trees|deploy|drift|task-free]   (a sample's name runs just that sample)
 string work = Path.Combine(Path.GetTempPath(), "continual-samples");
 Directory.CreateDirectory(work);
 
@@ -32,8 +32,9 @@ if (args.Length > 0)
         case "trees": BoostedTreesSample.Run(work); return 0;
         case "deploy": DeploySample.Run(work); return 0;
         case "drift": DriftSample.Run(work); return 0;
+        case "task-free": TaskFreeSample.Run(work); return 0;
         default:
-            Console.Error.WriteLine($"Unknown sample '{args[0]}'. Samples: finetune, evaluation, forgetting, regularization, streams, gem, architecture, large-task, replay, sweep, production, scale-out, plugin, backbone, online-replay, distillation, tabular, trees, deploy, drift.");
+            Console.Error.WriteLine($"Unknown sample '{args[0]}'. Samples: finetune, evaluation, forgetting, regularization, streams, gem, architecture, large-task, replay, sweep, production, scale-out, plugin, backbone, online-replay, distillation, tabular, trees, deploy, drift, task-free.");
             return 2;
     }
 }

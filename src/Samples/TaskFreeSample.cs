@@ -1,0 +1,46 @@
+using Microsoft.ML;
+using Microsoft.ML.Continual;
+
+namespace Samples;
+
+/// <summary>
+/// Sample for streams without task boundaries: MNIST-360 (<c>ml.Continual().Benchmarks.Mnist360</c>) trained in one pass in
+/// its order (<c>ShuffleRows = false</c>, one epoch) by <c>Trainers.Er</c> and <c>Trainers.DerPlusPlus</c>, whose memories
+/// change at every step; the pass's prequential accuracy (<c>ContinualFitStatistics.EpochTrainingAccuracy</c>) beside the
+/// accuracy on the rotated test digits afterwards; and Rotated MNIST with given angles (<c>RotatedMnist(angles)</c>).
+/// </summary>
+public static class TaskFreeSample
+{
+    public static void Run(string workDirectory)
+    {
+        var ml = new MLContext(seed: 1);
+        TaskStream stream = ml.Continual().Benchmarks.Mnist360(batchSize: 16);
+        T OnePass<T>(T options) where T : ContinualTrainerOptions
+        {
+            options.ShuffleRows = false;       // the stream's order is the drift: keep it
+            options.NumberOfEpochs = 1;
+            options.BatchSize = 16;
+            options.Optimizer = ContinualOptimizer.Sgd;
+            options.LearningRate = 0.2;
+            return options;
+        }
+        var trainers = new (string Name, ContinualTrainer Trainer)[]
+        {
+            ("FineTune", ml.Continual().Trainers.FineTune(OnePass(new FineTuneTrainer.Options()))),
+            ("ER, 500 rows", ml.Continual().Trainers.Er(OnePass(new ErTrainer.Options { MemorySize = 500 }))),
+            ("DER++, 500 rows", ml.Continual().Trainers.DerPlusPlus(OnePass(new DerPlusPlusTrainer.Options { MemorySize = 500, Beta = 1.0 }))),
+        };
+        Console.WriteLine($"MNIST-360: {stream[0].Train.GetRowCount():N0} rows in one pass, no task boundaries.");
+        foreach (var (name, trainer) in trainers)
+        {
+            ContinualFitStatistics? pass = null;
+            var model = trainer.Fit(stream[0].Train, null, new ContinualFitOptions { Completed = s => pass = s });
+            Console.WriteLine($"{name}: prequential accuracy {pass!.EpochTrainingAccuracy[0]:P1}, test accuracy after the pass {ml.Continual().Score(model, stream[0].Test):P1}");
+        }
+
+        // Rotated MNIST with the tasks' angles given, e.g. drawn at random once per task as Mammoth's rot-mnist.
+        var random = new Random(0);
+        var rotated = ml.Continual().Benchmarks.RotatedMnist(Enumerable.Range(0, 3).Select(_ => random.NextDouble() * 180).ToArray(), trainSamplesPerTask: 1000, testSamplesPerTask: 200);
+        Console.WriteLine($"{rotated.Name}: {string.Join(", ", rotated.Select(t => t.Name))}");
+    }
+}

@@ -76,4 +76,34 @@ public class RowScoringTests
             Assert.Equal(TestData.Bytes(a), TestData.Bytes(b));
         }
     }
+
+    [Fact]
+    public void Transform_OverSeveralBlocks_GivesTheBitsOfEachBlockScoredAlone_AndNamesABadRow()
+    {
+        var ml = new MLContext(seed: 1);
+        var model = ml.Continual().Trainers.FineTune(TestData.Options()).Fit(ml.Data.LoadFromEnumerable(TaskRows(0)));
+        // 700 rows: two whole blocks and a short one.
+        var rows = TestData.Rows(0, [0, 1], 700, seed: 9);
+        float[] transformed = TestData.Scores(model, ml.Data.LoadFromEnumerable(rows));
+        int size = model.Scorer.OutputSize;
+        var expected = new List<float>();
+        foreach (var block in rows.Chunk(ScoredDataView.BlockSize))
+        {
+            float[] features = block.SelectMany(r => r.Features).ToArray(), scores = new float[block.Length * size];
+            model.Scorer.Score(features, null, block.Length, scores);
+            expected.AddRange(scores);
+        }
+        Assert.Equal(TestData.Bytes(expected.ToArray()), TestData.Bytes(transformed));
+
+        // A bad row in the third block: the data error, naming its row.
+        rows[600].Features[1] = float.NaN;
+        var e = Assert.Throws<ContinualDataException>(() => TestData.Scores(model, ml.Data.LoadFromEnumerable(rows)));
+        Assert.Contains("Row 600", e.Message);
+
+        // A cursor left in the middle of a block disposes cleanly.
+        rows[600].Features[1] = 0;
+        var scored = model.Transform(ml.Data.LoadFromEnumerable(rows));
+        using (var cursor = scored.GetRowCursor(scored.Schema))
+            for (int i = 0; i < 300; i++) Assert.True(cursor.MoveNext());
+    }
 }

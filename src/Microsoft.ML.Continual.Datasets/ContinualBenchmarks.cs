@@ -63,6 +63,24 @@ public sealed class ContinualBenchmarks
         return StreamBuilders.Split(train, test, "Split MNIST", scenario, SplitMnistGroups.Take(numberOfTasks).ToList(), trainSamplesPerTask, testSamplesPerTask, seed);
     }
 
+    /// <summary>Split MNIST (<see cref="SplitMnistGroups"/>) with fuzzy boundaries (<see cref="TaskStream.FuzzySplit"/>): the
+    /// five pairs of digits one after another, blended over <paramref name="fuzzyBatches"/> batches each side of a boundary;
+    /// train on <see cref="TaskStream.TrainingInOrder"/> in one pass for the task-free setting.</summary>
+    /// <param name="scenario">Domain- or class-incremental.</param>
+    /// <param name="fuzzyBatches">Batches on each side of a boundary over which two pairs blend. Default 10.</param>
+    /// <param name="batchSize">The stream's batch size (the trainer's, so the blend is per step). Default 128.</param>
+    /// <param name="trainSamplesPerTask">Rows per pair drawn; null: all.</param>
+    /// <param name="testSamplesPerTask">Test rows per pair drawn; null: all.</param>
+    /// <param name="seed">Seed. Default 0.</param>
+    /// <param name="dataDirectory">Where the MNIST IDX files are (fetched there when missing).</param>
+    /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
+    public TaskStream FuzzySplitMnist(ContinualScenario scenario, int fuzzyBatches = 10, int batchSize = 128, int? trainSamplesPerTask = null,
+        int? testSamplesPerTask = null, int seed = 0, string? dataDirectory = null)
+    {
+        var (train, test) = Mnist(dataDirectory);
+        return StreamBuilders.FuzzySplit(train, test, "Split MNIST", scenario, SplitMnistGroups, fuzzyBatches, batchSize, trainSamplesPerTask, testSamplesPerTask, seed);
+    }
+
     /// <summary>
     /// MNIST-360 (Buzzega et al. 2020): a task-free stream with no boundaries. Two neighbouring digits of 0 to 8 at a time,
     /// (0,1), (1,2), ..., (8,0), three rounds, while each digit turns through 360° over the stream; one task whose training

@@ -66,6 +66,10 @@ public sealed record ContinualFitStatistics(long Rows, int Epochs, long Steps, d
     /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
     public IReadOnlyList<double> EpochTrainingAccuracy { get; init; } = [];
 
+    /// <summary>The boundaries passed inside the fit (<see cref="ContinualTrainerOptions.Boundaries"/> =
+    /// <see cref="ContinualBoundaries.EverySteps"/>), each a consolidation; the fit's end consolidates once more. 0 with given boundaries.</summary>
+    public int BoundariesPassed { get; init; }
+
     /// <summary>Rows × epochs run per second of the loop.</summary>
     public double SamplesPerSecond => TrainingSeconds > 0 ? Rows * (double)Epochs / TrainingSeconds : 0;
 }

@@ -142,6 +142,23 @@ public abstract class ContinualTrainerOptions
     /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
     public bool ShuffleRows { get; set; } = true;
 
+    /// <summary>Where the methods consolidate (estimate importances, snapshot anchors): at the end of each fit, one fit
+    /// being one task (<see cref="ContinualBoundaries.Given"/>, default), or also every <see cref="BoundaryEverySteps"/>
+    /// optimizer steps inside a fit (<see cref="ContinualBoundaries.EverySteps"/>: task-free streams, where no one says
+    /// where a task ends; van de Ven et al.'s <c>--update-every</c>). Plugins that cannot consolidate inside a fit (the
+    /// architecture family, which divides the network by task id) refuse the fit with the reason.</summary>
+    /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
+    public ContinualBoundaries Boundaries { get; set; } = ContinualBoundaries.Given;
+
+    /// <summary>With <see cref="Boundaries"/> = <see cref="ContinualBoundaries.EverySteps"/>: optimizer steps between two
+    /// consolidations (default 100). The consolidation estimates from a uniform sample of up to
+    /// <see cref="BoundarySampleRows"/> rows of the steps since the one before.</summary>
+    public int BoundaryEverySteps { get; set; } = 100;
+
+    /// <summary>The most rows kept of the steps since the last boundary, for the next consolidation's estimates (a
+    /// reservoir: a uniform sample, memory bounded whatever <see cref="BoundaryEverySteps"/> is). Default 1,000.</summary>
+    public int BoundarySampleRows { get; set; } = 1000;
+
     /// <summary>Rows of each fit's data the model keeps as the reference of
     /// <see cref="ContinualCatalog.DetectShift(ITransformer, IDataView, ShiftDetectionOptions?)"/> (a uniform sample of the
     /// latest fit's rows, as the network sees them: the feature vector; replaced by every refit). Default 500, at most
@@ -213,6 +230,9 @@ public abstract class ContinualTrainerOptions
         Check(EarlyStoppingPatience is >= 1 and <= 1000, nameof(EarlyStoppingPatience), "in [1, 1,000]");
         Check(Enum.IsDefined(LearningRateSchedule), nameof(LearningRateSchedule), "Constant or Cosine");
         Check(ShiftReferenceRows is >= 0 and <= ShiftDetectionOptions.MaxRowsLimit, nameof(ShiftReferenceRows), "in [0, 2,000]");
+        Check(Enum.IsDefined(Boundaries), nameof(Boundaries), "Given or EverySteps");
+        Check(BoundaryEverySteps is >= 1 and <= 100_000_000, nameof(BoundaryEverySteps), "in [1, 100,000,000]");
+        Check(BoundarySampleRows is >= 1 and <= 100_000, nameof(BoundarySampleRows), "in [1, 100,000]");
     }
 }
 
@@ -244,4 +264,14 @@ public sealed class ContinualModelFormatException : FormatException
 
     /// <summary>Creates the exception with its cause.</summary>
     public ContinualModelFormatException(string message, Exception inner) : base(message, inner) { }
+}
+
+/// <summary>Where a trainer's methods consolidate (<see cref="ContinualTrainerOptions.Boundaries"/>).</summary>
+public enum ContinualBoundaries
+{
+    /// <summary>At the end of each fit: one fit is one task (the task-aware setting of most of the literature).</summary>
+    Given,
+    /// <summary>Every <see cref="ContinualTrainerOptions.BoundaryEverySteps"/> optimizer steps inside a fit too, and at
+    /// its end on the steps since the last one (task-free continual learning).</summary>
+    EverySteps,
 }

@@ -93,6 +93,72 @@ internal static class StreamBuilders
         return new TaskStream($"{name} ({groups.Count} tasks, {scenarioText})", scenario, list);
     }
 
+    /// <summary>Split tasks with fuzzy boundaries (<see cref="TaskStream.FuzzySplit"/>): the stream of every group's rows,
+    /// blended over <paramref name="fuzzyBatches"/> batches each side of a boundary, cut into one stretch per group.</summary>
+    public static TaskStream FuzzySplit(LabeledArrays train, LabeledArrays test, string name, ContinualScenario scenario, IReadOnlyList<int[]> groups,
+        int fuzzyBatches, int batchSize, int? trainSamples, int? testSamples, int seed)
+    {
+        if (scenario == ContinualScenario.TaskIncremental)
+            throw new ArgumentException("Fuzzy boundaries are for domain- and class-incremental streams: a task-incremental row needs its own task id, and a blended stretch holds rows of two tasks.", nameof(scenario));
+        if (batchSize < 1) throw new ArgumentOutOfRangeException(nameof(batchSize), "The stream's batch size must be at least 1.");
+        var sharp = Split(train, test, name, scenario, groups, trainSamples, testSamples, seed);
+        // Each group's rows as the sharp stream draws them (same sample, same order), then blended.
+        var pools = new List<Queue<(int Source, int Label)>>();
+        for (int t = 0; t < groups.Count; t++)
+        {
+            int[] group = groups[t];
+            int[] candidates = Enumerable.Range(0, train.Count).Where(r => group.Contains(train.Classes[r])).ToArray();
+            int[] rows = Sample(candidates.Length, trainSamples, new Random(SeedOf(seed, t, 1))).Select(i => candidates[i]).ToArray();
+            new Random(SeedOf(seed, t, 3)).Shuffle(rows);
+            pools.Add(new Queue<(int, int)>(rows.Select(r => (r, scenario == ContinualScenario.DomainIncremental ? Array.IndexOf(group, train.Classes[r]) : train.Classes[r]))));
+        }
+        int batchesPerGroup = pools.Min(p => p.Count) / batchSize;
+        if (batchesPerGroup < 2 * fuzzyBatches || fuzzyBatches < 1)
+            throw new ArgumentOutOfRangeException(nameof(fuzzyBatches), $"Option fuzzyBatches must be in [1, {batchesPerGroup / 2}]: each group fills {batchesPerGroup} batches of {batchSize} rows, and a blend takes F of them on each side of a boundary.");
+        var draws = new Random(SeedOf(seed, groups.Count, 4));
+        var stretches = Enumerable.Range(0, groups.Count).Select(_ => new List<(int Source, int Label)>()).ToList();
+        for (int batch = 0; batch < batchesPerGroup * groups.Count; batch++)
+        {
+            int home = batch / batchesPerGroup;
+            for (int i = 0; i < batchSize; i++)
+            {
+                int group = BlendedGroup(batch, batchesPerGroup, fuzzyBatches, groups.Count, draws.NextDouble());
+                var pool = pools[group].Count > 0 ? pools[group] : pools[home]; // the other side ran dry: stay at home
+                if (pool.Count > 0) stretches[home].Add(pool.Dequeue());
+            }
+        }
+        var tasks = new List<ContinualTask>();
+        for (int t = 0; t < groups.Count; t++)
+        {
+            var rows = stretches[t];
+            string[] classNames = scenario == ContinualScenario.DomainIncremental
+                ? Enumerable.Range(0, groups.Max(g => g.Length)).Select(i => $"position {i}").ToArray() : train.ClassNames;
+            var view = new ArrayDataView(train.FeatureSize, rows.Select(r => r.Label).ToArray(), classNames.Length, classNames, TaskName(t),
+                (row, destination) => train.Row(rows[row].Source).CopyTo(destination));
+            tasks.Add(new ContinualTask($"{sharp[t].Name}, fuzzy", view, sharp[t].Test));
+        }
+        return new TaskStream($"{sharp.Name[..^1]}, fuzzy boundaries over {fuzzyBatches} batches of {batchSize})", scenario, tasks);
+    }
+
+    /// <summary>The group a row of batch <paramref name="batch"/> comes from: its stretch's group, except within
+    /// <paramref name="fuzzy"/> batches of a boundary, where the later group's probability rises linearly over the 2F
+    /// batches around it ((i + ½) / 2F for the i-th), as van de Ven's <c>_linear_line</c>.</summary>
+    internal static int BlendedGroup(int batch, int batchesPerGroup, int fuzzy, int groupCount, double uniform)
+    {
+        int home = batch / batchesPerGroup, offset = batch % batchesPerGroup;
+        if (home + 1 < groupCount && offset >= batchesPerGroup - fuzzy)
+        {
+            double later = (offset - (batchesPerGroup - fuzzy) + 0.5) / (2.0 * fuzzy);
+            return uniform < later ? home + 1 : home;
+        }
+        if (home > 0 && offset < fuzzy)
+        {
+            double later = (offset + fuzzy + 0.5) / (2.0 * fuzzy);
+            return uniform < later ? home : home - 1;
+        }
+        return home;
+    }
+
     /// <summary>
     /// A rotating hyperplane (Hulten et al. 2001): x uniform in [0,1]^d, label 1 when Σ w_i (x_i − ½) &gt; 0; each task turns
     /// w by π/T, so the concept drifts while the inputs do not. A fraction of labels is flipped as noise.

@@ -63,6 +63,13 @@ public sealed class TaskStream : IReadOnlyList<ContinualTask>
 
     System.Collections.IEnumerator System.Collections.IEnumerable.GetEnumerator() => GetEnumerator();
 
+    /// <summary>Every task's training rows in one view, task after task in the stream's order: a task-free pass over the
+    /// stream as one fit (<see cref="ContinualTrainerOptions.ShuffleRows"/> false, one epoch, and
+    /// <see cref="ContinualTrainerOptions.Boundaries"/> = <see cref="ContinualBoundaries.EverySteps"/> so the methods
+    /// consolidate without being told where the tasks end). The tasks' training views must have the same columns.</summary>
+    /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
+    public IDataView TrainingInOrder() => _tasks.Count == 1 ? _tasks[0].Train : new ConcatenatedDataView(_tasks.Select(t => t.Train).ToList());
+
     /// <summary>A stream with only the first <paramref name="count"/> tasks.</summary>
     public TaskStream Take(int count) =>
         new(Name, Scenario, _tasks.Take(count), FeatureColumnName, LabelColumnName, TaskIdColumnName);
@@ -94,6 +101,34 @@ public sealed class TaskStream : IReadOnlyList<ContinualTask>
         string featureColumnName = "Features", string labelColumnName = "Label") =>
         StreamBuilders.Rotated(LabeledArrays.Read(train, featureColumnName, labelColumnName), LabeledArrays.Read(test, featureColumnName, labelColumnName),
             "Rotated", width, height, numberOfTasks, minAngle, maxAngle, trainSamplesPerTask, testSamplesPerTask, seed);
+
+    /// <summary>
+    /// Split tasks with fuzzy boundaries (van de Ven et al.'s task-free setting, their <c>FuzzyBoundaryStream</c>): the
+    /// classes of <paramref name="classGroups"/>[t] one group after another, in batches of <paramref name="batchSize"/>
+    /// rows; over the <paramref name="fuzzyBatches"/> batches before and after each boundary, each row comes from the next
+    /// group with a probability that rises linearly from 0 to 1 (in the batch's middle row terms: (i + ½) / (2F) for the
+    /// i-th of the 2F batches), so the stream drifts from one group to the next instead of switching. Task t of the result
+    /// is the t-th stretch of the stream (as many batches as one group fills, blended at its edges) with group t's test
+    /// rows; train on <see cref="TrainingInOrder"/> in one pass for the task-free setting, or task by task to compare.
+    /// Domain- or class-incremental (a task-incremental row would need its own task id). Unlike van de Ven's stream, the
+    /// first group does not come back at the end.
+    /// </summary>
+    /// <param name="train">Training rows: a feature vector column and a key, integer or text label column.</param>
+    /// <param name="test">Test rows, same columns.</param>
+    /// <param name="scenario">Domain- or class-incremental.</param>
+    /// <param name="classGroups">The classes of each task.</param>
+    /// <param name="fuzzyBatches">Batches on each side of a boundary over which the groups blend (F ≥ 1); at most half a group's batches.</param>
+    /// <param name="batchSize">Rows per batch of the stream (the trainer's batch size, for the blend to be per step).</param>
+    /// <param name="trainSamplesPerTask">Rows per group drawn (seeded, without replacement); null: all.</param>
+    /// <param name="testSamplesPerTask">Likewise from <paramref name="test"/>.</param>
+    /// <param name="seed">Seed for the samples and the blend's draws.</param>
+    /// <param name="featureColumnName">The feature column of <paramref name="train"/> and <paramref name="test"/>.</param>
+    /// <param name="labelColumnName">The label column of <paramref name="train"/> and <paramref name="test"/>.</param>
+    public static TaskStream FuzzySplit(IDataView train, IDataView test, ContinualScenario scenario, IReadOnlyList<int[]> classGroups,
+        int fuzzyBatches, int batchSize = 128, int? trainSamplesPerTask = null, int? testSamplesPerTask = null, int seed = 0,
+        string featureColumnName = "Features", string labelColumnName = "Label") =>
+        StreamBuilders.FuzzySplit(LabeledArrays.Read(train, featureColumnName, labelColumnName), LabeledArrays.Read(test, featureColumnName, labelColumnName),
+            "Fuzzy split", scenario, classGroups, fuzzyBatches, batchSize, trainSamplesPerTask, testSamplesPerTask, seed);
 
     /// <summary>
     /// Split tasks (Zenke et al. 2017): task t holds the classes of <paramref name="classGroups"/>[t], in the scenario

@@ -27,7 +27,8 @@ namespace Microsoft.ML.Continual;
 /// <para>The hooks, in the order they run for one task (see docs/architecture.md): <see cref="AttachTo"/>, <see cref="BeforeTask"/>,
 /// then per epoch <see cref="EpochCount"/>, <see cref="BeforeEpoch"/>, per minibatch <see cref="ExtraBatches"/>,
 /// <see cref="BeforeBackward"/>, <see cref="AfterBackward"/>, <see cref="AfterStep"/>, then <see cref="AfterEpoch"/>; after the
-/// last epoch <see cref="AfterTask"/>. At prediction time, <see cref="ScoringOutputs"/>.</para>
+/// last epoch <see cref="AfterTask"/>. With boundaries inside a fit, <see cref="AtBoundary"/> every so many steps. At
+/// prediction time, <see cref="ScoringOutputs"/>.</para>
 /// </remarks>
 public abstract class ContinualPlugin
 {
@@ -87,6 +88,23 @@ public abstract class ContinualPlugin
     /// <summary>After the last epoch, with the network in evaluation mode: consolidation (importances, memories, pruning).</summary>
     /// <param name="context">The fit.</param>
     public virtual void AfterTask(ContinualTrainingContext context) { }
+
+    /// <summary>Null when the plugin can consolidate at boundaries the loop places inside a fit
+    /// (<see cref="ContinualTrainerOptions.Boundaries"/> = <see cref="ContinualBoundaries.EverySteps"/>), with state that
+    /// does not grow with their number; otherwise why not, for the error that refuses such a fit. Default: not supported.</summary>
+    public virtual string? WhyNotBoundariesInsideFit => "it consolidates once per fit (one fit is one task), and has no form for boundaries inside a fit";
+
+    /// <summary>At a boundary inside a fit (<see cref="ContinualBoundaries.EverySteps"/>; only for plugins whose
+    /// <see cref="WhyNotBoundariesInsideFit"/> is null): the network is in evaluation mode and
+    /// <see cref="ContinualTrainingContext.Task"/> holds a uniform sample of the rows trained on since the previous
+    /// boundary. Default: <see cref="AfterTask"/> then <see cref="BeforeTask"/>, consolidating as at the end of a task and
+    /// starting to track anew. The fit's optimizer and its state continue across the boundary.</summary>
+    /// <param name="context">The fit.</param>
+    public virtual void AtBoundary(ContinualTrainingContext context)
+    {
+        AfterTask(context);
+        BeforeTask(context);
+    }
 
     /// <summary>The outputs the model scores with (the transformer's <c>Score</c> and <c>PredictedLabel</c> come from them),
     /// given the network's logits for a block of rows: e.g. a nearest-mean-of-exemplars classifier (iCaRL) or a bias correction

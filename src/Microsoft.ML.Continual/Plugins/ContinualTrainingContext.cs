@@ -227,6 +227,16 @@ public sealed class ContinualTrainingContext
     /// <summary>Optimizer steps taken in this task.</summary>
     public long Step { get; internal set; }
 
+    /// <summary>Boundaries passed inside this fit so far (<see cref="ContinualBoundaries.EverySteps"/>; 0 with given boundaries).</summary>
+    public int BoundariesPassed { get; internal set; }
+
+    /// <summary>The sample of rows since the last boundary inside the fit; null with given boundaries.</summary>
+    internal BoundaryWindow? Window { get; init; }
+
+    /// <summary>True from the step that completes <see cref="ContinualTrainerOptions.BoundaryEverySteps"/> until the next
+    /// step passes the boundary (a fit that ends first consolidates at its end instead, once).</summary>
+    internal bool BoundaryDue { get; set; }
+
     /// <summary>The task's minibatch of this step (from <see cref="ContinualPlugin.ExtraBatches"/> to <see cref="ContinualPlugin.AfterStep"/>).</summary>
     public ContinualBatch? CurrentBatch { get; internal set; }
 

@@ -55,6 +55,12 @@ internal sealed class PluginList
     public void AfterStep(ContinualTrainingContext context) { foreach (var p in Items) p.AfterStep(context); }
     public void AfterEpoch(ContinualTrainingContext context, double meanTaskLoss) { foreach (var p in Items) p.AfterEpoch(context, meanTaskLoss); }
     public void AfterTask(ContinualTrainingContext context) { foreach (var p in Items) p.AfterTask(context); }
+    public void AtBoundary(ContinualTrainingContext context) { foreach (var p in Items) p.AtBoundary(context); }
+
+    /// <summary>The first plugin that cannot consolidate inside a fit, with its reason; null when all can.</summary>
+    public (string Plugin, string Reason)? WhyNotBoundariesInsideFit() =>
+        Items.Select(p => (p.Name, p.WhyNotBoundariesInsideFit)).Where(x => x.WhyNotBoundariesInsideFit is not null)
+            .Select(x => ((string, string)?)(x.Name, x.WhyNotBoundariesInsideFit!)).FirstOrDefault();
     public Tensor ScoringOutputs(ContinualNetwork network, Tensor features, Tensor? heads, Tensor logits)
     {
         foreach (var p in Items) logits = p.ScoringOutputs(network, features, heads, logits);

@@ -21,6 +21,12 @@ public enum LearningRateSchedule
 /// </summary>
 public sealed class EarlyStoppingPlugin : ContinualPlugin
 {
+    /// <summary>Supported: it works per fit (its epochs), whatever happens at boundaries inside it.</summary>
+    public override string? WhyNotBoundariesInsideFit => null;
+
+    /// <summary>Nothing to do at a boundary inside a fit.</summary>
+    public override void AtBoundary(ContinualTrainingContext context) { }
+
     private ContinualTaskData? _validation;
     private List<Tensor>? _best;
     private double _bestLoss;
@@ -147,6 +153,12 @@ public sealed class EarlyStoppingPlugin : ContinualPlugin
 /// Added to every trainer by <see cref="ContinualTrainerOptions.LearningRateSchedule"/>.</summary>
 public sealed class LearningRateSchedulePlugin : ContinualPlugin
 {
+    /// <summary>Supported: it works per fit (its epochs), whatever happens at boundaries inside it.</summary>
+    public override string? WhyNotBoundariesInsideFit => null;
+
+    /// <summary>Nothing to do at a boundary inside a fit.</summary>
+    public override void AtBoundary(ContinualTrainingContext context) { }
+
     /// <summary>The schedule. Default <see cref="LearningRateSchedule.Cosine"/>.</summary>
     public LearningRateSchedule Schedule { get; set; } = LearningRateSchedule.Cosine;
 

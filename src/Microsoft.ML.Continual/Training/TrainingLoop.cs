@@ -115,7 +115,9 @@ internal static class TrainingLoop
             {
                 TaskIndex = taskIndex, TaskSeed = taskSeed, Random = random, InfoSink = message => channel.Info(message),
                 Stream = batches, HeadsInTask = labels.HeadsInTask.ToArray(), Communicator = communicator,
+                Window = options.Boundaries == ContinualBoundaries.EverySteps ? new BoundaryWindow(options.BoundarySampleRows, taskSeed) : null,
             };
+            using var window = context.Window;
             if (communicator.Size > 1)
             {
                 // The agreement: every process has checked and read its data (a failure before this point is caught above and
@@ -137,6 +139,7 @@ internal static class TrainingLoop
             var statistics = new ContinualFitStatistics(trainedRows, epochs.EpochSeconds.Count, context.Step, loopClock.Elapsed.TotalSeconds, epochs.EpochSeconds)
             {
                 EpochTrainingAccuracy = epochs.EpochAccuracy,
+                BoundariesPassed = context.BoundariesPassed,
             };
             if (!ReferenceEquals(context.Task, task)) context.Task.Dispose();
             state.Network.Random = null;
@@ -183,6 +186,13 @@ internal static class TrainingLoop
             throw new NotSupportedException($"Trainer {trainerName} accumulates state during a task that a checkpoint does not capture; run it without CheckpointPath (the model file is still written atomically at the end).");
         if (options.Backbone is not null && (plugins.AllocatesPerTask || plugins.GrowsHiddenLayers || plugins.Columns == NetworkColumns.Progressive))
             throw new NotSupportedException($"Trainer {trainerName} masks, widens or adds columns to the layers of a multilayer perceptron; it does not support backbone '{options.Backbone.Name}'. Leave Backbone null (the perceptron of HiddenLayerSizes).");
+        if (options.Boundaries == ContinualBoundaries.EverySteps)
+        {
+            if (plugins.WhyNotBoundariesInsideFit() is var (plugin, reason))
+                throw new NotSupportedException($"Trainer {trainerName} cannot consolidate inside a fit (Boundaries = EverySteps): plugin {plugin}: {reason}. Use Boundaries = Given (one fit per task), or a method that supports it (the regularization family, EWC in Online mode, Er, DER, DER++, MIR, FineTune).");
+            if (fit?.CheckpointPath is not null)
+                throw new NotSupportedException("Boundaries = EverySteps with a CheckpointPath is not supported: the sample of rows since the last boundary is not in the checkpoint. Run without CheckpointPath (the model file is still written atomically at the end).");
+        }
         if (!options.ShuffleRows && options.MemoryBudgetMegabytes is not null)
             throw new NotSupportedException("ShuffleRows false (rows in the data's order) with MemoryBudgetMegabytes is not supported: a task read in passes is shuffled through a buffer. Leave MemoryBudgetMegabytes null, or ShuffleRows true.");
         if (communicator.Size > 1)
@@ -398,6 +408,7 @@ internal static class TrainingLoop
             using var scope = NewDisposeScope(); // the batch's tensors are made in MoveNext, inside the step's scope
             if (!batchEnumerator.MoveNext()) break;
             ContinualBatch batch = batchEnumerator.Current;
+            if (context.BoundaryDue) PassBoundary(context); // only now that a step follows: a fit's last window is its end's
             context.CurrentBatch = batch;
             context.Optimizer!.zero_grad();
             var (loss, taskLoss, rows, right, taskTermOnly) = Forward(context, batch);
@@ -412,6 +423,11 @@ internal static class TrainingLoop
             context.Optimizer.step();
             context.State.Plugins.AfterStep(context);
             context.Step++;
+            if (context.Window is { } window)
+            {
+                window.Add(batch);
+                context.BoundaryDue = context.Step % context.Options.BoundaryEverySteps == 0;
+            }
             if (fit?.Progress is { } report && stepInEpoch % reportEvery == 0 && stepInEpoch < stepsPerEpoch)
                 report(new ContinualFitProgress(context.Epoch, epochs, stepInEpoch, stepsPerEpoch, false, double.NaN, resumed));
         }
@@ -456,13 +472,38 @@ internal static class TrainingLoop
 
     // ---- phase 5: consolidate ----
 
-    /// <summary>After the last epoch: the plugins consolidate with the network in evaluation mode, and the result is checked.</summary>
+    /// <summary>After the last epoch: the plugins consolidate with the network in evaluation mode, and the result is checked.
+    /// With boundaries inside the fit they consolidate on the rows since the last boundary, as at every boundary.</summary>
     private static void Consolidate(ContinualTrainingContext context, ContinualFitOptions? fit)
     {
         context.Network.eval();
-        context.State.Plugins.AfterTask(context);
+        if (context.Window is { Count: > 0 } window) WithWindow(context, window, () => context.State.Plugins.AfterTask(context));
+        else context.State.Plugins.AfterTask(context);
         CheckParametersFinite(context, "after the task's consolidation");
         if (fit?.CheckpointPath is string path && fit.DeleteCheckpointOnSuccess && File.Exists(path)) File.Delete(path); // the task is done
+    }
+
+    /// <summary>A boundary inside the fit: the plugins consolidate on the sample of rows since the last one, in evaluation
+    /// mode, and start tracking anew; the optimizer goes on. In a nested scope: plugin state is detached, as at a task's end.</summary>
+    private static void PassBoundary(ContinualTrainingContext context)
+    {
+        context.BoundaryDue = false;
+        using var scope = NewDisposeScope();
+        context.Network.eval();
+        WithWindow(context, context.Window!, () => context.State.Plugins.AtBoundary(context));
+        context.Network.train();
+        context.BoundariesPassed++;
+        CheckParametersFinite(context, $"after the consolidation at step {context.Step}");
+    }
+
+    /// <summary>Runs <paramref name="consolidate"/> with <see cref="ContinualTrainingContext.Task"/> set to the window's sample.</summary>
+    private static void WithWindow(ContinualTrainingContext context, BoundaryWindow window, Action consolidate)
+    {
+        var task = context.Task;
+        using var sample = window.Take();
+        context.Task = sample;
+        try { consolidate(); }
+        finally { context.Task = task; }
     }
 
     /// <summary>Fails the fit when a parameter holds an infinite or NaN value.</summary>

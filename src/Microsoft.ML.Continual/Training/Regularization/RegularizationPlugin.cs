@@ -24,6 +24,11 @@ public abstract class RegularizationPlugin : ContinualPlugin
         if (!(Lambda >= 0) || double.IsInfinity(Lambda)) throw new ArgumentOutOfRangeException(nameof(Lambda), "Option Lambda must be non-negative and finite.");
     }
 
+    /// <summary>Supported: every member keeps one penalty term (EWC's separate mode excepted, which says so), so its state
+    /// does not grow with the number of boundaries; each boundary consolidates as a task's end does, on the rows since
+    /// the one before.</summary>
+    public override string? WhyNotBoundariesInsideFit => null;
+
     /// <summary>The penalty's terms; replaced (never changed in place) at each consolidation.</summary>
     internal IReadOnlyList<PenaltyTerm> Terms { get; private protected set; } = [];
 

@@ -39,6 +39,12 @@ public sealed class EwcPlugin : RegularizationPlugin
         if (FisherSamples is < 1) throw new ArgumentOutOfRangeException(nameof(FisherSamples), "Option FisherSamples must be null or positive.");
     }
 
+    /// <summary>In <see cref="EwcMode.Separate"/> mode EWC keeps a penalty term per consolidation, which would grow
+    /// with every boundary inside a fit; online EWC keeps one.</summary>
+    public override string? WhyNotBoundariesInsideFit => Mode == EwcMode.Separate
+        ? "its Separate mode keeps one penalty term per consolidation, so its state would grow with every boundary; set Mode = Online"
+        : null;
+
     private protected override void Consolidate(ContinualTrainingContext context)
     {
         var fisher = ImportanceEstimation.Fisher(context, FisherSamples, FisherLabels);

@@ -106,6 +106,12 @@ public sealed class DarkExperiencePlugin : ContinualPlugin
         _pendingLogits = null;
     }
 
+    /// <summary>Supported: the reservoir is updated at every step and its size is fixed, so a boundary changes nothing.</summary>
+    public override string? WhyNotBoundariesInsideFit => null;
+
+    /// <summary>Nothing to consolidate: the memory is already up to date.</summary>
+    public override void AtBoundary(ContinualTrainingContext context) { }
+
     /// <inheritdoc/>
     public override void AfterTask(ContinualTrainingContext context)
     {

@@ -69,6 +69,12 @@ public sealed class ErPlugin : ContinualPlugin
         if (context.CurrentBatch is ContinualBatch batch) _buffer!.Add(batch, null, _reservoir!);
     }
 
+    /// <summary>Supported: the reservoir is updated at every step and its size is fixed, so a boundary changes nothing.</summary>
+    public override string? WhyNotBoundariesInsideFit => null;
+
+    /// <summary>Nothing to consolidate: the memory is already up to date.</summary>
+    public override void AtBoundary(ContinualTrainingContext context) { }
+
     /// <inheritdoc/>
     public override void AfterTask(ContinualTrainingContext context)
     {

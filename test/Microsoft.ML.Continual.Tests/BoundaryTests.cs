@@ -1,0 +1,153 @@
+using Microsoft.ML.Data;
+using Xunit;
+
+namespace Microsoft.ML.Continual.Tests;
+
+/// <summary>Records where the loop consolidates with boundaries inside a fit: the step and the sample's size of every
+/// boundary, and of the fit's end.</summary>
+public sealed class BoundaryProbe : ContinualPlugin
+{
+    public const string RegisteredName = "Tests.BoundaryProbe";
+    static BoundaryProbe() => ContinualPlugins.Register<BoundaryProbe>(RegisteredName);
+
+    /// <summary>What each tag's fits recorded (the loop trains a copy of the plugin, so the record is kept by tag).</summary>
+    public sealed class Record
+    {
+        public List<(long Step, long Rows, int Passed)> Boundaries { get; } = [];
+        public (long Step, long Rows)? End { get; set; }
+        public List<float> FirstFeatureOfSample { get; } = [];
+    }
+
+    public static readonly System.Collections.Concurrent.ConcurrentDictionary<string, Record> Records = new();
+
+    public string Tag { get; set; } = "";
+
+    public Record Recorded => Records.GetOrAdd(Tag, _ => new Record());
+
+    public override string? WhyNotBoundariesInsideFit => null;
+
+    public override void AtBoundary(ContinualTrainingContext context)
+    {
+        Recorded.Boundaries.Add((context.Step, context.Task.Count, context.BoundariesPassed));
+        Recorded.FirstFeatureOfSample.AddRange(context.Task.Features.select(1, 0).data<float>().ToArray());
+    }
+
+    public override void AfterTask(ContinualTrainingContext context) => Recorded.End = (context.Step, context.Task.Count);
+}
+
+/// <summary>Boundaries inside a fit (ContinualBoundaries.EverySteps): where they fall, what the methods consolidate on,
+/// that state does not grow with their number, and the methods that refuse.</summary>
+public sealed class BoundaryTests
+{
+    private static IDataView Rows(MLContext ml, int count) => ml.Data.LoadFromEnumerable(TestData.Rows(0, [0, 1, 2], count, seed: 4));
+
+    private static ComposedTrainer.Options Options(int everySteps, int epochs = 1) => new()
+    {
+        HiddenLayerSizes = [8], BatchSize = 10, NumberOfEpochs = epochs, Seed = 2, ShuffleRows = false,
+        Boundaries = ContinualBoundaries.EverySteps, BoundaryEverySteps = everySteps, BoundarySampleRows = 40, ShiftReferenceRows = 0,
+    };
+
+    [Fact]
+    public void EverySteps_ConsolidatesAfterEachNSteps_OnAUniformSampleOfTheRowsSince_AndTheFitsEndOnTheRest()
+    {
+        var ml = new MLContext(seed: 1);
+        var probe = new BoundaryProbe { Tag = Guid.NewGuid().ToString() };
+        ContinualFitStatistics? statistics = null;
+        // 200 rows, batches of 10: 20 steps; a boundary after steps 6, 12 and 18 (passed when the next step starts).
+        ml.Continual().Trainers.Compose(Options(6), probe).Fit(Rows(ml, 200), null, new ContinualFitOptions { Completed = s => statistics = s });
+        Assert.Equal([(6L, 40L, 0), (12L, 40L, 1), (18L, 40L, 2)], probe.Recorded.Boundaries);
+        Assert.Equal((20L, 20L), probe.Recorded.End); // steps 19 and 20: 20 rows, fewer than the sample's 40
+        Assert.Equal(3, statistics!.BoundariesPassed);
+        // Each sample holds rows of its own window only: 60 rows offered, 40 kept, none from an earlier window.
+        var rows = TestData.Rows(0, [0, 1, 2], 200, seed: 4);
+        for (int b = 0; b < 3; b++)
+        {
+            var window = rows.Skip(60 * b).Take(60).Select(r => r.Features[0]).ToHashSet();
+            Assert.All(probe.Recorded.FirstFeatureOfSample.Skip(40 * b).Take(40), f => Assert.Contains(f, window));
+            Assert.Equal(40, probe.Recorded.FirstFeatureOfSample.Skip(40 * b).Take(40).Distinct().Count());
+        }
+
+        // A boundary that falls on the fit's last step is its end's consolidation (once, on those rows), not one more.
+        var exact = new BoundaryProbe { Tag = Guid.NewGuid().ToString() };
+        ml.Continual().Trainers.Compose(Options(20), exact).Fit(Rows(ml, 200));
+        Assert.Empty(exact.Recorded.Boundaries);
+        Assert.Equal((20L, 40L), exact.Recorded.End);
+        // Across epochs: the boundary after the first epoch's last step is passed when the second epoch starts.
+        var twoEpochs = new BoundaryProbe { Tag = Guid.NewGuid().ToString() };
+        ml.Continual().Trainers.Compose(Options(20, epochs: 2), twoEpochs).Fit(Rows(ml, 200));
+        Assert.Equal([(20L, 40L, 0)], twoEpochs.Recorded.Boundaries);
+        Assert.Equal((40L, 40L), twoEpochs.Recorded.End);
+    }
+
+    [Fact]
+    public void OnlineRegularizers_KeepTheSameStateAfterTenTimesMoreBoundaries_AndAreTrained()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = Rows(ml, 400);
+        foreach (Func<ContinualPlugin> Make in new Func<ContinualPlugin>[] { () => new EwcPlugin { Mode = EwcMode.Online, FisherSamples = 50 }, () => new SiPlugin(), () => new RWalkPlugin(), () => new MasPlugin { ImportanceSamples = 50 } })
+        {
+            var sizes = new List<IReadOnlyDictionary<string, long>>();
+            var passed = new List<int>();
+            foreach (int every in new[] { 20, 2 })
+            {
+                ContinualFitStatistics? statistics = null;
+                var model = ml.Continual().Trainers.Compose(Options(every), Make()).Fit(data, null, new ContinualFitOptions { Completed = s => statistics = s });
+                sizes.Add(model.StateSizes);
+                passed.Add(statistics!.BoundariesPassed);
+                Assert.Equal(1, model.StateSizes["penalty terms"]);
+            }
+            Assert.Equal([1, 19], passed); // 40 steps: boundaries after 20 (1), or after 2, 4, ..., 38 (19)
+            Assert.Equal(sizes[0], sizes[1]);
+        }
+    }
+
+    [Fact]
+    public void MethodsThatCannotConsolidateInsideAFit_RefuseIt_SayingWhy()
+    {
+        var ml = new MLContext(seed: 1);
+        var separate = Assert.Throws<NotSupportedException>(() => ml.Continual().Trainers.Compose(Options(5), new EwcPlugin()).Fit(Rows(ml, 50)));
+        Assert.Contains("Mode = Online", separate.Message);
+        var packNet = Assert.Throws<NotSupportedException>(() => ml.Continual().Trainers.PackNet(new PackNetTrainer.Options
+        {
+            TaskIdColumnName = "Task", HiddenLayerSizes = [8], Boundaries = ContinualBoundaries.EverySteps,
+        }).Fit(Rows(ml, 50)));
+        Assert.Contains("PackNet", packNet.Message);
+        Assert.Contains("Boundaries = Given", packNet.Message);
+        using var temp = new TempFolder();
+        var checkpoint = Assert.Throws<NotSupportedException>(() => ml.Continual().Trainers.Compose(Options(5), new SiPlugin())
+            .Fit(Rows(ml, 50), null, new ContinualFitOptions { CheckpointPath = Path.Combine(temp.Path, "c.ckpt") }));
+        Assert.Contains("CheckpointPath", checkpoint.Message);
+        Assert.Throws<ArgumentOutOfRangeException>(() => ml.Continual().Trainers.Compose(new ComposedTrainer.Options { BoundaryEverySteps = 0 }, new SiPlugin()).Fit(Rows(ml, 50)));
+    }
+
+    [Fact]
+    public void FuzzySplit_BlendsNeighbouringGroupsLinearlyAroundEachBoundary_AndTrainingInOrderJoinsTheStretches()
+    {
+        // Hand-checked blend: 10 batches per group, F = 2: the later group's probability in batches 8, 9 | 10, 11 is
+        // 1/8, 3/8 | 5/8, 7/8, so a uniform draw of 0.5 stays in group 0 up to batch 9 and moves to group 1 from batch 10.
+        Assert.Equal([0, 0, 0, 1, 1, 1], new[] { 7, 8, 9, 10, 11, 12 }.Select(b => StreamBuilders.BlendedGroup(b, 10, 2, 2, 0.5)));
+        Assert.Equal([0, 1, 1, 1], new[] { 7, 8, 10, 12 }.Select(b => StreamBuilders.BlendedGroup(b, 10, 2, 2, 0.1)));
+        Assert.Equal([0, 0, 0, 1], new[] { 8, 10, 11, 12 }.Select(b => StreamBuilders.BlendedGroup(b, 10, 2, 2, 0.9)));
+
+        var ml = new MLContext(seed: 1);
+        var rows = TestData.Rows(0, [0, 1, 2, 3], 400, seed: 3);
+        var stream = TaskStream.FuzzySplit(ml.Data.LoadFromEnumerable(rows), ml.Data.LoadFromEnumerable(rows), ContinualScenario.ClassIncremental,
+            [[0, 1], [2, 3]], fuzzyBatches: 2, batchSize: 10, seed: 5);
+        uint[] Labels(IDataView view) => view.GetColumn<uint>(view.Schema["Label"]).ToArray();
+        uint[] first = Labels(stream[0].Train), second = Labels(stream[1].Train), joined = Labels(stream.TrainingInOrder());
+        Assert.Equal(first.Concat(second), joined);
+        // 200 rows a group (20 batches), each drawn at most once; where one group's rows ran out first, a few are not drawn.
+        Assert.InRange(joined.Length, 380, 400);
+        var features = stream.TrainingInOrder().GetColumn<float[]>(stream.TrainingInOrder().Schema["Features"]).Select(f => f[0]).ToList();
+        Assert.Equal(features.Count, features.Distinct().Count());
+        // Keys 1-2 are group 0's classes, 3-4 group 1's: pure away from the boundary (batch 20), mixed within two batches of it.
+        Assert.All(joined.Take(180), l => Assert.InRange(l, 1u, 2u));
+        Assert.All(first.Take(180), l => Assert.InRange(l, 1u, 2u));
+        Assert.All(second.Skip(20), l => Assert.InRange(l, 3u, 4u));
+        var blend = joined.Skip(180).Take(40).ToList();
+        Assert.Contains(blend, l => l >= 3);
+        Assert.Contains(blend, l => l <= 2);
+        Assert.Throws<ArgumentException>(() => TaskStream.FuzzySplit(ml.Data.LoadFromEnumerable(rows), ml.Data.LoadFromEnumerable(rows), ContinualScenario.TaskIncremental, [[0, 1], [2, 3]], 2, 10));
+        Assert.Throws<ArgumentOutOfRangeException>(() => TaskStream.FuzzySplit(ml.Data.LoadFromEnumerable(rows), ml.Data.LoadFromEnumerable(rows), ContinualScenario.ClassIncremental, [[0, 1], [2, 3]], 11, 10));
+    }
+}

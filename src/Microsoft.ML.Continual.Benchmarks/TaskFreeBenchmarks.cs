@@ -89,4 +89,71 @@ internal static class TaskFreeBenchmarks
             }
         return rows;
     }
+
+    /// <summary>
+    /// Boundaries inside a fit against given boundaries, on fuzzy-boundary Split MNIST (<see cref="TaskStream.FuzzySplit"/>):
+    /// each method with its default options (EWC in Online mode: its Separate mode refuses boundaries inside a fit), MLP
+    /// 400-400, Adam, batch 128, one pass. Given: one fit per task on sharp Split MNIST (the same rows), one epoch each.
+    /// Given, too: one fit per stretch of the fuzzy stream, in its order (the target's reference: the same rows in the
+    /// same order, the consolidations at the stretches' ends). Task-free: one fit over the fuzzy stream in its order, consolidating every N steps, N = the steps one pair of digits
+    /// fills (about as many consolidations as tasks) and N / 10 (ten times as many), and where the loss reaches a plateau
+    /// after a peak (Aljundi et al. 2019, the default thresholds); ACC is the mean test accuracy over
+    /// the five pairs after the pass, and the state sizes after both show whether state grows with the consolidations.
+    /// </summary>
+    public static void FuzzySplit(ContinualScenario scenario, string? only, int fuzzy, int seed, int threads, bool resetOptimizer)
+    {
+        const int batch = 128;
+        var ml = new MLContext(seed: seed);
+        var sharp = ml.Continual().Benchmarks.SplitMnist(scenario, seed: seed);
+        var stream = ml.Continual().Benchmarks.FuzzySplitMnist(scenario, fuzzyBatches: fuzzy, batchSize: batch, seed: seed);
+        long streamRows = stream.TrainingInOrder().GetRowCount() ?? 0;
+        int stepsPerPair = (int)(streamRows / batch / stream.Count);
+        Console.WriteLine($"{stream.Name}: {streamRows:N0} rows, {stepsPerPair} steps per pair; seed {seed}; MLP 400-400, Adam, batch {batch}, one pass{(resetOptimizer ? "; each boundary resets the optimizer" : "")}");
+        Console.WriteLine($"| method | given, sharp stream | given, fuzzy stream | every {stepsPerPair} steps (Δ) | every {stepsPerPair / 10} steps (Δ) | on a loss plateau (Δ) | boundaries passed | state, given | state, every {stepsPerPair} | state, every {stepsPerPair / 10} | seconds (given / every {stepsPerPair / 10}) |");
+        Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: |");
+        foreach (string method in (only ?? "FineTune,L2,EWC,SI,MAS,RWalk,SCP,AGem,Er,DER++").Split(','))
+        {
+            ContinualTrainer Trainer(ContinualBoundaries boundaries, int every, bool shuffle)
+            {
+                var entry = TrainerRegistry.Find(method.Replace("++", "PlusPlus"))
+                    ?? throw new ArgumentException($"Unknown trainer '{method}'.");
+                var options = entry.CreateDefaultOptions();
+                options.HiddenLayerSizes = [400, 400];
+                options.BatchSize = batch;
+                options.NumberOfEpochs = 1;
+                options.Seed = seed;
+                options.NumberOfThreads = threads;
+                options.ShiftReferenceRows = 0;
+                options.Boundaries = boundaries;
+                options.BoundaryEverySteps = every;
+                options.BoundaryResetsOptimizer = resetOptimizer;
+                options.ShuffleRows = shuffle;
+                if (options is EwcTrainer.Options ewc) ewc.Mode = EwcMode.Online;
+                return entry.CreateTrainer(ml, options);
+            }
+            static string Sizes(ITransformer model) => string.Join(", ", ((ContinualTransformer)model).StateSizes.Where(kv => kv.Key != "parameters").Select(kv => $"{kv.Key} {kv.Value:N0}"));
+            var clock = Stopwatch.StartNew();
+            // Given boundaries: one fit per task of the sharp stream (shuffled within it, as usual), and one fit per stretch of
+            // the fuzzy stream in its order (the same rows, in the same order, as the task-free pass: only the
+            // consolidations' places differ). The second is the reference of the target.
+            var sharpRun = ml.Continual().Run(Trainer(ContinualBoundaries.Given, 1, true), sharp, new ContinualRunOptions { EvaluateBeforeTraining = false });
+            double sharpAccuracy = 100 * sharpRun.Metrics.AverageAccuracy;
+            clock.Restart();
+            var given = ml.Continual().Run(Trainer(ContinualBoundaries.Given, 1, false), stream, new ContinualRunOptions { EvaluateBeforeTraining = false });
+            double givenSeconds = clock.Elapsed.TotalSeconds;
+            double givenAccuracy = 100 * given.Metrics.AverageAccuracy;
+            var rows = new List<(double Accuracy, int Passed, string Sizes, double Seconds)>();
+            foreach (var (mode, every) in new[] { (ContinualBoundaries.EverySteps, stepsPerPair), (ContinualBoundaries.EverySteps, stepsPerPair / 10), (ContinualBoundaries.OnLossPlateau, 1) })
+            {
+                clock.Restart();
+                ContinualFitStatistics? statistics = null;
+                var model = Trainer(mode, every, false).Fit(stream.TrainingInOrder(), null, new ContinualFitOptions { Completed = s => statistics = s });
+                double seconds = clock.Elapsed.TotalSeconds;
+                double accuracy = 100 * stream.Average(t => ml.Continual().Score(model, t.Test));
+                rows.Add((accuracy, statistics!.BoundariesPassed, Sizes(model), seconds));
+            }
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"| {method} | {sharpAccuracy:F2} | {givenAccuracy:F2} | {rows[0].Accuracy:F2} ({rows[0].Accuracy - givenAccuracy:+0.00;-0.00}) | {rows[1].Accuracy:F2} ({rows[1].Accuracy - givenAccuracy:+0.00;-0.00}) | {rows[2].Accuracy:F2} ({rows[2].Accuracy - givenAccuracy:+0.00;-0.00}) | {rows[0].Passed} / {rows[1].Passed} / {rows[2].Passed} | {Sizes(given.Models[^1])} | {rows[0].Sizes} | {rows[1].Sizes} | {givenSeconds:F0} / {rows[1].Seconds:F0} |"));
+        }
+    }
 }

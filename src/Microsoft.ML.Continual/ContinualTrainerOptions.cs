@@ -155,6 +155,24 @@ public abstract class ContinualTrainerOptions
     /// <see cref="BoundarySampleRows"/> rows of the steps since the one before.</summary>
     public int BoundaryEverySteps { get; set; } = 100;
 
+    /// <summary>With <see cref="Boundaries"/> = <see cref="ContinualBoundaries.OnLossPlateau"/>: the steps whose task
+    /// losses (each step's, before its update) form the window the plateau is read from. Default 5 (Aljundi et al. 2019).</summary>
+    public int BoundaryLossWindow { get; set; } = 5;
+
+    /// <summary>With <see cref="ContinualBoundaries.OnLossPlateau"/>: the window's mean task loss must be below this for a
+    /// plateau. Default 0.2 (the authors' code). It is on the loss's own scale (cross-entropy here): raise it for a
+    /// harder stream whose loss never gets that low, or no boundary is found.</summary>
+    public double BoundaryLossMean { get; set; } = 0.2;
+
+    /// <summary>With <see cref="ContinualBoundaries.OnLossPlateau"/>: the window's loss variance must be below this for a
+    /// plateau. Default 0.1 (the authors' code).</summary>
+    public double BoundaryLossVariance { get; set; } = 0.1;
+
+    /// <summary>With boundaries inside a fit: whether each boundary starts
+    /// the optimizer anew (its moments and step count), as a new fit does at a given boundary. Default false: the
+    /// optimizer goes on across boundaries.</summary>
+    public bool BoundaryResetsOptimizer { get; set; }
+
     /// <summary>The most rows kept of the steps since the last boundary, for the next consolidation's estimates (a
     /// reservoir: a uniform sample, memory bounded whatever <see cref="BoundaryEverySteps"/> is). Default 1,000.</summary>
     public int BoundarySampleRows { get; set; } = 1000;
@@ -230,7 +248,10 @@ public abstract class ContinualTrainerOptions
         Check(EarlyStoppingPatience is >= 1 and <= 1000, nameof(EarlyStoppingPatience), "in [1, 1,000]");
         Check(Enum.IsDefined(LearningRateSchedule), nameof(LearningRateSchedule), "Constant or Cosine");
         Check(ShiftReferenceRows is >= 0 and <= ShiftDetectionOptions.MaxRowsLimit, nameof(ShiftReferenceRows), "in [0, 2,000]");
-        Check(Enum.IsDefined(Boundaries), nameof(Boundaries), "Given or EverySteps");
+        Check(Enum.IsDefined(Boundaries), nameof(Boundaries), "Given, EverySteps or OnLossPlateau");
+        Check(BoundaryLossWindow is >= 1 and <= 100_000, nameof(BoundaryLossWindow), "in [1, 100,000]");
+        Check(BoundaryLossMean > 0 && double.IsFinite(BoundaryLossMean), nameof(BoundaryLossMean), "positive and finite");
+        Check(BoundaryLossVariance > 0 && double.IsFinite(BoundaryLossVariance), nameof(BoundaryLossVariance), "positive and finite");
         Check(BoundaryEverySteps is >= 1 and <= 100_000_000, nameof(BoundaryEverySteps), "in [1, 100,000,000]");
         Check(BoundarySampleRows is >= 1 and <= 100_000, nameof(BoundarySampleRows), "in [1, 100,000]");
     }
@@ -274,4 +295,11 @@ public enum ContinualBoundaries
     /// <summary>Every <see cref="ContinualTrainerOptions.BoundaryEverySteps"/> optimizer steps inside a fit too, and at
     /// its end on the steps since the last one (task-free continual learning).</summary>
     EverySteps,
+    /// <summary>Where the task loss reaches a plateau after a peak, inside a fit too, and at its end (Aljundi, Kelchtermans
+    /// and Tuytelaars 2019, "Task-Free Continual Learning", §3.2): over a window of the last
+    /// <see cref="ContinualTrainerOptions.BoundaryLossWindow"/> steps' losses with mean μ and variance σ², a peak is
+    /// μ &gt; μ_last + σ_last (the window at the last consolidation), and the consolidation comes when, after a peak,
+    /// μ &lt; <see cref="ContinualTrainerOptions.BoundaryLossMean"/> and σ² &lt; <see cref="ContinualTrainerOptions.BoundaryLossVariance"/>
+    /// (the first plateau needs no peak). The new data's arrival raises the loss, and learning it brings it down.</summary>
+    OnLossPlateau,
 }

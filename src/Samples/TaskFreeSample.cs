@@ -7,7 +7,9 @@ namespace Samples;
 /// Sample for streams without task boundaries: MNIST-360 (<c>ml.Continual().Benchmarks.Mnist360</c>) trained in one pass in
 /// its order (<c>ShuffleRows = false</c>, one epoch) by <c>Trainers.Er</c> and <c>Trainers.DerPlusPlus</c>, whose memories
 /// change at every step; the pass's prequential accuracy (<c>ContinualFitStatistics.EpochTrainingAccuracy</c>) beside the
-/// accuracy on the rotated test digits afterwards; and Rotated MNIST with given angles (<c>RotatedMnist(angles)</c>).
+/// accuracy on the rotated test digits afterwards; Split MNIST with fuzzy boundaries (<c>FuzzySplitMnist</c>,
+/// <c>TaskStream.TrainingInOrder</c>) trained by online EWC consolidating every N steps
+/// (<c>Boundaries = ContinualBoundaries.EverySteps</c>); and Rotated MNIST with given angles (<c>RotatedMnist(angles)</c>).
 /// </summary>
 public static class TaskFreeSample
 {
@@ -36,6 +38,28 @@ public static class TaskFreeSample
             ContinualFitStatistics? pass = null;
             var model = trainer.Fit(stream[0].Train, null, new ContinualFitOptions { Completed = s => pass = s });
             Console.WriteLine($"{name}: prequential accuracy {pass!.EpochTrainingAccuracy[0]:P1}, test accuracy after the pass {ml.Continual().Score(model, stream[0].Test):P1}");
+        }
+
+        // Split MNIST whose pairs of digits blend into each other (fuzzy boundaries), in one pass: online EWC told nothing
+        // about where a pair ends, consolidating every 23 steps (about one pair's worth) on a sample of the rows since.
+        var fuzzy = ml.Continual().Benchmarks.FuzzySplitMnist(ContinualScenario.DomainIncremental, fuzzyBatches: 5, trainSamplesPerTask: 3000, testSamplesPerTask: 500);
+        T TaskFree<T>(T options) where T : ContinualTrainerOptions
+        {
+            options.ShuffleRows = false;
+            options.NumberOfEpochs = 1;
+            options.Boundaries = ContinualBoundaries.EverySteps;
+            options.BoundaryEverySteps = 23;
+            return options;
+        }
+        foreach (var (name, trainer) in new (string, ContinualTrainer)[]
+        {
+            ("FineTune", ml.Continual().Trainers.FineTune(TaskFree(new FineTuneTrainer.Options()))),
+            ("online EWC", ml.Continual().Trainers.Ewc(TaskFree(new EwcTrainer.Options { Mode = EwcMode.Online }))),
+        })
+        {
+            ContinualFitStatistics? pass = null;
+            var model = trainer.Fit(fuzzy.TrainingInOrder(), null, new ContinualFitOptions { Completed = s => pass = s });
+            Console.WriteLine($"{fuzzy.Name}, {name}: {pass!.BoundariesPassed} boundaries passed, mean test accuracy over the pairs {fuzzy.Average(t => ml.Continual().Score(model, t.Test)):P1}");
         }
 
         // Rotated MNIST with the tasks' angles given, e.g. drawn at random once per task as Mammoth's rot-mnist.

@@ -55,7 +55,7 @@ public sealed class BoundaryTests
         ContinualFitStatistics? statistics = null;
         // 200 rows, batches of 10: 20 steps; a boundary after steps 6, 12 and 18 (passed when the next step starts).
         ml.Continual().Trainers.Compose(Options(6), probe).Fit(Rows(ml, 200), null, new ContinualFitOptions { Completed = s => statistics = s });
-        Assert.Equal([(6L, 40L, 0), (12L, 40L, 1), (18L, 40L, 2)], probe.Recorded.Boundaries);
+        Assert.Equal([(6L, 40L, 1), (12L, 40L, 2), (18L, 40L, 3)], probe.Recorded.Boundaries);
         Assert.Equal((20L, 20L), probe.Recorded.End); // steps 19 and 20: 20 rows, fewer than the sample's 40
         Assert.Equal(3, statistics!.BoundariesPassed);
         // Each sample holds rows of its own window only: 60 rows offered, 40 kept, none from an earlier window.
@@ -75,7 +75,7 @@ public sealed class BoundaryTests
         // Across epochs: the boundary after the first epoch's last step is passed when the second epoch starts.
         var twoEpochs = new BoundaryProbe { Tag = Guid.NewGuid().ToString() };
         ml.Continual().Trainers.Compose(Options(20, epochs: 2), twoEpochs).Fit(Rows(ml, 200));
-        Assert.Equal([(20L, 40L, 0)], twoEpochs.Recorded.Boundaries);
+        Assert.Equal([(20L, 40L, 1)], twoEpochs.Recorded.Boundaries);
         Assert.Equal((40L, 40L), twoEpochs.Recorded.End);
     }
 
@@ -99,6 +99,60 @@ public sealed class BoundaryTests
             Assert.Equal([1, 19], passed); // 40 steps: boundaries after 20 (1), or after 2, 4, ..., 38 (19)
             Assert.Equal(sizes[0], sizes[1]);
         }
+
+        // A-GEM: each window's sample joins the memory as a group of its own, the memory never above its size.
+        foreach (int every in new[] { 20, 2 })
+        {
+            var model = ml.Continual().Trainers.Compose(Options(every), new AGemPlugin { MemorySize = 60 }).Fit(data);
+            Assert.Equal(60, model.StateSizes["memory rows"]);
+            Assert.Equal(every == 20 ? 2 : 20, model.StateSizes["memory tasks"]); // one group per consolidation: boundaries and the end
+        }
+    }
+
+    [Fact]
+    public void BoundaryThatResetsTheOptimizer_AtTheStretchesEnds_IsTheSameModelAsOneFitPerStretch_ToTheBit()
+    {
+        // FineTune consolidates nothing: what a given boundary changes is only the new fit's new optimizer. With
+        // BoundaryResetsOptimizer, a boundary after each stretch's 10 steps does the same, so the models are equal.
+        var ml = new MLContext(seed: 1);
+        var rows = TestData.Rows(0, [0, 1, 2], 200, seed: 4);
+        var options = Options(10);
+        options.BoundaryResetsOptimizer = true;
+        var onePass = ml.Continual().Trainers.Compose(options, []).Fit(ml.Data.LoadFromEnumerable(rows));
+        var given = Options(1);
+        given.Boundaries = ContinualBoundaries.Given;
+        var first = ml.Continual().Trainers.Compose(given, []).Fit(ml.Data.LoadFromEnumerable(rows.Take(100)));
+        var second = (ContinualTransformer)ml.Continual().Refit(first, ml.Data.LoadFromEnumerable(rows.Skip(100)));
+        var test = TestData.View(ml, 0, [0, 1, 2], 50, seed: 8);
+        Assert.Equal(TestData.Bytes(TestData.Scores(second, test)), TestData.Bytes(TestData.Scores(onePass, test)));
+        // Without the reset the optimizer's moments go on, and the model differs.
+        var goingOn = ml.Continual().Trainers.Compose(Options(10), []).Fit(ml.Data.LoadFromEnumerable(rows));
+        Assert.NotEqual(TestData.Bytes(TestData.Scores(second, test)), TestData.Bytes(TestData.Scores(goingOn, test)));
+    }
+
+    [Fact]
+    public void LossPlateauDetector_ConsolidatesOnAPlateau_ThenOnlyAfterAPeak()
+    {
+        // Window 3, plateau below mean 0.5 and variance 0.1. Hand-checked: the 5th window (0.4, 0.3, 0.3) has mean 0.333 and
+        // variance 0.0022: the first plateau. Two more losses of 0.3 stay below 0.333 + 0.047: no peak, no boundary. A loss
+        // of 1.5 lifts the mean to 0.7 (a peak); the window of three 0.2 is the next plateau.
+        var detector = new LossPlateauDetector(3, 0.5, 0.1);
+        double[] losses = [2, 1, 0.4, 0.3, 0.3, 0.3, 0.3, 1.5, 0.2, 0.2, 0.2, 0.2];
+        bool[] expected = [false, false, false, false, true, false, false, false, false, false, true, false];
+        Assert.Equal(expected, losses.Select(detector.Observe));
+
+        // In a fit: with thresholds every loss meets, the first step's window is a plateau (no peak is needed for the
+        // first), passed as the second step starts; later ones need a peak.
+        var ml = new MLContext(seed: 1);
+        var probe = new BoundaryProbe { Tag = Guid.NewGuid().ToString() };
+        var options = Options(1000);
+        options.Boundaries = ContinualBoundaries.OnLossPlateau;
+        options.BoundaryLossMean = 1e6;
+        options.BoundaryLossVariance = 1e6;
+        ContinualFitStatistics? statistics = null;
+        ml.Continual().Trainers.Compose(options, probe).Fit(Rows(ml, 200), null, new ContinualFitOptions { Completed = s => statistics = s });
+        Assert.Equal((1L, 10L, 1), probe.Recorded.Boundaries[0]);
+        Assert.Equal(probe.Recorded.Boundaries.Count, statistics!.BoundariesPassed);
     }
 
     [Fact]

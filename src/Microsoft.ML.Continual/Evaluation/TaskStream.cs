@@ -124,6 +124,7 @@ public sealed class TaskStream : IReadOnlyList<ContinualTask>
     /// <param name="seed">Seed for the samples and the blend's draws.</param>
     /// <param name="featureColumnName">The feature column of <paramref name="train"/> and <paramref name="test"/>.</param>
     /// <param name="labelColumnName">The label column of <paramref name="train"/> and <paramref name="test"/>.</param>
+    /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
     public static TaskStream FuzzySplit(IDataView train, IDataView test, ContinualScenario scenario, IReadOnlyList<int[]> classGroups,
         int fuzzyBatches, int batchSize = 128, int? trainSamplesPerTask = null, int? testSamplesPerTask = null, int seed = 0,
         string featureColumnName = "Features", string labelColumnName = "Label") =>

@@ -98,7 +98,9 @@ public abstract class ContinualPlugin
     /// <see cref="WhyNotBoundariesInsideFit"/> is null): the network is in evaluation mode and
     /// <see cref="ContinualTrainingContext.Task"/> holds a uniform sample of the rows trained on since the previous
     /// boundary. Default: <see cref="AfterTask"/> then <see cref="BeforeTask"/>, consolidating as at the end of a task and
-    /// starting to track anew. The fit's optimizer and its state continue across the boundary.</summary>
+    /// starting to track anew. The fit's optimizer and its state continue across the boundary. It runs in a dispose scope
+    /// of its own: tensors the plugin keeps must be detached (<c>DetachFromDisposeScope</c>), as state kept past a task's
+    /// end must be.</summary>
     /// <param name="context">The fit.</param>
     public virtual void AtBoundary(ContinualTrainingContext context)
     {

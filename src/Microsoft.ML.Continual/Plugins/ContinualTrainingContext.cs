@@ -227,11 +227,15 @@ public sealed class ContinualTrainingContext
     /// <summary>Optimizer steps taken in this task.</summary>
     public long Step { get; internal set; }
 
-    /// <summary>Boundaries passed inside this fit so far (<see cref="ContinualBoundaries.EverySteps"/>; 0 with given boundaries).</summary>
+    /// <summary>Boundaries passed inside this fit so far, the one being passed included (<see cref="ContinualBoundaries.EverySteps"/>;
+    /// 0 with given boundaries): distinct at every consolidation of a fit, e.g. to seed a draw.</summary>
     public int BoundariesPassed { get; internal set; }
 
     /// <summary>The sample of rows since the last boundary inside the fit; null with given boundaries.</summary>
     internal BoundaryWindow? Window { get; init; }
+
+    /// <summary>The loss-plateau detector with <see cref="ContinualBoundaries.OnLossPlateau"/>; null otherwise.</summary>
+    internal LossPlateauDetector? Detector { get; init; }
 
     /// <summary>True from the step that completes <see cref="ContinualTrainerOptions.BoundaryEverySteps"/> until the next
     /// step passes the boundary (a fit that ends first consolidates at its end instead, once).</summary>

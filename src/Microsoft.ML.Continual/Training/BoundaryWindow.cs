@@ -69,3 +69,40 @@ internal sealed class BoundaryWindow : IDisposable
         _heads?.Dispose();
     }
 }
+
+/// <summary>
+/// Aljundi, Kelchtermans and Tuytelaars (2019), "Task-Free Continual Learning", §3.2, as in the authors' code: a window
+/// of the last W steps' task losses, a peak when its mean exceeds the mean plus one standard deviation of the window at
+/// the last consolidation, and a consolidation when, after a peak, the mean and the variance are both below their
+/// thresholds (<see cref="ContinualBoundaries.OnLossPlateau"/>).
+/// </summary>
+internal sealed class LossPlateauDetector
+{
+    private readonly int _length;
+    private readonly double _meanThreshold, _varianceThreshold;
+    private readonly Queue<double> _window = new();
+    private double _lastMean, _lastVariance;
+    private bool _peakSeen = true; // the first plateau needs no peak
+
+    public LossPlateauDetector(int length, double meanThreshold, double varianceThreshold)
+    {
+        _length = length;
+        _meanThreshold = meanThreshold;
+        _varianceThreshold = varianceThreshold;
+    }
+
+    /// <summary>Adds a step's task loss; true when the loss has reached a plateau after a peak (a boundary).</summary>
+    public bool Observe(double loss)
+    {
+        _window.Enqueue(loss);
+        if (_window.Count > _length) _window.Dequeue();
+        double mean = _window.Average();
+        double variance = _window.Sum(l => (l - mean) * (l - mean)) / _window.Count; // numpy's var: the population variance
+        if (!_peakSeen && mean > _lastMean + Math.Sqrt(_lastVariance)) _peakSeen = true;
+        if (!(_peakSeen && mean < _meanThreshold && variance < _varianceThreshold)) return false;
+        _lastMean = mean;
+        _lastVariance = variance;
+        _peakSeen = false;
+        return true;
+    }
+}

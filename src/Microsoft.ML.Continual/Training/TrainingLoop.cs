@@ -115,7 +115,9 @@ internal static class TrainingLoop
             {
                 TaskIndex = taskIndex, TaskSeed = taskSeed, Random = random, InfoSink = message => channel.Info(message),
                 Stream = batches, HeadsInTask = labels.HeadsInTask.ToArray(), Communicator = communicator,
-                Window = options.Boundaries == ContinualBoundaries.EverySteps ? new BoundaryWindow(options.BoundarySampleRows, taskSeed) : null,
+                Window = options.Boundaries != ContinualBoundaries.Given ? new BoundaryWindow(options.BoundarySampleRows, taskSeed) : null,
+                Detector = options.Boundaries == ContinualBoundaries.OnLossPlateau
+                    ? new LossPlateauDetector(options.BoundaryLossWindow, options.BoundaryLossMean, options.BoundaryLossVariance) : null,
             };
             using var window = context.Window;
             if (communicator.Size > 1)
@@ -186,12 +188,14 @@ internal static class TrainingLoop
             throw new NotSupportedException($"Trainer {trainerName} accumulates state during a task that a checkpoint does not capture; run it without CheckpointPath (the model file is still written atomically at the end).");
         if (options.Backbone is not null && (plugins.AllocatesPerTask || plugins.GrowsHiddenLayers || plugins.Columns == NetworkColumns.Progressive))
             throw new NotSupportedException($"Trainer {trainerName} masks, widens or adds columns to the layers of a multilayer perceptron; it does not support backbone '{options.Backbone.Name}'. Leave Backbone null (the perceptron of HiddenLayerSizes).");
-        if (options.Boundaries == ContinualBoundaries.EverySteps)
+        if (options.Boundaries != ContinualBoundaries.Given)
         {
             if (plugins.WhyNotBoundariesInsideFit() is var (plugin, reason))
-                throw new NotSupportedException($"Trainer {trainerName} cannot consolidate inside a fit (Boundaries = EverySteps): plugin {plugin}: {reason}. Use Boundaries = Given (one fit per task), or a method that supports it (the regularization family, EWC in Online mode, Er, DER, DER++, MIR, FineTune).");
+                throw new NotSupportedException($"Trainer {trainerName} cannot consolidate inside a fit (Boundaries = {options.Boundaries}): plugin {plugin}: {reason}. Use Boundaries = Given (one fit per task), or a method that supports it (the regularization family with EWC in Online mode, A-GEM, Er, DER, DER++, MIR, FineTune).");
             if (fit?.CheckpointPath is not null)
-                throw new NotSupportedException("Boundaries = EverySteps with a CheckpointPath is not supported: the sample of rows since the last boundary is not in the checkpoint. Run without CheckpointPath (the model file is still written atomically at the end).");
+                throw new NotSupportedException($"Boundaries = {options.Boundaries} with a CheckpointPath is not supported: the sample of rows since the last boundary is not in the checkpoint. Run without CheckpointPath (the model file is still written atomically at the end).");
+            if (options.Boundaries == ContinualBoundaries.OnLossPlateau && communicator.Size > 1)
+                throw new NotSupportedException($"Boundaries = OnLossPlateau with data-parallel training ({communicator.Description}) is not supported: each process sees the loss of its own share, and the processes must agree on every boundary. Use EverySteps, or train in one process.");
         }
         if (!options.ShuffleRows && options.MemoryBudgetMegabytes is not null)
             throw new NotSupportedException("ShuffleRows false (rows in the data's order) with MemoryBudgetMegabytes is not supported: a task read in passes is shuffled through a buffer. Leave MemoryBudgetMegabytes null, or ShuffleRows true.");
@@ -426,7 +430,7 @@ internal static class TrainingLoop
             if (context.Window is { } window)
             {
                 window.Add(batch);
-                context.BoundaryDue = context.Step % context.Options.BoundaryEverySteps == 0;
+                context.BoundaryDue = context.Detector is { } detector ? detector.Observe(taskLoss) : context.Step % context.Options.BoundaryEverySteps == 0;
             }
             if (fit?.Progress is { } report && stepInEpoch % reportEvery == 0 && stepInEpoch < stepsPerEpoch)
                 report(new ContinualFitProgress(context.Epoch, epochs, stepInEpoch, stepsPerEpoch, false, double.NaN, resumed));
@@ -490,9 +494,14 @@ internal static class TrainingLoop
         context.BoundaryDue = false;
         using var scope = NewDisposeScope();
         context.Network.eval();
+        context.BoundariesPassed++;
         WithWindow(context, context.Window!, () => context.State.Plugins.AtBoundary(context));
         context.Network.train();
-        context.BoundariesPassed++;
+        if (context.Options.BoundaryResetsOptimizer)
+        {
+            (context.Optimizer as IDisposable)?.Dispose();
+            context.Optimizer = context.CreateOptimizer();
+        }
         CheckParametersFinite(context, $"after the consolidation at step {context.Step}");
     }
 

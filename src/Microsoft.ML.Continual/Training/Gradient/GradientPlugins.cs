@@ -242,9 +242,10 @@ public sealed class AGemPlugin : MemoryPlugin
         _flat = new FlatGradients(context.Network);
         _deviceMemory = Memory.ToDevice(context.Device);
         if (_deviceMemory is null) return;
-        _generator = new Generator((ulong)(context.TaskSeed ^ 0x4147_454D), CPU); // draws are made on the CPU (then moved), so the generator lives there on every device
-        _gradient = zeros(_flat.Size, device: context.Device);
-        _reference = zeros(_flat.Size, device: context.Device);
+        _generator = new Generator((ulong)(context.TaskSeed ^ 0x4147_454D ^ (context.BoundariesPassed * 7919L)), CPU); // draws are made on the CPU (then moved), so the generator lives there on every device
+        // Detached and disposed at the task's end: a boundary inside a fit runs this again in a nested dispose scope.
+        _gradient = zeros(_flat.Size, device: context.Device).DetachFromDisposeScope();
+        _reference = zeros(_flat.Size, device: context.Device).DetachFromDisposeScope();
     }
 
     /// <inheritdoc/>
@@ -285,15 +286,25 @@ public sealed class AGemPlugin : MemoryPlugin
     public override void AfterTask(ContinualTrainingContext context)
     {
         var task = context.Task;
-        var random = new Random(unchecked((int)(context.TaskSeed ^ 0x4147_4500)));
-        Memory = Memory.Offer(task, context.TaskIndex, ExampleMemory.ClassesOf(task, context.State.Kind), ReplayBufferPolicy.TaskBalanced,
+        bool inFit = context.Options.Boundaries != ContinualBoundaries.Given;
+        // With boundaries inside a fit each window is a group of its own (the next after the memory's last), so the
+        // fair shares spread over the windows and the memory stays MemorySize rows however many there are.
+        int group = inFit ? Memory.TaskOf.DefaultIfEmpty(-1).Max() + 1 : context.TaskIndex;
+        var random = new Random(unchecked((int)(context.TaskSeed ^ 0x4147_4500 ^ (context.BoundariesPassed * 7919))));
+        Memory = Memory.Offer(task, group, ExampleMemory.ClassesOf(task, context.State.Kind), ReplayBufferPolicy.TaskBalanced,
             MemorySize, ExemplarSelection.Random, random, embed: null);
         _deviceMemory?.Dispose();
         _deviceMemory = null;
         _generator?.Dispose();
         _generator = null;
+        _gradient?.Dispose();
+        _reference?.Dispose();
         _gradient = _reference = null;
     }
+
+    /// <summary>Supported: at a boundary the window's sample joins the memory as a group of its own (fair shares over
+    /// the groups, at most <see cref="MemorySize"/> rows), and the reference gradients come from the memory as it then is.</summary>
+    public override string? WhyNotBoundariesInsideFit => null;
 
     /// <inheritdoc/>
     public override void SaveTaskProgress(ContinualState state) => Checkpoint.WriteGenerator(state, _generator);

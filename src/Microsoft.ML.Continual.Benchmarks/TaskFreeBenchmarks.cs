@@ -93,7 +93,8 @@ internal static class TaskFreeBenchmarks
     /// <summary>
     /// Boundaries inside a fit against given boundaries, on fuzzy-boundary Split MNIST (<see cref="TaskStream.FuzzySplit"/>):
     /// each method with its default options (EWC in Online mode: its Separate mode refuses boundaries inside a fit), MLP
-    /// 400-400, Adam, batch 128, one pass. Given: one fit per task on sharp Split MNIST (the same rows), one epoch each.
+    /// 400-400, Adam, batch 128, one pass. Given: one fit per task on sharp Split MNIST (all its rows; the fuzzy stream takes as many whole batches from
+    /// each pair as the smallest pair fills), one epoch each.
     /// Given, too: one fit per stretch of the fuzzy stream, in its order (the target's reference: the same rows in the
     /// same order, the consolidations at the stretches' ends). Task-free: one fit over the fuzzy stream in its order, consolidating every N steps, N = the steps one pair of digits
     /// fills (about as many consolidations as tasks) and N / 10 (ten times as many), and where the loss reaches a plateau

@@ -67,7 +67,7 @@ public sealed record ContinualFitStatistics(long Rows, int Epochs, long Steps, d
     public IReadOnlyList<double> EpochTrainingAccuracy { get; init; } = [];
 
     /// <summary>The boundaries passed inside the fit (<see cref="ContinualTrainerOptions.Boundaries"/> =
-    /// <see cref="ContinualBoundaries.EverySteps"/>), each a consolidation; the fit's end consolidates once more. 0 with given boundaries.</summary>
+    /// <see cref="ContinualBoundaries.EverySteps"/> or <see cref="ContinualBoundaries.OnLossPlateau"/>), each a consolidation; the fit's end consolidates once more. 0 with given boundaries.</summary>
     public int BoundariesPassed { get; init; }
 
     /// <summary>Rows × epochs run per second of the loop.</summary>

@@ -145,7 +145,10 @@ public abstract class ContinualTrainerOptions
     /// <summary>Where the methods consolidate (estimate importances, snapshot anchors): at the end of each fit, one fit
     /// being one task (<see cref="ContinualBoundaries.Given"/>, default), or also every <see cref="BoundaryEverySteps"/>
     /// optimizer steps inside a fit (<see cref="ContinualBoundaries.EverySteps"/>: task-free streams, where no one says
-    /// where a task ends; van de Ven et al.'s <c>--update-every</c>). Plugins that cannot consolidate inside a fit (the
+    /// where a task ends; van de Ven et al.'s <c>--update-every</c>), or where the task loss reaches a plateau after a
+    /// peak (<see cref="ContinualBoundaries.OnLossPlateau"/>, Aljundi et al. 2019). Accumulating importances (SI, MAS,
+    /// online EWC with Gamma 1, SCP) sum one estimate per consolidation, so consolidating more often holds the past more
+    /// strongly. Plugins that cannot consolidate inside a fit (the
     /// architecture family, which divides the network by task id) refuse the fit with the reason.</summary>
     /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
     public ContinualBoundaries Boundaries { get; set; } = ContinualBoundaries.Given;

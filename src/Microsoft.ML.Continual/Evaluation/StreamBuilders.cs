@@ -102,7 +102,7 @@ internal static class StreamBuilders
             throw new ArgumentException("Fuzzy boundaries are for domain- and class-incremental streams: a task-incremental row needs its own task id, and a blended stretch holds rows of two tasks.", nameof(scenario));
         if (batchSize < 1) throw new ArgumentOutOfRangeException(nameof(batchSize), "The stream's batch size must be at least 1.");
         var sharp = Split(train, test, name, scenario, groups, trainSamples, testSamples, seed);
-        // Each group's rows as the sharp stream draws them (same sample, same order), then blended.
+        // Each group's rows: the sharp stream's sample of it (the same rows), shuffled (salt 3), then blended.
         var pools = new List<Queue<(int Source, int Label)>>();
         for (int t = 0; t < groups.Count; t++)
         {
@@ -113,7 +113,9 @@ internal static class StreamBuilders
             pools.Add(new Queue<(int, int)>(rows.Select(r => (r, scenario == ContinualScenario.DomainIncremental ? Array.IndexOf(group, train.Classes[r]) : train.Classes[r]))));
         }
         int batchesPerGroup = pools.Min(p => p.Count) / batchSize;
-        if (batchesPerGroup < 2 * fuzzyBatches || fuzzyBatches < 1)
+        if (batchesPerGroup < 2)
+            throw new ArgumentOutOfRangeException(nameof(batchSize), $"Each group needs at least two batches of {batchSize} rows for a blend; the smallest has {pools.Min(p => p.Count)} rows.");
+        if (fuzzyBatches < 1 || fuzzyBatches > batchesPerGroup / 2)
             throw new ArgumentOutOfRangeException(nameof(fuzzyBatches), $"Option fuzzyBatches must be in [1, {batchesPerGroup / 2}]: each group fills {batchesPerGroup} batches of {batchSize} rows, and a blend takes F of them on each side of a boundary.");
         var draws = new Random(SeedOf(seed, groups.Count, 4));
         var stretches = Enumerable.Range(0, groups.Count).Select(_ => new List<(int Source, int Label)>()).ToList();

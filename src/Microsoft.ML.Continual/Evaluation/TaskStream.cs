@@ -110,6 +110,10 @@ public sealed class TaskStream : IReadOnlyList<ContinualTask>
     /// i-th of the 2F batches), so the stream drifts from one group to the next instead of switching. Task t of the result
     /// is the t-th stretch of the stream (as many batches as one group fills, blended at its edges) with group t's test
     /// rows; train on <see cref="TrainingInOrder"/> in one pass for the task-free setting, or task by task to compare.
+    /// Each stretch is drawn from as many batches as the smallest group fills whole (rows a larger group has beyond that
+    /// are not used); a row whose drawn group has run out (a group that gave rows to the stretch before it) comes from
+    /// the stretch's own group instead, and is left out when that one has run out too, so a stretch may be a few rows
+    /// short.
     /// Domain- or class-incremental (a task-incremental row would need its own task id). Unlike van de Ven's stream, the
     /// first group does not come back at the end.
     /// </summary>

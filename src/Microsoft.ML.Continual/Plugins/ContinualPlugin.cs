@@ -90,17 +90,20 @@ public abstract class ContinualPlugin
     public virtual void AfterTask(ContinualTrainingContext context) { }
 
     /// <summary>Null when the plugin can consolidate at boundaries the loop places inside a fit
-    /// (<see cref="ContinualTrainerOptions.Boundaries"/> = <see cref="ContinualBoundaries.EverySteps"/>), with state that
+    /// (<see cref="ContinualTrainerOptions.Boundaries"/> = <see cref="ContinualBoundaries.EverySteps"/> or
+    /// <see cref="ContinualBoundaries.OnLossPlateau"/>), with state that
     /// does not grow with their number; otherwise why not, for the error that refuses such a fit. Default: not supported.</summary>
     public virtual string? WhyNotBoundariesInsideFit => "it consolidates once per fit (one fit is one task), and has no form for boundaries inside a fit";
 
-    /// <summary>At a boundary inside a fit (<see cref="ContinualBoundaries.EverySteps"/>; only for plugins whose
+    /// <summary>At a boundary inside a fit (<see cref="ContinualBoundaries.EverySteps"/>, <see cref="ContinualBoundaries.OnLossPlateau"/>; only for plugins whose
     /// <see cref="WhyNotBoundariesInsideFit"/> is null): the network is in evaluation mode and
     /// <see cref="ContinualTrainingContext.Task"/> holds a uniform sample of the rows trained on since the previous
     /// boundary. Default: <see cref="AfterTask"/> then <see cref="BeforeTask"/>, consolidating as at the end of a task and
-    /// starting to track anew. The fit's optimizer and its state continue across the boundary. It runs in a dispose scope
-    /// of its own: tensors the plugin keeps must be detached (<c>DetachFromDisposeScope</c>), as state kept past a task's
-    /// end must be.</summary>
+    /// starting to track anew. The fit's optimizer and its state continue across the boundary (unless
+    /// <see cref="ContinualTrainerOptions.BoundaryResetsOptimizer"/>). It runs in a dispose scope of its own, so every
+    /// tensor the plugin keeps past it must be detached (<c>DetachFromDisposeScope</c>): its consolidated state, and also
+    /// what <see cref="BeforeTask"/> allocates for the task (which a fit's start would otherwise keep alive until the fit
+    /// ends); dispose what a consolidation replaces, since there is one per boundary.</summary>
     /// <param name="context">The fit.</param>
     public virtual void AtBoundary(ContinualTrainingContext context)
     {

@@ -227,8 +227,9 @@ public sealed class ContinualTrainingContext
     /// <summary>Optimizer steps taken in this task.</summary>
     public long Step { get; internal set; }
 
-    /// <summary>Boundaries passed inside this fit so far, the one being passed included (<see cref="ContinualBoundaries.EverySteps"/>;
-    /// 0 with given boundaries): distinct at every consolidation of a fit, e.g. to seed a draw.</summary>
+    /// <summary>Boundaries passed inside this fit so far, the one being passed included (with
+    /// <see cref="ContinualTrainerOptions.Boundaries"/> other than Given; 0 with given boundaries). The fit's end sees the
+    /// count of the last one: to tell every consolidation of a fit apart (e.g. to seed a draw), use <see cref="Step"/>.</summary>
     public int BoundariesPassed { get; internal set; }
 
     /// <summary>The sample of rows since the last boundary inside the fit; null with given boundaries.</summary>
@@ -237,7 +238,8 @@ public sealed class ContinualTrainingContext
     /// <summary>The loss-plateau detector with <see cref="ContinualBoundaries.OnLossPlateau"/>; null otherwise.</summary>
     internal LossPlateauDetector? Detector { get; init; }
 
-    /// <summary>True from the step that completes <see cref="ContinualTrainerOptions.BoundaryEverySteps"/> until the next
+    /// <summary>True from the step that completes a window (<see cref="ContinualTrainerOptions.BoundaryEverySteps"/> steps, or
+    /// a loss plateau) until the next
     /// step passes the boundary (a fit that ends first consolidates at its end instead, once).</summary>
     internal bool BoundaryDue { get; set; }
 

@@ -412,7 +412,11 @@ internal static class TrainingLoop
             using var scope = NewDisposeScope(); // the batch's tensors are made in MoveNext, inside the step's scope
             if (!batchEnumerator.MoveNext()) break;
             ContinualBatch batch = batchEnumerator.Current;
-            if (context.BoundaryDue) PassBoundary(context); // only now that a step follows: a fit's last window is its end's
+            if (context.BoundaryDue)
+            {
+                context.CurrentBatch = null; // the last step's batch is disposed; this one is not trained yet
+                PassBoundary(context);       // only now that a step follows: a fit's last window is its end's
+            }
             context.CurrentBatch = batch;
             context.Optimizer!.zero_grad();
             var (loss, taskLoss, rows, right, taskTermOnly) = Forward(context, batch);
@@ -499,8 +503,13 @@ internal static class TrainingLoop
         context.Network.train();
         if (context.Options.BoundaryResetsOptimizer)
         {
-            (context.Optimizer as IDisposable)?.Dispose();
+            // A new optimizer, as a new fit makes, at the learning rate the schedule has set for this epoch.
+            var old = context.Optimizer!;
+            double[] rates = old.ParamGroups.Select(g => g.LearningRate).ToArray();
+            (old as IDisposable)?.Dispose();
             context.Optimizer = context.CreateOptimizer();
+            int i = 0;
+            foreach (var group in context.Optimizer.ParamGroups) group.LearningRate = rates[Math.Min(i++, rates.Length - 1)];
         }
         CheckParametersFinite(context, $"after the consolidation at step {context.Step}");
     }

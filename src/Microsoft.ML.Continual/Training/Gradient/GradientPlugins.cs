@@ -218,6 +218,7 @@ public sealed class AGemPlugin : MemoryPlugin
     private Generator? _generator;
     private FlatGradients? _flat;
     private Tensor? _gradient, _reference;
+    private ExampleMemory? _madeHere; // the memory this instance made last (the one it started with is shared with the previous model)
 
     /// <summary>The memory budget in rows, shared equally among the tasks seen. Default 5,120 (256 per task after 20 tasks).</summary>
     public int MemorySize { get; set; } = 5120;
@@ -288,11 +289,17 @@ public sealed class AGemPlugin : MemoryPlugin
         var task = context.Task;
         bool inFit = context.Options.Boundaries != ContinualBoundaries.Given;
         // With boundaries inside a fit each window is a group of its own (the next after the memory's last), so the
-        // fair shares spread over the windows and the memory stays MemorySize rows however many there are.
-        int group = inFit ? Memory.TaskOf.DefaultIfEmpty(-1).Max() + 1 : context.TaskIndex;
-        var random = new Random(unchecked((int)(context.TaskSeed ^ 0x4147_4500 ^ (context.BoundariesPassed * 7919))));
-        Memory = Memory.Offer(task, group, ExampleMemory.ClassesOf(task, context.State.Kind), ReplayBufferPolicy.TaskBalanced,
+        // shares spread over the windows and the memory stays MemorySize rows however many there are (with more windows
+        // than MemorySize rows, FairShares gives the rows to the earliest groups and later windows add none). With given
+        // boundaries the group is the task index, as ever (the memory's groups are then all below it).
+        int group = Math.Max(context.TaskIndex, Memory.TaskOf.DefaultIfEmpty(-1).Max() + 1);
+        long draw = inFit ? context.Step : 0; // distinct at every consolidation of a fit, the end's included
+        var random = new Random(unchecked((int)(context.TaskSeed ^ 0x4147_4500 ^ (draw * 7919))));
+        var old = Memory;
+        Memory = old.Offer(task, group, ExampleMemory.ClassesOf(task, context.State.Kind), ReplayBufferPolicy.TaskBalanced,
             MemorySize, ExemplarSelection.Random, random, embed: null);
+        if (ReferenceEquals(old, _madeHere)) old.DisposeTensors(); // made at this fit's last boundary; the inherited one is shared
+        _madeHere = Memory;
         _deviceMemory?.Dispose();
         _deviceMemory = null;
         _generator?.Dispose();

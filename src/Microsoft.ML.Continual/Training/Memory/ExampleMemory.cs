@@ -69,6 +69,14 @@ internal sealed class ExampleMemory
         };
     }
 
+    /// <summary>Frees the tensors of a memory no one holds any more (a new memory never shares them: <c>Compose</c> copies).</summary>
+    public void DisposeTensors()
+    {
+        Features?.Dispose();
+        Targets?.Dispose();
+        Heads?.Dispose();
+    }
+
     /// <summary>
     /// The memory after task <paramref name="taskIndex"/>'s rows were offered under <paramref name="policy"/> with
     /// budget <paramref name="capacity"/>. Reservoir: O(rows) draws; balanced: fair shares per (task, class) group,

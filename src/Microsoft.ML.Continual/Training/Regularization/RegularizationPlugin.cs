@@ -29,8 +29,25 @@ public abstract class RegularizationPlugin : ContinualPlugin
     /// the one before.</summary>
     public override string? WhyNotBoundariesInsideFit => null;
 
-    /// <summary>The penalty's terms; replaced (never changed in place) at each consolidation.</summary>
-    internal IReadOnlyList<PenaltyTerm> Terms { get; private protected set; } = [];
+    /// <summary>The penalty's terms; replaced (never changed in place) at each consolidation. The plugin owns them (a fit
+    /// trains a copy made through the state store), so the terms a consolidation drops are disposed: with boundaries
+    /// inside a fit there is one consolidation per boundary, and their native memory must not wait for the finalizers.</summary>
+    internal IReadOnlyList<PenaltyTerm> Terms
+    {
+        get => _terms;
+        private protected set
+        {
+            foreach (var old in _terms)
+                if (!value.Contains(old))
+                {
+                    old.Anchor.Dispose();
+                    old.Importance.Dispose();
+                }
+            _terms = value;
+        }
+    }
+
+    private IReadOnlyList<PenaltyTerm> _terms = [];
 
     // Σ_k b_k and 2λ Σ_k b_k θ^b_k, per parameter: the penalty's gradient 2λ Σ_k b_k (θ − θ^b_k) is then
     // 2λ (Σ_k b_k) θ − 2λ Σ_k b_k θ^b_k, two operations per parameter however many terms (EWC's separate mode) there are.
@@ -44,6 +61,8 @@ public abstract class RegularizationPlugin : ContinualPlugin
             term.Anchor.AlignTo(context.Network);
             term.Importance.AlignTo(context.Network);
         }
+        _importanceSum?.Dispose();
+        _scaledWeightedAnchors?.Dispose();
         _importanceSum = _scaledWeightedAnchors = null;
         if (Terms.Count == 0) return;
         using var scope = NewDisposeScope();

@@ -56,6 +56,7 @@ public sealed class EwcPlugin : RegularizationPlugin
             var previous = Terms.Count > 0 ? Terms[0].Importance : null;
             float gamma = (float)Gamma;
             Terms = [new PenaltyTerm(anchor, fisher.Combine(previous, (f, old) => old is null ? f.clone() : old * gamma + f))];
+            fisher.Dispose();
         }
     }
 }
@@ -81,6 +82,7 @@ public sealed class MasPlugin : RegularizationPlugin
         var omega = ImportanceEstimation.OutputSensitivity(context, ImportanceSamples);
         var previous = Terms.Count > 0 ? Terms[0].Importance : null;
         Terms = [new PenaltyTerm(ParameterTensors.CopyOf(context.Network), omega.Combine(previous, (w, old) => old is null ? w.clone() : old + w))];
+        omega.Dispose();
     }
 }
 
@@ -114,6 +116,7 @@ public sealed class ScpPlugin : RegularizationPlugin
         var previous = Terms.Count > 0 ? Terms[0].Importance : null;
         float decay = (float)Gamma;
         Terms = [new PenaltyTerm(ParameterTensors.CopyOf(context.Network), gamma.Combine(previous, (g, old) => old is null ? g.clone() : old * decay + g))];
+        gamma.Dispose();
     }
 }
 
@@ -171,6 +174,8 @@ public sealed class SiPlugin : RegularizationPlugin
         var contribution = _omega!.Combine(null, (name, w, _) => w / ((end[name] - _start![name]).pow(2) + damping));
         var previous = Terms.Count > 0 ? Terms[0].Importance : null;
         Terms = [new PenaltyTerm(end, contribution.Combine(previous, (c, old) => old is null ? c.clone() : old + c))];
+        contribution.Dispose();
+        foreach (var spent in new[] { _start, _previous, _omega }) spent?.Dispose();
         _start = _previous = _omega = null;
     }
 }
@@ -285,7 +290,10 @@ public sealed class RWalkPlugin : RegularizationPlugin
         float scoreMax = Math.Max(_taskScores!.Names.Select(n => _taskScores[n].clamp_min(0).max().item<float>()).DefaultIfEmpty(0).Max(), 1e-12f);
         float fisherMax = Math.Max(_fisher!.Names.Select(n => _fisher[n].max().item<float>()).DefaultIfEmpty(0).Max(), 1e-12f);
         var taskScores = _taskScores.Combine(null, (s, _) => s.clamp_min(0) / scoreMax);
-        _scores = taskScores.Combine(_scores, (s, old) => old is null ? s.clone() : (old + s) * 0.5f);
+        var oldScores = _scores;
+        _scores = taskScores.Combine(oldScores, (s, old) => old is null ? s.clone() : (old + s) * 0.5f);
+        oldScores?.Dispose();
+        taskScores.Dispose();
         var importance = _scores.Combine(_fisher, (s, f) => f is null ? s.clone() : s + f / fisherMax);
         Terms = [new PenaltyTerm(ParameterTensors.CopyOf(context.Network), importance)];
         foreach (var spent in new[] { _previous, _taskScores, _windowStart, _windowSquares, _windowPath }) spent?.Dispose();

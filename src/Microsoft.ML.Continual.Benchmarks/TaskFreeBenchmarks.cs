@@ -154,7 +154,7 @@ internal static class TaskFreeBenchmarks
                 rows.Add((accuracy, statistics!.BoundariesPassed, Sizes(model), seconds));
             }
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {method} | {sharpAccuracy:F2} | {givenAccuracy:F2} | {rows[0].Accuracy:F2} ({rows[0].Accuracy - givenAccuracy:+0.00;-0.00}) | {rows[1].Accuracy:F2} ({rows[1].Accuracy - givenAccuracy:+0.00;-0.00}) | {rows[2].Accuracy:F2} ({rows[2].Accuracy - givenAccuracy:+0.00;-0.00}) | {rows[0].Passed} / {rows[1].Passed} / {rows[2].Passed} | {Sizes(given.Models[^1])} | {rows[0].Sizes} | {rows[1].Sizes} | {givenSeconds:F0} / {rows[1].Seconds:F0} |"));
+                $"| {method} | {sharpAccuracy:F2} | {givenAccuracy:F2} | {rows[0].Accuracy:F2} ({Math.Round(rows[0].Accuracy - givenAccuracy, 2):+0.00;-0.00;0.00}) | {rows[1].Accuracy:F2} ({Math.Round(rows[1].Accuracy - givenAccuracy, 2):+0.00;-0.00;0.00}) | {rows[2].Accuracy:F2} ({Math.Round(rows[2].Accuracy - givenAccuracy, 2):+0.00;-0.00;0.00}) | {rows[0].Passed} / {rows[1].Passed} / {rows[2].Passed} | {Sizes(given.Models[^1])} | {rows[0].Sizes} | {rows[1].Sizes} | {givenSeconds:F0} / {rows[1].Seconds:F0} |"));
         }
     }
 }

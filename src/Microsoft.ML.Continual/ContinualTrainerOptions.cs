@@ -155,29 +155,38 @@ public abstract class ContinualTrainerOptions
 
     /// <summary>With <see cref="Boundaries"/> = <see cref="ContinualBoundaries.EverySteps"/>: optimizer steps between two
     /// consolidations (default 100). The consolidation estimates from a uniform sample of up to
-    /// <see cref="BoundarySampleRows"/> rows of the steps since the one before.</summary>
+    /// <see cref="BoundarySampleRows"/> rows of the steps since the one before. The default was not tuned: it is about one
+    /// pair's worth of steps on Split MNIST (87 at batch 128, measured in docs/benchmarks.md); set it near the number of
+    /// steps over which your stream changes.</summary>
+    /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
     public int BoundaryEverySteps { get; set; } = 100;
 
     /// <summary>With <see cref="Boundaries"/> = <see cref="ContinualBoundaries.OnLossPlateau"/>: the steps whose task
     /// losses (each step's, before its update) form the window the plateau is read from. Default 5 (Aljundi et al. 2019).</summary>
+    /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
     public int BoundaryLossWindow { get; set; } = 5;
 
     /// <summary>With <see cref="ContinualBoundaries.OnLossPlateau"/>: the window's mean task loss must be below this for a
     /// plateau. Default 0.2 (the authors' code). It is on the loss's own scale (cross-entropy here): raise it for a
     /// harder stream whose loss never gets that low, or no boundary is found.</summary>
+    /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
     public double BoundaryLossMean { get; set; } = 0.2;
 
     /// <summary>With <see cref="ContinualBoundaries.OnLossPlateau"/>: the window's loss variance must be below this for a
     /// plateau. Default 0.1 (the authors' code).</summary>
+    /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
     public double BoundaryLossVariance { get; set; } = 0.1;
 
     /// <summary>With boundaries inside a fit: whether each boundary starts
     /// the optimizer anew (its moments and step count), as a new fit does at a given boundary. Default false: the
     /// optimizer goes on across boundaries.</summary>
+    /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
     public bool BoundaryResetsOptimizer { get; set; }
 
     /// <summary>The most rows kept of the steps since the last boundary, for the next consolidation's estimates (a
-    /// reservoir: a uniform sample, memory bounded whatever <see cref="BoundaryEverySteps"/> is). Default 1,000.</summary>
+    /// reservoir: a uniform sample, memory bounded whatever <see cref="BoundaryEverySteps"/> is). Default 1,000, the
+    /// number of rows EWC's and MAS's importance estimates sample by default.</summary>
+    /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
     public int BoundarySampleRows { get; set; } = 1000;
 
     /// <summary>Rows of each fit's data the model keeps as the reference of
@@ -291,6 +300,7 @@ public sealed class ContinualModelFormatException : FormatException
 }
 
 /// <summary>Where a trainer's methods consolidate (<see cref="ContinualTrainerOptions.Boundaries"/>).</summary>
+/// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
 public enum ContinualBoundaries
 {
     /// <summary>At the end of each fit: one fit is one task (the task-aware setting of most of the literature).</summary>

@@ -51,10 +51,19 @@ public static class TaskFreeSample
             options.BoundaryEverySteps = 23;
             return options;
         }
+        static T OnPlateau<T>(T options) where T : ContinualTrainerOptions
+        {
+            options.Boundaries = ContinualBoundaries.OnLossPlateau; // instead of every 23 steps
+            return options;
+        }
         foreach (var (name, trainer) in new (string, ContinualTrainer)[]
         {
             ("FineTune", ml.Continual().Trainers.FineTune(TaskFree(new FineTuneTrainer.Options()))),
             ("online EWC", ml.Continual().Trainers.Ewc(TaskFree(new EwcTrainer.Options { Mode = EwcMode.Online }))),
+            // The same, with a new optimizer at each boundary, as a new fit would start.
+            ("online EWC, optimizer reset at each boundary", ml.Continual().Trainers.Ewc(TaskFree(new EwcTrainer.Options { Mode = EwcMode.Online, BoundaryResetsOptimizer = true }))),
+            // Boundaries where the task loss settles after a rise (Aljundi et al. 2019), no step count given.
+            ("online EWC, boundaries on a loss plateau", ml.Continual().Trainers.Ewc(OnPlateau(TaskFree(new EwcTrainer.Options { Mode = EwcMode.Online })))),
         })
         {
             ContinualFitStatistics? pass = null;

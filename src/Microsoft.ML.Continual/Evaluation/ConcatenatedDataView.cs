@@ -20,18 +20,13 @@ internal sealed class ConcatenatedDataView : IDataView
                 throw new ArgumentException($"View {v + 1} has other columns than the first ({string.Join(", ", schema.Select(c => $"{c.Name}: {c.Type}"))} against {string.Join(", ", first.Select(c => $"{c.Name}: {c.Type}"))}).", nameof(views));
             // A key column's values name its keys: the same key must mean the same class in every view.
             foreach (var column in first.Where(c => c.Type is KeyDataViewType))
-                if (!KeyNames(column).SequenceEqual(KeyNames(schema[column.Index])))
-                    throw new ArgumentException($"View {v + 1}'s key column '{column.Name}' names its keys otherwise than the first view's ({string.Join(", ", KeyNames(schema[column.Index]).Take(10))} against {string.Join(", ", KeyNames(column).Take(10))}): the same key would mean another class.", nameof(views));
+            {
+                IReadOnlyList<string> mine = TrainingLoop.KeyNames(schema[column.Index]) ?? [], firsts = TrainingLoop.KeyNames(column) ?? [];
+                if (!mine.SequenceEqual(firsts))
+                    throw new ArgumentException($"View {v + 1}'s key column '{column.Name}' names its keys otherwise than the first view's ({string.Join(", ", mine.Take(10))} against {string.Join(", ", firsts.Take(10))}): the same key would mean another class.", nameof(views));
+            }
         }
         _views = views;
-    }
-
-    private static IEnumerable<string> KeyNames(DataViewSchema.Column column)
-    {
-        if (column.Annotations.Schema.GetColumnOrNull("KeyValues") is not { Type: VectorDataViewType { ItemType: TextDataViewType } }) return [];
-        VBuffer<ReadOnlyMemory<char>> values = default;
-        column.Annotations.GetValue("KeyValues", ref values);
-        return values.DenseValues().Select(v => v.ToString()).ToList();
     }
 
     public bool CanShuffle => false;

@@ -3,71 +3,40 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Continual;
 
 /// <summary>
-/// The rows trained on since the last boundary inside a fit (<see cref="ContinualBoundaries.EverySteps"/>): a uniform
-/// reservoir sample of at most <see cref="ContinualTrainerOptions.BoundarySampleRows"/> of them (Vitter's algorithm R),
-/// which the next consolidation estimates from. Its memory is bounded however many steps a boundary spans.
+/// The rows trained on since the last boundary inside a fit: a uniform reservoir sample of at most
+/// <see cref="ContinualTrainerOptions.BoundarySampleRows"/> of them (the online memories' <see cref="ReservoirBuffer"/>,
+/// emptied at each boundary), which the next consolidation estimates from. Its memory is bounded however many steps a
+/// boundary spans.
 /// </summary>
 internal sealed class BoundaryWindow : IDisposable
 {
-    private readonly int _capacity;
+    private readonly ReservoirBuffer _rows;
     private readonly Random _random;
-    private Tensor? _features, _targets, _heads;
-    private int _filled;
-    private long _seen;
 
     public BoundaryWindow(int capacity, long seed)
     {
-        _capacity = capacity;
+        _rows = new ReservoirBuffer(capacity);
         _random = new Random(unchecked((int)(seed ^ 0x424E_4457)));
     }
 
     /// <summary>Rows in the sample.</summary>
-    public int Count => _filled;
+    public int Count => _rows.Count;
 
     /// <summary>Offers every row of a trained batch to the reservoir, in the batch's order.</summary>
-    public void Add(ContinualBatch batch)
-    {
-        var slotOfRow = new SortedDictionary<long, long>(); // slot → the batch row that ends in it (a later row wins, as one row at a time would)
-        for (long row = 0; row < batch.Rows; row++)
-        {
-            long seen = _seen++;
-            long slot = _filled < _capacity ? _filled++ : _random.NextInt64(seen + 1);
-            if (slot < _capacity) slotOfRow[slot] = row;
-        }
-        if (slotOfRow.Count == 0) return;
-        using var scope = NewDisposeScope();
-        using var _ = no_grad();
-        _features ??= Allocate(batch.Features);
-        _targets ??= Allocate(batch.Targets);
-        if (batch.Heads is not null) _heads ??= Allocate(batch.Heads);
-        var device = batch.Features.device;
-        Tensor slots = tensor(slotOfRow.Keys.ToArray(), device: device), rows = tensor(slotOfRow.Values.ToArray(), device: device);
-        _features.index_copy_(0, slots, batch.Features.index_select(0, rows));
-        _targets.index_copy_(0, slots, batch.Targets.index_select(0, rows));
-        if (batch.Heads is not null) _heads!.index_copy_(0, slots, batch.Heads.index_select(0, rows));
-    }
-
-    private Tensor Allocate(Tensor like) =>
-        zeros([_capacity, .. like.shape.Skip(1)], dtype: like.dtype, device: like.device).DetachFromDisposeScope();
+    public void Add(ContinualBatch batch) => _rows.Add(batch, logits: null, _random);
 
     /// <summary>The sample as task data (copies, owned by the caller), and an empty reservoir for the next window.</summary>
     public ContinualTaskData Take()
     {
-        if (_filled == 0 || _features is null || _targets is null) throw new InvalidOperationException("The boundary window is empty.");
+        if (_rows.Count == 0) throw new InvalidOperationException("The boundary window is empty.");
         using var scope = NewDisposeScope();
-        var taken = new ContinualTaskData(_features.narrow(0, 0, _filled).clone().DetachFromDisposeScope(),
-            _targets.narrow(0, 0, _filled).clone().DetachFromDisposeScope(), _heads?.narrow(0, 0, _filled).clone().DetachFromDisposeScope());
-        _filled = 0;
-        _seen = 0;
+        var taken = new ContinualTaskData(_rows.Features!.clone().DetachFromDisposeScope(), _rows.Targets!.clone().DetachFromDisposeScope(),
+            _rows.Heads?.clone().DetachFromDisposeScope());
+        _rows.Clear();
         return taken;
     }
 
-    public void Dispose()
-    {
-        _features?.Dispose();
-        _targets?.Dispose();
-        _heads?.Dispose();
-    }
+    public void Dispose() => _rows.Dispose();
 }
 
 /// <summary>

@@ -627,7 +627,8 @@ internal static class TrainingLoop
             throw new ArgumentException($"The options describe another network than the previous model's: {string.Join("; ", differences)} (model vs options).", "options");
     }
 
-    private static IReadOnlyList<string>? KeyNames(Microsoft.ML.DataViewSchema.Column column)
+    /// <summary>A key column's value names (its KeyValues annotation), or null when it has none.</summary>
+    internal static IReadOnlyList<string>? KeyNames(Microsoft.ML.DataViewSchema.Column column)
     {
         if (column.Annotations.Schema.GetColumnOrNull("KeyValues") is not { } annotation || annotation.Type is not Microsoft.ML.Data.VectorDataViewType { ItemType: Microsoft.ML.Data.TextDataViewType })
             return null;

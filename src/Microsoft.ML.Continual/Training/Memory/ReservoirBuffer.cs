@@ -169,6 +169,13 @@ internal sealed class ReservoirBuffer : IDisposable
         return buffer;
     }
 
+    /// <summary>Empties the buffer for a new reservoir (the tensors are kept for reuse): the boundary window's next window.</summary>
+    public void Clear()
+    {
+        Count = 0;
+        Seen = 0;
+    }
+
     public void Dispose()
     {
         _features?.Dispose();

@@ -1,3 +1,4 @@
+using Microsoft.ML.Data;
 using Microsoft.ML.Continual;
 using Xunit;
 
@@ -105,5 +106,19 @@ public class RowScoringTests
         var scored = model.Transform(ml.Data.LoadFromEnumerable(rows));
         using (var cursor = scored.GetRowCursor(scored.Schema))
             for (int i = 0; i < 300; i++) Assert.True(cursor.MoveNext());
+
+        // The cursor's block lives in libtorch's memory: a dispose scope the caller had open when the cursor was made, and
+        // closed before it is read, must not free it.
+        DataViewRowCursor outlived;
+        using (TorchSharp.torch.NewDisposeScope())
+            outlived = scored.GetRowCursor(scored.Schema.Where(c => c.Name == "Score"));
+        using (outlived)
+        {
+            var getter = outlived.GetGetter<VBuffer<float>>(outlived.Schema["Score"]);
+            VBuffer<float> score = default;
+            var read = new List<float>();
+            while (outlived.MoveNext()) { getter(ref score); read.AddRange(score.DenseValues()); }
+            Assert.Equal(TestData.Bytes(TestData.Scores(model, ml.Data.LoadFromEnumerable(rows))), TestData.Bytes(read.ToArray()));
+        }
     }
 }

@@ -49,7 +49,7 @@ internal sealed partial class ScoredDataView : IDataView
         private readonly bool[] _active;
         private readonly Action<Span<float>, long>? _readFeatures;
         private readonly TaskData.ValueGetter? _readTask;
-        private readonly float[] _features;
+        private readonly IInputBlock? _block;
         private readonly long[]? _heads;
         private readonly float[] _scores;
         private int _blockCount, _blockIndex = -1;
@@ -63,10 +63,10 @@ internal sealed partial class ScoredDataView : IDataView
             _active = new bool[parent.Schema.Count];
             foreach (var c in needed) _active[c.Index] = true;
             var columns = parent._columns;
-            _features = new float[BlockSize * columns.FeatureSize];
             _scores = new float[BlockSize * columns.OutputSize];
             if (ahead is not null)
             {
+                _block = parent._scorer.CreateInputBlock(BlockSize, columns.FeatureSize);
                 _readFeatures = TaskData.MakeFeatureReader(ahead, columns.FeatureColumn, columns.FeatureSize);
                 if (columns.TaskIdColumn is { } t)
                 {
@@ -100,7 +100,7 @@ internal sealed partial class ScoredDataView : IDataView
             while (!_aheadDone && _blockCount < BlockSize)
             {
                 if (!_ahead!.MoveNext()) { _aheadDone = true; break; }
-                _readFeatures!(_features.AsSpan(_blockCount * columns.FeatureSize, columns.FeatureSize), _ahead.Position);
+                _readFeatures!(_block!.Row(_blockCount), _ahead.Position);
                 if (_readTask is not null)
                 {
                     if (!_readTask(out LabelValue id))
@@ -109,7 +109,7 @@ internal sealed partial class ScoredDataView : IDataView
                 }
                 _blockCount++;
             }
-            _parent._scorer.Score(_features, _heads, _blockCount, _scores);
+            _block!.Score(_heads, _blockCount, _scores);
         }
 
         private ReadOnlyMemory<float> CurrentScores()
@@ -140,6 +140,7 @@ internal sealed partial class ScoredDataView : IDataView
             {
                 _main.Dispose();
                 _ahead?.Dispose();
+                _block?.Dispose();
             }
             base.Dispose(disposing);
         }

@@ -14,6 +14,27 @@ internal interface IBlockScorer
     /// <summary>Scores one row (its head in <paramref name="heads"/>[0] for a multi-head model) into <paramref name="outputs"/>,
     /// for prediction engines: the same values as <see cref="Score"/> within 1e-6, by the fastest path the model has.</summary>
     void ScoreRow(float[] features, long[]? heads, float[] outputs) => Score(features, heads, 1, outputs);
+
+    /// <summary>A buffer of <paramref name="capacity"/> input rows that a cursor fills row by row and scores in place:
+    /// by default managed memory scored through <see cref="Score"/>.</summary>
+    IInputBlock CreateInputBlock(int capacity, int featureSize) => new ManagedInputBlock(this, new float[capacity * featureSize], featureSize);
+}
+
+/// <summary>One block of input rows, filled by a cursor and scored without another copy; owned by one cursor.</summary>
+internal interface IInputBlock : IDisposable
+{
+    /// <summary>Where the features of row <paramref name="index"/> of the block go.</summary>
+    Span<float> Row(int index);
+
+    /// <summary>Scores the first <paramref name="rows"/> rows into <paramref name="outputs"/> (rows x OutputSize).</summary>
+    void Score(long[]? heads, int rows, float[] outputs);
+}
+
+internal sealed class ManagedInputBlock(IBlockScorer scorer, float[] features, int featureSize) : IInputBlock
+{
+    public Span<float> Row(int index) => features.AsSpan(index * featureSize, featureSize);
+    public void Score(long[]? heads, int rows, float[] outputs) => scorer.Score(features, heads, rows, outputs);
+    public void Dispose() { }
 }
 
 /// <summary>
@@ -63,6 +84,10 @@ internal sealed class Scorer : IBlockScorer
         lock (_lock) Forward(features, heads, rows, outputs);
     }
 
+    /// <summary>A block in libtorch's own memory, which the cursor fills directly: one copy fewer per row than filling
+    /// managed memory and copying it in (<see cref="ToNative"/>), and the same 64-byte-aligned start.</summary>
+    public IInputBlock CreateInputBlock(int capacity, int featureSize) => new NativeInputBlock(this, capacity, featureSize);
+
     /// <summary>The block copied into libtorch's own memory with one memory copy: wrapping the managed array made results
     /// drift by 1 ulp between runs (its alignment changes the kernels' paths), and TensorAccessor's copy goes value by value.</summary>
     private unsafe Tensor ToNative(ReadOnlySpan<float> block, int rows)
@@ -75,12 +100,53 @@ internal sealed class Scorer : IBlockScorer
     private void Forward(float[] features, long[]? heads, int rows, float[] outputs)
     {
         using var scope = NewDisposeScope();
+        Forward(ToNative(features.AsSpan(0, rows * _state.FeatureSize), rows), heads, rows, outputs);
+    }
+
+    /// <summary>Scores the first <paramref name="rows"/> rows of <paramref name="block"/> (a contiguous CPU tensor).</summary>
+    private void Forward(Tensor block, long[]? heads, int rows, float[] outputs)
+    {
+        using var scope = NewDisposeScope();
         using var _ = no_grad();
-        Tensor x = ToNative(features.AsSpan(0, rows * _state.FeatureSize), rows).to(_device);
-        Tensor? h = heads is null ? null : tensor(heads.AsSpan(0, rows).ToArray()).to(_device);
+        // On the CPU the moves and the copy to contiguous memory are skipped: each is a native call and a new handle per block.
+        bool onCpu = _device.type == TorchSharp.DeviceType.CPU;
+        Tensor x = rows == block.shape[0] ? block : block.narrow(0, 0, rows);
+        if (!onCpu) x = x.to(_device);
+        Tensor? h = heads is null ? null : tensor(heads.AsSpan(0, rows).ToArray());
+        if (h is not null && !onCpu) h = h.to(_device);
         Tensor output = _state.Plugins.ScoringOutputs(_state.Network, x, h, _state.Network.Forward(x, h));
         if (_state.Kind == ContinualPredictionKind.Multiclass)
             output = nn.functional.softmax(_state.MaskLogits(output, h), 1);
-        output.cpu().contiguous().data<float>().CopyTo(outputs.AsSpan(0, rows * OutputSize));
+        if (!onCpu) output = output.cpu();
+        if (!output.is_contiguous()) output = output.contiguous();
+        output.data<float>().CopyTo(outputs.AsSpan(0, rows * OutputSize));
+    }
+
+    private sealed unsafe class NativeInputBlock : IInputBlock
+    {
+        private readonly Scorer _scorer;
+        private readonly Tensor _block;
+        private readonly float* _start;
+        private readonly int _featureSize;
+
+        public NativeInputBlock(Scorer scorer, int capacity, int featureSize)
+        {
+            _scorer = scorer;
+            _featureSize = featureSize;
+            // Owned by the cursor, not by any dispose scope a caller has open around it.
+            _block = empty(capacity, featureSize).DetachFromDisposeScope();
+            _start = (float*)_block.storage<float>().data_ptr();
+        }
+
+        public Span<float> Row(int index) => new(_start + (long)index * _featureSize, _featureSize);
+
+        public void Score(long[]? heads, int rows, float[] outputs)
+        {
+            if (rows == 0) return;
+            if (_scorer._lock is null) { _scorer.Forward(_block, heads, rows, outputs); return; }
+            lock (_scorer._lock) _scorer.Forward(_block, heads, rows, outputs);
+        }
+
+        public void Dispose() => _block.Dispose();
     }
 }

@@ -189,6 +189,19 @@ public abstract class ContinualTrainerOptions
     /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
     public int BoundarySampleRows { get; set; } = 1000;
 
+    /// <summary>Whether each fit continues one pass over a single stream where the previous fit stopped, so that many
+    /// small refits on consecutive slices (a batch job every hour) train exactly as one fit over the whole stream would,
+    /// to the bit. Needs boundaries inside fits (<see cref="Boundaries"/> not Given: with given boundaries each fit is a
+    /// task), one epoch and <see cref="ShuffleRows"/> false. The model then carries, besides its network and plugin
+    /// state: the optimizer's state, the step count, the sample of rows since the last boundary and the loss-plateau
+    /// detector, the fit's generator, the plugins' in-task progress, and the rows of the last slice short of a batch
+    /// (they are trained first by the next fit, never as a short batch). A fit's end is not a boundary. Default false.</summary>
+    /// <remarks>Bit-identity with one pass also needs the network's shape fixed from the first fit: give the label as a key
+    /// of known count (ML.NET's <c>MapValueToKey</c> over the whole vocabulary). When a new class widens the head, the
+    /// optimizer starts anew at that fit, with a warning.</remarks>
+    /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
+    public bool ContinueAcrossFits { get; set; }
+
     /// <summary>Rows of each fit's data the model keeps as the reference of
     /// <see cref="ContinualCatalog.DetectShift(ITransformer, IDataView, ShiftDetectionOptions?)"/> (a uniform sample of the
     /// latest fit's rows, as the network sees them: the feature vector; replaced by every refit). Default 500, at most
@@ -266,6 +279,10 @@ public abstract class ContinualTrainerOptions
         Check(BoundaryLossVariance > 0 && double.IsFinite(BoundaryLossVariance), nameof(BoundaryLossVariance), "positive and finite");
         Check(BoundaryEverySteps is >= 1 and <= 100_000_000, nameof(BoundaryEverySteps), "in [1, 100,000,000]");
         Check(BoundarySampleRows is >= 1 and <= 100_000, nameof(BoundarySampleRows), "in [1, 100,000]");
+        if (ContinueAcrossFits && Boundaries == ContinualBoundaries.Given)
+            throw new ArgumentOutOfRangeException(nameof(ContinueAcrossFits), "Option ContinueAcrossFits needs boundaries inside fits (Boundaries = EverySteps or OnLossPlateau): with Boundaries = Given every fit is a task of its own.");
+        if (ContinueAcrossFits && (NumberOfEpochs != 1 || ShuffleRows))
+            throw new ArgumentOutOfRangeException(nameof(ContinueAcrossFits), $"Option ContinueAcrossFits trains one pass in the data's order: set NumberOfEpochs = 1 (it is {NumberOfEpochs}) and ShuffleRows = false (it is {ShuffleRows}).");
     }
 }
 

@@ -15,7 +15,8 @@ namespace Microsoft.ML.Continual.Internal;
 /// The model's layout inside the ML.NET zip. The main entry holds the header (format version, trainer, options as
 /// name/value text, label vocabulary, task ids, network shape and backbone, and the plugins with their settings);
 /// <c>Network.bin</c> holds the weights, <c>Plugin{i}-{name}.bin</c> each plugin's state store and the optional
-/// <c>ShiftReference.bin</c> the rows shift detection compares new data with (a reader that does not know it skips it). Every count is bounded
+/// <c>ShiftReference.bin</c> the rows shift detection compares new data with and the optional <c>Continuation.bin</c>
+/// where a stream's one pass stopped (<see cref="StreamContinuation"/>; a reader that does not know them skips them). Every count is bounded
 /// and every size checked against the bytes its entry holds before anything is allocated; nothing read is ever used to
 /// choose a type to instantiate beyond the trainer, plugin and backbone registries.
 /// </summary>
@@ -88,6 +89,7 @@ internal static class ModelFormat
             ctx.SaveBinaryStream(PluginEntry(i, plugins[i].Name), store.Write);
         }
         if (state.ShiftReference is { } reference) ctx.SaveBinaryStream(ShiftReference.EntryName, reference.Write);
+        if (state.Continuation is { } continuation) ctx.SaveBinaryStream(StreamContinuation.EntryName, continuation.Write);
     }
 
     private static void WritePairs(BinaryWriter w, IReadOnlyList<KeyValuePair<string, string>> pairs)
@@ -216,6 +218,12 @@ internal static class ModelFormat
                 pluginList.AttachTo(network);
                 entry = ShiftReference.EntryName; // optional: older models and models fitted with ShiftReferenceRows 0 have none
                 ctx.TryLoadBinaryStream(entry, reader => state.ShiftReference = ShiftReference.Read(reader, featureSize));
+                entry = StreamContinuation.EntryName; // optional: only models fitted with ContinueAcrossFits have it
+                ctx.TryLoadBinaryStream(entry, reader =>
+                {
+                    long bytes = reader.BaseStream.CanSeek ? reader.BaseStream.Length - reader.BaseStream.Position : ModelIO.MaxCount * 8L;
+                    state.Continuation = ContinualState.Read(reader, bytes, "stream continuation");
+                });
             }
             catch
             {

@@ -32,6 +32,9 @@ internal sealed class ContinualModelState : IDisposable
     public long RowsSeen { get; set; }
     /// <summary>The sample of the latest fit's rows that shift detection compares new data with; null if none is kept.</summary>
     public ShiftReference? ShiftReference { get; set; }
+    /// <summary>With <see cref="ContinualTrainerOptions.ContinueAcrossFits"/>: where the stream's one pass stopped, for the
+    /// next fit to go on from (<see cref="StreamContinuation"/>); null otherwise.</summary>
+    public ContinualState? Continuation { get; set; }
 
     private Tensor? _allowedCache;
 
@@ -94,6 +97,7 @@ internal sealed class ContinualModelState : IDisposable
     public void Dispose()
     {
         _allowedCache?.Dispose();
+        Continuation?.Dispose();
         Network.Dispose();
     }
 }

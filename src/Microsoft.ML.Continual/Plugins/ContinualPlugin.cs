@@ -95,6 +95,14 @@ public abstract class ContinualPlugin
     /// does not grow with their number; otherwise why not, for the error that refuses such a fit. Default: not supported.</summary>
     public virtual string? WhyNotBoundariesInsideFit => "it consolidates once per fit (one fit is one task), and has no form for boundaries inside a fit";
 
+    /// <summary>Null when the plugin can go on across fits as one pass over a stream
+    /// (<see cref="ContinualTrainerOptions.ContinueAcrossFits"/>): everything it changes during a task besides its
+    /// <see cref="SaveState"/> is written by <see cref="SaveTaskProgress"/> and read back by <see cref="LoadTaskProgress"/>
+    /// after <see cref="BeforeTask"/> at the next fit, and a fit's end is not a consolidation to it. Otherwise why not, for
+    /// the error that refuses such a fit. Default: supported exactly when <see cref="SupportsCheckpoints"/> is true.</summary>
+    public virtual string? WhyNotContinuesAcrossFits => SupportsCheckpoints ? null
+        : "it changes state during a task that SaveTaskProgress does not capture (SupportsCheckpoints is false)";
+
     /// <summary>At a boundary inside a fit (<see cref="ContinualBoundaries.EverySteps"/>, <see cref="ContinualBoundaries.OnLossPlateau"/>; only for plugins whose
     /// <see cref="WhyNotBoundariesInsideFit"/> is null): the network is in evaluation mode and
     /// <see cref="ContinualTrainingContext.Task"/> holds a uniform sample of the rows trained on since the previous

@@ -228,12 +228,18 @@ public sealed class ContinualTrainingContext
     public long Step { get; internal set; }
 
     /// <summary>Boundaries passed inside this fit so far, the one being passed included (with
-    /// <see cref="ContinualTrainerOptions.Boundaries"/> other than Given; 0 with given boundaries). The fit's end sees the
-    /// count of the last one: to tell every consolidation of a fit apart (e.g. to seed a draw), use <see cref="Step"/>.</summary>
+    /// <see cref="ContinualTrainerOptions.Boundaries"/> other than Given; 0 with given boundaries); with
+    /// <see cref="ContinualTrainerOptions.ContinueAcrossFits"/>, inside the stream's pass so far, as <see cref="Step"/> is.
+    /// The fit's end sees the count of the last one: to tell every consolidation of a fit apart (e.g. to seed a draw),
+    /// use <see cref="Step"/>.</summary>
     public int BoundariesPassed { get; internal set; }
 
     /// <summary>The sample of rows since the last boundary inside the fit; null with given boundaries.</summary>
     internal BoundaryWindow? Window { get; init; }
+
+    /// <summary>What the previous fit left to go on from, with <see cref="ContinualTrainerOptions.ContinueAcrossFits"/>; null
+    /// for a fit that starts a pass (or any other fit).</summary>
+    internal ContinualState? Continuation { get; init; }
 
     /// <summary>The loss-plateau detector with <see cref="ContinualBoundaries.OnLossPlateau"/>; null otherwise.</summary>
     internal LossPlateauDetector? Detector { get; init; }

@@ -58,6 +58,10 @@ internal sealed class PluginList
     public void AtBoundary(ContinualTrainingContext context) { foreach (var p in Items) p.AtBoundary(context); }
 
     /// <summary>The first plugin that cannot consolidate inside a fit, with its reason; null when all can.</summary>
+    public (string Plugin, string Reason)? WhyNotContinuesAcrossFits() =>
+        Items.Select(p => (p.Name, p.WhyNotContinuesAcrossFits)).Where(x => x.WhyNotContinuesAcrossFits is not null)
+            .Select(x => ((string, string)?)(x.Name, x.WhyNotContinuesAcrossFits!)).FirstOrDefault();
+
     public (string Plugin, string Reason)? WhyNotBoundariesInsideFit() =>
         Items.Select(p => (p.Name, p.WhyNotBoundariesInsideFit)).Where(x => x.WhyNotBoundariesInsideFit is not null)
             .Select(x => ((string, string)?)(x.Name, x.WhyNotBoundariesInsideFit!)).FirstOrDefault();

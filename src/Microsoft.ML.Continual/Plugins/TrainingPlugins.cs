@@ -24,6 +24,9 @@ public sealed class EarlyStoppingPlugin : ContinualPlugin
     /// <summary>Supported: it works per fit (its epochs), whatever happens at boundaries inside it.</summary>
     public override string? WhyNotBoundariesInsideFit => null;
 
+    /// <summary>Not supported: it acts at each epoch's end, and a fit that continues a stream's pass is not an epoch of its own.</summary>
+    public override string? WhyNotContinuesAcrossFits => "it acts at each epoch's end, and a fit that continues a stream's one pass has no epochs of its own";
+
     /// <summary>Nothing to do at a boundary inside a fit.</summary>
     public override void AtBoundary(ContinualTrainingContext context) { }
 
@@ -155,6 +158,9 @@ public sealed class LearningRateSchedulePlugin : ContinualPlugin
 {
     /// <summary>Supported: it works per fit (its epochs), whatever happens at boundaries inside it.</summary>
     public override string? WhyNotBoundariesInsideFit => null;
+
+    /// <summary>Not supported: it acts at each epoch's end, and a fit that continues a stream's pass is not an epoch of its own.</summary>
+    public override string? WhyNotContinuesAcrossFits => "it acts at each epoch's end, and a fit that continues a stream's one pass has no epochs of its own";
 
     /// <summary>Nothing to do at a boundary inside a fit.</summary>
     public override void AtBoundary(ContinualTrainingContext context) { }

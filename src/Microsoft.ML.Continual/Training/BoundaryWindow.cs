@@ -13,10 +13,21 @@ internal sealed class BoundaryWindow : IDisposable
     private readonly ReservoirBuffer _rows;
     private readonly Random _random;
 
-    public BoundaryWindow(int capacity, long seed)
+    /// <param name="capacity">The most rows kept.</param>
+    /// <param name="seed">The reservoir's seed.</param>
+    /// <param name="savable">Whether the reservoir's generator must be saved with the window (a fit that continues across
+    /// fits); otherwise it is <see cref="System.Random"/>, as it has always been.</param>
+    public BoundaryWindow(int capacity, long seed, bool savable = false)
     {
         _rows = new ReservoirBuffer(capacity);
-        _random = new Random(unchecked((int)(seed ^ 0x424E_4457)));
+        long mixed = seed ^ 0x424E_4457;
+        _random = savable ? new SavableRandom(mixed) : new Random(unchecked((int)mixed));
+    }
+
+    private BoundaryWindow(ReservoirBuffer rows, Random random)
+    {
+        _rows = rows;
+        _random = random;
     }
 
     /// <summary>Rows in the sample.</summary>
@@ -34,6 +45,21 @@ internal sealed class BoundaryWindow : IDisposable
             _rows.Heads?.clone().DetachFromDisposeScope());
         _rows.Clear();
         return taken;
+    }
+
+    /// <summary>Writes the sample and its generator's position under <paramref name="prefix"/>.</summary>
+    public void Save(ContinualState state, string prefix)
+    {
+        _rows.Save(state, prefix + "rows/");
+        ((SavableRandom)_random).Save(state, prefix + "random");
+    }
+
+    /// <summary>The window <see cref="Save"/> wrote, on <paramref name="device"/>.</summary>
+    public static BoundaryWindow Load(ContinualState state, string prefix, int capacity, Device device)
+    {
+        var rows = ReservoirBuffer.Load(state, prefix + "rows/", capacity);
+        rows.MoveTo(device);
+        return new BoundaryWindow(rows, SavableRandom.Load(state, prefix + "random"));
     }
 
     public void Dispose() => _rows.Dispose();
@@ -58,6 +84,29 @@ internal sealed class LossPlateauDetector
         _length = length;
         _meanThreshold = meanThreshold;
         _varianceThreshold = varianceThreshold;
+    }
+
+    /// <summary>Writes the window of losses and what the last plateau left under <paramref name="prefix"/>.</summary>
+    public void Save(ContinualState state, string prefix)
+    {
+        using var losses = TorchSharp.torch.tensor(_window.ToArray(), TorchSharp.torch.ScalarType.Float64);
+        state.Set(prefix + "losses", losses);
+        state.Set(prefix + "last mean", _lastMean);
+        state.Set(prefix + "last variance", _lastVariance);
+        state.Set(prefix + "peak seen", _peakSeen);
+    }
+
+    /// <summary>Restores what <see cref="Save"/> wrote into this detector (made with the same options).</summary>
+    public void Load(ContinualState state, string prefix)
+    {
+        using var losses = state.GetTensor(prefix + "losses");
+        if (losses.dtype != TorchSharp.torch.ScalarType.Float64 || losses.dim() != 1 || losses.shape[0] > _length)
+            throw new ContinualModelFormatException($"The loss-plateau detector's window is not at most {_length} losses.");
+        _window.Clear();
+        foreach (double loss in losses.data<double>().ToArray()) _window.Enqueue(loss);
+        _lastMean = state.GetDouble(prefix + "last mean");
+        _lastVariance = state.GetDouble(prefix + "last variance");
+        _peakSeen = state.GetBoolean(prefix + "peak seen");
     }
 
     /// <summary>Adds a step's task loss; true when the loss has reached a plateau after a peak (a boundary).</summary>

@@ -121,7 +121,7 @@ internal static class Checkpoint
         }
     }
 
-    private static void WriteOptimizer(BinaryWriter writer, optim.Optimizer optimizer)
+    internal static void WriteOptimizer(BinaryWriter writer, optim.Optimizer optimizer)
     {
         switch (optimizer)
         {
@@ -131,7 +131,7 @@ internal static class Checkpoint
         }
     }
 
-    private static void ReadOptimizer(BinaryReader reader, optim.Optimizer optimizer)
+    internal static void ReadOptimizer(BinaryReader reader, optim.Optimizer optimizer)
     {
         switch (optimizer)
         {

@@ -84,7 +84,9 @@ internal static class TrainingLoop
 
         if (options.NumberOfThreads is int threads) set_num_threads(threads); // process-wide in libtorch: applied only when set
         int seed = options.Seed ?? (env is IHostEnvironmentInternal internalEnv ? internalEnv.Seed : null) ?? 0;
-        int taskIndex = previous?.TasksSeen ?? 0;
+        // A fit that continues a stream's pass goes on with the previous fit's task; any other fit is a task of its own.
+        ContinualState? carried = options.ContinueAcrossFits ? previous?.Continuation : null;
+        int taskIndex = carried is not null ? previous!.TasksSeen - 1 : previous?.TasksSeen ?? 0;
         var device = new Device(options.Device);
         var stopwatch = Stopwatch.StartNew();
 
@@ -109,13 +111,22 @@ internal static class TrainingLoop
         };
         try
         {
-            using var task = new ContinualTaskData(read.Data.Features.to(device), labels.Targets.to(device),
-                labels.HeadOfRow is null ? null : tensor(labels.HeadOfRow).to(device));
-            var context = new ContinualTrainingContext(state, task, device, cancellation)
+            using var task = WithPendingRows(carried, new ContinualTaskData(read.Data.Features.to(device), labels.Targets.to(device),
+                labels.HeadOfRow is null ? null : tensor(labels.HeadOfRow).to(device)), columns.FeatureSize, device);
+            if (!options.ContinueAcrossFits && previous?.Continuation is { } dropped && dropped.GetInt64("pending/rows") is > 0 and var droppedRows)
+                channel.Warning($"The previous fit left {droppedRows} rows short of a batch for a fit that continues its pass; this fit does not (ContinueAcrossFits is false), so they are not trained.");
+            // Continuing a pass, only whole batches are trained; the rest waits in the model for the next fit.
+            long trainedRows = options.ContinueAcrossFits ? task.Count - task.Count % options.BatchSize : task.Count;
+            using var trained = trainedRows == task.Count ? null
+                : new ContinualTaskData(task.Features.narrow(0, 0, trainedRows), task.Targets.narrow(0, 0, trainedRows), task.Heads?.narrow(0, 0, trainedRows));
+            var context = new ContinualTrainingContext(state, trained ?? task, device, cancellation)
             {
+                Continuation = carried,
                 TaskIndex = taskIndex, TaskSeed = taskSeed, Random = random, InfoSink = message => channel.Info(message),
                 Stream = batches, HeadsInTask = labels.HeadsInTask.ToArray(), Communicator = communicator,
-                Window = options.Boundaries != ContinualBoundaries.Given ? new BoundaryWindow(options.BoundarySampleRows, taskSeed) : null,
+                Window = options.Boundaries == ContinualBoundaries.Given ? null
+                    : carried is not null ? StreamContinuation.Window(carried, options.BoundarySampleRows, device)
+                    : new BoundaryWindow(options.BoundarySampleRows, taskSeed, savable: options.ContinueAcrossFits),
                 Detector = options.Boundaries == ContinualBoundaries.OnLossPlateau
                     ? new LossPlateauDetector(options.BoundaryLossWindow, options.BoundaryLossMean, options.BoundaryLossVariance) : null,
             };
@@ -136,17 +147,24 @@ internal static class TrainingLoop
             network.Random = random;
             var loopClock = Stopwatch.StartNew();
             var epochs = TrainEpochs(context, channel, trainerName, fit);
-            Consolidate(context, fit);
-            long trainedRows = batches?.RowCount ?? context.Task.Count;
+            if (options.ContinueAcrossFits)
+            {
+                // Not a boundary: the pass goes on at the next fit, from where this one stopped.
+                context.Network.eval();
+                CheckParametersFinite(context, "at the fit's end");
+                state.Continuation = StreamContinuation.Capture(context, task, trainedRows);
+            }
+            else Consolidate(context, fit);
+            trainedRows = batches?.RowCount ?? context.Task.Count;
             var statistics = new ContinualFitStatistics(trainedRows, epochs.EpochSeconds.Count, context.Step, loopClock.Elapsed.TotalSeconds, epochs.EpochSeconds)
             {
                 EpochTrainingAccuracy = epochs.EpochAccuracy,
-                BoundariesPassed = context.BoundariesPassed,
+                BoundariesPassed = context.BoundariesPassed - StreamContinuation.BoundariesBefore(carried), // this fit's
             };
-            if (!ReferenceEquals(context.Task, task)) context.Task.Dispose();
+            if (!ReferenceEquals(context.Task, task) && !ReferenceEquals(context.Task, trained)) context.Task.Dispose();
             state.Network.Random = null;
             state.TasksSeen = taskIndex + 1;
-            state.RowsSeen += batches?.RowCount ?? task.Count;
+            state.RowsSeen += trainedRows;
             state.ShiftReference = KeepReference(read.Data.Features, options.ShiftReferenceRows, taskSeed);
             state.Network.eval();
             channel.Info($"Task {taskIndex + 1} trained on {trainedRows} rows in {stopwatch.Elapsed.TotalSeconds:F1} s.");
@@ -157,6 +175,25 @@ internal static class TrainingLoop
         {
             state.Dispose();
             throw;
+        }
+    }
+
+    /// <summary>The task with the rows the previous fit left short of a batch first (a fit that continues a pass); the task
+    /// itself when there are none.</summary>
+    private static ContinualTaskData WithPendingRows(ContinualState? carried, ContinualTaskData task, int featureSize, Device device)
+    {
+        if (carried is null || StreamContinuation.PendingRows(carried, featureSize) is not var (features, targets, heads)) return task;
+        using (task)
+        using (features)
+        using (targets)
+        using (heads)
+        {
+            if ((heads is null) != (task.Heads is null))
+                throw new ContinualDataException(null, "The rows left from the previous fit and this fit's rows do not both have task ids: a pass continued across fits keeps its task-id column.");
+            using var scope = NewDisposeScope();
+            return new ContinualTaskData(cat([features.to(device), task.Features]).DetachFromDisposeScope(),
+                cat([targets.to(device).to_type(task.Targets.dtype), task.Targets]).DetachFromDisposeScope(),
+                heads is null ? null : cat([heads.to(device), task.Heads!]).DetachFromDisposeScope());
         }
     }
 
@@ -194,6 +231,10 @@ internal static class TrainingLoop
                 throw new NotSupportedException($"Trainer {trainerName} cannot consolidate inside a fit (Boundaries = {options.Boundaries}): plugin {plugin}: {reason}. Use Boundaries = Given (one fit per task), or a method that supports it (the regularization family with EWC in Online mode, A-GEM, Er, DER, DER++, MIR, FineTune).");
             if (fit?.CheckpointPath is not null)
                 throw new NotSupportedException($"Boundaries = {options.Boundaries} with a CheckpointPath is not supported: the sample of rows since the last boundary is not in the checkpoint. Run without CheckpointPath (the model file is still written atomically at the end).");
+            if (options.ContinueAcrossFits && plugins.WhyNotContinuesAcrossFits() is var (stopper, why))
+                throw new NotSupportedException($"Trainer {trainerName} cannot continue one pass across fits (ContinueAcrossFits): plugin {stopper}: {why}. Leave ContinueAcrossFits false (each fit ends at a boundary), or use a method that supports it (L2, online EWC, MAS, A-GEM, Er, FineTune).");
+            if (options.ContinueAcrossFits && communicator.Size > 1)
+                throw new NotSupportedException($"ContinueAcrossFits with data-parallel training ({communicator.Description}) is not supported: the rows short of a batch and the window are one process's. Train in one process.");
             if (options.Boundaries == ContinualBoundaries.OnLossPlateau && communicator.Size > 1)
                 throw new NotSupportedException($"Boundaries = OnLossPlateau with data-parallel training ({communicator.Description}) is not supported: each process sees the loss of its own share, and the processes must agree on every boundary. Use EverySteps, or train in one process.");
         }
@@ -352,6 +393,7 @@ internal static class TrainingLoop
         parallel?.CheckSameStart(context, trainerName);
         plugins.BeforeTask(context); // may replace context.Task (the joint baseline trains on every task so far) or the network
         context.Optimizer = context.CreateOptimizer();
+        if (context.Continuation is { } carried) StreamContinuation.Restore(carried, context, message => channel.Warning(message));
         if (parallel is not null)
         {
             parallel.BroadcastParameters(context);

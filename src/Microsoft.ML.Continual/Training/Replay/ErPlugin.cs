@@ -43,7 +43,9 @@ public sealed class ErPlugin : ContinualPlugin
         _buffer ??= new ReservoirBuffer(MemorySize);
         _buffer.MoveTo(context.Device);
         _sampling = new Generator((ulong)(context.TaskSeed ^ 0x4552_5331), CPU);
-        _reservoir = new Random(unchecked((int)(context.TaskSeed ^ 0x4552_5332)));
+        // A pass continued across fits saves the reservoir's position, which System.Random cannot give; other fits keep it.
+        long reservoirSeed = context.TaskSeed ^ 0x4552_5332;
+        _reservoir = context.Options.ContinueAcrossFits ? new SavableRandom(reservoirSeed) : new Random(unchecked((int)reservoirSeed));
     }
 
     /// <summary>The memory sample, weighted m / (b + m): with the task term scaled by b / (b + m) (<see cref="BeforeBackward"/>) the loss is the mean over both.</summary>
@@ -91,6 +93,23 @@ public sealed class ErPlugin : ContinualPlugin
 
     /// <summary>False: the memory changes at every step, which a checkpoint does not capture.</summary>
     public override bool SupportsCheckpoints => false;
+
+    /// <summary>Supported: the memory is the plugin's state, and its two generators are its progress.</summary>
+    public override string? WhyNotContinuesAcrossFits => null;
+
+    /// <summary>The memory sampler's and the reservoir's positions (a fit that continues a pass across fits).</summary>
+    public override void SaveTaskProgress(ContinualState state)
+    {
+        Checkpoint.WriteGenerator(state, _sampling);
+        if (_reservoir is SavableRandom reservoir) reservoir.Save(state, "reservoir");
+    }
+
+    /// <inheritdoc/>
+    public override void LoadTaskProgress(ContinualState state)
+    {
+        Checkpoint.ReadGenerator(state, _sampling);
+        if (state.Contains("reservoir")) _reservoir = SavableRandom.Load(state, "reservoir");
+    }
 
     /// <inheritdoc/>
     public override IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long>

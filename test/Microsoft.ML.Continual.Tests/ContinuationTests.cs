@@ -1,0 +1,121 @@
+using System.IO.Compression;
+using Xunit;
+
+namespace Microsoft.ML.Continual.Tests;
+
+/// <summary>ContinueAcrossFits: many refits on consecutive slices of a stream train exactly as one pass over it.</summary>
+public sealed class ContinuationTests
+{
+    private static ComposedTrainer.Options Options(ContinualBoundaries boundaries) => new()
+    {
+        HiddenLayerSizes = [8], BatchSize = 10, NumberOfEpochs = 1, Seed = 2, ShuffleRows = false, Dropout = 0.1f,
+        Boundaries = boundaries, BoundaryEverySteps = 7, BoundarySampleRows = 40, BoundaryLossMean = 2.0, BoundaryLossVariance = 0.01,
+        ShiftReferenceRows = 0, ContinueAcrossFits = true,
+    };
+
+    private static ContinualPlugin[] Plugins(string method) => method switch
+    {
+        "FineTune" => [],
+        "OnlineEwc" => [new EwcPlugin { Mode = EwcMode.Online, Lambda = 50 }],
+        "Mas" => [new MasPlugin()],
+        "Er" => [new ErPlugin { MemorySize = 30 }],
+        "AGem" => [new AGemPlugin { MemorySize = 30 }],
+        _ => throw new ArgumentOutOfRangeException(nameof(method)),
+    };
+
+    /// <summary>Every entry of the saved model, by name (the zip's own timestamps left out).</summary>
+    private static Dictionary<string, byte[]> Entries(MLContext ml, ITransformer model, DataViewSchema schema)
+    {
+        using var stream = new MemoryStream();
+        ml.Model.Save(model, schema, stream);
+        stream.Position = 0;
+        using var zip = new ZipArchive(stream, ZipArchiveMode.Read);
+        return zip.Entries.ToDictionary(e => e.FullName, e =>
+        {
+            using var entry = e.Open();
+            using var bytes = new MemoryStream();
+            entry.CopyTo(bytes);
+            return bytes.ToArray();
+        });
+    }
+
+    private static ITransformer SaveAndLoad(MLContext ml, ITransformer model, DataViewSchema schema)
+    {
+        using var stream = new MemoryStream();
+        ml.Model.Save(model, schema, stream);
+        stream.Position = 0;
+        return ml.Model.Load(stream, out _);
+    }
+
+    /// <summary>Cut points of <paramref name="rows"/> rows into <paramref name="slices"/> slices of uneven sizes, none under 3
+    /// rows (every slice then holds each of the 3 classes, which the rows cycle through).</summary>
+    private static List<int> Cuts(int rows, int slices, int seed)
+    {
+        var random = new Random(seed);
+        var sizes = Enumerable.Range(0, slices).Select(_ => 3 + random.Next(1000)).ToArray();
+        double scale = (rows - 3.0 * slices) / sizes.Sum(s => s - 3);
+        var cuts = new List<int> { 0 };
+        for (int i = 1; i < slices; i++) cuts.Add(cuts[^1] + 3 + (int)((sizes[i - 1] - 3) * scale));
+        cuts.Add(rows);
+        return cuts;
+    }
+
+    [Theory]
+    [InlineData("FineTune", ContinualBoundaries.EverySteps, 10)]
+    [InlineData("OnlineEwc", ContinualBoundaries.EverySteps, 10)]
+    [InlineData("OnlineEwc", ContinualBoundaries.OnLossPlateau, 100)]
+    [InlineData("Mas", ContinualBoundaries.EverySteps, 100)]
+    [InlineData("Er", ContinualBoundaries.EverySteps, 10)]
+    [InlineData("Er", ContinualBoundaries.OnLossPlateau, 100)]
+    [InlineData("AGem", ContinualBoundaries.EverySteps, 100)]
+    public void RefitsOnConsecutiveSlices_SavedAndLoadedBetween_TrainAsOnePass_ToTheBit(string method, ContinualBoundaries boundaries, int slices)
+    {
+        var ml = new MLContext(seed: 1);
+        // Two domains one after the other (the loss rises at the change), 60 whole batches and one row left waiting.
+        var rows = TestData.Rows(0, [0, 1, 2], 300, seed: 4).Concat(TestData.Rows(1, [0, 1, 2], 301, seed: 4)).ToList();
+        var all = ml.Data.LoadFromEnumerable(rows);
+        var trainer = ml.Continual().Trainers.Compose(Options(boundaries), Plugins(method));
+        ContinualFitStatistics? onePassStatistics = null;
+        var onePass = trainer.Fit(all, null, new ContinualFitOptions { Completed = s => onePassStatistics = s });
+
+        var cuts = Cuts(rows.Count, slices, seed: slices);
+        int boundariesPassed = 0;
+        ITransformer model = trainer.Fit(ml.Data.LoadFromEnumerable(rows.GetRange(0, cuts[1])), null,
+            new ContinualFitOptions { Completed = s => boundariesPassed += s.BoundariesPassed });
+        for (int i = 1; i < slices; i++)
+        {
+            // A new job each time: the model goes through its file, and the next slice continues from what it holds.
+            model = SaveAndLoad(ml, model, all.Schema);
+            model = ml.Continual().Refit(model, ml.Data.LoadFromEnumerable(rows.GetRange(cuts[i], cuts[i + 1] - cuts[i])),
+                new ContinualFitOptions { Completed = s => boundariesPassed += s.BoundariesPassed });
+        }
+
+        Assert.True(onePassStatistics!.BoundariesPassed >= 2, $"the stream passed only {onePassStatistics.BoundariesPassed} boundaries");
+        Assert.Equal(onePassStatistics.BoundariesPassed, boundariesPassed); // each fit reports its own
+        var expected = Entries(ml, onePass, all.Schema);
+        var actual = Entries(ml, model, all.Schema);
+        Assert.Equal(expected.Keys.Order(), actual.Keys.Order());
+        Assert.Contains("Continuation.bin", expected.Keys.Select(Path.GetFileName));
+        foreach (var (name, bytes) in expected) Assert.True(bytes.AsSpan().SequenceEqual(actual[name]), $"entry {name} differs");
+        Assert.Equal(1, ((ContinualTransformer)model).TasksSeen);
+    }
+
+    [Fact]
+    public void ContinueAcrossFits_RefusesWhatCannotContinue_AndARefitWithoutItDropsTheWaitingRowsWithAWarning()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(TestData.Rows(0, [0, 1, 2], 55, seed: 4));
+        var given = Options(ContinualBoundaries.Given);
+        Assert.Contains("Boundaries = EverySteps", Assert.Throws<ArgumentOutOfRangeException>(() => ml.Continual().Trainers.Compose(given).Fit(data)).Message);
+        var shuffled = Options(ContinualBoundaries.EverySteps);
+        shuffled.ShuffleRows = true;
+        Assert.Contains("ShuffleRows = false", Assert.Throws<ArgumentOutOfRangeException>(() => ml.Continual().Trainers.Compose(shuffled).Fit(data)).Message);
+        var e = Assert.Throws<NotSupportedException>(() => ml.Continual().Trainers.Compose(Options(ContinualBoundaries.EverySteps), new SiPlugin()).Fit(data));
+        Assert.Contains("SaveTaskProgress", e.Message);
+
+        // 55 rows, batches of 10: 50 trained, 5 wait in the model.
+        var model = ml.Continual().Trainers.Compose(Options(ContinualBoundaries.EverySteps)).Fit(data);
+        Assert.Equal(50, model.State.RowsSeen);
+        Assert.Equal(5, model.State.Continuation!.GetInt64("pending/rows"));
+    }
+}

@@ -20,6 +20,9 @@ public sealed class ContinuationTests
         "Mas" => [new MasPlugin()],
         "Er" => [new ErPlugin { MemorySize = 30 }],
         "AGem" => [new AGemPlugin { MemorySize = 30 }],
+        "DerPlusPlus" => [new DarkExperiencePlugin { MemorySize = 30, Beta = 0.5 }],
+        "L2" => [new L2Plugin()],
+        "Scp" => [new ScpPlugin()],
         _ => throw new ArgumentOutOfRangeException(nameof(method)),
     };
 
@@ -68,6 +71,9 @@ public sealed class ContinuationTests
     [InlineData("Er", ContinualBoundaries.EverySteps, 10)]
     [InlineData("Er", ContinualBoundaries.OnLossPlateau, 100)]
     [InlineData("AGem", ContinualBoundaries.EverySteps, 100)]
+    [InlineData("DerPlusPlus", ContinualBoundaries.EverySteps, 100)]
+    [InlineData("L2", ContinualBoundaries.OnLossPlateau, 10)]
+    [InlineData("Scp", ContinualBoundaries.EverySteps, 10)]
     public void RefitsOnConsecutiveSlices_SavedAndLoadedBetween_TrainAsOnePass_ToTheBit(string method, ContinualBoundaries boundaries, int slices)
     {
         var ml = new MLContext(seed: 1);
@@ -98,6 +104,31 @@ public sealed class ContinuationTests
         Assert.Contains("Continuation.bin", expected.Keys.Select(Path.GetFileName));
         foreach (var (name, bytes) in expected) Assert.True(bytes.AsSpan().SequenceEqual(actual[name]), $"entry {name} differs");
         Assert.Equal(1, ((ContinualTransformer)model).TasksSeen);
+    }
+
+    [Fact]
+    public void Run_OverSegments_WithContinueAcrossFits_IsOnePassWithItsRMatrixAtEachSegmentEnd()
+    {
+        // A stream of three segments (domains) without boundaries for the method: Run refits segment by segment and
+        // evaluates after each, and with ContinueAcrossFits its last model is the one pass over the joined segments.
+        var ml = new MLContext(seed: 1);
+        var segments = Enumerable.Range(0, 3).Select(t =>
+        {
+            var rows = TestData.Rows(t, [0, 1, 2], 203, seed: 6);
+            return new ContinualTask($"segment {t}", ml.Data.LoadFromEnumerable(rows.Take(150)), ml.Data.LoadFromEnumerable(rows.Skip(150)));
+        }).ToList();
+        var stream = new TaskStream("three segments", ContinualScenario.DomainIncremental, segments);
+        var trainer = ml.Continual().Trainers.Compose(Options(ContinualBoundaries.EverySteps), new EwcPlugin { Mode = EwcMode.Online, Lambda = 50 });
+        var result = ml.Continual().Run(trainer, stream, new ContinualRunOptions { EvaluateBeforeTraining = false });
+        var onePass = trainer.Fit(stream.TrainingInOrder());
+        var schema = segments[0].Train.Schema;
+        var expected = Entries(ml, onePass, schema);
+        var actual = Entries(ml, result.Models[^1], schema);
+        foreach (var (name, bytes) in expected) Assert.True(bytes.AsSpan().SequenceEqual(actual[name]), $"entry {name} differs");
+        // R[i, j] after each segment i, the segment accuracies after the pass in the last row.
+        for (int i = 1; i <= 3; i++)
+            for (int j = 1; j <= 3; j++) Assert.InRange(result.Metrics.R(i, j), 0.0, 1.0);
+        Assert.Equal(Enumerable.Range(1, 3).Average(j => result.Metrics.R(3, j)), result.Metrics.AverageAccuracy, 12);
     }
 
     [Fact]

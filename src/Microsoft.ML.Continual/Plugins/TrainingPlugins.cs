@@ -25,7 +25,7 @@ public sealed class EarlyStoppingPlugin : ContinualPlugin
     public override string? WhyNotBoundariesInsideFit => null;
 
     /// <summary>Not supported: it acts at each epoch's end, and a fit that continues a stream's pass is not an epoch of its own.</summary>
-    public override string? WhyNotContinuesAcrossFits => "it acts at each epoch's end, and a fit that continues a stream's one pass has no epochs of its own";
+    public override string? WhyNotContinuesAcrossFits => "it acts at each epoch's end, and a fit that continues a stream's one pass has no epochs of its own (ValidationFraction = 0 turns it off; the tool sets it unless told)";
 
     /// <summary>Nothing to do at a boundary inside a fit.</summary>
     public override void AtBoundary(ContinualTrainingContext context) { }
@@ -159,8 +159,9 @@ public sealed class LearningRateSchedulePlugin : ContinualPlugin
     /// <summary>Supported: it works per fit (its epochs), whatever happens at boundaries inside it.</summary>
     public override string? WhyNotBoundariesInsideFit => null;
 
-    /// <summary>Not supported: it acts at each epoch's end, and a fit that continues a stream's pass is not an epoch of its own.</summary>
-    public override string? WhyNotContinuesAcrossFits => "it acts at each epoch's end, and a fit that continues a stream's one pass has no epochs of its own";
+    /// <summary>Supported: a pass continued across fits has one epoch (<see cref="ContinualTrainerOptions.ContinueAcrossFits"/>
+    /// requires it), whose rate is the base rate at every fit, as in the one pass.</summary>
+    public override string? WhyNotContinuesAcrossFits => null;
 
     /// <summary>Nothing to do at a boundary inside a fit.</summary>
     public override void AtBoundary(ContinualTrainingContext context) { }

@@ -56,7 +56,9 @@ public sealed class DarkExperiencePlugin : ContinualPlugin
         _buffer ??= new ReservoirBuffer(MemorySize);
         _buffer.MoveTo(context.Device);
         _sampling = new Generator((ulong)(context.TaskSeed ^ 0x4445_5253), CPU);
-        _reservoir = new Random(unchecked((int)(context.TaskSeed ^ 0x4445_5252)));
+        // A pass continued across fits saves the reservoir's position, which System.Random cannot give; other fits keep it.
+        long reservoirSeed = context.TaskSeed ^ 0x4445_5252;
+        _reservoir = context.Options.ContinueAcrossFits ? new SavableRandom(reservoirSeed) : new Random(unchecked((int)reservoirSeed));
     }
 
     /// <summary>The logit-matching sample (weight 0: its loss is the squared distance, added in <see cref="BeforeBackward"/>)
@@ -131,13 +133,24 @@ public sealed class DarkExperiencePlugin : ContinualPlugin
         _buffer = ReservoirBuffer.LoadOptional(state, MemorySize);
 
     /// <inheritdoc/>
-    public override void SaveTaskProgress(ContinualState state) => Checkpoint.WriteGenerator(state, _sampling);
+    public override void SaveTaskProgress(ContinualState state)
+    {
+        Checkpoint.WriteGenerator(state, _sampling);
+        if (_reservoir is SavableRandom reservoir) reservoir.Save(state, "reservoir");
+    }
 
     /// <inheritdoc/>
-    public override void LoadTaskProgress(ContinualState state) => Checkpoint.ReadGenerator(state, _sampling);
+    public override void LoadTaskProgress(ContinualState state)
+    {
+        Checkpoint.ReadGenerator(state, _sampling);
+        if (state.Contains("reservoir")) _reservoir = SavableRandom.Load(state, "reservoir");
+    }
 
     /// <summary>False: the memory and its reservoir draws change at every step, which a checkpoint does not capture.</summary>
     public override bool SupportsCheckpoints => false;
+
+    /// <summary>Supported: the memory (with its logits) is the plugin's state, and its two generators are its progress.</summary>
+    public override string? WhyNotContinuesAcrossFits => null;
 
     /// <inheritdoc/>
     public override IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long>

@@ -107,6 +107,14 @@ public sealed class BoundaryTests
             Assert.Equal(60, model.StateSizes["memory rows"]);
             Assert.Equal(every == 20 ? 2 : 20, model.StateSizes["memory tasks"]); // one group per consolidation: boundaries and the end
         }
+
+        // Replay, task-balanced: the same, and its draws for the minibatches come from the memory as it then is.
+        foreach (int every in new[] { 20, 2 })
+        {
+            var model = ml.Continual().Trainers.Compose(Options(every), new ReplayPlugin { MemorySize = 60, BufferPolicy = ReplayBufferPolicy.TaskBalanced }).Fit(data);
+            Assert.Equal(60, model.StateSizes["memory rows"]);
+            Assert.Equal(every == 20 ? 2 : 20, model.StateSizes["memory tasks"]);
+        }
     }
 
     [Fact]

@@ -23,6 +23,7 @@ public sealed class ContinuationTests
         "DerPlusPlus" => [new DarkExperiencePlugin { MemorySize = 30, Beta = 0.5 }],
         "L2" => [new L2Plugin()],
         "Scp" => [new ScpPlugin()],
+        "Replay" => [new ReplayPlugin { MemorySize = 30 }],
         _ => throw new ArgumentOutOfRangeException(nameof(method)),
     };
 
@@ -74,6 +75,7 @@ public sealed class ContinuationTests
     [InlineData("DerPlusPlus", ContinualBoundaries.EverySteps, 100)]
     [InlineData("L2", ContinualBoundaries.OnLossPlateau, 10)]
     [InlineData("Scp", ContinualBoundaries.EverySteps, 10)]
+    [InlineData("Replay", ContinualBoundaries.EverySteps, 100)]
     public void RefitsOnConsecutiveSlices_SavedAndLoadedBetween_TrainAsOnePass_ToTheBit(string method, ContinualBoundaries boundaries, int slices)
     {
         var ml = new MLContext(seed: 1);

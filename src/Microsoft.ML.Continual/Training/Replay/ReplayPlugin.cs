@@ -9,6 +9,7 @@ public sealed class ReplayPlugin : MemoryPlugin
 {
     private ContinualTaskData? _deviceMemory;
     private Generator? _generator;
+    private ExampleMemory? _madeHere; // the memory this instance made last (the one it started with is shared with the previous model)
 
     /// <summary>The memory budget in rows. Default 1,000.</summary>
     public int MemorySize { get; set; } = 1000;
@@ -40,7 +41,9 @@ public sealed class ReplayPlugin : MemoryPlugin
     {
         _deviceMemory = Memory.ToDevice(context.Device);
         _generator = _deviceMemory is null ? null
-            : new Generator((ulong)(context.TaskSeed ^ 0x5245_504C), CPU); // draws are made on the CPU (then moved), so the generator lives there on every device
+            // Draws are made on the CPU (then moved), so the generator lives there on every device; a boundary inside a
+            // fit runs this again, with a seed of its own.
+            : new Generator((ulong)(context.TaskSeed ^ 0x5245_504C ^ (context.BoundariesPassed * 7919L)), CPU);
     }
 
     /// <inheritdoc/>
@@ -59,15 +62,29 @@ public sealed class ReplayPlugin : MemoryPlugin
     public override void AfterTask(ContinualTrainingContext context)
     {
         var task = context.Task;
-        var random = new Random(unchecked((int)(context.TaskSeed ^ 0x5245_5000)));
+        // With boundaries inside a fit each window's sample is offered as a group of its own (the next after the memory's
+        // last), drawn with a seed of its own; with given boundaries the group is the task index, as ever.
+        bool inFit = context.Options.Boundaries != ContinualBoundaries.Given;
+        int group = inFit ? Math.Max(context.TaskIndex, Memory.TaskOf.DefaultIfEmpty(-1).Max() + 1) : context.TaskIndex;
+        long draw = inFit ? context.Step : 0;
+        var random = new Random(unchecked((int)(context.TaskSeed ^ 0x5245_5000 ^ (draw * 7919))));
         var network = context.Network;
-        Memory = Memory.Offer(task, context.TaskIndex, ExampleMemory.ClassesOf(task, context.State.Kind), BufferPolicy,
+        var old = Memory;
+        Memory = old.Offer(task, group, ExampleMemory.ClassesOf(task, context.State.Kind), BufferPolicy,
             MemorySize, Selection, random, network.Embed);
+        if (ReferenceEquals(old, _madeHere) && !ReferenceEquals(old, Memory)) old.DisposeTensors(); // made at this fit's last boundary
+        _madeHere = Memory;
         _deviceMemory?.Dispose();
         _deviceMemory = null;
         _generator?.Dispose();
         _generator = null;
     }
+
+    /// <summary>Supported: at a boundary inside a fit the window's sample (at most
+    /// <see cref="ContinualTrainerOptions.BoundarySampleRows"/> rows, uniform over the window) is offered to the memory as
+    /// a group of its own, and the memory never exceeds <see cref="MemorySize"/> rows. With the reservoir policy the
+    /// reservoir runs over those samples, so it is uniform over the stream when the windows are of equal length.</summary>
+    public override string? WhyNotBoundariesInsideFit => null;
 
     /// <inheritdoc/>
     public override void SaveTaskProgress(ContinualState state) => Checkpoint.WriteGenerator(state, _generator);

@@ -150,5 +150,13 @@ public sealed class ContinuationTests
         var model = ml.Continual().Trainers.Compose(Options(ContinualBoundaries.EverySteps)).Fit(data);
         Assert.Equal(50, model.State.RowsSeen);
         Assert.Equal(5, model.State.Continuation!.GetInt64("pending/rows"));
+
+        // Continued by other plugins, whose progress would be misread: refused, naming both lists.
+        var other = ml.Continual().Trainers.Compose(Options(ContinualBoundaries.EverySteps), new ErPlugin { MemorySize = 20 });
+        Assert.Contains("plugins", Assert.Throws<ArgumentException>(() => other.Fit(data, model)).Message);
+        // A smaller window than the one the model holds: refused with what to keep.
+        var narrower = Options(ContinualBoundaries.EverySteps);
+        narrower.BoundarySampleRows = 10;
+        Assert.Contains("BoundarySampleRows", Assert.Throws<ArgumentException>(() => ml.Continual().Trainers.Compose(narrower).Fit(data, model)).Message);
     }
 }

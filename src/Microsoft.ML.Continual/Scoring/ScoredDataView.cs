@@ -53,7 +53,7 @@ internal sealed partial class ScoredDataView : IDataView
         private readonly long[]? _heads;
         private readonly float[] _scores;
         private int _blockCount, _blockIndex = -1;
-        private bool _aheadDone;
+        private bool _aheadDone, _disposed;
 
         public Cursor(ScoredDataView parent, DataViewRowCursor main, DataViewRowCursor? ahead, List<DataViewSchema.Column> needed)
         {
@@ -84,7 +84,7 @@ internal sealed partial class ScoredDataView : IDataView
 
         public override bool MoveNext()
         {
-            if (!_main.MoveNext()) return false;
+            if (_disposed || !_main.MoveNext()) return false; // the block's native memory is freed with the cursor
             if (_ahead is null) return true;
             if (++_blockIndex >= _blockCount) FillBlock();
             if (_blockIndex >= _blockCount)
@@ -138,6 +138,7 @@ internal sealed partial class ScoredDataView : IDataView
         {
             if (disposing)
             {
+                _disposed = true;
                 _main.Dispose();
                 _ahead?.Dispose();
                 _block?.Dispose();

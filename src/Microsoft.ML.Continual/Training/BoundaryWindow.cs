@@ -55,9 +55,17 @@ internal sealed class BoundaryWindow : IDisposable
     }
 
     /// <summary>The window <see cref="Save"/> wrote, on <paramref name="device"/>.</summary>
-    public static BoundaryWindow Load(ContinualState state, string prefix, int capacity, Device device)
+    public static BoundaryWindow Load(ContinualState state, string prefix, int capacity, int featureSize, Device device)
     {
+        int held = state.GetInt32(prefix + "rows/count");
+        if (held > capacity)
+            throw new ArgumentException($"The model's window since the last boundary holds {held} rows; BoundarySampleRows is now {capacity}. Keep BoundarySampleRows as it was while a pass continues across fits.", "options");
         var rows = ReservoirBuffer.Load(state, prefix + "rows/", capacity);
+        if (rows.Count > 0 && (rows.Features!.shape[1] != featureSize || rows.Features.dtype != ScalarType.Float32))
+        {
+            rows.Dispose();
+            throw new ContinualModelFormatException($"The stream continuation's window does not hold rows of {featureSize} features.");
+        }
         rows.MoveTo(device);
         return new BoundaryWindow(rows, SavableRandom.Load(state, prefix + "random"));
     }

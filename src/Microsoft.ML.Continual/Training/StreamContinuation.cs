@@ -27,6 +27,8 @@ internal static class StreamContinuation
             state.Set("boundaries passed", context.BoundariesPassed);
             state.Set("boundary due", context.BoundaryDue);
             using (var optimizer = OptimizerBytes(context)) state.Set("optimizer", optimizer);
+            state.Set("optimizer settings", OptimizerSettings(context.Options));
+            state.Set("plugins", PluginNames(context.State.Plugins));
             using (var shapes = ParameterShapes(context)) state.Set("optimizer shapes", shapes);
             using (var random = context.Random.get_state()) state.Set("random", random);
             context.Window!.Save(state, "window/");
@@ -68,8 +70,9 @@ internal static class StreamContinuation
         var features = carried.GetTensor(Pending + "features");
         var targets = carried.GetTensor(Pending + "targets");
         var heads = carried.TryGetTensor(Pending + "heads");
-        if (rows < 0 || features.dim() != 2 || features.shape[0] != rows || features.shape[1] != featureSize || targets.shape[0] != rows
-            || (heads is not null && heads.shape[0] != rows))
+        if (rows < 0 || rows > 100_000_000 || features.dtype != ScalarType.Float32 || features.dim() != 2 || features.shape[0] != rows || features.shape[1] != featureSize
+            || targets.dim() != 1 || targets.shape[0] != rows || targets.dtype is not (ScalarType.Int64 or ScalarType.Float32)
+            || (heads is not null && (heads.dtype != ScalarType.Int64 || heads.dim() != 1 || heads.shape[0] != rows)))
             throw new ContinualModelFormatException($"The stream continuation's pending rows do not all hold {rows} rows of {featureSize} features.");
         return (features, targets, heads);
     }
@@ -78,22 +81,37 @@ internal static class StreamContinuation
     public static int BoundariesBefore(ContinualState? carried) => carried?.GetInt32("boundaries passed") ?? 0;
 
     /// <summary>The boundary window the previous fit left.</summary>
-    public static BoundaryWindow Window(ContinualState carried, int capacity, Device device) =>
-        BoundaryWindow.Load(carried, "window/", capacity, device);
+    public static BoundaryWindow Window(ContinualState carried, int capacity, int featureSize, Device device) =>
+        BoundaryWindow.Load(carried, "window/", capacity, featureSize, device);
+
+    /// <summary>Refuses a continuation written by other plugins than this fit's (their progress would be misread).</summary>
+    public static void CheckPlugins(ContinualState carried, PluginList plugins)
+    {
+        string written = carried.GetString("plugins"), now = PluginNames(plugins);
+        if (written != now)
+            throw new ArgumentException($"The model continues a stream's pass made with plugins [{written}]; this fit has [{now}]. Refit it with the trainer that made it, or set ContinueAcrossFits = false to start a new task.", "previousModel");
+    }
 
     /// <summary>Goes on from <paramref name="carried"/>: after the plugins' BeforeTask and the optimizer's creation, as a
-    /// checkpoint resumes. An optimizer whose parameters changed shape (a new class widened the head) starts anew.</summary>
+    /// checkpoint resumes. An optimizer whose parameters changed shape (a new class widened the head) or whose settings
+    /// changed starts anew, with a warning.</summary>
     public static void Restore(ContinualState carried, ContinualTrainingContext context, Action<string> warn)
     {
         context.Step = carried.GetInt64("step");
         context.BoundariesPassed = carried.GetInt32("boundaries passed");
         context.BoundaryDue = carried.GetBoolean("boundary due");
         using (var random = carried.GetTensor("random")) context.Random.set_state(random);
-        context.Detector?.Load(carried, "detector/");
+        if (context.Detector is { } detector)
+        {
+            if (carried.Contains("detector/losses")) detector.Load(carried, "detector/");
+            else warn("The previous fit placed its boundaries every N steps; the loss-plateau detector starts with no losses.");
+        }
         using (var shapes = ParameterShapes(context))
         using (var saved = carried.GetTensor("optimizer shapes"))
         {
-            if (saved.data<long>().ToArray().SequenceEqual(shapes.data<long>().ToArray())) LoadOptimizer(carried, context);
+            if (carried.GetString("optimizer settings") != OptimizerSettings(context.Options))
+                warn("The optimizer's options changed since the previous fit: the optimizer starts anew with this fit's, so this fit does not continue the pass exactly.");
+            else if (saved.data<long>().ToArray().SequenceEqual(shapes.data<long>().ToArray())) LoadOptimizer(carried, context);
             else warn("The network's parameters changed shape since the previous fit (a new class widened the head): the optimizer starts anew, so this fit does not continue the pass exactly. Give the label as a key of known count to keep the shape.");
         }
         var plugins = context.State.Plugins.Items;
@@ -107,6 +125,12 @@ internal static class StreamContinuation
         }
     }
 
+    /// <summary>The options that make the optimizer besides its learning rate: a change starts it anew.</summary>
+    private static string OptimizerSettings(ContinualTrainerOptions options) =>
+        string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{options.Optimizer}|momentum={options.Momentum:R}|weight decay={options.WeightDecay:R}");
+
+    private static string PluginNames(PluginList plugins) => string.Join(", ", plugins.Names);
+
     private static Tensor OptimizerBytes(ContinualTrainingContext context)
     {
         using var buffer = new MemoryStream();
@@ -119,9 +143,18 @@ internal static class StreamContinuation
     {
         double[] rates = context.Optimizer!.ParamGroups.Select(g => g.LearningRate).ToArray();
         using var bytes = carried.GetTensor("optimizer");
+        // TorchSharp's reader is not bounded; the layout of the same optimizer over the same parameters has a fixed length
+        // (the state is made with the optimizer), so a blob of another length is refused before it is read.
+        using (var fresh = OptimizerBytes(context))
+            if (bytes.dtype != ScalarType.Byte || bytes.numel() != fresh.numel())
+                throw new ContinualModelFormatException($"The stream continuation's optimizer state has {bytes.numel()} bytes; this optimizer's has {fresh.numel()}.");
         using var stream = new MemoryStream(bytes.data<byte>().ToArray());
         using var reader = new BinaryReader(stream, Encoding.UTF8);
-        Checkpoint.ReadOptimizer(reader, context.Optimizer);
+        try { Checkpoint.ReadOptimizer(reader, context.Optimizer); }
+        catch (Exception e) when (e is EndOfStreamException or InvalidDataException or ArgumentException or OutOfMemoryException or OverflowException)
+        {
+            throw new ContinualModelFormatException($"The stream continuation's optimizer state cannot be read ({e.Message}).", e);
+        }
         int i = 0;
         foreach (var group in context.Optimizer.ParamGroups) group.LearningRate = rates[Math.Min(i++, rates.Length - 1)];
     }

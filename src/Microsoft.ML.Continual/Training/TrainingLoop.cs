@@ -86,6 +86,11 @@ internal static class TrainingLoop
         int seed = options.Seed ?? (env is IHostEnvironmentInternal internalEnv ? internalEnv.Seed : null) ?? 0;
         // A fit that continues a stream's pass goes on with the previous fit's task; any other fit is a task of its own.
         ContinualState? carried = options.ContinueAcrossFits ? previous?.Continuation : null;
+        if (carried is not null)
+        {
+            if (previous!.TasksSeen < 1) throw new ContinualModelFormatException("The model continues a stream's pass but says it has seen no task.");
+            StreamContinuation.CheckPlugins(carried, plugins);
+        }
         int taskIndex = carried is not null ? previous!.TasksSeen - 1 : previous?.TasksSeen ?? 0;
         var device = new Device(options.Device);
         var stopwatch = Stopwatch.StartNew();
@@ -113,8 +118,9 @@ internal static class TrainingLoop
         {
             using var task = WithPendingRows(carried, new ContinualTaskData(read.Data.Features.to(device), labels.Targets.to(device),
                 labels.HeadOfRow is null ? null : tensor(labels.HeadOfRow).to(device)), columns.FeatureSize, device);
-            if (!options.ContinueAcrossFits && previous?.Continuation is { } dropped && dropped.GetInt64("pending/rows") is > 0 and var droppedRows)
-                channel.Warning($"The previous fit left {droppedRows} rows short of a batch for a fit that continues its pass; this fit does not (ContinueAcrossFits is false), so they are not trained.");
+            if (!options.ContinueAcrossFits && previous?.Continuation is { } dropped)
+                channel.Warning($"The previous fit continued a stream's pass; this one does not (ContinueAcrossFits is false). The {dropped.GetInt64("pending/rows")} rows it left short of a batch "
+                    + $"are not trained, and the {dropped.GetInt64("window/rows/count")} rows sampled since its last boundary are not consolidated: this fit is a task of its own.");
             // Continuing a pass, only whole batches are trained; the rest waits in the model for the next fit.
             long trainedRows = options.ContinueAcrossFits ? task.Count - task.Count % options.BatchSize : task.Count;
             using var trained = trainedRows == task.Count ? null
@@ -125,7 +131,7 @@ internal static class TrainingLoop
                 TaskIndex = taskIndex, TaskSeed = taskSeed, Random = random, InfoSink = message => channel.Info(message),
                 Stream = batches, HeadsInTask = labels.HeadsInTask.ToArray(), Communicator = communicator,
                 Window = options.Boundaries == ContinualBoundaries.Given ? null
-                    : carried is not null ? StreamContinuation.Window(carried, options.BoundarySampleRows, device)
+                    : carried is not null ? StreamContinuation.Window(carried, options.BoundarySampleRows, columns.FeatureSize, device)
                     : new BoundaryWindow(options.BoundarySampleRows, taskSeed, savable: options.ContinueAcrossFits),
                 Detector = options.Boundaries == ContinualBoundaries.OnLossPlateau
                     ? new LossPlateauDetector(options.BoundaryLossWindow, options.BoundaryLossMean, options.BoundaryLossVariance) : null,

@@ -62,10 +62,10 @@ public sealed class ReplayPlugin : MemoryPlugin
     public override void AfterTask(ContinualTrainingContext context)
     {
         var task = context.Task;
-        // With boundaries inside a fit each window's sample is offered as a group of its own (the next after the memory's
-        // last), drawn with a seed of its own; with given boundaries the group is the task index, as ever.
+        // With boundaries inside a fit each window's sample is offered as a group of its own, drawn with a seed of its own.
         bool inFit = context.Options.Boundaries != ContinualBoundaries.Given;
-        int group = inFit ? Math.Max(context.TaskIndex, Memory.TaskOf.DefaultIfEmpty(-1).Max() + 1) : context.TaskIndex;
+        // The next group after the memory's last: the task index itself when every earlier fit had given boundaries.
+        int group = Math.Max(context.TaskIndex, Memory.TaskOf.DefaultIfEmpty(-1).Max() + 1);
         long draw = inFit ? context.Step : 0;
         var random = new Random(unchecked((int)(context.TaskSeed ^ 0x5245_5000 ^ (draw * 7919))));
         var network = context.Network;

@@ -134,7 +134,7 @@ public sealed class ContinuationTests
     }
 
     [Fact]
-    public void ContinueAcrossFits_RefusesWhatCannotContinue_AndARefitWithoutItDropsTheWaitingRowsWithAWarning()
+    public void ContinueAcrossFits_RefusesWhatCannotContinue_AndKeepsTheRowsShortOfABatchWaiting()
     {
         var ml = new MLContext(seed: 1);
         var data = ml.Data.LoadFromEnumerable(TestData.Rows(0, [0, 1, 2], 55, seed: 4));

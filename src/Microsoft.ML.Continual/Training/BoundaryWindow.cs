@@ -20,8 +20,7 @@ internal sealed class BoundaryWindow : IDisposable
     public BoundaryWindow(int capacity, long seed, bool savable = false)
     {
         _rows = new ReservoirBuffer(capacity);
-        long mixed = seed ^ 0x424E_4457;
-        _random = savable ? new SavableRandom(mixed) : new Random(unchecked((int)mixed));
+        _random = SavableRandom.For(savable, seed ^ 0x424E_4457);
     }
 
     private BoundaryWindow(ReservoirBuffer rows, Random random)

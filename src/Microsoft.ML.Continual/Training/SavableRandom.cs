@@ -79,6 +79,24 @@ internal sealed class SavableRandom : Random
         for (int i = 0; i < buffer.Length; i++) buffer[i] = (byte)(NextUInt64() >> 56);
     }
 
+    /// <summary>A reservoir's generator: savable when the fit continues a pass across fits, else
+    /// <see cref="System.Random"/> as it has always been (so those fits' results do not change).</summary>
+    public static Random For(bool savable, long seed) => savable ? new SavableRandom(seed) : new Random(unchecked((int)seed));
+
+    /// <summary>The online memories' in-task progress: their sampling generator, and their reservoir's when it is savable.</summary>
+    public static void SaveProgress(ContinualState state, TorchSharp.torch.Generator? sampling, Random? reservoir)
+    {
+        Checkpoint.WriteGenerator(state, sampling);
+        if (reservoir is SavableRandom savable) savable.Save(state, "reservoir");
+    }
+
+    /// <summary>Restores what <see cref="SaveProgress"/> wrote; returns the reservoir's generator to use from now on.</summary>
+    public static Random? LoadProgress(ContinualState state, TorchSharp.torch.Generator? sampling, Random? reservoir)
+    {
+        Checkpoint.ReadGenerator(state, sampling);
+        return state.Contains("reservoir") ? Load(state, "reservoir") : reservoir;
+    }
+
     /// <summary>Writes the generator's position under <paramref name="name"/>.</summary>
     public void Save(ContinualState state, string name)
     {

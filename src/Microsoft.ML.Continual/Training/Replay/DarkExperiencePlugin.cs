@@ -56,9 +56,7 @@ public sealed class DarkExperiencePlugin : ContinualPlugin
         _buffer ??= new ReservoirBuffer(MemorySize);
         _buffer.MoveTo(context.Device);
         _sampling = new Generator((ulong)(context.TaskSeed ^ 0x4445_5253), CPU);
-        // A pass continued across fits saves the reservoir's position, which System.Random cannot give; other fits keep it.
-        long reservoirSeed = context.TaskSeed ^ 0x4445_5252;
-        _reservoir = context.Options.ContinueAcrossFits ? new SavableRandom(reservoirSeed) : new Random(unchecked((int)reservoirSeed));
+        _reservoir = SavableRandom.For(context.Options.ContinueAcrossFits, context.TaskSeed ^ 0x4445_5252);
     }
 
     /// <summary>The logit-matching sample (weight 0: its loss is the squared distance, added in <see cref="BeforeBackward"/>)
@@ -134,17 +132,11 @@ public sealed class DarkExperiencePlugin : ContinualPlugin
 
     /// <inheritdoc/>
     public override void SaveTaskProgress(ContinualState state)
-    {
-        Checkpoint.WriteGenerator(state, _sampling);
-        if (_reservoir is SavableRandom reservoir) reservoir.Save(state, "reservoir");
-    }
+        => SavableRandom.SaveProgress(state, _sampling, _reservoir);
 
     /// <inheritdoc/>
     public override void LoadTaskProgress(ContinualState state)
-    {
-        Checkpoint.ReadGenerator(state, _sampling);
-        if (state.Contains("reservoir")) _reservoir = SavableRandom.Load(state, "reservoir");
-    }
+        => _reservoir = SavableRandom.LoadProgress(state, _sampling, _reservoir);
 
     /// <summary>False: the memory and its reservoir draws change at every step, which a checkpoint does not capture.</summary>
     public override bool SupportsCheckpoints => false;

@@ -43,9 +43,7 @@ public sealed class ErPlugin : ContinualPlugin
         _buffer ??= new ReservoirBuffer(MemorySize);
         _buffer.MoveTo(context.Device);
         _sampling = new Generator((ulong)(context.TaskSeed ^ 0x4552_5331), CPU);
-        // A pass continued across fits saves the reservoir's position, which System.Random cannot give; other fits keep it.
-        long reservoirSeed = context.TaskSeed ^ 0x4552_5332;
-        _reservoir = context.Options.ContinueAcrossFits ? new SavableRandom(reservoirSeed) : new Random(unchecked((int)reservoirSeed));
+        _reservoir = SavableRandom.For(context.Options.ContinueAcrossFits, context.TaskSeed ^ 0x4552_5332);
     }
 
     /// <summary>The memory sample, weighted m / (b + m): with the task term scaled by b / (b + m) (<see cref="BeforeBackward"/>) the loss is the mean over both.</summary>
@@ -99,17 +97,11 @@ public sealed class ErPlugin : ContinualPlugin
 
     /// <summary>The memory sampler's and the reservoir's positions (a fit that continues a pass across fits).</summary>
     public override void SaveTaskProgress(ContinualState state)
-    {
-        Checkpoint.WriteGenerator(state, _sampling);
-        if (_reservoir is SavableRandom reservoir) reservoir.Save(state, "reservoir");
-    }
+        => SavableRandom.SaveProgress(state, _sampling, _reservoir);
 
     /// <inheritdoc/>
     public override void LoadTaskProgress(ContinualState state)
-    {
-        Checkpoint.ReadGenerator(state, _sampling);
-        if (state.Contains("reservoir")) _reservoir = SavableRandom.Load(state, "reservoir");
-    }
+        => _reservoir = SavableRandom.LoadProgress(state, _sampling, _reservoir);
 
     /// <inheritdoc/>
     public override IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long>

@@ -159,4 +159,47 @@ public sealed class ContinuationTests
         narrower.BoundarySampleRows = 10;
         Assert.Contains("BoundarySampleRows", Assert.Throws<ArgumentException>(() => ml.Continual().Trainers.Compose(narrower).Fit(data, model)).Message);
     }
+
+    [Fact]
+    public void TheOptimizersStateInAContinuation_IsCheckedBeforeItIsRead_AndAnOldFormatStartsItAnew()
+    {
+        var ml = new MLContext(seed: 1);
+        var messages = new List<string>();
+        ml.Log += (_, e) => { lock (messages) messages.Add(e.Message); };
+        var data = ml.Data.LoadFromEnumerable(TestData.Rows(0, [0, 1, 2], 55, seed: 4));
+        var trainer = ml.Continual().Trainers.Compose(Options(ContinualBoundaries.EverySteps));
+        var model = trainer.Fit(data);
+        var written = model.State.Continuation!;
+        Assert.Equal("Adam", written.GetString("optimizer/kind"));
+        Assert.True(written.GetInt64("optimizer/0/step") > 0);
+
+        // A first moment of another shape (a damaged or hostile file): refused by name, nothing trained.
+        var wrongShape = written.Copy();
+        using (var moment = wrongShape.GetTensor("optimizer/0/exp_avg"))
+        {
+            wrongShape.Remove("optimizer/0/exp_avg");
+            using var wider = TorchSharp.torch.zeros(moment.shape[0] + 1, moment.shape[1]);
+            wrongShape.Set("optimizer/0/exp_avg", wider);
+        }
+        model.State.Continuation = wrongShape;
+        var e = Assert.Throws<ContinualModelFormatException>(() => trainer.Fit(data, model));
+        Assert.Contains("optimizer/0/exp_avg", e.Message);
+
+        // A negative step count: refused.
+        var negative = written.Copy();
+        negative.Remove("optimizer/1/step");
+        negative.Set("optimizer/1/step", -1L);
+        model.State.Continuation = negative;
+        Assert.Contains("negative", Assert.Throws<ContinualModelFormatException>(() => trainer.Fit(data, model)).Message);
+
+        // Written before the optimizer's state had this form (TorchSharp's unbounded blob): not read; a fresh optimizer and a warning.
+        var old = written.Copy();
+        foreach (string name in old.Names.Where(n => n.StartsWith("optimizer/", StringComparison.Ordinal)).ToList()) old.Remove(name);
+        using (var blob = TorchSharp.torch.zeros(16, dtype: TorchSharp.torch.ScalarType.Byte)) old.Set("optimizer", blob);
+        model.State.Continuation = old;
+        messages.Clear();
+        trainer.Fit(data, model);
+        Assert.Contains(messages, m => m.Contains("earlier version of this library"));
+        model.State.Continuation = written;
+    }
 }

@@ -203,6 +203,15 @@ public sealed class ContinualState : IDisposable
         }
     }
 
+    /// <summary>Removes <paramref name="name"/> (disposing its tensor); false when it was not stored.</summary>
+    internal bool Remove(string name)
+    {
+        if (!_entries.Remove(name, out var entry)) return false;
+        _order.Remove(name);
+        if (entry.Value is Tensor tensor) tensor.Dispose();
+        return true;
+    }
+
     /// <summary>A deep copy through the bytes (what saving and loading would give).</summary>
     internal ContinualState Copy()
     {

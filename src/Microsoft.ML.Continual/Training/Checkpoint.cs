@@ -15,7 +15,7 @@ namespace Microsoft.ML.Continual;
 internal static class Checkpoint
 {
     private const int Magic = 0x504B_4343; // "CCKP"
-    private const int Version = 2; // 2: the fit's own generator instead of torch's process-wide state; plugin progress as state stores
+    private const int Version = 3; // 2: the fit's own generator instead of torch's process-wide state; plugin progress as state stores; 3: the optimizer's state as a bounded state store
 
     /// <summary>A fingerprint of the job: trainer name and options, the starting network's weights and the task's rows.</summary>
     public static string Fingerprint(ContinualTrainingContext context, string trainerName)
@@ -64,17 +64,18 @@ internal static class Checkpoint
                     writer.Write(epochsDone);
                     writer.Write(context.Step);
                     context.Network.WriteWeights(writer);
-                    WriteOptimizer(writer, context.Optimizer!);
+                    using (var optimizer = new ContinualState())
+                    {
+                        OptimizerMoments.Save(optimizer, "", context.Optimizer!);
+                        WriteState(writer, optimizer);
+                    }
                     WriteBytes(writer, shuffle.get_state());
                     WriteBytes(writer, context.Random.get_state());
                     foreach (var plugin in context.State.Plugins.Items)
                     {
                         using var progress = new ContinualState();
                         plugin.SaveTaskProgress(progress);
-                        using var buffer = new MemoryStream();
-                        using (var inner = new BinaryWriter(buffer, Encoding.UTF8, leaveOpen: true)) progress.Write(inner);
-                        writer.Write(buffer.Length);
-                        writer.Write(buffer.GetBuffer(), 0, (int)buffer.Length);
+                        WriteState(writer, progress);
                     }
                 }
                 stream.Flush(flushToDisk: true);
@@ -102,14 +103,13 @@ internal static class Checkpoint
             int epochs = reader.ReadInt32();
             context.Step = reader.ReadInt64();
             context.Network.ReadWeights(reader);
-            ReadOptimizer(reader, context.Optimizer!);
+            using (var optimizer = ReadState(reader, stream, "checkpoint's optimizer state"))
+                OptimizerMoments.Load(optimizer, "", context.Optimizer!, $"checkpoint '{path}'");
             shuffle.set_state(ReadBytes(reader));
             context.Random.set_state(ReadBytes(reader));
             foreach (var plugin in context.State.Plugins.Items)
             {
-                long length = reader.ReadInt64();
-                if (length < 0 || length > stream.Length - stream.Position) throw new ContinualModelFormatException("The checkpoint's plugin progress is truncated.");
-                using var progress = ContinualState.Read(reader, length, $"checkpoint progress of plugin '{plugin.Name}'");
+                using var progress = ReadState(reader, stream, $"checkpoint progress of plugin '{plugin.Name}'");
                 plugin.LoadTaskProgress(progress);
             }
             if (stream.Position != stream.Length) throw new ContinualModelFormatException("The checkpoint has bytes after its end.");
@@ -121,24 +121,20 @@ internal static class Checkpoint
         }
     }
 
-    internal static void WriteOptimizer(BinaryWriter writer, optim.Optimizer optimizer)
+    /// <summary>A state store as its length and bytes (so that the reader can bound it).</summary>
+    private static void WriteState(BinaryWriter writer, ContinualState state)
     {
-        switch (optimizer)
-        {
-            case TorchSharp.Modules.Adam adam: adam.save_state_dict(writer); break;
-            case TorchSharp.Modules.SGD sgd: sgd.save_state_dict(writer); break;
-            default: throw new NotSupportedException($"Checkpoints do not support optimizer {optimizer.GetType().Name}.");
-        }
+        using var buffer = new MemoryStream();
+        using (var inner = new BinaryWriter(buffer, Encoding.UTF8, leaveOpen: true)) state.Write(inner);
+        writer.Write(buffer.Length);
+        writer.Write(buffer.GetBuffer(), 0, (int)buffer.Length);
     }
 
-    internal static void ReadOptimizer(BinaryReader reader, optim.Optimizer optimizer)
+    private static ContinualState ReadState(BinaryReader reader, Stream stream, string what)
     {
-        switch (optimizer)
-        {
-            case TorchSharp.Modules.Adam adam: adam.load_state_dict(reader); break;
-            case TorchSharp.Modules.SGD sgd: sgd.load_state_dict(reader); break;
-            default: throw new NotSupportedException($"Checkpoints do not support optimizer {optimizer.GetType().Name}.");
-        }
+        long length = reader.ReadInt64();
+        if (length < 0 || length > stream.Length - stream.Position) throw new ContinualModelFormatException($"The {what} is truncated.");
+        return ContinualState.Read(reader, length, what);
     }
 
     /// <summary>A plugin's sampling generator (or its absence) for <see cref="ContinualPlugin.SaveTaskProgress"/>.</summary>

@@ -26,7 +26,7 @@ internal static class StreamContinuation
             state.Set("step", context.Step);
             state.Set("boundaries passed", context.BoundariesPassed);
             state.Set("boundary due", context.BoundaryDue);
-            using (var optimizer = OptimizerBytes(context)) state.Set("optimizer", optimizer);
+            OptimizerMoments.Save(state, OptimizerPrefix, context.Optimizer!);
             state.Set("optimizer settings", OptimizerSettings(context.Options));
             state.Set("plugins", PluginNames(context.State.Plugins));
             using (var shapes = ParameterShapes(context)) state.Set("optimizer shapes", shapes);
@@ -111,6 +111,8 @@ internal static class StreamContinuation
         {
             if (carried.GetString("optimizer settings") != OptimizerSettings(context.Options))
                 warn("The optimizer's options changed since the previous fit: the optimizer starts anew with this fit's, so this fit does not continue the pass exactly.");
+            else if (!OptimizerMoments.IsIn(carried, OptimizerPrefix))
+                warn("The stream continuation was written by an earlier version of this library, whose optimizer state is not read (its format was not bounded): the optimizer starts anew, so this fit does not continue the pass exactly.");
             else if (saved.data<long>().ToArray().SequenceEqual(shapes.data<long>().ToArray())) LoadOptimizer(carried, context);
             else warn("The network's parameters changed shape since the previous fit (a new class widened the head): the optimizer starts anew, so this fit does not continue the pass exactly. Give the label as a key of known count to keep the shape.");
         }
@@ -131,33 +133,11 @@ internal static class StreamContinuation
 
     private static string PluginNames(PluginList plugins) => string.Join(", ", plugins.Names);
 
-    private static Tensor OptimizerBytes(ContinualTrainingContext context)
-    {
-        using var buffer = new MemoryStream();
-        using (var writer = new BinaryWriter(buffer, Encoding.UTF8, leaveOpen: true)) Checkpoint.WriteOptimizer(writer, context.Optimizer!);
-        return tensor(buffer.ToArray(), dtype: ScalarType.Byte);
-    }
+    private const string OptimizerPrefix = "optimizer/";
 
     /// <summary>The saved state of the optimizer, with the learning rates the new fit's options gave it (its schedule is the fit's).</summary>
-    private static void LoadOptimizer(ContinualState carried, ContinualTrainingContext context)
-    {
-        double[] rates = context.Optimizer!.ParamGroups.Select(g => g.LearningRate).ToArray();
-        using var bytes = carried.GetTensor("optimizer");
-        // TorchSharp's reader is not bounded; the layout of the same optimizer over the same parameters has a fixed length
-        // (the state is made with the optimizer), so a blob of another length is refused before it is read.
-        using (var fresh = OptimizerBytes(context))
-            if (bytes.dtype != ScalarType.Byte || bytes.numel() != fresh.numel())
-                throw new ContinualModelFormatException($"The stream continuation's optimizer state has {bytes.numel()} bytes; this optimizer's has {fresh.numel()}.");
-        using var stream = new MemoryStream(bytes.data<byte>().ToArray());
-        using var reader = new BinaryReader(stream, Encoding.UTF8);
-        try { Checkpoint.ReadOptimizer(reader, context.Optimizer); }
-        catch (Exception e) when (e is EndOfStreamException or InvalidDataException or ArgumentException or OutOfMemoryException or OverflowException)
-        {
-            throw new ContinualModelFormatException($"The stream continuation's optimizer state cannot be read ({e.Message}).", e);
-        }
-        int i = 0;
-        foreach (var group in context.Optimizer.ParamGroups) group.LearningRate = rates[Math.Min(i++, rates.Length - 1)];
-    }
+    private static void LoadOptimizer(ContinualState carried, ContinualTrainingContext context) =>
+        OptimizerMoments.Load(carried, OptimizerPrefix, context.Optimizer!, "stream continuation");
 
     /// <summary>Each optimized parameter's rank and sizes, in the optimizer's order, as one vector.</summary>
     private static Tensor ParameterShapes(ContinualTrainingContext context)

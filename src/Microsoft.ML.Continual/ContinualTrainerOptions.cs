@@ -146,7 +146,8 @@ public abstract class ContinualTrainerOptions
     /// being one task (<see cref="ContinualBoundaries.Given"/>, default), or also every <see cref="BoundaryEverySteps"/>
     /// optimizer steps inside a fit (<see cref="ContinualBoundaries.EverySteps"/>: task-free streams, where no one says
     /// where a task ends; van de Ven et al.'s <c>--update-every</c>), or where the task loss reaches a plateau after a
-    /// peak (<see cref="ContinualBoundaries.OnLossPlateau"/>, Aljundi et al. 2019). Accumulating importances (SI, MAS,
+    /// peak (<see cref="ContinualBoundaries.OnLossPlateau"/>, Aljundi et al. 2019), or where the inputs shift
+    /// (<see cref="ContinualBoundaries.OnInputShift"/>). Accumulating importances (SI, MAS,
     /// online EWC with Gamma 1, SCP) sum one estimate per consolidation, so consolidating more often holds the past more
     /// strongly. Plugins that cannot consolidate inside a fit (the
     /// architecture family, which divides the network by task id) refuse the fit with the reason.</summary>
@@ -176,6 +177,18 @@ public abstract class ContinualTrainerOptions
     /// plateau. Default 0.1 (the authors' code).</summary>
     /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
     public double BoundaryLossVariance { get; set; } = 0.1;
+
+    /// <summary>With <see cref="Boundaries"/> = <see cref="ContinualBoundaries.OnInputShift"/>: the rows of each tested block,
+    /// and the most rows of the sample it is compared with. Default 512 (4 batches of 128): a test then takes a few
+    /// milliseconds and finds a change of digit pair on Split MNIST within the block (docs/benchmarks.md). Fewer rows test
+    /// more often with less power.</summary>
+    /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
+    public int BoundaryShiftRows { get; set; } = 512;
+
+    /// <summary>With <see cref="ContinualBoundaries.OnInputShift"/>: the level of each block's test (default 0.01; the test
+    /// uses ⌈2/α⌉ − 1 permutations, at least 99). A stream with no shift still gets about α boundaries per block.</summary>
+    /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
+    public double BoundaryShiftAlpha { get; set; } = 0.01;
 
     /// <summary>With boundaries inside a fit: whether each boundary starts
     /// the optimizer anew (its moments and step count), as a new fit does at a given boundary. Default false: the
@@ -273,14 +286,16 @@ public abstract class ContinualTrainerOptions
         Check(EarlyStoppingPatience is >= 1 and <= 1000, nameof(EarlyStoppingPatience), "in [1, 1,000]");
         Check(Enum.IsDefined(LearningRateSchedule), nameof(LearningRateSchedule), "Constant or Cosine");
         Check(ShiftReferenceRows is >= 0 and <= ShiftDetectionOptions.MaxRowsLimit, nameof(ShiftReferenceRows), "in [0, 2,000]");
-        Check(Enum.IsDefined(Boundaries), nameof(Boundaries), "Given, EverySteps or OnLossPlateau");
+        Check(Enum.IsDefined(Boundaries), nameof(Boundaries), "Given, EverySteps, OnLossPlateau or OnInputShift");
+        Check(BoundaryShiftRows is >= 10 and <= 100_000, nameof(BoundaryShiftRows), "in [10, 100,000]");
+        Check(BoundaryShiftAlpha > 0 && BoundaryShiftAlpha <= 0.5, nameof(BoundaryShiftAlpha), "in (0, 0.5]");
         Check(BoundaryLossWindow is >= 1 and <= 100_000, nameof(BoundaryLossWindow), "in [1, 100,000]");
         Check(BoundaryLossMean > 0 && double.IsFinite(BoundaryLossMean), nameof(BoundaryLossMean), "positive and finite");
         Check(BoundaryLossVariance > 0 && double.IsFinite(BoundaryLossVariance), nameof(BoundaryLossVariance), "positive and finite");
         Check(BoundaryEverySteps is >= 1 and <= 100_000_000, nameof(BoundaryEverySteps), "in [1, 100,000,000]");
         Check(BoundarySampleRows is >= 1 and <= 100_000, nameof(BoundarySampleRows), "in [1, 100,000]");
         if (ContinueAcrossFits && Boundaries == ContinualBoundaries.Given)
-            throw new ArgumentOutOfRangeException(nameof(ContinueAcrossFits), "Option ContinueAcrossFits needs boundaries inside fits (Boundaries = EverySteps or OnLossPlateau): with Boundaries = Given every fit is a task of its own.");
+            throw new ArgumentOutOfRangeException(nameof(ContinueAcrossFits), "Option ContinueAcrossFits needs boundaries inside fits (Boundaries = EverySteps, OnLossPlateau or OnInputShift): with Boundaries = Given every fit is a task of its own.");
         if (ContinueAcrossFits && (NumberOfEpochs != 1 || ShuffleRows))
             throw new ArgumentOutOfRangeException(nameof(ContinueAcrossFits), $"Option ContinueAcrossFits trains one pass in the data's order: set NumberOfEpochs = 1 (it is {NumberOfEpochs}) and ShuffleRows = false (it is {ShuffleRows}).");
     }
@@ -332,4 +347,11 @@ public enum ContinualBoundaries
     /// μ &lt; <see cref="ContinualTrainerOptions.BoundaryLossMean"/> and σ² &lt; <see cref="ContinualTrainerOptions.BoundaryLossVariance"/>
     /// (the first plateau needs no peak). The new data's arrival raises the loss, and learning it brings it down.</summary>
     OnLossPlateau,
+    /// <summary>Where the inputs shift, inside a fit too, and at its end: every
+    /// <see cref="ContinualTrainerOptions.BoundaryShiftRows"/> trained rows are compared with a uniform sample of the rows
+    /// since the last boundary by the two-sample test of shift detection (MMD with a permutation p-value, Gretton et al.
+    /// 2012, on at most 32 fixed random projections of the features); p ≤ <see cref="ContinualTrainerOptions.BoundaryShiftAlpha"/>
+    /// places a boundary. It sees the features only, so it finds a new domain or new classes whose inputs differ, not a
+    /// change of labels alone.</summary>
+    OnInputShift,
 }

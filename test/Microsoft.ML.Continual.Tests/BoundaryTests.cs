@@ -35,6 +35,27 @@ public sealed class BoundaryProbe : ContinualPlugin
     public override void AfterTask(ContinualTrainingContext context) => Recorded.End = (context.Step, context.Task.Count);
 }
 
+/// <summary>Records each step's loss terms, and the cross-entropy of the task batch over all outputs (after the plugins before it).</summary>
+public sealed class LossTermProbe : ContinualPlugin
+{
+    public const string RegisteredName = "Tests.LossTermProbe";
+    static LossTermProbe() => ContinualPlugins.Register<LossTermProbe>(RegisteredName);
+
+    public static readonly System.Collections.Concurrent.ConcurrentDictionary<string, List<(long Step, Dictionary<string, double> Terms, double CrossEntropy)>> Records = new();
+
+    public string Tag { get; set; } = "";
+
+    public override string? WhyNotBoundariesInsideFit => null;
+
+    public override void AtBoundary(ContinualTrainingContext context) { }
+
+    public override void BeforeBackward(ContinualTrainingContext context, ContinualStep step)
+    {
+        double crossEntropy = TorchSharp.torch.nn.functional.cross_entropy(step.TaskOutputs!, step.TaskBatch.Targets).item<float>();
+        Records.GetOrAdd(Tag, _ => []).Add((context.Step, step.LossTerms.ToDictionary(t => t.Name, t => (double)t.Value.item<float>()), crossEntropy));
+    }
+}
+
 /// <summary>Boundaries inside a fit (ContinualBoundaries.EverySteps): where they fall, what the methods consolidate on,
 /// that state does not grow with their number, and the methods that refuse.</summary>
 public sealed class BoundaryTests
@@ -217,5 +238,78 @@ public sealed class BoundaryTests
         var mixed = new TaskStream("mixed", ContinualScenario.ClassIncremental, [new ContinualTask("a", a, a), new ContinualTask("b", b, b)]);
         Assert.Contains("names its keys", Assert.Throws<ArgumentException>(() => mixed.TrainingInOrder()).Message);
         Assert.Throws<ArgumentOutOfRangeException>(() => TaskStream.FuzzySplit(ml.Data.LoadFromEnumerable(rows), ml.Data.LoadFromEnumerable(rows), ContinualScenario.ClassIncremental, [[0, 1], [2, 3]], 11, 10));
+    }
+
+    [Fact]
+    public void Lwf_WithBoundariesInsideAFit_DistilsFromTheNetworkAsItWasAtTheLastBoundary_EachBoundaryCountedAsATask()
+    {
+        var ml = new MLContext(seed: 1);
+        string tag = Guid.NewGuid().ToString();
+        // 100 rows cycling through 3 classes, batches of 10: a boundary after steps 4 and 8 (passed as steps 5 and 9 start).
+        ml.Continual().Trainers.Compose(Options(4), new LwfPlugin(), new LossTermProbe { Tag = tag }).Fit(Rows(ml, 100));
+        var steps = LossTermProbe.Records[tag];
+        Assert.Equal(10, steps.Count);
+        foreach (var (step, terms, crossEntropy) in steps)
+        {
+            if (step < 4)
+            {
+                // No teacher before the first boundary: the plain cross-entropy (every class already seen in the first batch).
+                Assert.False(terms.ContainsKey("distillation"), $"step {step + 1}");
+                Assert.Equal(crossEntropy, terms["task"], 5);
+                continue;
+            }
+            Assert.True(terms.ContainsKey("distillation"), $"step {step + 1}");
+            // (1/t) of the cross-entropy, t = 1 task + the boundaries passed: 1/2 after the first, 1/3 after the second.
+            Assert.Equal(crossEntropy / (1 + step / 4), terms["task"], 5);
+            // Right after a boundary the teacher is the network itself (zero up to float rounding); then the step moves it away.
+            // (Adam's first steps move it little: about 6e-6 one step after; float rounding alone gives about 2e-8.)
+            if (step is 4 or 8) Assert.InRange(terms["distillation"], 0.0, 5e-7);
+            else Assert.True(terms["distillation"] > 2e-6, $"step {step + 1}: {terms["distillation"]}");
+        }
+    }
+
+    [Fact]
+    public void OnInputShift_PlacesTheBoundaryInTheFirstBlockOfANewDomain_AndNoneBefore()
+    {
+        var ml = new MLContext(seed: 1);
+        var probe = new BoundaryProbe { Tag = Guid.NewGuid().ToString() };
+        // 600 rows of one domain then 600 of another, batches of 10, blocks of 50 rows (5 steps): rows 600-649 are the
+        // first block of the new domain, complete after step 65.
+        var rows = TestData.Rows(0, [0, 1, 2], 600, seed: 4).Concat(TestData.Rows(1, [0, 1, 2], 600, seed: 4));
+        var options = Options(1);
+        options.Boundaries = ContinualBoundaries.OnInputShift;
+        options.BoundaryShiftRows = 50;
+        ContinualFitStatistics? statistics = null;
+        ml.Continual().Trainers.Compose(options, probe).Fit(ml.Data.LoadFromEnumerable(rows), null, new ContinualFitOptions { Completed = s => statistics = s });
+        var steps = probe.Recorded.Boundaries.Select(b => b.Step).ToList();
+        Assert.NotEmpty(steps);
+        Assert.Equal(65L, steps[0]);
+        // After it, the new domain is the reference: 22 more tests of one distribution at α = 0.01 (this seed has no false alarm).
+        Assert.Equal([65L], steps);
+        Assert.Equal(1, statistics!.BoundariesPassed);
+    }
+
+    [Fact]
+    public void InputShiftDetector_FalseAlarmsAtMostAtItsLevel_OverManySeeds_AndFindsAMeanShift()
+    {
+        // 300 independent pairs of blocks from one distribution (64 features, so the projection is used): each pair is one
+        // test at α = 0.05. Under the null the alarm count is Binomial(300, 0.05): mean 15, sd 3.8; 27 is the mean + 3 sd.
+        int alarms = 0, found = 0;
+        for (int seed = 0; seed < 300; seed++)
+        {
+            var detector = new InputShiftDetector(64, 40, 0.05, seed, savable: false);
+            var random = new Random(seed);
+            ContinualBatch Block(float shift)
+            {
+                var values = new float[40 * 64];
+                for (int i = 0; i < values.Length; i++) values[i] = shift * (i % 64 < 8 ? 1 : 0) + (float)(Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble()));
+                return new ContinualBatch(TorchSharp.torch.tensor(values, [40, 64]), TorchSharp.torch.zeros(40, dtype: TorchSharp.torch.ScalarType.Int64), null);
+            }
+            Assert.False(detector.Observe(Block(0), 0)); // the first block only fills the reference
+            if (detector.Observe(Block(0), 0)) alarms++;
+            if (seed < 50 && detector.Observe(Block(1), 0)) found++; // 8 of 64 features moved by one standard deviation
+        }
+        Assert.InRange(alarms, 3, 27);
+        Assert.True(found >= 45, $"the shift was found in {found} of 50 seeds");
     }
 }

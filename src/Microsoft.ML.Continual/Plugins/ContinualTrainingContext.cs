@@ -242,7 +242,7 @@ public sealed class ContinualTrainingContext
     internal ContinualState? Continuation { get; init; }
 
     /// <summary>The loss-plateau detector with <see cref="ContinualBoundaries.OnLossPlateau"/>; null otherwise.</summary>
-    internal LossPlateauDetector? Detector { get; init; }
+    internal IBoundaryDetector? Detector { get; init; }
 
     /// <summary>True from the step that completes a window (<see cref="ContinualTrainerOptions.BoundaryEverySteps"/> steps, or
     /// a loss plateau) until the next

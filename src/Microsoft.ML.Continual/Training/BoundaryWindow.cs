@@ -78,7 +78,7 @@ internal sealed class BoundaryWindow : IDisposable
 /// the last consolidation, and a consolidation when, after a peak, the mean and the variance are both below their
 /// thresholds (<see cref="ContinualBoundaries.OnLossPlateau"/>).
 /// </summary>
-internal sealed class LossPlateauDetector
+internal sealed class LossPlateauDetector : IBoundaryDetector
 {
     private readonly int _length;
     private readonly double _meanThreshold, _varianceThreshold;
@@ -115,6 +115,10 @@ internal sealed class LossPlateauDetector
         _lastVariance = state.GetDouble(prefix + "last variance");
         _peakSeen = state.GetBoolean(prefix + "peak seen");
     }
+
+    public string Kind => "loss plateau";
+
+    public bool Observe(ContinualBatch batch, double taskLoss) => Observe(taskLoss);
 
     /// <summary>Adds a step's task loss; true when the loss has reached a plateau after a peak (a boundary).</summary>
     public bool Observe(double loss)

@@ -32,7 +32,11 @@ internal static class StreamContinuation
             using (var shapes = ParameterShapes(context)) state.Set("optimizer shapes", shapes);
             using (var random = context.Random.get_state()) state.Set("random", random);
             context.Window!.Save(state, "window/");
-            context.Detector?.Save(state, "detector/");
+            if (context.Detector is { } detector)
+            {
+                state.Set("detector kind", detector.Kind);
+                detector.Save(state, "detector/");
+            }
             long pending = task.Count - trainedRows;
             state.Set(Pending + "rows", pending);
             if (pending > 0)
@@ -103,8 +107,11 @@ internal static class StreamContinuation
         using (var random = carried.GetTensor("random")) context.Random.set_state(random);
         if (context.Detector is { } detector)
         {
-            if (carried.Contains("detector/losses")) detector.Load(carried, "detector/");
-            else warn("The previous fit placed its boundaries every N steps; the loss-plateau detector starts with no losses.");
+            // The first continuations had only the loss-plateau detector, without its kind.
+            string? written = carried.Contains("detector kind") ? carried.GetString("detector kind")
+                : carried.Contains("detector/losses") ? "loss plateau" : null;
+            if (written == detector.Kind) detector.Load(carried, "detector/");
+            else warn($"The previous fit placed its boundaries {(written is null ? "every N steps" : "by its " + written + " detector")}; the {detector.Kind} detector starts with nothing seen.");
         }
         using (var shapes = ParameterShapes(context))
         using (var saved = carried.GetTensor("optimizer shapes"))

@@ -133,10 +133,15 @@ internal static class TrainingLoop
                 Window = options.Boundaries == ContinualBoundaries.Given ? null
                     : carried is not null ? StreamContinuation.Window(carried, options.BoundarySampleRows, columns.FeatureSize, device)
                     : new BoundaryWindow(options.BoundarySampleRows, taskSeed, savable: options.ContinueAcrossFits),
-                Detector = options.Boundaries == ContinualBoundaries.OnLossPlateau
-                    ? new LossPlateauDetector(options.BoundaryLossWindow, options.BoundaryLossMean, options.BoundaryLossVariance) : null,
+                Detector = options.Boundaries switch
+                {
+                    ContinualBoundaries.OnLossPlateau => new LossPlateauDetector(options.BoundaryLossWindow, options.BoundaryLossMean, options.BoundaryLossVariance),
+                    ContinualBoundaries.OnInputShift => new InputShiftDetector(columns.FeatureSize, options.BoundaryShiftRows, options.BoundaryShiftAlpha, taskSeed, savable: options.ContinueAcrossFits),
+                    _ => null,
+                },
             };
             using var window = context.Window;
+            using var detector = context.Detector as IDisposable;
             if (communicator.Size > 1)
             {
                 // The agreement: every process has checked and read its data (a failure before this point is caught above and
@@ -243,6 +248,8 @@ internal static class TrainingLoop
                 throw new NotSupportedException($"ContinueAcrossFits with data-parallel training ({communicator.Description}) is not supported: the rows short of a batch and the window are one process's. Train in one process.");
             if (options.Boundaries == ContinualBoundaries.OnLossPlateau && communicator.Size > 1)
                 throw new NotSupportedException($"Boundaries = OnLossPlateau with data-parallel training ({communicator.Description}) is not supported: each process sees the loss of its own share, and the processes must agree on every boundary. Use EverySteps, or train in one process.");
+            if (options.Boundaries == ContinualBoundaries.OnInputShift && communicator.Size > 1)
+                throw new NotSupportedException($"Boundaries = OnInputShift with data-parallel training ({communicator.Description}) is not supported: the processes must agree on every boundary, and a test's floating-point sums may differ between machines. Use EverySteps, or train in one process.");
         }
         if (!options.ShuffleRows && options.MemoryBudgetMegabytes is not null)
             throw new NotSupportedException("ShuffleRows false (rows in the data's order) with MemoryBudgetMegabytes is not supported: a task read in passes is shuffled through a buffer. Leave MemoryBudgetMegabytes null, or ShuffleRows true.");
@@ -482,7 +489,7 @@ internal static class TrainingLoop
             if (context.Window is { } window)
             {
                 window.Add(batch);
-                context.BoundaryDue = context.Detector is { } detector ? detector.Observe(taskLoss) : context.Step % context.Options.BoundaryEverySteps == 0;
+                context.BoundaryDue = context.Detector is { } detector ? detector.Observe(batch, taskLoss) : context.Step % context.Options.BoundaryEverySteps == 0;
             }
             if (fit?.Progress is { } report && stepInEpoch % reportEvery == 0 && stepInEpoch < stepsPerEpoch)
                 report(new ContinualFitProgress(context.Epoch, epochs, stepInEpoch, stepsPerEpoch, false, double.NaN, resumed));

@@ -206,7 +206,7 @@ public abstract class ContinualTrainerOptions
     /// small refits on consecutive slices (a batch job every hour) train exactly as one fit over the whole stream would,
     /// to the bit. Needs boundaries inside fits (<see cref="Boundaries"/> not Given: with given boundaries each fit is a
     /// task), one epoch and <see cref="ShuffleRows"/> false. The model then carries, besides its network and plugin
-    /// state: the optimizer's state, the step count, the sample of rows since the last boundary and the loss-plateau
+    /// state: the optimizer's state, the step count, the sample of rows since the last boundary and the boundary
     /// detector, the fit's generator, the plugins' in-task progress, and the rows of the last slice short of a batch
     /// (they are trained first by the next fit, never as a short batch). A fit's end is not a boundary. Default false.</summary>
     /// <remarks>Bit-identity with one pass also needs the network's shape fixed from the first fit: give the label as a key

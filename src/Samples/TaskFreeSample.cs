@@ -58,6 +58,11 @@ public static class TaskFreeSample
             options.Boundaries = ContinualBoundaries.OnLossPlateau; // instead of every 23 steps
             return options;
         }
+        static T OnInputShift<T>(T options) where T : ContinualTrainerOptions
+        {
+            options.Boundaries = ContinualBoundaries.OnInputShift; // a two-sample test on each block of 512 rows
+            return options;
+        }
         foreach (var (name, trainer) in new (string, ContinualTrainer)[]
         {
             ("FineTune", ml.Continual().Trainers.FineTune(TaskFree(new FineTuneTrainer.Options()))),
@@ -66,6 +71,10 @@ public static class TaskFreeSample
             ("online EWC, optimizer reset at each boundary", ml.Continual().Trainers.Ewc(TaskFree(new EwcTrainer.Options { Mode = EwcMode.Online, BoundaryResetsOptimizer = true }))),
             // Boundaries where the task loss settles after a rise (Aljundi et al. 2019), no step count given.
             ("online EWC, boundaries on a loss plateau", ml.Continual().Trainers.Ewc(OnPlateau(TaskFree(new EwcTrainer.Options { Mode = EwcMode.Online })))),
+            // Boundaries where the inputs change: each block of rows compared with the rows since the last boundary.
+            ("online EWC, boundaries where the inputs shift", ml.Continual().Trainers.Ewc(OnInputShift(TaskFree(new EwcTrainer.Options { Mode = EwcMode.Online })))),
+            // LwF keeps no rows: its teacher becomes the network as it is at each boundary.
+            ("LwF, boundaries where the inputs shift", ml.Continual().Trainers.Lwf(OnInputShift(TaskFree(new LwfTrainer.Options())))),
         })
         {
             ContinualFitStatistics? pass = null;

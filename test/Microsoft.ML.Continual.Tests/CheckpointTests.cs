@@ -40,6 +40,8 @@ public class CheckpointTests
     [InlineData("Ewc", 2)]
     [InlineData("Replay", 2)]
     [InlineData("AGem", 2)]
+    [InlineData("Si", 2)]    // the path integral, the task's start and the last step's weights come back from the checkpoint
+    [InlineData("RWalk", 3)] // and RWalk's running Fisher and its open window of steps
     [InlineData("ProgressiveNetworks", 2)]
     [InlineData("PackNet", 2)] // before pruning
     [InlineData("PackNet", 5)] // after pruning, during retraining: the owners come back from the checkpoint
@@ -55,6 +57,8 @@ public class CheckpointTests
         var resumed = Interrupted(ml, trainer, task2, first, temp.File("task2.ckpt"), stopAfter);
         var probe = TestData.View(ml, 1, [0, 1, 2], 100, 9);
         Assert.Equal(TestData.Scores(straight, probe), TestData.Scores(resumed, probe));
+        // Everything the model keeps for the next task too (SI's and RWalk's importances come from the in-task trackers).
+        TestData.AssertSameEntries(ml, straight, resumed, task2.Schema);
     }
 
     [Fact]
@@ -77,9 +81,9 @@ public class CheckpointTests
     public void StrategiesWithRunningState_RefuseCheckpoints_BeforeTraining()
     {
         var ml = new MLContext(seed: 1);
-        var si = ml.Continual().Trainers.Si(new SiTrainer.Options { HiddenLayerSizes = [8] });
-        var e = Assert.Throws<NotSupportedException>(() => si.Fit(TestData.View(ml, 0, [0, 1], 50, 1), null, new ContinualFitOptions { CheckpointPath = "unused.ckpt" }));
-        Assert.Contains("Si", e.Message);
+        var er = ml.Continual().Trainers.Create("Er", new Dictionary<string, string> { ["HiddenLayerSizes"] = "8" });
+        var e = Assert.Throws<NotSupportedException>(() => er.Fit(TestData.View(ml, 0, [0, 1], 50, 1), null, new ContinualFitOptions { CheckpointPath = "unused.ckpt" }));
+        Assert.Contains("Er", e.Message);
     }
 
     [Fact]

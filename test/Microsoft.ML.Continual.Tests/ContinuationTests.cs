@@ -25,24 +25,10 @@ public sealed class ContinuationTests
         "Scp" => [new ScpPlugin()],
         "Replay" => [new ReplayPlugin { MemorySize = 30 }],
         "Lwf" => [new LwfPlugin()],
+        "Si" => [new SiPlugin()],
+        "RWalk" => [new RWalkPlugin { ScoreUpdateInterval = 5 }],
         _ => throw new ArgumentOutOfRangeException(nameof(method)),
     };
-
-    /// <summary>Every entry of the saved model, by name (the zip's own timestamps left out).</summary>
-    private static Dictionary<string, byte[]> Entries(MLContext ml, ITransformer model, DataViewSchema schema)
-    {
-        using var stream = new MemoryStream();
-        ml.Model.Save(model, schema, stream);
-        stream.Position = 0;
-        using var zip = new ZipArchive(stream, ZipArchiveMode.Read);
-        return zip.Entries.ToDictionary(e => e.FullName, e =>
-        {
-            using var entry = e.Open();
-            using var bytes = new MemoryStream();
-            entry.CopyTo(bytes);
-            return bytes.ToArray();
-        });
-    }
 
     private static ITransformer SaveAndLoad(MLContext ml, ITransformer model, DataViewSchema schema)
     {
@@ -80,6 +66,8 @@ public sealed class ContinuationTests
     [InlineData("Lwf", ContinualBoundaries.EverySteps, 10)]
     [InlineData("Lwf", ContinualBoundaries.OnLossPlateau, 100)]
     [InlineData("OnlineEwc", ContinualBoundaries.OnInputShift, 100)]
+    [InlineData("Si", ContinualBoundaries.EverySteps, 10)]
+    [InlineData("RWalk", ContinualBoundaries.EverySteps, 100)]
     [InlineData("Er", ContinualBoundaries.OnInputShift, 10)]
     public void RefitsOnConsecutiveSlices_SavedAndLoadedBetween_TrainAsOnePass_ToTheBit(string method, ContinualBoundaries boundaries, int slices)
     {
@@ -107,8 +95,8 @@ public sealed class ContinuationTests
         int fewest = boundaries == ContinualBoundaries.OnInputShift ? 1 : 2;
         Assert.True(onePassStatistics!.BoundariesPassed >= fewest, $"the stream passed only {onePassStatistics.BoundariesPassed} boundaries");
         Assert.Equal(onePassStatistics.BoundariesPassed, boundariesPassed); // each fit reports its own
-        var expected = Entries(ml, onePass, all.Schema);
-        var actual = Entries(ml, model, all.Schema);
+        var expected = TestData.ZipEntries(ml, onePass, all.Schema);
+        var actual = TestData.ZipEntries(ml, model, all.Schema);
         Assert.Equal(expected.Keys.Order(), actual.Keys.Order());
         Assert.Contains("Continuation.bin", expected.Keys.Select(Path.GetFileName));
         foreach (var (name, bytes) in expected) Assert.True(bytes.AsSpan().SequenceEqual(actual[name]), $"entry {name} differs");
@@ -131,8 +119,8 @@ public sealed class ContinuationTests
         var result = ml.Continual().Run(trainer, stream, new ContinualRunOptions { EvaluateBeforeTraining = false });
         var onePass = trainer.Fit(stream.TrainingInOrder());
         var schema = segments[0].Train.Schema;
-        var expected = Entries(ml, onePass, schema);
-        var actual = Entries(ml, result.Models[^1], schema);
+        var expected = TestData.ZipEntries(ml, onePass, schema);
+        var actual = TestData.ZipEntries(ml, result.Models[^1], schema);
         foreach (var (name, bytes) in expected) Assert.True(bytes.AsSpan().SequenceEqual(actual[name]), $"entry {name} differs");
         // R[i, j] after each segment i, the segment accuracies after the pass in the last row.
         for (int i = 1; i <= 3; i++)
@@ -150,7 +138,7 @@ public sealed class ContinuationTests
         var shuffled = Options(ContinualBoundaries.EverySteps);
         shuffled.ShuffleRows = true;
         Assert.Contains("ShuffleRows = false", Assert.Throws<ArgumentOutOfRangeException>(() => ml.Continual().Trainers.Compose(shuffled).Fit(data)).Message);
-        var e = Assert.Throws<NotSupportedException>(() => ml.Continual().Trainers.Compose(Options(ContinualBoundaries.EverySteps), new SiPlugin()).Fit(data));
+        var e = Assert.Throws<NotSupportedException>(() => ml.Continual().Trainers.Compose(Options(ContinualBoundaries.EverySteps), new MirPlugin()).Fit(data));
         Assert.Contains("SaveTaskProgress", e.Message);
 
         // 55 rows, batches of 10: 50 trained, 5 wait in the model.

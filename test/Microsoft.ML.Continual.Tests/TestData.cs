@@ -96,6 +96,31 @@ public static class TestData
         return truth.Zip(predicted).Count(p => p.First == p.Second) / (double)truth.Length;
     }
 
+    /// <summary>Every entry of the model saved through ML.NET, by name (the zip's own timestamps left out).</summary>
+    public static Dictionary<string, byte[]> ZipEntries(MLContext ml, ITransformer model, DataViewSchema schema)
+    {
+        using var stream = new MemoryStream();
+        ml.Model.Save(model, schema, stream);
+        stream.Position = 0;
+        using var zip = new System.IO.Compression.ZipArchive(stream, System.IO.Compression.ZipArchiveMode.Read);
+        return zip.Entries.ToDictionary(e => e.FullName, e =>
+        {
+            using var entry = e.Open();
+            using var bytes = new MemoryStream();
+            entry.CopyTo(bytes);
+            return bytes.ToArray();
+        });
+    }
+
+    /// <summary>Asserts that two models save to the same entries, byte for byte.</summary>
+    public static void AssertSameEntries(MLContext ml, ITransformer expected, ITransformer actual, DataViewSchema schema)
+    {
+        var want = ZipEntries(ml, expected, schema);
+        var got = ZipEntries(ml, actual, schema);
+        Xunit.Assert.Equal(want.Keys.Order(), got.Keys.Order());
+        foreach (var (name, bytes) in want) Xunit.Assert.True(bytes.AsSpan().SequenceEqual(got[name]), $"entry {name} differs");
+    }
+
     public static string Hash(string path) => Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(path)));
 
     public static byte[] Bytes(float[] values) => System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray();

@@ -101,6 +101,30 @@ internal sealed class ParameterTensors : IDisposable
         return new ParameterTensors(tensors);
     }
 
+    /// <summary>Reads what <see cref="Save"/> stored under <paramref name="prefix"/> in place of <paramref name="like"/> (which it
+    /// disposes): in-task progress restored after BeforeTask made <paramref name="like"/> for this network, so every name and
+    /// shape must be the same; a difference is a format error.</summary>
+    public static ParameterTensors LoadLike(ContinualState state, string prefix, ParameterTensors like, string what)
+    {
+        var loaded = Load(state, prefix);
+        foreach (var (name, expected) in like._tensors)
+        {
+            if (!loaded._tensors.TryGetValue(name, out var stored) || !stored.shape.SequenceEqual(expected.shape) || stored.dtype != expected.dtype)
+            {
+                loaded.Dispose();
+                throw new ContinualModelFormatException($"The {what} under '{prefix}' does not hold parameter '{name}' as {expected.dtype} [{string.Join(", ", expected.shape)}].");
+            }
+            loaded._tensors[name] = stored.to(expected.device).DetachFromDisposeScope();
+        }
+        if (loaded._tensors.Count != like._tensors.Count)
+        {
+            loaded.Dispose();
+            throw new ContinualModelFormatException($"The {what} under '{prefix}' holds {loaded._tensors.Count - like._tensors.Count} parameters this network does not have.");
+        }
+        like.Dispose();
+        return loaded;
+    }
+
     public void Write(BinaryWriter w)
     {
         w.Write(_tensors.Count);

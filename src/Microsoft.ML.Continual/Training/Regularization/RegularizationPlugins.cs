@@ -141,8 +141,25 @@ public sealed class SiPlugin : RegularizationPlugin
         if (!(Damping > 0)) throw new ArgumentOutOfRangeException(nameof(Damping), "Option Damping must be positive.");
     }
 
-    /// <summary>False: the path integral ω runs through the whole task; it is not part of a within-task checkpoint.</summary>
-    public override bool SupportsCheckpoints => false;
+    /// <summary>The path integral ω, the task's starting θ and the last step's θ: what a checkpoint or a pass continued
+    /// across fits must carry (<see cref="ContinualTrainerOptions.ContinueAcrossFits"/>).</summary>
+    public override void SaveTaskProgress(ContinualState state)
+    {
+        state.Set("tracking", _omega is not null);
+        if (_omega is null) return;
+        _start!.Save(state, "start/");
+        _previous!.Save(state, "previous/");
+        _omega.Save(state, "omega/");
+    }
+
+    /// <inheritdoc/>
+    public override void LoadTaskProgress(ContinualState state)
+    {
+        if (!state.GetBoolean("tracking") || _omega is null) return;
+        _start = ParameterTensors.LoadLike(state, "start/", _start!, "SI progress");
+        _previous = ParameterTensors.LoadLike(state, "previous/", _previous!, "SI progress");
+        _omega = ParameterTensors.LoadLike(state, "omega/", _omega, "SI progress");
+    }
 
     /// <inheritdoc/>
     public override void BeforeTask(ContinualTrainingContext context)
@@ -213,8 +230,35 @@ public sealed class RWalkPlugin : RegularizationPlugin
     private ParameterTensors? _windowSquares, _windowPath, _windowStart;
     private int _windowSteps;
 
-    /// <summary>False: the running Fisher and path scores change at every step; they are not part of a within-task checkpoint.</summary>
-    public override bool SupportsCheckpoints => false;
+    /// <summary>The running Fisher, the task's scores and the open window (its sums, its starting θ, its steps) and the last
+    /// step's θ: what a checkpoint or a pass continued across fits must carry.</summary>
+    public override void SaveTaskProgress(ContinualState state)
+    {
+        state.Set("tracking", _taskScores is not null);
+        if (_taskScores is null) return;
+        _fisher!.Save(state, "fisher/");
+        _taskScores.Save(state, "task scores/");
+        _previous!.Save(state, "previous/");
+        _windowStart!.Save(state, "window start/");
+        _windowSquares!.Save(state, "window squares/");
+        _windowPath!.Save(state, "window path/");
+        state.Set("window steps", (long)_windowSteps);
+    }
+
+    /// <inheritdoc/>
+    public override void LoadTaskProgress(ContinualState state)
+    {
+        if (!state.GetBoolean("tracking") || _taskScores is null) return;
+        long steps = state.GetInt64("window steps");
+        if (steps < 0 || steps >= ScoreUpdateInterval) throw new ContinualModelFormatException($"RWalk's progress has {steps} steps in its window; ScoreUpdateInterval is {ScoreUpdateInterval}.");
+        _fisher = ParameterTensors.LoadLike(state, "fisher/", _fisher!, "RWalk progress");
+        _taskScores = ParameterTensors.LoadLike(state, "task scores/", _taskScores, "RWalk progress");
+        _previous = ParameterTensors.LoadLike(state, "previous/", _previous!, "RWalk progress");
+        _windowStart = ParameterTensors.LoadLike(state, "window start/", _windowStart!, "RWalk progress");
+        _windowSquares = ParameterTensors.LoadLike(state, "window squares/", _windowSquares!, "RWalk progress");
+        _windowPath = ParameterTensors.LoadLike(state, "window path/", _windowPath!, "RWalk progress");
+        _windowSteps = (int)steps;
+    }
 
     /// <inheritdoc/>
     public override void BeforeTask(ContinualTrainingContext context)

@@ -14,7 +14,9 @@ namespace Microsoft.ML.Continual;
 /// <para>Cost: each step runs one forward and backward pass per past task on its memory, so step time grows with the
 /// number of tasks; <see cref="AGemTrainer"/> needs one extra pass whatever the number of tasks.</para>
 /// <para>The memory (features, targets, heads, task of each row) is saved in the model and grows by
-/// <see cref="Options.MemoriesPerTask"/> rows per task.</para>
+/// <see cref="Options.MemoriesPerTask"/> rows per task. With boundaries inside a fit (task-free streams) it is bounded
+/// instead: at most <see cref="Options.MemoryGroupsInsideFit"/> groups of <see cref="Options.MemoriesPerTask"/> rows, each
+/// a uniform sample of the windows assigned to it in turn (window w to group w mod G), each one constraint.</para>
 /// </remarks>
 public sealed class GemTrainer : ContinualTrainerBase<GemTrainer.Options>
 {
@@ -29,6 +31,11 @@ public sealed class GemTrainer : ContinualTrainerBase<GemTrainer.Options>
         /// <summary>The memory strength γ ≥ 0: lower bound of the dual variables; larger values favour backward transfer. Default 0.5 (the paper's MNIST setting).</summary>
         public double MemoryStrength { get; set; } = 0.5;
 
+        /// <summary>With boundaries inside a fit (<see cref="ContinualTrainerOptions.Boundaries"/> not Given): the most
+        /// groups, each one constraint of at most <see cref="MemoriesPerTask"/> rows. Default 10. Window w joins group
+        /// w mod this as a reservoir over that group's windows, so neither the memory nor a step's cost grows with the
+        /// number of boundaries.</summary>
+        public int MemoryGroupsInsideFit { get; set; } = 10;
     }
 
     internal GemTrainer(MLContext mlContext, Options options) : base(mlContext, options) { }

@@ -312,4 +312,29 @@ public sealed class BoundaryTests
         Assert.InRange(alarms, 3, 27);
         Assert.True(found >= 45, $"the shift was found in {found} of 50 seeds");
     }
+
+    [Fact]
+    public void Gem_WithBoundariesInsideAFit_KeepsAtMostItsGroups_EachAReservoirOverTheWindowsAssignedToIt()
+    {
+        var ml = new MLContext(seed: 1);
+        var rows = TestData.Rows(0, [0, 1, 2], 200, seed: 4);
+        // Batches of 10, a boundary every 2 steps: windows of 20 rows (rows 20w to 20w + 19), 9 inside the fit and the end's.
+        var gem = new GemPlugin { MemoriesPerTask = 20, MemoryGroupsInsideFit = 3 };
+        var model = ml.Continual().Trainers.Compose(Options(2), gem).Fit(ml.Data.LoadFromEnumerable(rows));
+        var memory = ((GemPlugin)model.State.Plugins.Items.Single()).Memory;
+        Assert.Equal(60, memory.Count); // 3 groups of 20, whatever the number of windows
+        Assert.Equal([0, 1, 2], memory.TaskOf.Distinct().Order());
+        var firstFeature = rows.Select(r => r.Features[0]).ToList();
+        float[] stored = memory.Features!.select(1, 0).data<float>().ToArray();
+        var windowsOfGroup = Enumerable.Range(0, 3).Select(_ => new HashSet<int>()).ToArray();
+        for (int i = 0; i < memory.Count; i++)
+        {
+            int window = firstFeature.IndexOf(stored[i]) / 20;
+            Assert.Equal(window % 3, memory.TaskOf[i]); // window w joins group w mod 3
+            windowsOfGroup[memory.TaskOf[i]].Add(window);
+        }
+        // Group 0 had windows 0, 3, 6 and 9 offered: a reservoir keeps rows of more than the first of them.
+        Assert.True(windowsOfGroup[0].Count > 1, $"group 0 holds windows {string.Join(", ", windowsOfGroup[0])}");
+        Assert.All(windowsOfGroup, w => Assert.NotEmpty(w));
+    }
 }

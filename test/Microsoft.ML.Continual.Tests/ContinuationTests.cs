@@ -26,6 +26,7 @@ public sealed class ContinuationTests
         "Replay" => [new ReplayPlugin { MemorySize = 30 }],
         "Lwf" => [new LwfPlugin()],
         "Si" => [new SiPlugin()],
+        "Gem" => [new GemPlugin { MemoriesPerTask = 10, MemoryGroupsInsideFit = 3 }],
         "RWalk" => [new RWalkPlugin { ScoreUpdateInterval = 5 }],
         _ => throw new ArgumentOutOfRangeException(nameof(method)),
     };
@@ -67,6 +68,7 @@ public sealed class ContinuationTests
     [InlineData("Lwf", ContinualBoundaries.OnLossPlateau, 100)]
     [InlineData("OnlineEwc", ContinualBoundaries.OnInputShift, 100)]
     [InlineData("Si", ContinualBoundaries.EverySteps, 10)]
+    [InlineData("Gem", ContinualBoundaries.EverySteps, 100)]
     [InlineData("RWalk", ContinualBoundaries.EverySteps, 100)]
     [InlineData("Er", ContinualBoundaries.OnInputShift, 10)]
     public void RefitsOnConsecutiveSlices_SavedAndLoadedBetween_TrainAsOnePass_ToTheBit(string method, ContinualBoundaries boundaries, int slices)

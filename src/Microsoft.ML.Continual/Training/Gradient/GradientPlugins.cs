@@ -133,10 +133,20 @@ public sealed class GemPlugin : MemoryPlugin
     /// <summary>The memory strength γ ≥ 0: lower bound of the dual variables; larger values favour backward transfer. Default 0.5 (the paper's MNIST setting).</summary>
     public double MemoryStrength { get; set; } = 0.5;
 
+    /// <summary>With boundaries inside a fit: the most groups (constraints) the memory keeps, each of at most
+    /// <see cref="MemoriesPerTask"/> rows. Default 10 (the paper's 20 tasks had 20; ten keep a step's cost at ten extra
+    /// passes). Window w joins group w mod this, as a reservoir over the windows the group holds, so every window
+    /// is represented alike whatever the number of boundaries, and neither the memory nor a step's cost grows with it.</summary>
+    public int MemoryGroupsInsideFit { get; set; } = 10;
+
+    private long _windows; // consolidations made with boundaries inside fits (across fits), for the group of the next
+    private ExampleMemory? _madeHere; // the memory this instance made last (the one it started with is shared with the previous model)
+
     /// <inheritdoc/>
     public override void Validate()
     {
         if (MemoriesPerTask < 1 || MemoriesPerTask > 1_000_000) throw new ArgumentOutOfRangeException(nameof(MemoriesPerTask), "Option MemoriesPerTask must be in [1, 1,000,000].");
+        if (MemoryGroupsInsideFit < 1 || MemoryGroupsInsideFit > 1000) throw new ArgumentOutOfRangeException(nameof(MemoryGroupsInsideFit), "Option MemoryGroupsInsideFit must be in [1, 1,000].");
         if (!(MemoryStrength >= 0) || double.IsInfinity(MemoryStrength)) throw new ArgumentOutOfRangeException(nameof(MemoryStrength), "Option MemoryStrength must be non-negative and finite.");
     }
 
@@ -153,15 +163,17 @@ public sealed class GemPlugin : MemoryPlugin
         _pastTasks = new();
         _flat = new FlatGradients(context.Network);
         if (Memory.Count == 0) return;
-        // Each past task's memory as one batch on the device, gathered once per task (tensors live in the fit's dispose scope).
+        // Each past task's memory as one batch on the device, gathered once per task. Detached and disposed at the task's
+        // end: a boundary inside a fit runs this again in a nested dispose scope.
         using ContinualTaskData memory = Memory.ToDevice(context.Device)!;
         foreach (int task in Memory.TaskOf.Distinct().Order())
         {
-            Tensor rows = tensor(Enumerable.Range(0, Memory.Count).Where(i => Memory.TaskOf[i] == task).Select(i => (long)i).ToArray()).to(context.Device);
-            _pastTasks.Add(memory.Select(rows));
+            using Tensor rows = tensor(Enumerable.Range(0, Memory.Count).Where(i => Memory.TaskOf[i] == task).Select(i => (long)i).ToArray()).to(context.Device);
+            var batch = memory.Select(rows);
+            _pastTasks.Add(new ContinualBatch(batch.Features.DetachFromDisposeScope(), batch.Targets.DetachFromDisposeScope(), batch.Heads?.DetachFromDisposeScope()));
         }
-        _gradient = zeros(_flat.Size, device: context.Device);
-        MemoryGradients = zeros(_pastTasks.Count, _flat.Size, device: context.Device);
+        _gradient = zeros(_flat.Size, device: context.Device).DetachFromDisposeScope();
+        MemoryGradients = zeros(_pastTasks.Count, _flat.Size, device: context.Device).DetachFromDisposeScope();
     }
 
     /// <inheritdoc/>
@@ -198,13 +210,75 @@ public sealed class GemPlugin : MemoryPlugin
     public override void AfterTask(ContinualTrainingContext context)
     {
         var task = context.Task;
-        var random = new Random(unchecked((int)(context.TaskSeed ^ 0x4745_4D00)));
+        bool inFit = context.Options.Boundaries != ContinualBoundaries.Given;
+        long draw = inFit ? context.Step : 0; // distinct at every consolidation of a fit, the end's included
+        var random = new Random(unchecked((int)(context.TaskSeed ^ 0x4745_4D00 ^ (draw * 7919))));
         int[] rows = Enumerable.Range(0, (int)task.Count).OrderBy(_ => random.Next()).Take(MemoriesPerTask).ToArray();
-        Memory = Memory.Append(task, context.TaskIndex, ExampleMemory.ClassesOf(task, context.State.Kind), rows);
+        var classes = ExampleMemory.ClassesOf(task, context.State.Kind);
+        var old = Memory;
+        Memory = inFit ? JoinGroup(task, classes, rows, random) : Memory.Append(task, context.TaskIndex, classes, rows);
+        if (ReferenceEquals(old, _madeHere)) old.DisposeTensors(); // made at this fit's last boundary; the inherited one is shared
+        _madeHere = Memory;
+        foreach (var past in _pastTasks)
+        {
+            past.Features.Dispose();
+            past.Targets.Dispose();
+            past.Heads?.Dispose();
+        }
         _pastTasks = new();
+        _gradient?.Dispose();
+        MemoryGradients?.Dispose();
         _gradient = MemoryGradients = null;
     }
 
+    /// <summary>With boundaries inside a fit: window w's rows join group g = w mod <see cref="MemoryGroupsInsideFit"/> as
+    /// reservoir sampling over the rows the group's windows offered (each offers <see cref="MemoriesPerTask"/>), so the
+    /// group stays a uniform sample of its windows' and at most <see cref="MemoriesPerTask"/> rows.</summary>
+    private ExampleMemory JoinGroup(ContinualTaskData window, int[] classes, int[] rows, Random random)
+    {
+        int group = (int)(_windows % MemoryGroupsInsideFit);
+        long earlierWindows = _windows / MemoryGroupsInsideFit;
+        _windows++;
+        var slots = Enumerable.Range(0, Memory.Count).ToList();
+        var members = Enumerable.Range(0, Memory.Count).Where(i => Memory.TaskOf[i] == group).ToList();
+        long seen = earlierWindows * MemoriesPerTask;
+        foreach (int row in rows)
+        {
+            seen++;
+            if (members.Count < MemoriesPerTask)
+            {
+                members.Add(slots.Count);
+                slots.Add(-1 - row);
+            }
+            else if (random.NextInt64(seen) is long j && j < MemoriesPerTask) slots[members[(int)j]] = -1 - row;
+        }
+        return Memory.Compose(slots.ToArray(), window, group, classes);
+    }
+
+    /// <summary>Supported: each window's rows join one of at most <see cref="MemoryGroupsInsideFit"/> groups (see there),
+    /// each group one constraint; the memory is then at most that many times <see cref="MemoriesPerTask"/> rows.</summary>
+    public override string? WhyNotBoundariesInsideFit => null;
+
+    internal override void CopyStateFrom(ContinualPlugin previous)
+    {
+        base.CopyStateFrom(previous);
+        _windows = ((GemPlugin)previous)._windows;
+    }
+
+    /// <inheritdoc/>
+    public override void SaveState(ContinualState state)
+    {
+        base.SaveState(state);
+        if (_windows > 0) state.Set("windows", _windows); // absent for given boundaries: their models save as before
+    }
+
+    /// <inheritdoc/>
+    public override void LoadState(ContinualState state)
+    {
+        base.LoadState(state);
+        _windows = state.Contains("windows") ? state.GetInt64("windows") : 0;
+        if (_windows < 0) throw new ContinualModelFormatException($"GEM's window count {_windows} is negative.");
+    }
 }
 
 /// <summary>

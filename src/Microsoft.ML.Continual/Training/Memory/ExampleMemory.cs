@@ -245,6 +245,11 @@ internal sealed class ExampleMemory
         return chosen;
     }
 
+    /// <summary>A memory whose slot i holds this memory's row s (s ≥ 0) or <paramref name="task"/>'s row −1−s, the new
+    /// rows in group <paramref name="taskIndex"/>; rows offered grow by the task's rows.</summary>
+    public ExampleMemory Compose(int[] slots, ContinualTaskData task, int taskIndex, int[] classOfRow) =>
+        Compose(slots, task, taskIndex, classOfRow, new int[classOfRow.Length], RowsOffered + task.Count);
+
     private ExampleMemory Compose(int[] slots, ContinualTaskData task, int taskIndex, int[] classOfRow, int[] rankOfNew, long rowsOffered)
     {
         using var scope = NewDisposeScope();

@@ -3,6 +3,15 @@ using Xunit;
 
 namespace Microsoft.ML.Continual.Tests;
 
+/// <summary>A plugin that consolidates inside a fit but keeps in-task state its progress does not capture.</summary>
+public sealed class UncapturedProgress : ContinualPlugin
+{
+    static UncapturedProgress() => ContinualPlugins.Register<UncapturedProgress>("Tests.UncapturedProgress");
+    public override string? WhyNotBoundariesInsideFit => null;
+    public override void AtBoundary(ContinualTrainingContext context) { }
+    public override bool SupportsCheckpoints => false;
+}
+
 /// <summary>ContinueAcrossFits: many refits on consecutive slices of a stream train exactly as one pass over it.</summary>
 public sealed class ContinuationTests
 {
@@ -26,6 +35,7 @@ public sealed class ContinuationTests
         "Replay" => [new ReplayPlugin { MemorySize = 30 }],
         "Lwf" => [new LwfPlugin()],
         "Si" => [new SiPlugin()],
+        "Mir" => [new MirPlugin { MemorySize = 30 }],
         "Gem" => [new GemPlugin { MemoriesPerTask = 10, MemoryGroupsInsideFit = 3 }],
         "RWalk" => [new RWalkPlugin { ScoreUpdateInterval = 5 }],
         _ => throw new ArgumentOutOfRangeException(nameof(method)),
@@ -68,6 +78,7 @@ public sealed class ContinuationTests
     [InlineData("Lwf", ContinualBoundaries.OnLossPlateau, 100)]
     [InlineData("OnlineEwc", ContinualBoundaries.OnInputShift, 100)]
     [InlineData("Si", ContinualBoundaries.EverySteps, 10)]
+    [InlineData("Mir", ContinualBoundaries.OnLossPlateau, 100)]
     [InlineData("Gem", ContinualBoundaries.EverySteps, 100)]
     [InlineData("RWalk", ContinualBoundaries.EverySteps, 100)]
     [InlineData("Er", ContinualBoundaries.OnInputShift, 10)]
@@ -140,7 +151,7 @@ public sealed class ContinuationTests
         var shuffled = Options(ContinualBoundaries.EverySteps);
         shuffled.ShuffleRows = true;
         Assert.Contains("ShuffleRows = false", Assert.Throws<ArgumentOutOfRangeException>(() => ml.Continual().Trainers.Compose(shuffled).Fit(data)).Message);
-        var e = Assert.Throws<NotSupportedException>(() => ml.Continual().Trainers.Compose(Options(ContinualBoundaries.EverySteps), new MirPlugin()).Fit(data));
+        var e = Assert.Throws<NotSupportedException>(() => ml.Continual().Trainers.Compose(Options(ContinualBoundaries.EverySteps), new UncapturedProgress()).Fit(data));
         Assert.Contains("SaveTaskProgress", e.Message);
 
         // 55 rows, batches of 10: 50 trained, 5 wait in the model.

@@ -243,7 +243,7 @@ internal static class TrainingLoop
             if (fit?.CheckpointPath is not null)
                 throw new NotSupportedException($"Boundaries = {options.Boundaries} with a CheckpointPath is not supported: the sample of rows since the last boundary is not in the checkpoint. Run without CheckpointPath (the model file is still written atomically at the end).");
             if (options.ContinueAcrossFits && plugins.WhyNotContinuesAcrossFits() is var (stopper, why))
-                throw new NotSupportedException($"Trainer {trainerName} cannot continue one pass across fits (ContinueAcrossFits): plugin {stopper}: {why}. Leave ContinueAcrossFits false (each fit ends at a boundary), or use a method that supports it (FineTune, L2, online EWC, SI, MAS, RWalk, SCP, GEM, A-GEM, Replay, Er, DER, DER++, LwF).");
+                throw new NotSupportedException($"Trainer {trainerName} cannot continue one pass across fits (ContinueAcrossFits): plugin {stopper}: {why}. Leave ContinueAcrossFits false (each fit ends at a boundary), or use a method that supports it (FineTune, L2, online EWC, SI, MAS, RWalk, SCP, GEM, A-GEM, Replay, Er, MIR, DER, DER++, LwF).");
             if (options.ContinueAcrossFits && communicator.Size > 1)
                 throw new NotSupportedException($"ContinueAcrossFits with data-parallel training ({communicator.Description}) is not supported: the rows short of a batch and the window are one process's. Train in one process.");
             if (options.Boundaries == ContinualBoundaries.OnLossPlateau && communicator.Size > 1)

@@ -23,6 +23,7 @@ public sealed class MirPlugin : ContinualPlugin
     private Generator? _sampling;
     private Random? _reservoir;
     private ContinualNetwork? _virtual;
+    private bool _continuing;
 
     /// <summary>The memory budget in rows. Default 500.</summary>
     public int MemorySize { get; set; } = 500;
@@ -56,7 +57,8 @@ public sealed class MirPlugin : ContinualPlugin
         _buffer ??= new ReservoirBuffer(MemorySize);
         _buffer.MoveTo(context.Device);
         _sampling = new Generator((ulong)(context.TaskSeed ^ 0x4D49_5252), CPU);
-        _reservoir = new Random(unchecked((int)(context.TaskSeed ^ 0x4D49_5253)));
+        _reservoir = SavableRandom.For(context.Options.ContinueAcrossFits, context.TaskSeed ^ 0x4D49_5253);
+        _continuing = context.Options.ContinueAcrossFits;
         _virtual?.Dispose();
         _virtual = null;
     }
@@ -78,7 +80,13 @@ public sealed class MirPlugin : ContinualPlugin
         // ∇θ L(batch), without touching the parameters' own gradients (the real step's are accumulated by the loop).
         Tensor loss = context.Loss(taskBatch);
         var gradients = autograd.grad([loss], parameters, allow_unused: true);
-        _virtual ??= network.Copy(context.Random);
+        // The virtual network's fresh layers are overwritten at once. When a pass continues across fits, each fit makes
+        // it again, so its draws must not move the fit's generator (elsewhere they do, as they always have).
+        if (_virtual is null)
+        {
+            using var scratch = _continuing ? new Generator(0, CPU) : null;
+            _virtual = network.Copy(scratch ?? context.Random);
+        }
         _virtual.TrunkWeightView = network.TrunkWeightView;
         using (no_grad())
         {
@@ -140,6 +148,15 @@ public sealed class MirPlugin : ContinualPlugin
 
     /// <summary>False: the memory changes at every step, which a checkpoint does not capture.</summary>
     public override bool SupportsCheckpoints => false;
+
+    /// <summary>Supported: the memory is the plugin's state, and its two generators are its progress.</summary>
+    public override string? WhyNotContinuesAcrossFits => null;
+
+    /// <summary>The memory sampler's and the reservoir's positions (a fit that continues a pass across fits).</summary>
+    public override void SaveTaskProgress(ContinualState state) => SavableRandom.SaveProgress(state, _sampling, _reservoir);
+
+    /// <inheritdoc/>
+    public override void LoadTaskProgress(ContinualState state) => _reservoir = SavableRandom.LoadProgress(state, _sampling, _reservoir);
 
     /// <inheritdoc/>
     public override IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long>

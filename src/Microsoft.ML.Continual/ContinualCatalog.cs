@@ -182,16 +182,15 @@ public sealed class ContinualCatalog
         ArgumentNullException.ThrowIfNull(data);
         options ??= new ShiftDetectionOptions();
         options.Validate();
-        var continual = InputOfContinual(model, ref data);
-        if (continual is null)
+        var source = InputOfContinual(model, ref data);
+        if (source is not var (kept, column, featureSize))
             throw FindContinuable(model) is { } other
-                ? new NotSupportedException($"Shift detection compares with the rows a network model keeps; this model ({other.GetType().Name}) keeps none. Compare two data views with DetectShift(reference, data) instead.")
+                ? new NotSupportedException($"Shift detection compares with the rows a network or boosted-trees model keeps; this model ({other.GetType().Name}) keeps none. Compare two data views with DetectShift(reference, data) instead.")
                 : new ArgumentException($"The model ({model.GetType().Name}) does not end in a continual model.", nameof(model));
-        var reference = continual.State.ShiftReference ?? throw new InvalidOperationException(
+        var reference = kept ?? throw new InvalidOperationException(
             "The model keeps no sample of its training rows to compare with: it was fitted with ShiftReferenceRows 0, or saved by a version without shift detection (refit it once to keep one).");
-        string column = continual.State.Options.FeatureColumnName;
-        var current = FeatureSampler.Read(data, column, continual.FeatureSize, options.MaxRows, options.Seed);
-        return Compare(reference, current, FeatureSampler.FeatureNames(data.Schema[column], continual.FeatureSize), options);
+        var current = FeatureSampler.Read(data, column, featureSize, options.MaxRows, options.Seed);
+        return Compare(reference, current, FeatureSampler.FeatureNames(data.Schema[column], featureSize), options);
     }
 
     /// <summary>
@@ -218,10 +217,12 @@ public sealed class ContinualCatalog
             options.Permutations, result.FeaturesCompared, result.ShiftedFeatures.Count, result.ShiftedFeatures.Take(options.MaxFeaturesReported).ToList());
     }
 
-    /// <summary>The continual model at the end of <paramref name="model"/>, with <paramref name="data"/> run through the transformers before it.</summary>
-    private static ContinualTransformer? InputOfContinual(ITransformer model, ref IDataView data)
+    /// <summary>The shift reference, feature column and width of the continual model (network or boosted trees) at the end of
+    /// <paramref name="model"/>, with <paramref name="data"/> run through the transformers before it; null when it ends in none.</summary>
+    private static (ShiftReference? Reference, string FeatureColumn, int FeatureSize)? InputOfContinual(ITransformer model, ref IDataView data)
     {
-        if (model is ContinualTransformer continual) return continual;
+        if (model is ContinualTransformer continual) return (continual.State.ShiftReference, continual.State.Options.FeatureColumnName, continual.FeatureSize);
+        if (model is Trees.ContinualLightGbmTransformer trees) return (trees.State.ShiftReference, trees.State.Options.FeatureColumnName, trees.FeatureSize);
         if (model is not IEnumerable<ITransformer> chain) return null;
         var parts = chain.ToList();
         if (parts.Count == 0) return null;

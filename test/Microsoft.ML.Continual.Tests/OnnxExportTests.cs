@@ -411,12 +411,6 @@ public class OnnxExportTests
         public int TaskNumber { get; set; }
     }
 
-    private sealed class BinaryRow
-    {
-        [VectorType(6)] public float[] Features { get; set; } = [];
-        public bool Label { get; set; }
-    }
-
     private sealed class RegressionRow
     {
         [VectorType(6)] public float[] Features { get; set; } = [];

@@ -117,6 +117,35 @@ public sealed class ShiftDetectionTests
     }
 
     [Fact]
+    public void ABoostedTreesModel_KeepsASampleOfItsFit_AndTellsSameDataFromShiftedData_ThroughSaveAndLoad()
+    {
+        var ml = new MLContext(seed: 1);
+        IDataView Binary(int task, int seed) => ml.Data.LoadFromEnumerable(TestData.Rows(task, [0, 1], 300, seed).Select(r => new BinaryRow { Features = r.Features, Label = r.BoolLabel }));
+        var train = Binary(0, 1);
+        var options = new Trees.ContinualLightGbmTrainer.Options { NumberOfIterations = 5 };
+        var trees = ml.Continual().Trainers.LightGbm(options).Fit(train);
+        Assert.Equal(300, trees.ShiftReferenceRows); // every row: fewer than the default 500
+        var same = ml.Continual().DetectShift(trees, Binary(0, 2));
+        Assert.False(same.Shifted, same.ToString());
+        Assert.Equal(6, same.FeaturesCompared);
+        var other = ml.Continual().DetectShift(trees, Binary(1, 2));
+        Assert.True(other.Shifted, other.ToString());
+
+        // The sample travels in the zip.
+        using var temp = new TempFolder();
+        ml.Model.Save(trees, train.Schema, temp.File("trees.zip"));
+        var loaded = ml.Continual().LoadModel(temp.File("trees.zip"), out _);
+        Assert.Equal(other.ToString(), ml.Continual().DetectShift(loaded, Binary(1, 2)).ToString());
+
+        // Read as a stream (MaximumRowsPerPeriod): the trees train on 100 rows, the reference samples all 300 read.
+        var streamed = ml.Continual().Trainers.LightGbm(new Trees.ContinualLightGbmTrainer.Options { NumberOfIterations = 5, MaximumRowsPerPeriod = 100 }).Fit(train);
+        Assert.Equal(300, streamed.ShiftReferenceRows);
+        // None kept: the error says how to keep one.
+        var none = ml.Continual().Trainers.LightGbm(new Trees.ContinualLightGbmTrainer.Options { NumberOfIterations = 5, ShiftReferenceRows = 0 }).Fit(train);
+        Assert.Contains("ShiftReferenceRows", Assert.Throws<InvalidOperationException>(() => ml.Continual().DetectShift(none, Binary(1, 2))).Message);
+    }
+
+    [Fact]
     public void ThroughAChain_TheRowsAreComparedAsTheNetworkSeesThem_WithTheSlotNames()
     {
         var ml = new MLContext(seed: 1);

@@ -29,6 +29,13 @@ public sealed class TextPrediction
 /// Gaussian blobs: class c of task t is centred at a point drawn from (t, c), so classes separate well and tasks
 /// differ. Labels: "c{class}" (text), class (int), class is odd (bool), a linear target (float).
 /// </summary>
+/// <summary>A row of <see cref="TestData.Rows"/>'s features with a Boolean label (binary models: the boosted trees).</summary>
+public sealed class BinaryRow
+{
+    [VectorType(6)] public float[] Features { get; set; } = [];
+    public bool Label { get; set; }
+}
+
 public static class TestData
 {
     public static List<Row> Rows(int task, int[] classes, int count, int seed, float spread = 0.5f)

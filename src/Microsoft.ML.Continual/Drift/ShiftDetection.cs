@@ -169,6 +169,38 @@ internal sealed class ShiftReference
     }
 }
 
+/// <summary>A uniform sample (Vitter's algorithm R) of at most a number of rows offered one at a time, for a shift
+/// reference kept while a task is read for training (no second pass over the data).</summary>
+internal sealed class ShiftReferenceBuilder
+{
+    private readonly int _capacity, _featureSize;
+    private readonly float[] _rows;
+    private readonly Random _random;
+    private long _seen;
+
+    public ShiftReferenceBuilder(int capacity, int featureSize, int seed)
+    {
+        _capacity = capacity;
+        _featureSize = featureSize;
+        _rows = new float[(long)capacity * featureSize];
+        _random = new Random(seed);
+    }
+
+    public void Offer(ReadOnlySpan<float> row)
+    {
+        long slot = _seen < _capacity ? _seen : _random.NextInt64(_seen + 1);
+        if (slot < _capacity) row.CopyTo(_rows.AsSpan((int)slot * _featureSize, _featureSize));
+        _seen++;
+    }
+
+    /// <summary>The sample, or null when fewer rows than a two-sample test needs were offered.</summary>
+    public ShiftReference? Build()
+    {
+        int count = (int)Math.Min(_seen, _capacity);
+        return count < ShiftTest.MinimumRows ? null : new ShiftReference(_rows.AsSpan(0, count * _featureSize).ToArray(), count, _featureSize);
+    }
+}
+
 /// <summary>Reads up to a number of rows of a feature column: a uniform reservoir sample (Vitter's algorithm R) in one pass.</summary>
 internal static class FeatureSampler
 {

@@ -57,6 +57,7 @@ internal static class BoostedTreesFormat
         w.Write(SHA256.HashData(memory));
         ctx.SaveBinaryStream(TreesEntry, writer => writer.Write(trees));
         ctx.SaveBinaryStream(MemoryEntry, writer => writer.Write(memory));
+        if (state.ShiftReference is { } reference) ctx.SaveBinaryStream(ShiftReference.EntryName, reference.Write);
     }
 
     private static byte[] MemoryBytes(ReplayRows memory)
@@ -125,8 +126,13 @@ internal static class BoostedTreesFormat
             entry = TreesEntry;
             string text = Encoding.UTF8.GetString(CheckedEntry(ctx, TreesEntry, treesHash));
             int width = TreeFeatureLayout.Of(options, featureSize, options.FeatureColumnName).Width;
+            entry = ShiftReference.EntryName; // optional, as in the network models: older models and ShiftReferenceRows 0 have none
+            ShiftReference? reference = null;
+            ctx.TryLoadBinaryStream(entry, reader => reference = ShiftReference.Read(reader, featureSize));
+            entry = TreesEntry;
             var state = new BoostedTreesState
             {
+                ShiftReference = reference,
                 Options = options, Kind = kind, FeatureSize = featureSize, ModelText = LightGbmModelText.Checked(text, width, kind), Memory = ReadMemory(CheckedEntry(ctx, MemoryEntry, memoryHash), options, width),
                 RoundsPerTask = rounds, RowsSeen = rowsSeen,
             };

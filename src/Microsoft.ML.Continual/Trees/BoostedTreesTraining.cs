@@ -17,6 +17,8 @@ internal sealed class BoostedTreesState
     public required ReplayRows Memory { get; init; }
     public required IReadOnlyList<int> RoundsPerTask { get; init; }
     public long RowsSeen { get; init; }
+    /// <summary>A sample of the latest fit's raw feature rows for shift detection, or null (none kept).</summary>
+    public ShiftReference? ShiftReference { get; init; }
     public int TasksSeen => RoundsPerTask.Count;
     public TreeFeatureLayout Layout => TreeFeatureLayout.Of(Options, FeatureSize, Options.FeatureColumnName);
     public int FormatVersion { get; init; } = Internal.BoostedTreesFormat.CurrentVersion;
@@ -145,9 +147,10 @@ internal static class BoostedTreesTraining
         int seed = options.Seed ?? 0;
         int task = previous?.TasksSeen ?? 0;
         var memory = previous?.Memory ?? ReplayRows.Empty(options.MemorySize, featureSize);
+        var reference = options.ShiftReferenceRows == 0 ? null : new ShiftReferenceBuilder(options.ShiftReferenceRows, inputSize, unchecked((seed + task) ^ 0x5EEDF00D));
         var (features, labels, rows, periodRows, sampledMemory) = options.MaximumRowsPerPeriod is int most
-            ? ReadSample(data, options, inputSize, layout, kind, memory, most, seed + task, cancellation)
-            : ReadAll(data, options, inputSize, layout, kind, cancellation);
+            ? ReadSample(data, options, inputSize, layout, kind, memory, most, seed + task, reference, cancellation)
+            : ReadAll(data, options, inputSize, layout, kind, reference, cancellation);
         var (trainIndex, validationIndex) = Split(rows, options.ValidationFraction, seed + task);
 
         // The training rows: the task's (less its validation slice) and the memory's.
@@ -167,14 +170,18 @@ internal static class BoostedTreesTraining
         {
             Options = options, Kind = kind, FeatureSize = inputSize, ModelText = text, Memory = newMemory,
             RoundsPerTask = [.. previous?.RoundsPerTask ?? [], rounds], RowsSeen = (previous?.RowsSeen ?? 0) + periodRows,
+            ShiftReference = reference?.Build(),
         };
     }
 
     /// <summary>The whole task in memory, encoded for LightGBM.</summary>
     private static (float[] Features, float[] Labels, int Rows, long PeriodRows, ReplayRows? Memory) ReadAll(IDataView data,
-        ContinualLightGbmTrainer.Options options, int inputSize, TreeFeatureLayout layout, ContinualPredictionKind kind, CancellationToken cancellation)
+        ContinualLightGbmTrainer.Options options, int inputSize, TreeFeatureLayout layout, ContinualPredictionKind kind, ShiftReferenceBuilder? reference,
+        CancellationToken cancellation)
     {
         var (input, labels, rows) = ReadRows(data, options, inputSize, kind, cancellation);
+        if (reference is not null)
+            for (int i = 0; i < rows; i++) reference.Offer(input.AsSpan(i * inputSize, inputSize));
         var features = new float[(long)rows * layout.Width];
         layout.Encode(input, rows, features);
         return (features, labels, rows, rows, null);
@@ -188,7 +195,7 @@ internal static class BoostedTreesTraining
     /// </summary>
     private static (float[] Features, float[] Labels, int Rows, long PeriodRows, ReplayRows? Memory) ReadSample(IDataView data,
         ContinualLightGbmTrainer.Options options, int inputSize, TreeFeatureLayout layout, ContinualPredictionKind kind, ReplayRows memory,
-        int most, int seed, CancellationToken cancellation)
+        int most, int seed, ShiftReferenceBuilder? reference, CancellationToken cancellation)
     {
         int d = layout.Width;
         var sample = new float[(long)Math.Min(most, 1024) * d];
@@ -207,6 +214,7 @@ internal static class BoostedTreesTraining
                 float y = (float)label.Number;
                 if (kind == ContinualPredictionKind.Regression && !float.IsFinite(y))
                     throw new ContinualDataException(options.LabelColumnName, $"Label column '{options.LabelColumnName}' has an infinite value; regression labels must be finite.");
+                reference?.Offer(row);
                 layout.Encode(row, 1, encoded);
                 builder?.Offer(encoded, y);
                 long slot = kept < most ? kept++ : random.NextInt64(seen + 1);

@@ -132,6 +132,11 @@ public sealed class ContinualLightGbmTrainer : IEstimator<ContinualLightGbmTrans
         /// Fixed for a model's life: a refit with another size is refused.</summary>
         public int MemorySize { get; set; } = 100_000;
 
+        /// <summary>Rows of each fit's data the model keeps (a uniform sample of the raw features, in the zip) for
+        /// <c>DetectShift(model, newData)</c> and the tool's <c>drift</c> verb, as the network models keep theirs. Default
+        /// 500, at most 2,000; 0 keeps none. Sampled while the task is read: no second pass over the data.</summary>
+        public int ShiftReferenceRows { get; set; } = 500;
+
         /// <summary>The most rows of a task the trees train on; null (the default): every row, read into memory. Set, the task
         /// streams: the trees train on a uniform sample of that many of its rows (kept in the task's order), the replay memory
         /// still sees every row, and memory stays bounded whatever the task's size (LightGBM holds a whole dataset in memory,
@@ -172,6 +177,7 @@ public sealed class ContinualLightGbmTrainer : IEstimator<ContinualLightGbmTrans
             if (NumberOfLeaves < 2 || NumberOfLeaves > 131_072) throw new ArgumentOutOfRangeException(nameof(NumberOfLeaves), NumberOfLeaves, "Must be 2 to 131,072.");
             if (MinimumExampleCountPerLeaf < 1) throw new ArgumentOutOfRangeException(nameof(MinimumExampleCountPerLeaf), MinimumExampleCountPerLeaf, "Must be at least 1.");
             if (MemorySize < 0 || MemorySize > 100_000_000) throw new ArgumentOutOfRangeException(nameof(MemorySize), MemorySize, "Must be 0 to 100,000,000.");
+            if (ShiftReferenceRows < 0 || ShiftReferenceRows > ShiftDetectionOptions.MaxRowsLimit) throw new ArgumentOutOfRangeException(nameof(ShiftReferenceRows), ShiftReferenceRows, "Must be 0 to 2,000.");
             if (!(ValidationFraction >= 0 && ValidationFraction < 0.5)) throw new ArgumentOutOfRangeException(nameof(ValidationFraction), ValidationFraction, "Must be in [0, 0.5).");
             if (EarlyStoppingRounds < 1) throw new ArgumentOutOfRangeException(nameof(EarlyStoppingRounds), EarlyStoppingRounds, "Must be at least 1.");
             if (BinaryCodedCategoricals < 0 || BinaryCodedCategoricals > 100_000) throw new ArgumentOutOfRangeException(nameof(BinaryCodedCategoricals), BinaryCodedCategoricals, "Must be 0 to 100,000.");

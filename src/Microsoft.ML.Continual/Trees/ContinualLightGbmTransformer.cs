@@ -43,6 +43,10 @@ public sealed class ContinualLightGbmTransformer : ITransformer, ICanSaveModel, 
     /// <summary>The rows kept for replay (at most <see cref="ContinualLightGbmTrainer.Options.MemorySize"/>).</summary>
     public int MemoryRows => State.Memory.Count;
 
+    /// <summary>Rows of the latest fit the model keeps for shift detection (<see cref="ContinualLightGbmTrainer.Options.ShiftReferenceRows"/>;
+    /// 0 for a model fitted with none, or saved before trees kept them).</summary>
+    public int ShiftReferenceRows => State.ShiftReference?.Count ?? 0;
+
     /// <summary>The labelled rows trained on, over every task.</summary>
     public long RowsSeen => State.RowsSeen;
 

@@ -11,6 +11,10 @@ namespace Samples;
 /// </summary>
 public static class DriftSample
 {
+    private sealed class LabelRow { [Microsoft.ML.Data.KeyType(10)] public uint Label { get; set; } } // keys 1-10: the digits 0-9
+
+    private sealed class BinaryLabelRow { public bool IsLow { get; set; } }
+
     public static void Run(string workDirectory)
     {
         var ml = new MLContext(seed: 1);
@@ -35,6 +39,13 @@ public static class DriftSample
                 Console.WriteLine($"  refitted; the same rows against the new reference: shifted = {ml.Continual().DetectShift(loaded, rows).Shifted}");
             }
         }
+
+        // Boosted trees keep a sample too (ContinualLightGbmTrainer.Options.ShiftReferenceRows), here on a binary label:
+        // is the digit 0-4.
+        var binary = ml.Transforms.CustomMapping<LabelRow, BinaryLabelRow>((input, output) => output.IsLow = input.Label <= 5, contractName: null);
+        var trees = ml.Continual().Trainers.LightGbm(new Microsoft.ML.Continual.Trees.ContinualLightGbmTrainer.Options { LabelColumnName = nameof(BinaryLabelRow.IsLow), NumberOfIterations = 20 });
+        var treeModel = binary.Append(trees).Fit(stream[0].Train);
+        Console.WriteLine($"boosted trees, new rows with permuted pixels: shifted = {ml.Continual().DetectShift(treeModel, stream[1].Test).Shifted}");
 
         // Two data views can be compared directly too, e.g. last month's rows with this month's.
         var direct = ml.Continual().DetectShift(stream[0].Train, stream[1].Train, new ShiftDetectionOptions { MaxRows = 300 });

@@ -73,6 +73,8 @@ public static class TaskFreeSample
             ("online EWC, boundaries on a loss plateau", ml.Continual().Trainers.Ewc(OnPlateau(TaskFree(new EwcTrainer.Options { Mode = EwcMode.Online })))),
             // Boundaries where the inputs change: each block of rows compared with the rows since the last boundary.
             ("online EWC, boundaries where the inputs shift", ml.Continual().Trainers.Ewc(OnInputShift(TaskFree(new EwcTrainer.Options { Mode = EwcMode.Online })))),
+            // GEM's memory inside a fit: at most MemoryGroupsInsideFit groups (constraints), each a sample of its windows.
+            ("GEM, boundaries where the inputs shift", ml.Continual().Trainers.Gem(OnInputShift(TaskFree(new GemTrainer.Options { MemoryGroupsInsideFit = 5 })))),
             // LwF keeps no rows: its teacher becomes the network as it is at each boundary.
             ("LwF, boundaries where the inputs shift", ml.Continual().Trainers.Lwf(OnInputShift(TaskFree(new LwfTrainer.Options())))),
         })

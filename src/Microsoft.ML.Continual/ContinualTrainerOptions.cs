@@ -181,12 +181,12 @@ public abstract class ContinualTrainerOptions
     /// <summary>With <see cref="Boundaries"/> = <see cref="ContinualBoundaries.OnInputShift"/>: the rows of each tested block,
     /// and the most rows of the sample it is compared with. Default 512 (4 batches of 128): a test then takes a few
     /// milliseconds and finds a change of digit pair on Split MNIST within the block (docs/benchmarks.md). Fewer rows test
-    /// more often with less power.</summary>
+    /// more often with less power. At most 2,000 (a test's kernel matrix has (2 × rows)² entries).</summary>
     /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
     public int BoundaryShiftRows { get; set; } = 512;
 
-    /// <summary>With <see cref="ContinualBoundaries.OnInputShift"/>: the level of each block's test (default 0.01; the test
-    /// uses ⌈2/α⌉ − 1 permutations, at least 99). A stream with no shift still gets about α boundaries per block.</summary>
+    /// <summary>With <see cref="ContinualBoundaries.OnInputShift"/>: the level of each block's test, in [0.0001, 0.5]
+    /// (default 0.01; the test uses ⌈2/α⌉ − 1 permutations, at least 99). A stream with no shift still gets about α boundaries per block.</summary>
     /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
     public double BoundaryShiftAlpha { get; set; } = 0.01;
 
@@ -287,8 +287,8 @@ public abstract class ContinualTrainerOptions
         Check(Enum.IsDefined(LearningRateSchedule), nameof(LearningRateSchedule), "Constant or Cosine");
         Check(ShiftReferenceRows is >= 0 and <= ShiftDetectionOptions.MaxRowsLimit, nameof(ShiftReferenceRows), "in [0, 2,000]");
         Check(Enum.IsDefined(Boundaries), nameof(Boundaries), "Given, EverySteps, OnLossPlateau or OnInputShift");
-        Check(BoundaryShiftRows is >= 10 and <= 100_000, nameof(BoundaryShiftRows), "in [10, 100,000]");
-        Check(BoundaryShiftAlpha > 0 && BoundaryShiftAlpha <= 0.5, nameof(BoundaryShiftAlpha), "in (0, 0.5]");
+        Check(BoundaryShiftRows is >= 10 and <= ShiftDetectionOptions.MaxRowsLimit, nameof(BoundaryShiftRows), "in [10, 2,000] (a test's kernel is (2 x rows) squared)");
+        Check(BoundaryShiftAlpha >= 1e-4 && BoundaryShiftAlpha <= 0.5, nameof(BoundaryShiftAlpha), "in [0.0001, 0.5]");
         Check(BoundaryLossWindow is >= 1 and <= 100_000, nameof(BoundaryLossWindow), "in [1, 100,000]");
         Check(BoundaryLossMean > 0 && double.IsFinite(BoundaryLossMean), nameof(BoundaryLossMean), "positive and finite");
         Check(BoundaryLossVariance > 0 && double.IsFinite(BoundaryLossVariance), nameof(BoundaryLossVariance), "positive and finite");

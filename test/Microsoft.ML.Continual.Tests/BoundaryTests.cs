@@ -337,4 +337,48 @@ public sealed class BoundaryTests
         Assert.True(windowsOfGroup[0].Count > 1, $"group 0 holds windows {string.Join(", ", windowsOfGroup[0])}");
         Assert.All(windowsOfGroup, w => Assert.NotEmpty(w));
     }
+
+    [Fact]
+    public void Gem_AfterAFitWithGivenBoundaries_KeepsThatTasksMemory_AndNumbersItsGroupsAfterIt()
+    {
+        var ml = new MLContext(seed: 1);
+        var given = new ComposedTrainer.Options { HiddenLayerSizes = [8], BatchSize = 10, NumberOfEpochs = 1, Seed = 2, ShiftReferenceRows = 0 };
+        var first = ml.Continual().Trainers.Compose(given, new GemPlugin { MemoriesPerTask = 20, MemoryGroupsInsideFit = 3 }).Fit(Rows(ml, 100));
+        var taskZero = ((GemPlugin)first.State.Plugins.Items.Single()).Memory;
+        Assert.Equal(Enumerable.Repeat(0, 20), taskZero.TaskOf);
+        // Then task-free: 200 more rows, a boundary every 2 steps (10 windows into 3 groups numbered 1, 2 and 3).
+        var options = Options(2);
+        var second = ml.Continual().Trainers.Compose(options, new GemPlugin { MemoriesPerTask = 20, MemoryGroupsInsideFit = 3 })
+            .Fit(ml.Data.LoadFromEnumerable(TestData.Rows(1, [0, 1, 2], 200, seed: 5)), first);
+        var memory = ((GemPlugin)second.State.Plugins.Items.Single()).Memory;
+        Assert.Equal([0, 1, 2, 3], memory.TaskOf.Distinct().Order());
+        Assert.Equal(20, memory.TaskOf.Count(t => t == 0));
+        // Task 0's rows are the ones its fit kept, untouched by the windows' reservoirs.
+        int[] kept = Enumerable.Range(0, memory.Count).Where(i => memory.TaskOf[i] == 0).ToArray();
+        using var before = taskZero.Features!.clone();
+        using var after = memory.Features!.index_select(0, TorchSharp.torch.tensor(kept.Select(i => (long)i).ToArray()));
+        Assert.Equal(before.data<float>().ToArray(), after.data<float>().ToArray());
+    }
+
+    [Fact]
+    public void InputShiftDetector_RefusesAFullOrLargerBlockFromAFile_AndCountsOutOfRange()
+    {
+        var detector = new InputShiftDetector(4, 10, 0.01, 1, savable: true);
+        var random = new Random(1);
+        for (int step = 0; step < 3; step++)
+        {
+            var values = Enumerable.Range(0, 7 * 4).Select(_ => (float)random.NextDouble()).ToArray();
+            detector.Observe(new ContinualBatch(TorchSharp.torch.tensor(values, [7, 4]), TorchSharp.torch.zeros(7, dtype: TorchSharp.torch.ScalarType.Int64), null), 0);
+        }
+        using var saved = new ContinualState();
+        detector.Save(saved, "d/");
+        var fresh = new InputShiftDetector(4, 10, 0.01, 1, savable: true);
+        fresh.Load(saved, "d/"); // 21 rows: a reference of 10, one block tested, 1 row waiting
+        // The same with a smaller block: the waiting block or the reference no longer fits.
+        Assert.Contains("BoundaryShiftRows", Assert.Throws<ArgumentException>(() => new InputShiftDetector(4, 1, 0.01, 1, savable: true).Load(saved, "d/")).Message);
+        var hostile = saved.Copy();
+        hostile.Remove("d/reference seen");
+        hostile.Set("d/reference seen", long.MaxValue);
+        Assert.Throws<ContinualModelFormatException>(() => fresh.Load(hostile, "d/"));
+    }
 }

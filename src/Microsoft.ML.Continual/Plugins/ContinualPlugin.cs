@@ -90,8 +90,8 @@ public abstract class ContinualPlugin
     public virtual void AfterTask(ContinualTrainingContext context) { }
 
     /// <summary>Null when the plugin can consolidate at boundaries the loop places inside a fit
-    /// (<see cref="ContinualTrainerOptions.Boundaries"/> = <see cref="ContinualBoundaries.EverySteps"/> or
-    /// <see cref="ContinualBoundaries.OnLossPlateau"/>), with state that
+    /// (<see cref="ContinualTrainerOptions.Boundaries"/> = <see cref="ContinualBoundaries.EverySteps"/>,
+    /// <see cref="ContinualBoundaries.OnLossPlateau"/> or <see cref="ContinualBoundaries.OnInputShift"/>), with state that
     /// does not grow with their number; otherwise why not, for the error that refuses such a fit. Default: not supported.</summary>
     public virtual string? WhyNotBoundariesInsideFit => "it consolidates once per fit (one fit is one task), and has no form for boundaries inside a fit";
 
@@ -103,7 +103,8 @@ public abstract class ContinualPlugin
     public virtual string? WhyNotContinuesAcrossFits => SupportsCheckpoints ? null
         : "it changes state during a task that SaveTaskProgress does not capture (SupportsCheckpoints is false)";
 
-    /// <summary>At a boundary inside a fit (<see cref="ContinualBoundaries.EverySteps"/>, <see cref="ContinualBoundaries.OnLossPlateau"/>; only for plugins whose
+    /// <summary>At a boundary inside a fit (<see cref="ContinualBoundaries.EverySteps"/>, <see cref="ContinualBoundaries.OnLossPlateau"/>,
+    /// <see cref="ContinualBoundaries.OnInputShift"/>; only for plugins whose
     /// <see cref="WhyNotBoundariesInsideFit"/> is null): the network is in evaluation mode and
     /// <see cref="ContinualTrainingContext.Task"/> holds a uniform sample of the rows trained on since the previous
     /// boundary. Default: <see cref="AfterTask"/> then <see cref="BeforeTask"/>, consolidating as at the end of a task and
@@ -148,6 +149,11 @@ public abstract class ContinualPlugin
     /// <summary>Reads what <see cref="SaveTaskProgress"/> wrote, after <see cref="BeforeTask"/> ran again on resume.</summary>
     /// <param name="state">The store.</param>
     public virtual void LoadTaskProgress(ContinualState state) { }
+
+    /// <summary>At the end of a fit that continues a pass across fits (no <see cref="AfterTask"/>: the task goes on in the
+    /// next fit), after its progress was saved: frees what the plugin allocated for the task (teachers, device batches),
+    /// which the next fit makes again from its state and progress.</summary>
+    internal virtual void ReleaseTaskResources() { }
 
     /// <summary>Human-readable sizes of the state, for inspection (e.g. <c>"memory rows" = 500</c>).</summary>
     public virtual IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long>();

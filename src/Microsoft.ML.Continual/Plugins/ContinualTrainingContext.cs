@@ -241,7 +241,7 @@ public sealed class ContinualTrainingContext
     /// for a fit that starts a pass (or any other fit).</summary>
     internal ContinualState? Continuation { get; init; }
 
-    /// <summary>The loss-plateau detector with <see cref="ContinualBoundaries.OnLossPlateau"/>; null otherwise.</summary>
+    /// <summary>The boundary detector with <see cref="ContinualBoundaries.OnLossPlateau"/> or <see cref="ContinualBoundaries.OnInputShift"/>; null otherwise.</summary>
     internal IBoundaryDetector? Detector { get; init; }
 
     /// <summary>True from the step that completes a window (<see cref="ContinualTrainerOptions.BoundaryEverySteps"/> steps, or

@@ -33,8 +33,9 @@ internal interface IBoundaryDetector
 /// α · blocks boundaries (a consolidation on rows of one distribution, as <see cref="ContinualBoundaries.EverySteps"/>
 /// makes). A gradual shift can be found more than once while it lasts: the reference restarts at the first block that
 /// differs.</remarks>
-internal sealed class InputShiftDetector : IBoundaryDetector
+internal sealed class InputShiftDetector : IBoundaryDetector, IDisposable
 {
+    private const long MaxCount = 1L << 50; // bounds the counters read from a file (far above any stream's rows)
     public const int ProjectedWidth = 32;
 
     private readonly int _featureSize, _width, _blockRows, _permutations;
@@ -58,7 +59,7 @@ internal sealed class InputShiftDetector : IBoundaryDetector
         _blockRows = blockRows;
         _alpha = alpha;
         // p = (1 + #at least as large) / (1 + B) can reach α only when B ≥ 1/α − 1; twice that resolves it.
-        _permutations = (int)Math.Clamp(Math.Ceiling(2 / alpha) - 1, 99, 100_000);
+        _permutations = (int)Math.Max(Math.Ceiling(2 / alpha) - 1, 99); // α ≥ 1e-4 (validated): at most 19,999
         _seed = seed;
         _random = SavableRandom.For(savable, seed ^ 0x5348_4654);
         _reference = new float[(long)blockRows * _width];
@@ -145,10 +146,13 @@ internal sealed class InputShiftDetector : IBoundaryDetector
         using var reference = state.GetTensor(prefix + "reference");
         using var block = state.GetTensor(prefix + "block");
         foreach (var (rows, name) in new[] { (reference, "reference"), (block, "block") })
-            if (rows.dtype != ScalarType.Float32 || rows.dim() != 2 || rows.shape[1] != _width || rows.shape[0] > _blockRows)
-                throw new ContinualModelFormatException($"The input-shift detector's {name} is not at most {_blockRows} rows of {_width} values; keep BoundaryShiftRows as it was while a pass continues across fits.");
+            if (rows.dtype != ScalarType.Float32 || rows.dim() != 2 || rows.shape[1] != _width)
+                throw new ContinualModelFormatException($"The input-shift detector's {name} is not rows of {_width} values.");
+        // A full block is tested as it fills, so a saved one holds fewer rows than a block.
+        if (reference.shape[0] > _blockRows || block.shape[0] >= _blockRows)
+            throw new ArgumentException($"The model's input-shift detector holds blocks of more rows than BoundaryShiftRows = {_blockRows}. Keep BoundaryShiftRows as it was while a pass continues across fits.", "options");
         long seen = state.GetInt64(prefix + "reference seen"), tests = state.GetInt64(prefix + "tests");
-        if (seen < reference.shape[0] || tests < 0) throw new ContinualModelFormatException("The input-shift detector's counts are inconsistent.");
+        if (seen < reference.shape[0] || seen > MaxCount || tests < 0 || tests > MaxCount) throw new ContinualModelFormatException("The input-shift detector's counts are out of range.");
         _referenceCount = (int)reference.shape[0];
         if (_referenceCount > 0) reference.data<float>().CopyTo(_reference, 0); // (TorchSharp's CopyTo throws on an empty tensor)
         _blockCount = (int)block.shape[0];
@@ -157,4 +161,6 @@ internal sealed class InputShiftDetector : IBoundaryDetector
         _tests = tests;
         _random = SavableRandom.Load(state, prefix + "random");
     }
+
+    public void Dispose() => _projection?.Dispose();
 }

@@ -7,7 +7,7 @@ namespace Microsoft.ML.Continual;
 /// What a fit with <see cref="ContinualTrainerOptions.ContinueAcrossFits"/> leaves in the model for the next fit to go on
 /// from, so that many refits on consecutive slices train as one pass over the whole stream: the step count and a due
 /// boundary, the optimizer's state, the fit's generator, the boundary window (its sample and its generator) and the
-/// loss-plateau detector, each plugin's in-task progress (<see cref="ContinualPlugin.SaveTaskProgress"/>), and the rows
+/// boundary detector (loss plateau or input shift), each plugin's in-task progress (<see cref="ContinualPlugin.SaveTaskProgress"/>), and the rows
 /// short of a batch at the slice's end. One store, <c>Continuation.bin</c> in the zip; its size is bounded by the
 /// window (<see cref="ContinualTrainerOptions.BoundarySampleRows"/>), one batch of rows and the optimizer's moments.
 /// </summary>

@@ -164,6 +164,7 @@ internal static class TrainingLoop
                 context.Network.eval();
                 CheckParametersFinite(context, "at the fit's end");
                 state.Continuation = StreamContinuation.Capture(context, task, trainedRows);
+                foreach (var plugin in context.State.Plugins.Items) plugin.ReleaseTaskResources();
             }
             else Consolidate(context, fit);
             trainedRows = batches?.RowCount ?? context.Task.Count;

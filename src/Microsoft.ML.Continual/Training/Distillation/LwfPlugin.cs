@@ -87,9 +87,10 @@ public sealed class LwfPlugin : ContinualPlugin
     /// <inheritdoc/>
     public override void BeforeBackward(ContinualTrainingContext context, ContinualStep step)
     {
+        // The whole batch's classes (a data-parallel process's share may miss some), before a share with no rows returns.
+        if (_boundariesInside && context.CurrentBatch is { } whole) SeeClasses(whole.Targets);
         if (step.TaskOutputs is not Tensor logits) return;
         var batch = step.TaskBatch;
-        if (_boundariesInside) SeeClasses(batch.Targets);
         Tensor crossEntropy = nn.functional.cross_entropy(Active(context.MaskLogits(logits, batch.Heads)), batch.Targets);
         if (_teacher is null)
         {
@@ -164,7 +165,9 @@ public sealed class LwfPlugin : ContinualPlugin
         GenerativeReplayPlugin.DistillationLoss(student, teacher, temperature);
 
     /// <inheritdoc/>
-    public override void AfterTask(ContinualTrainingContext context)
+    public override void AfterTask(ContinualTrainingContext context) => ReleaseTaskResources();
+
+    internal override void ReleaseTaskResources()
     {
         _teacher?.Dispose();
         _teacher = null;

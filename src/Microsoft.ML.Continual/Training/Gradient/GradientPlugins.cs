@@ -140,6 +140,8 @@ public sealed class GemPlugin : MemoryPlugin
     public int MemoryGroupsInsideFit { get; set; } = 10;
 
     private long _windows; // consolidations made with boundaries inside fits (across fits), for the group of the next
+    private int _groupBase; // the first group number inside fits: above every task the memory held before
+    private long[] _offered = []; // rows each group inside fits has been offered (its reservoir's N)
     private ExampleMemory? _madeHere; // the memory this instance made last (the one it started with is shared with the previous model)
 
     /// <inheritdoc/>
@@ -216,9 +218,16 @@ public sealed class GemPlugin : MemoryPlugin
         int[] rows = Enumerable.Range(0, (int)task.Count).OrderBy(_ => random.Next()).Take(MemoriesPerTask).ToArray();
         var classes = ExampleMemory.ClassesOf(task, context.State.Kind);
         var old = Memory;
-        Memory = inFit ? JoinGroup(task, classes, rows, random) : Memory.Append(task, context.TaskIndex, classes, rows);
+        // With given boundaries the group is the task index, as ever; after fits with boundaries inside, the next number.
+        Memory = inFit ? JoinGroup(task, classes, rows, random)
+            : Memory.Append(task, Math.Max(context.TaskIndex, Memory.TaskOf.DefaultIfEmpty(-1).Max() + 1), classes, rows);
         if (ReferenceEquals(old, _madeHere)) old.DisposeTensors(); // made at this fit's last boundary; the inherited one is shared
         _madeHere = Memory;
+        ReleaseTaskResources();
+    }
+
+    internal override void ReleaseTaskResources()
+    {
         foreach (var past in _pastTasks)
         {
             past.Features.Dispose();
@@ -236,15 +245,19 @@ public sealed class GemPlugin : MemoryPlugin
     /// group stays a uniform sample of its windows' and at most <see cref="MemoriesPerTask"/> rows.</summary>
     private ExampleMemory JoinGroup(ContinualTaskData window, int[] classes, int[] rows, Random random)
     {
-        int group = (int)(_windows % MemoryGroupsInsideFit);
-        long earlierWindows = _windows / MemoryGroupsInsideFit;
+        if (_windows == 0)
+        {
+            // Numbered after every task the memory holds (fits with given boundaries before), so none is overwritten.
+            _groupBase = Memory.TaskOf.DefaultIfEmpty(-1).Max() + 1;
+            _offered = new long[MemoryGroupsInsideFit];
+        }
+        int slot = (int)(_windows % MemoryGroupsInsideFit), group = _groupBase + slot;
         _windows++;
         var slots = Enumerable.Range(0, Memory.Count).ToList();
         var members = Enumerable.Range(0, Memory.Count).Where(i => Memory.TaskOf[i] == group).ToList();
-        long seen = earlierWindows * MemoriesPerTask;
         foreach (int row in rows)
         {
-            seen++;
+            long seen = ++_offered[slot];
             if (members.Count < MemoriesPerTask)
             {
                 members.Add(slots.Count);
@@ -255,6 +268,8 @@ public sealed class GemPlugin : MemoryPlugin
         return Memory.Compose(slots.ToArray(), window, group, classes);
     }
 
+    private const long MaxWindows = 1L << 50; // bounds the counts read from a file
+
     /// <summary>Supported: each window's rows join one of at most <see cref="MemoryGroupsInsideFit"/> groups (see there),
     /// each group one constraint; the memory is then at most that many times <see cref="MemoriesPerTask"/> rows.</summary>
     public override string? WhyNotBoundariesInsideFit => null;
@@ -262,14 +277,19 @@ public sealed class GemPlugin : MemoryPlugin
     internal override void CopyStateFrom(ContinualPlugin previous)
     {
         base.CopyStateFrom(previous);
-        _windows = ((GemPlugin)previous)._windows;
+        var gem = (GemPlugin)previous;
+        (_windows, _groupBase, _offered) = (gem._windows, gem._groupBase, (long[])gem._offered.Clone());
     }
 
     /// <inheritdoc/>
     public override void SaveState(ContinualState state)
     {
         base.SaveState(state);
-        if (_windows > 0) state.Set("windows", _windows); // absent for given boundaries: their models save as before
+        if (_windows == 0) return; // nothing for given boundaries: their models save as before
+        state.Set("windows", _windows);
+        state.Set("group base", (long)_groupBase);
+        using var offered = tensor(_offered);
+        state.Set("rows offered per group", offered);
     }
 
     /// <inheritdoc/>
@@ -277,7 +297,15 @@ public sealed class GemPlugin : MemoryPlugin
     {
         base.LoadState(state);
         _windows = state.Contains("windows") ? state.GetInt64("windows") : 0;
-        if (_windows < 0) throw new ContinualModelFormatException($"GEM's window count {_windows} is negative.");
+        if (_windows is < 0 or > MaxWindows) throw new ContinualModelFormatException($"GEM's window count {_windows} is out of range.");
+        if (_windows == 0) return;
+        _groupBase = state.GetInt32("group base", 0, int.MaxValue - 1000);
+        using var offered = state.GetTensor("rows offered per group");
+        if (offered.dtype != ScalarType.Int64 || offered.dim() != 1) throw new ContinualModelFormatException("GEM's rows offered per group must be a vector of integers.");
+        _offered = offered.data<long>().ToArray();
+        if (_offered.Any(n => n is < 0 or > MaxWindows)) throw new ContinualModelFormatException("GEM's rows offered per group are out of range.");
+        if (_offered.Length != MemoryGroupsInsideFit)
+            throw new ContinualModelFormatException($"GEM's memory has {_offered.Length} groups inside fits; its MemoryGroupsInsideFit is {MemoryGroupsInsideFit}.");
     }
 }
 

@@ -114,7 +114,9 @@ internal sealed class ParameterTensors : IDisposable
                 loaded.Dispose();
                 throw new ContinualModelFormatException($"The {what} under '{prefix}' does not hold parameter '{name}' as {expected.dtype} [{string.Join(", ", expected.shape)}].");
             }
-            loaded._tensors[name] = stored.to(expected.device).DetachFromDisposeScope();
+            var moved = stored.to(expected.device);
+            if (!ReferenceEquals(moved, stored)) stored.Dispose();
+            loaded._tensors[name] = moved.DetachFromDisposeScope();
         }
         if (loaded._tensors.Count != like._tensors.Count)
         {

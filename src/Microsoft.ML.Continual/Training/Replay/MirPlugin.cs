@@ -129,11 +129,16 @@ public sealed class MirPlugin : ContinualPlugin
     /// <inheritdoc/>
     public override void AfterTask(ContinualTrainingContext context)
     {
+        ReleaseTaskResources();
+        _buffer?.MoveTo(CPU);
+    }
+
+    internal override void ReleaseTaskResources()
+    {
         _sampling?.Dispose();
         _sampling = null;
         _virtual?.Dispose();
         _virtual = null;
-        _buffer?.MoveTo(CPU);
     }
 
     /// <inheritdoc/>

@@ -184,7 +184,13 @@ public class FormatRobustnessTests(Xunit.Abstractions.ITestOutputHelper output)
             {
                 using var source = new ZipArchive(new MemoryStream(original), ZipArchiveMode.Read);
                 var target = new MemoryStream();
-                string victim = source.Entries[random.Next(source.Entries.Count)].FullName;
+                // Past the zip checks only this library's readers are under test: ML.NET 5.0.1's own transforms read their
+                // arrays with Utils.ReadBinaryDataIntoSpan, which loops forever when a damaged count runs past the end of
+                // the entry (found by this test in a normalizer's Model.key; an open defect of ML.NET, in docs/architecture.md).
+                string folder = source.Entries.Select(e => e.FullName).First(n => n.EndsWith("/Trees.txt", StringComparison.Ordinal) || n.EndsWith("/Network.bin", StringComparison.Ordinal));
+                folder = folder[..(folder.LastIndexOf('/') + 1)];
+                var ours = source.Entries.Where(e => e.FullName == "Schema" || e.FullName.StartsWith(folder, StringComparison.Ordinal)).ToList();
+                string victim = ours[random.Next(ours.Count)].FullName;
                 using (var zip = new ZipArchive(target, ZipArchiveMode.Create, leaveOpen: true))
                     foreach (var entry in source.Entries)
                     {

@@ -263,7 +263,7 @@ public sealed class BoundaryTests
             Assert.Equal(crossEntropy / (1 + step / 4), terms["task"], 5);
             // Right after a boundary the teacher is the network itself (zero up to float rounding); then the step moves it away.
             // (Adam's first steps move it little: about 6e-6 one step after; float rounding alone gives about 2e-8.)
-            if (step is 4 or 8) Assert.InRange(terms["distillation"], 0.0, 5e-7);
+            if (step is 4 or 8) Assert.InRange(terms["distillation"], -5e-7, 5e-7); // either sign: rounding (baseline kernels gave −6e-9)
             else Assert.True(terms["distillation"] > 2e-6, $"step {step + 1}: {terms["distillation"]}");
         }
     }

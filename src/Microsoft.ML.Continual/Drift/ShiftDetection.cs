@@ -194,10 +194,13 @@ internal sealed class ShiftReferenceBuilder
     }
 
     /// <summary>The sample, or null when fewer rows than a two-sample test needs were offered.</summary>
-    public ShiftReference? Build()
+    public ShiftReference? Build() => Math.Min(_seen, _capacity) < ShiftTest.MinimumRows ? null : Sample();
+
+    /// <summary>The sample, however few rows it holds.</summary>
+    public ShiftReference Sample()
     {
         int count = (int)Math.Min(_seen, _capacity);
-        return count < ShiftTest.MinimumRows ? null : new ShiftReference(_rows.AsSpan(0, count * _featureSize).ToArray(), count, _featureSize);
+        return new ShiftReference(count == _capacity ? _rows : _rows.AsSpan(0, count * _featureSize).ToArray(), count, _featureSize);
     }
 }
 
@@ -208,21 +211,17 @@ internal static class FeatureSampler
     {
         int size = TaskData.FeatureSize(data.Schema, featureColumn, expectedSize);
         var column = data.Schema[featureColumn];
-        var kept = new float[(long)maxRows * size];
+        var sample = new ShiftReferenceBuilder(maxRows, size, seed);
         var row = new float[size];
-        var random = new Random(seed);
         long seen = 0;
         using var cursor = data.GetRowCursor([column]);
         var read = TaskData.MakeFeatureReader(cursor, column, size);
         while (cursor.MoveNext())
         {
-            read(row, seen);
-            long slot = seen < maxRows ? seen : random.NextInt64(seen + 1);
-            if (slot < maxRows) row.CopyTo(kept.AsSpan((int)slot * size, size));
-            seen++;
+            read(row, seen++);
+            sample.Offer(row);
         }
-        int count = (int)Math.Min(seen, maxRows);
-        return new ShiftReference(count == maxRows ? kept : kept.AsSpan(0, count * size).ToArray(), count, size);
+        return sample.Sample();
     }
 
     /// <summary>The slot names of the feature column, when it has as many as it has features.</summary>

@@ -69,9 +69,6 @@ internal sealed class InputShiftDetector : IBoundaryDetector, IDisposable
 
     public string Kind => "input shift";
 
-    /// <summary>Tests performed so far (for the fit's statistics and tests).</summary>
-    public long Tests => _tests;
-
     /// <summary>A [features, 32] matrix of independent N(0, 1/32) entries from <paramref name="seed"/> (Box–Muller), the same on every machine.</summary>
     private static Tensor Projection(int featureSize, long seed)
     {

@@ -420,6 +420,8 @@ public class CliTests(ITestOutputHelper log)
 
     /// <summary>Rows of a regression task: x1, x2 and y = x1 + 2 x2 (times <paramref name="labelScale"/>); every
     /// <paramref name="missingEvery"/>-th label is left empty.</summary>
+    internal static void WriteRegressionCsvFile(string path, int rows, int seed) => WriteRegressionCsv(path, rows, 1, seed);
+
     private static void WriteRegressionCsv(string path, int rows, double labelScale, int seed, int missingEvery = 0)
     {
         var random = new Random(seed);

@@ -248,14 +248,129 @@ public class OnnxExportTests
         Assert.Contains(rows, r => r.Features.Skip(3).All(b => b == 1)); // the missing key is among the rows
     }
 
+    /// <summary>Rows of 3 numbers and one category binary-coded in 4 slots (most significant first); the label depends
+    /// on both. With <paramref name="missing"/>, features 0 and 1 are NaN in every 7th and 5th row (training refuses NaN;
+    /// scoring reads it as LightGBM does).</summary>
+    private static List<TreeRow> TreeRows(int count, int seed, bool missing = false)
+    {
+        var random = new Random(seed);
+        var rows = new List<TreeRow>(count);
+        for (int i = 0; i < count; i++)
+        {
+            int category = random.Next(11);
+            float x0 = (float)(random.NextDouble() * 4 - 2), x1 = (float)(random.NextDouble() * 2), x2 = (float)random.NextDouble();
+            double logit = 1.5 * x0 - x1 + (category is 1 or 3 or 6 or 9 ? 2.5 : -1.0) + 0.7 * (random.NextDouble() - 0.5);
+            var features = new float[7];
+            features[0] = missing && i % 7 == 0 ? float.NaN : x0;
+            features[1] = missing && i % 5 == 0 ? float.NaN : x1;
+            features[2] = x2;
+            for (int b = 0; b < 4; b++) features[3 + b] = (category >> (3 - b)) & 1;
+            rows.Add(new TreeRow { Features = features, Label = logit > 0, Target = (float)logit });
+        }
+        return rows;
+    }
+
+    private sealed class TreeRow
+    {
+        [VectorType(7)] public float[] Features { get; set; } = [];
+        public bool Label { get; set; }
+        public float Target { get; set; }
+    }
+
     [Fact]
-    public void BoostedTrees_AreRefusedWithAClearError()
+    public void BoostedTrees_Export_WithTheirCategoriesAndMissingValues_AndARefitAddsExactlyItsTrees()
     {
         var ml = new MLContext(seed: 1);
-        var data = ml.Data.LoadFromEnumerable(TestData.Rows(0, [0, 1], 200, seed: 2).Select(r => new BinaryRow { Features = r.Features, Label = r.BoolLabel }));
-        var trees = ml.Continual().Trainers.LightGbm(new Trees.ContinualLightGbmTrainer.Options { NumberOfIterations = 5 }).Fit(data);
-        var error = Assert.Throws<NotSupportedException>(() => Export(ml, trees, data));
-        Assert.Contains("boosted-tree", error.Message);
+        var options = new Trees.ContinualLightGbmTrainer.Options
+        {
+            BinaryCodedCategoricals = 1, BitsPerCategorical = 4, NumberOfIterations = 60, NumberOfLeaves = 8, MinimumExampleCountPerLeaf = 10,
+            Mode = Trees.ContinualBoostingMode.AddRounds, Seed = 1,
+        };
+        var first = ml.Continual().Trainers.LightGbm(options).Fit(ml.Data.LoadFromEnumerable(TreeRows(1500, 1)));
+        // The test reaches what it is about: categorical and numerical splits (with no missing values in training, LightGBM
+        // sends NaN where 0 goes).
+        var trees = Trees.LightGbmModelText.Trees(first.LightGbmModelText, 4, ContinualPredictionKind.Binary);
+        var decisions = trees.SelectMany(t => t.DecisionType).ToList();
+        Assert.Contains(decisions, d => Trees.LightGbmTree.IsCategorical(d));
+        Assert.Contains(decisions, d => !Trees.LightGbmTree.IsCategorical(d) && Trees.LightGbmTree.MissingType(d) == 0);
+
+        // Scored rows with categories 11-15, which the trees never saw.
+        var scoringRows = TreeRows(600, 2);
+        for (int i = 0; i < 60; i++) scoringRows[i].Features[3] = 1; // categories 8 + (0..7): 11-15 unseen
+        var scoring = ml.Data.LoadFromEnumerable(scoringRows);
+        byte[] before = Export(ml, first, scoring);
+        AssertTreesExport(ml, first, scoring, before);
+        // Transform refuses NaN features; the graph cannot throw and sends NaN where LightGBM itself does (where 0 goes).
+        var missingRows = TreeRows(300, 5, missing: true);
+        var fromGraph = (float[])RunOnnx(before, ml.Data.LoadFromEnumerable(missingRows))["Score.output"];
+        var encoded = new float[missingRows.Count * 4];
+        first.State.Layout.Encode(missingRows.SelectMany(r => r.Features).ToArray(), missingRows.Count, encoded);
+        var margins = new double[missingRows.Count];
+        first.State.Booster.PredictRaw(encoded, missingRows.Count, 4, margins, threads: 1);
+        AssertClose(margins.Select(m => (float)m).ToArray(), fromGraph, 1e-5f);
+        Assert.Contains(missingRows, r => float.IsNaN(r.Features[0]));
+
+        var refit = (Trees.ContinualLightGbmTransformer)ml.Continual().Refit(first, ml.Data.LoadFromEnumerable(TreeRows(1500, 3)));
+        byte[] after = Export(ml, refit, scoring);
+        AssertTreesExport(ml, refit, scoring, after);
+        // The refit added its rounds after the first task's trees: the export keeps every leaf of those and adds the new ones.
+        var leavesBefore = OnnxFile.FloatAttribute(before, "target_weights");
+        var leavesAfter = OnnxFile.FloatAttribute(after, "target_weights");
+        Assert.Equal(leavesBefore, leavesAfter.Take(leavesBefore.Length));
+        var added = Trees.LightGbmModelText.Trees(refit.LightGbmModelText, 4, ContinualPredictionKind.Binary).Skip(first.RoundsPerTask[0]).ToList();
+        Assert.Equal(refit.RoundsPerTask[1], added.Count);
+        Assert.Equal(added.SelectMany(t => t.LeafValue).Select(v => (float)v), leavesAfter.Skip(leavesBefore.Length));
+
+        // Regression trees export their Score alone.
+        var regressionOptions = new Trees.ContinualLightGbmTrainer.Options { LabelColumnName = "Target", BinaryCodedCategoricals = 1, BitsPerCategorical = 4, NumberOfIterations = 60, Seed = 1 };
+        var regressionData = ml.Data.LoadFromEnumerable(TreeRows(1500, 4));
+        var regression = ml.Continual().Trainers.LightGbm(regressionOptions).Fit(regressionData);
+        var regressionOutputs = RunOnnx(Export(ml, regression, scoring), scoring);
+        Assert.DoesNotContain("Probability.output", regressionOutputs.Keys);
+        Assert.DoesNotContain("PredictedLabel.output", regressionOutputs.Keys);
+        AssertClose(TestData.Scores(regression, scoring), (float[])regressionOutputs["Score.output"], 1e-5f);
+    }
+
+    [Fact]
+    public void ATreeThreshold_BecomesTheLargestFloatNotAboveIt_SoEveryFloatTakesLightGbmsSide()
+    {
+        // 0.1 rounds up to the float 0.100000001490116: that float is above the threshold and must go right.
+        Assert.Equal(MathF.BitDecrement(0.1f), TreesOnnxGraph.FloatAtMost(0.1));
+        Assert.Equal(0.5f, TreesOnnxGraph.FloatAtMost(0.5));
+        Assert.Equal(float.MaxValue, TreesOnnxGraph.FloatAtMost(1e300));
+        Assert.Equal(float.NegativeInfinity, TreesOnnxGraph.FloatAtMost(-1e300));
+        var random = new Random(7);
+        for (int i = 0; i < 100_000; i++)
+        {
+            double threshold = (random.NextDouble() - 0.5) * Math.Pow(10, random.Next(-6, 7));
+            float near = (float)threshold;
+            foreach (float x in new[] { MathF.BitDecrement(near), near, MathF.BitIncrement(near) })
+                Assert.Equal(x <= threshold, x <= TreesOnnxGraph.FloatAtMost(threshold));
+        }
+    }
+
+    private static void AssertTreesExport(MLContext ml, ITransformer model, IDataView data, byte[] onnx)
+    {
+        var expected = ml.Data.CreateEnumerable<BinaryScored>(model.Transform(data), reuseRowObject: false).ToList();
+        var outputs = RunOnnx(onnx, data);
+        AssertClose(expected.Select(e => e.Score).ToArray(), (float[])outputs["Score.output"], 1e-5f);
+        AssertClose(expected.Select(e => e.Probability).ToArray(), (float[])outputs["Probability.output"], 1e-5f);
+        Assert.Equal(expected.Select(e => e.PredictedLabel), (bool[])outputs["PredictedLabel.output"]);
+        // Through ML.NET's own ONNX scorer too.
+        string path = Path.Combine(Path.GetTempPath(), $"continual-trees-{Guid.NewGuid():N}.onnx");
+        try
+        {
+            File.WriteAllBytes(path, onnx);
+            var applied = ml.Transforms.ApplyOnnxModel(["Score.output"], ["Features", "Label", "Target"], path).Fit(data).Transform(data);
+            var scores = ml.Data.CreateEnumerable<OnnxTreeScored>(applied, reuseRowObject: false).Select(s => s.Score[0]).ToArray();
+            AssertClose(expected.Select(e => e.Score).ToArray(), scores, 1e-5f);
+        }
+        finally { File.Delete(path); }
+    }
+
+    private sealed class OnnxTreeScored
+    {
+        public float[] Score { get; set; } = [];
     }
 
     [Fact]
@@ -282,6 +397,17 @@ public class OnnxExportTests
         AssertClose(expected.SelectMany(e => e.Score).ToArray(), (float[])actual["Score.output"], 1e-5f);
         Assert.Equal(expected.Select(e => e.PredictedLabel), (string[])actual["PredictedLabel.output"]);
 
+        // Boosted trees (regression on two numbers) export from the tool too.
+        CliTests.WriteRegressionCsvFile(temp.File("y.csv"), 400, seed: 3);
+        var trees = CliTests.Cli(temp.Path, "train", "--data", "y.csv", "--label", "y", "--trainer", "lightgbm", "--featurize", "none", "--set", "NumberOfThreads=1", "--out", "t.zip");
+        Assert.True(trees.ExitCode == 0, trees.Error);
+        var treesExport = CliTests.Cli(temp.Path, "export", "--model", "t.zip", "--onnx", "t.onnx", "--json");
+        Assert.True(treesExport.ExitCode == 0, treesExport.Error);
+        Assert.Equal(["Score"], System.Text.Json.JsonDocument.Parse(treesExport.Output).RootElement.GetProperty("outputs").EnumerateArray().Select(i => i.GetString()));
+        var treesModel = ml.Continual().LoadModel(temp.File("t.zip"), out _);
+        var pairs = ml.Data.LoadFromEnumerable(rows.Select(r => new TwoNumbers { x1 = r.x3, x2 = r.x1 / 3 }).ToList());
+        AssertClose(TestData.Scores(treesModel, pairs), (float[])RunOnnx(File.ReadAllBytes(temp.File("t.onnx")), pairs)["Score.output"], 1e-5f);
+
         // The default featurized model reads the free-text note through word bags, which ML.NET cannot export: exit code 4,
         // the step named, and no file.
         var tabular = CliTests.Cli(temp.Path, "train", "--data", "task1.csv", "--label", "Label", "--set", "NumberOfEpochs=1", "--out", "p.zip");
@@ -290,6 +416,12 @@ public class OnnxExportTests
         Assert.True(refused.ExitCode == 4, refused.Error);
         Assert.Contains("__text.note", refused.Error);
         Assert.False(File.Exists(temp.File("p.onnx")));
+    }
+
+    private sealed class TwoNumbers
+    {
+        public float x1 { get; set; }
+        public float x2 { get; set; }
     }
 
     private sealed class ThreeNumbers
@@ -452,6 +584,29 @@ public class OnnxExportTests
                 if (f == 4 || f == 9) floats.AddRange(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(value).ToArray());
             }
             Initializers[name] = floats.ToArray();
+        }
+
+        /// <summary>The floats of the first node attribute named <paramref name="name"/> (NodeProto.attribute = 5;
+        /// AttributeProto.name = 1, floats = 7, packed or not).</summary>
+        public static float[] FloatAttribute(byte[] model, string name)
+        {
+            foreach (var (field, graph) in Fields(model).Where(f => f.Field == 7))
+                foreach (var (f, node) in Fields(graph).Where(f => f.Field == 1))
+                    foreach (var (a, attribute) in Fields(node).Where(f => f.Field == 5))
+                        if (Fields(attribute).Any(x => x.Field == 1 && System.Text.Encoding.UTF8.GetString(x.Value) == name))
+                        {
+                            var floats = new List<float>();
+                            var input = new Google.Protobuf.CodedInputStream(attribute);
+                            uint tag;
+                            while ((tag = input.ReadTag()) != 0)
+                            {
+                                if (tag == (7 << 3 | 2)) floats.AddRange(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(input.ReadBytes().ToByteArray()).ToArray());
+                                else if (tag == (7 << 3 | 5)) floats.Add(input.ReadFloat());
+                                else input.SkipLastField();
+                            }
+                            return floats.ToArray();
+                        }
+            throw new InvalidOperationException($"no attribute {name}");
         }
 
         /// <summary>The length-delimited fields of a message (field number, bytes); other wire types are skipped.</summary>

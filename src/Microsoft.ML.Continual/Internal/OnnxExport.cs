@@ -21,9 +21,8 @@ internal sealed partial class ScoredDataView : ITransformCanSaveOnnx
     /// warning and then fail with a message that does not name the model).</summary>
     bool ICanSaveOnnx.CanSaveOnnx(OnnxContext ctx)
     {
-        if (_network is null)
-            throw new NotSupportedException("ONNX export of boosted-tree continual models is not supported yet; export a network model (any trainer but LightGbm).");
-        OnnxGraph.CheckExportable(_network);
+        if (_network is not null) OnnxGraph.CheckExportable(_network);
+        else if (_scorer is not Trees.BoostedTreesScorer) throw new NotSupportedException($"ONNX export does not know this model's scorer ({_scorer.GetType().Name}).");
         return true;
     }
 
@@ -33,7 +32,8 @@ internal sealed partial class ScoredDataView : ITransformCanSaveOnnx
             if (!ctx.ContainsColumn(column.Name))
                 throw new NotSupportedException($"The continual model reads column '{column.Name}', which the steps before it make in a way ML.NET cannot export to ONNX" +
                     (FirstStepWithoutOnnx(ctx) is { } step ? $" (its converter stops at {step})" : "") + ". Leave those steps out (e.g. the featurizer's columns of numbers written as text, dates or free text: ContinualFeaturizerOptions.Ignore), or score with the model itself.");
-        new OnnxGraph(ctx, _network!, _columns).Write();
+        if (_network is not null) new OnnxGraph(ctx, _network, _columns).Write();
+        else new TreesOnnxGraph(ctx, ((Trees.BoostedTreesScorer)_scorer).State, _columns).Write();
     }
 
     /// <summary>The nearest step before this one that cannot write itself as ONNX, by its type's name.</summary>
@@ -49,6 +49,54 @@ internal sealed partial class ScoredDataView : ITransformCanSaveOnnx
     }
 }
 
+/// <summary>What every ONNX writer of a continual model uses: nodes of the standard domain, and the output columns of the
+/// models with one score.</summary>
+internal abstract class OnnxNodes
+{
+    protected OnnxNodes(OnnxContext ctx) => _ctx = ctx;
+
+#pragma warning disable IDE1006 // the writers' many calls read best with the field's name
+    protected readonly OnnxContext _ctx;
+#pragma warning restore IDE1006
+
+    /// <summary>Binary: <c>Score</c> (the logit or margin), <c>Probability</c> (its logistic) and <c>PredictedLabel</c>
+    /// (score &gt; 0); regression: <c>Score</c>. <paramref name="score"/> is [N, 1].</summary>
+    protected void WriteScoreColumns(ContinualPredictionKind kind, string score)
+    {
+        string output = Output("Score", NumberDataViewType.Single);
+        Node("Identity", [score], output);
+        if (kind != ContinualPredictionKind.Binary) return;
+        Node("Sigmoid", [output], Output("Probability", NumberDataViewType.Single));
+        Node("Greater", [output, _ctx.AddInitializer(0f, "zero")], Output("PredictedLabel", BooleanDataViewType.Instance));
+    }
+
+    protected string SliceColumns(string input, int start, int count, string name) =>
+        Node("Slice", [input, _ctx.AddInitializer(new long[] { start }, [1], "Start"), _ctx.AddInitializer(new long[] { start + count }, [1], "End"),
+            _ctx.AddInitializer(new long[] { 1 }, [1], "Axis")], Temp(name));
+
+    protected string Cast(string input, string output, Type to)
+    {
+        var node = _ctx.CreateNode("Cast", input, output, _ctx.GetNodeName("Cast"), "");
+        node.AddAttribute("to", to);
+        return output;
+    }
+
+    protected string Node(string op, string[] inputs, string output, params (string Name, object Value)[] attributes)
+    {
+        var node = _ctx.CreateNode(op, inputs, [output], _ctx.GetNodeName(op), "");
+        foreach (var (name, value) in attributes)
+        {
+            if (value is long l) node.AddAttribute(name, l);
+            else node.AddAttribute(name, (long[])value);
+        }
+        return output;
+    }
+
+    protected string Temp(string name) => _ctx.AddIntermediateVariable(null, name, true);
+
+    protected string Output(string column, DataViewType type) => _ctx.AddIntermediateVariable(type, column);
+}
+
 /// <summary>
 /// Writes a continual network model as ONNX nodes: each head's chain of dense layers (Gemm and the activation; the
 /// shared trunk once, PackNet's and CPG's per-head weights as each head sees them; progressive columns; the built-in
@@ -62,15 +110,13 @@ internal sealed partial class ScoredDataView : ITransformCanSaveOnnx
 /// row whose task id the model never saw gets NaN scores, where <c>Transform</c> throws. Every head is computed for every
 /// row and the row's head is then selected (a mask sum), so a model with H separate trunks costs H forwards per row.
 /// </remarks>
-internal sealed class OnnxGraph
+internal sealed class OnnxGraph : OnnxNodes
 {
-    private readonly OnnxContext _ctx;
     private readonly ContinualModelState _state;
     private readonly OutputColumns _columns;
 
-    public OnnxGraph(OnnxContext ctx, ContinualModelState state, OutputColumns columns)
+    public OnnxGraph(OnnxContext ctx, ContinualModelState state, OutputColumns columns) : base(ctx)
     {
-        _ctx = ctx;
         _state = state;
         _columns = columns;
     }
@@ -110,16 +156,8 @@ internal sealed class OnnxGraph
             case ContinualPredictionKind.Multiclass:
                 WriteMulticlass(logits, head);
                 break;
-            case ContinualPredictionKind.Binary:
-            {
-                string score = Output("Score", NumberDataViewType.Single);
-                Node("Identity", [UnknownTaskIsNaN(logits, head)], score);
-                Node("Sigmoid", [score], Output("Probability", NumberDataViewType.Single));
-                Node("Greater", [score, _ctx.AddInitializer(0f, "zero")], Output("PredictedLabel", BooleanDataViewType.Instance));
-                break;
-            }
             default:
-                Node("Identity", [UnknownTaskIsNaN(logits, head)], Output("Score", NumberDataViewType.Single));
+                WriteScoreColumns(_state.Kind, UnknownTaskIsNaN(logits, head));
                 break;
         }
     }
@@ -379,10 +417,6 @@ internal sealed class OnnxGraph
         return x;
     }
 
-    private string SliceColumns(string input, int start, int count, string name) =>
-        Node("Slice", [input, _ctx.AddInitializer(new long[] { start }, [1], "Start"), _ctx.AddInitializer(new long[] { start + count }, [1], "End"),
-            _ctx.AddInitializer(new long[] { 1 }, [1], "Axis")], Temp(name));
-
     private string Initializer(Tensor values, long[] shape, string name) =>
         _ctx.AddInitializer(values.contiguous().cpu().data<float>().ToArray(), shape, name);
 
@@ -460,26 +494,4 @@ internal sealed class OnnxGraph
         string unknown = Node("Less", [head, _ctx.AddInitializer(0L, "zeroLong")], Temp("UnknownTask"));
         return Node("Where", [unknown, _ctx.AddInitializer(float.NaN, "NaN"), values], Temp("KnownTaskValues"));
     }
-
-    private string Cast(string input, string output, Type to)
-    {
-        var node = _ctx.CreateNode("Cast", input, output, _ctx.GetNodeName("Cast"), "");
-        node.AddAttribute("to", to);
-        return output;
-    }
-
-    private string Node(string op, string[] inputs, string output, params (string Name, object Value)[] attributes)
-    {
-        var node = _ctx.CreateNode(op, inputs, [output], _ctx.GetNodeName(op), "");
-        foreach (var (name, value) in attributes)
-        {
-            if (value is long l) node.AddAttribute(name, l);
-            else node.AddAttribute(name, (long[])value);
-        }
-        return output;
-    }
-
-    private string Temp(string name) => _ctx.AddIntermediateVariable(null, name, true);
-
-    private string Output(string column, DataViewType type) => _ctx.AddIntermediateVariable(type, column);
 }

@@ -139,6 +139,9 @@ internal sealed class BoostedTreesScorer : IBlockScorer
 
     public int OutputSize => 1;
 
+    /// <summary>The model it scores with (what ONNX export writes).</summary>
+    public BoostedTreesState State => _state;
+
     public void Score(float[] features, long[]? heads, int rows, float[] outputs)
     {
         if (rows == 0) return;

@@ -26,7 +26,13 @@ internal static class LightGbmModelText
 
     /// <summary>The text LightGBM may be given: the header and the checked trees, ending at <c>end of trees</c>.</summary>
     /// <exception cref="ContinualModelFormatException">Anything that is not such a model, saying what.</exception>
-    public static string Checked(string text, int features, ContinualPredictionKind kind)
+    public static string Checked(string text, int features, ContinualPredictionKind kind) => Read(text, features, kind).Text;
+
+    /// <summary>The checked text's trees, in order, as arrays (what ONNX export writes).</summary>
+    /// <exception cref="ContinualModelFormatException">Anything that is not such a model, saying what.</exception>
+    public static IReadOnlyList<LightGbmTree> Trees(string text, int features, ContinualPredictionKind kind) => Read(text, features, kind).Trees;
+
+    private static (string Text, List<LightGbmTree> Trees) Read(string text, int features, ContinualPredictionKind kind)
     {
         // LightGBM reads numbers up to a NUL and ends lines at '\r': only printable ASCII and '\n' may reach it.
         foreach (char c in text)
@@ -37,6 +43,7 @@ internal static class LightGbmModelText
         string header = text[..(firstTree + 1)];
         long[] sizes = CheckHeader(header, features, kind);
         var canonical = new StringBuilder(text.Length);
+        var trees = new List<LightGbmTree>(sizes.Length);
         canonical.Append(header);
         int at = firstTree + 1;
         for (int tree = 0; tree < sizes.Length; tree++)
@@ -45,13 +52,13 @@ internal static class LightGbmModelText
             int blockEnd = next < 0 || next > end ? end + 1 : next + 1;
             if (blockEnd - at != sizes[tree]) throw Fail($"says tree {tree} is {sizes[tree]:N0} bytes long; it is {blockEnd - at:N0}");
             string block = text[at..blockEnd];
-            CheckTree(block, tree, features);
+            trees.Add(CheckTree(block, tree, features));
             canonical.Append(block);
             at = blockEnd;
         }
         if (at != end + 1) throw Fail($"has more trees than its tree_sizes lists ({sizes.Length})");
         canonical.Append(EndOfTrees).Append('\n');
-        return canonical.ToString();
+        return (canonical.ToString(), trees);
     }
 
     private static long[] CheckHeader(string header, int features, ContinualPredictionKind kind)
@@ -98,7 +105,7 @@ internal static class LightGbmModelText
 
     /// <summary>One tree's block exactly as LightGBM writes it: <c>Tree=i</c>, its keys in order, one per line, then a blank
     /// line and the separator (LightGBM reads a tree up to its first blank line, so nothing may be missing or extra).</summary>
-    private static void CheckTree(string block, int tree, int features)
+    private static LightGbmTree CheckTree(string block, int tree, int features)
     {
         var lines = block.Split('\n');
         if (lines[0] != $"Tree={tree}") throw Fail($"has '{Printable(lines[0])}' where 'Tree={tree}' is expected");
@@ -117,14 +124,14 @@ internal static class LightGbmModelText
         if (!body.Select(l => l[..l.IndexOf('=')]).SequenceEqual(order)) throw Fail($"does not have tree {tree}'s keys in LightGBM's order");
         if (values["is_linear"] != "0") throw Fail($"has a linear tree ({tree})");
         Doubles(values, "shrinkage", 1, tree);
-        Doubles(values, "leaf_value", leaves, tree);
+        var leafValues = Doubles(values, "leaf_value", leaves, tree);
         foreach (string key in LeafKeys.Skip(1)) Doubles(values, key, leaves, tree);
         int nodes = leaves - 1;
         if (nodes == 0)
         {
             // A one-leaf tree has its node arrays empty.
             if (NodeKeys.Concat(InternalKeys).Any(k => values[k].Length != 0) || categories != 0) throw Fail($"has node values in one-leaf tree {tree}");
-            return;
+            return new LightGbmTree([], [], [], [], [], leafValues, [], []);
         }
         var feature = Ints(values, "split_feature", nodes, tree);
         var decision = Ints(values, "decision_type", nodes, tree);
@@ -133,16 +140,20 @@ internal static class LightGbmModelText
         var right = Ints(values, "right_child", nodes, tree);
         Doubles(values, "split_gain", nodes, tree);
         foreach (string key in InternalKeys) Doubles(values, key, nodes, tree);
+        int[] boundaries = [];
+        uint[] bitsets = [];
         if (categories > 0)
         {
-            int[] boundaries = Ints(values, "cat_boundaries", categories + 1, tree);
+            boundaries = Ints(values, "cat_boundaries", categories + 1, tree);
             if (boundaries[0] != 0 || boundaries.Zip(boundaries.Skip(1)).Any(p => p.Second <= p.First))
                 throw Fail($"has categorical bitset bounds out of order in tree {tree}");
             var words = values["cat_threshold"].Split(' ');
             if (words.Length != boundaries[^1] || !words.All(w => Integer.IsMatch(w) && uint.TryParse(w, NumberStyles.None, CultureInfo.InvariantCulture, out _)))
                 throw Fail($"has a categorical bitset of the wrong size in tree {tree}");
+            bitsets = words.Select(w => uint.Parse(w, NumberStyles.None, CultureInfo.InvariantCulture)).ToArray();
         }
         CheckNodes(tree, features, feature, decision, threshold, categories, left, right, leaves);
+        return new LightGbmTree(feature, threshold, decision, left, right, leafValues, boundaries, bitsets);
     }
 
     /// <summary>Every internal node but the root, and every leaf, is some node's child exactly once, and the root reaches them all: a tree.</summary>
@@ -208,4 +219,44 @@ internal static class LightGbmModelText
     private static ContinualModelFormatException Fail(string why) => new($"The trees (Trees.txt) {why}.");
 
     private static string Printable(string text) => new(text.Take(60).Select(c => char.IsControl(c) || c > 0x7E ? '?' : c).ToArray());
+}
+
+/// <summary>
+/// One tree as LightGBM 4.6 writes it (<c>Tree::ToString</c>): internal node n splits on <see cref="SplitFeature"/>[n]
+/// and goes to <see cref="LeftChild"/>[n] or <see cref="RightChild"/>[n], a child c ≥ 0 being a node and c &lt; 0 the
+/// leaf ~c; a one-leaf tree has no nodes.
+/// </summary>
+/// <remarks>
+/// How LightGBM decides (<c>Tree::NumericalDecision</c> and <c>CategoricalDecision</c> in <c>tree.h</c>): for a numerical
+/// split, bits 2–3 of <see cref="DecisionType"/> are the missing type (0 none, 1 zero, 2 NaN) and bit 1 is "missing goes
+/// left"; NaN is read as 0 unless the type is NaN, a missing value goes to the default side, and otherwise x ≤ threshold
+/// goes left (x and the threshold as doubles). For a categorical split (bit 0), the threshold is the index of a bitset in
+/// <see cref="CategoryBits"/> (words <see cref="CategoryBoundaries"/>[i] to [i + 1]); the category (int) x goes left when
+/// its bit is set, and NaN or a negative x goes right.
+/// </remarks>
+internal sealed record LightGbmTree(int[] SplitFeature, double[] Threshold, int[] DecisionType, int[] LeftChild, int[] RightChild,
+    double[] LeafValue, int[] CategoryBoundaries, uint[] CategoryBits)
+{
+    public int Nodes => SplitFeature.Length;
+
+    public static bool IsCategorical(int decisionType) => (decisionType & 1) != 0;
+
+    public static bool DefaultLeft(int decisionType) => (decisionType & 2) != 0;
+
+    /// <summary>0 none, 1 zero, 2 NaN.</summary>
+    public static int MissingType(int decisionType) => (decisionType >> 2) & 3;
+
+    /// <summary>Whether category <paramref name="category"/> goes left at categorical node <paramref name="node"/> (Common::FindInBitset).</summary>
+    public bool GoesLeft(int node, int category)
+    {
+        int set = (int)Threshold[node], start = CategoryBoundaries[set], words = CategoryBoundaries[set + 1] - start;
+        return category >= 0 && category / 32 < words && ((CategoryBits[start + category / 32] >> (category % 32)) & 1) != 0;
+    }
+
+    /// <summary>The largest category any of node <paramref name="node"/>'s bitset words can hold.</summary>
+    public int LargestCategory(int node)
+    {
+        int set = (int)Threshold[node];
+        return (CategoryBoundaries[set + 1] - CategoryBoundaries[set]) * 32 - 1;
+    }
 }

@@ -307,7 +307,7 @@ public class OnnxExportTests
         first.State.Layout.Encode(missingRows.SelectMany(r => r.Features).ToArray(), missingRows.Count, encoded);
         var margins = new double[missingRows.Count];
         first.State.Booster.PredictRaw(encoded, missingRows.Count, 4, margins, threads: 1);
-        AssertClose(margins.Select(m => (float)m).ToArray(), fromGraph, 1e-5f);
+        AssertClose(margins.Select(m => (float)m).ToArray(), fromGraph, 1e-6f);
         Assert.Contains(missingRows, r => float.IsNaN(r.Features[0]));
 
         var refit = (Trees.ContinualLightGbmTransformer)ml.Continual().Refit(first, ml.Data.LoadFromEnumerable(TreeRows(1500, 3)));
@@ -349,12 +349,14 @@ public class OnnxExportTests
         }
     }
 
+    /// <summary>Scores within 1e-6 (the issue asks 1e-5): the graph sums in double like LightGBM, so only the leaves'
+    /// rounding to float is left.</summary>
     private static void AssertTreesExport(MLContext ml, ITransformer model, IDataView data, byte[] onnx)
     {
         var expected = ml.Data.CreateEnumerable<BinaryScored>(model.Transform(data), reuseRowObject: false).ToList();
         var outputs = RunOnnx(onnx, data);
-        AssertClose(expected.Select(e => e.Score).ToArray(), (float[])outputs["Score.output"], 1e-5f);
-        AssertClose(expected.Select(e => e.Probability).ToArray(), (float[])outputs["Probability.output"], 1e-5f);
+        AssertClose(expected.Select(e => e.Score).ToArray(), (float[])outputs["Score.output"], 1e-6f);
+        AssertClose(expected.Select(e => e.Probability).ToArray(), (float[])outputs["Probability.output"], 1e-6f);
         Assert.Equal(expected.Select(e => e.PredictedLabel), (bool[])outputs["PredictedLabel.output"]);
         // Through ML.NET's own ONNX scorer too.
         string path = Path.Combine(Path.GetTempPath(), $"continual-trees-{Guid.NewGuid():N}.onnx");
@@ -363,7 +365,7 @@ public class OnnxExportTests
             File.WriteAllBytes(path, onnx);
             var applied = ml.Transforms.ApplyOnnxModel(["Score.output"], ["Features", "Label", "Target"], path).Fit(data).Transform(data);
             var scores = ml.Data.CreateEnumerable<OnnxTreeScored>(applied, reuseRowObject: false).Select(s => s.Score[0]).ToArray();
-            AssertClose(expected.Select(e => e.Score).ToArray(), scores, 1e-5f);
+            AssertClose(expected.Select(e => e.Score).ToArray(), scores, 1e-6f);
         }
         finally { File.Delete(path); }
     }

@@ -23,8 +23,8 @@ namespace Microsoft.ML.Continual;
 /// node then tests that column ≤ ½.</item>
 /// </list>
 /// The ensemble reads its columns as doubles, so ONNX Runtime compares and sums in double as LightGBM does; only the leaf
-/// values are floats (ai.onnx.ml 2 has no double attributes), so the scores agree to that rounding (in the tests, within
-/// one float ulp of the score; with float inputs ONNX Runtime summed in float and differed by up to 5 ulps). A row with
+/// values are floats (ai.onnx.ml 2 has no double attributes), so the scores agree to that rounding (the tests hold them
+/// within 1e-6). A row with
 /// NaN features, which <c>Transform</c> refuses, is scored as LightGBM would score it.
 /// </remarks>
 internal sealed class TreesOnnxGraph : OnnxNodes

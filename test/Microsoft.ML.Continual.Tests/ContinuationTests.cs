@@ -28,6 +28,8 @@ public sealed class ContinuationTests
         "OnlineEwc" => [new EwcPlugin { Mode = EwcMode.Online, Lambda = 50 }],
         "Mas" => [new MasPlugin()],
         "Er" => [new ErPlugin { MemorySize = 30 }],
+        "ErAce" => [new ErAcePlugin { MemorySize = 30 }],
+        "Icarl" => [new IcarlPlugin { MemorySize = 30 }],
         "AGem" => [new AGemPlugin { MemorySize = 30 }],
         "DerPlusPlus" => [new DarkExperiencePlugin { MemorySize = 30, Beta = 0.5 }],
         "L2" => [new L2Plugin()],
@@ -82,6 +84,10 @@ public sealed class ContinuationTests
     [InlineData("Gem", ContinualBoundaries.EverySteps, 100)]
     [InlineData("RWalk", ContinualBoundaries.EverySteps, 100)]
     [InlineData("Er", ContinualBoundaries.OnInputShift, 10)]
+    [InlineData("ErAce", ContinualBoundaries.EverySteps, 100)]
+    [InlineData("ErAce", ContinualBoundaries.OnLossPlateau, 10)]
+    [InlineData("Icarl", ContinualBoundaries.EverySteps, 10)]
+    [InlineData("Icarl", ContinualBoundaries.OnInputShift, 100)]
     public void RefitsOnConsecutiveSlices_SavedAndLoadedBetween_TrainAsOnePass_ToTheBit(string method, ContinualBoundaries boundaries, int slices)
     {
         var ml = new MLContext(seed: 1);

@@ -27,6 +27,11 @@ public sealed class StepProbe : ContinualPlugin
 
     public override void BeforeTask(ContinualTrainingContext context) => OnBeforeTask?.Invoke(context);
 
+    // It only looks: boundaries inside a fit change nothing in it.
+    public override string? WhyNotBoundariesInsideFit => null;
+
+    public override void AtBoundary(ContinualTrainingContext context) { }
+
     public override void BeforeBackward(ContinualTrainingContext context, ContinualStep step)
     {
         if (OnBeforeBackward is null) return;
@@ -163,6 +168,49 @@ public class MethodTests
         int before = StepProbe.Checks;
         ml.Continual().Refit(model, TestData.View(ml, 1, [2, 3], 80, 2));
         Assert.True(StepProbe.Checks - before >= 10, $"{StepProbe.Checks - before} steps checked");
+        StepProbe.Reset(null, null);
+    }
+
+    [Fact]
+    public void ErAce_TaskFree_IsPlainErUntilTheFirstBoundaryInsideTheFit_ThenTheAsymmetricLoss()
+    {
+        var ml = new MLContext(seed: 1);
+        var seen = new HashSet<long>();
+        int plainSteps = 0, asymmetricSteps = 0;
+        StepProbe.Reset(null, (context, step) =>
+        {
+            long[] present = step.TaskBatch.Targets.unique().output.data<long>().ToArray();
+            seen.UnionWith(present);
+            var logits = step.TaskOutputs!;
+            float task = step.LossTerms.Single(t => t.Name == "task").Value.item<float>();
+            if (context.BoundariesPassed == 0)
+            {
+                // One task so far: the plain cross-entropy, and nothing replayed.
+                Assert.Equal(nn.functional.cross_entropy(logits, step.TaskBatch.Targets).item<float>(), task, 5);
+                Assert.Empty(step.ExtraBatches);
+                plainSteps++;
+                return;
+            }
+            int width = (int)logits.shape[1];
+            var keep = Enumerable.Range(0, width).Select(c => present.Contains(c) || (seen.Max() < width - 1 && c >= seen.Max())).ToArray();
+            Assert.Equal(nn.functional.cross_entropy(logits.masked_fill(tensor(keep).logical_not().unsqueeze(0), float.MinValue), step.TaskBatch.Targets).item<float>(), task, 5);
+            Assert.Single(step.ExtraBatches);
+            if (keep.Count(k => k) < width) asymmetricSteps++;
+        });
+        // One fit over classes 0-1 then 2-3 in order, a boundary every 4 steps: 10 batches of 16.
+        var options = Small(new ComposedTrainer.Options());
+        options.NumberOfEpochs = 1;
+        options.ShuffleRows = false;
+        options.Boundaries = ContinualBoundaries.EverySteps;
+        options.BoundaryEverySteps = 4;
+        var rows = TestData.Rows(0, [0, 1], 80, 1).Concat(TestData.Rows(0, [2, 3], 80, 2)).ToList();
+        ContinualFitStatistics? statistics = null;
+        var model = ml.Continual().Trainers.Compose(options, new ErAcePlugin { MemorySize = 50 }, new StepProbe())
+            .Fit(ml.Data.LoadFromEnumerable(rows), null, new ContinualFitOptions { Completed = s => statistics = s });
+        Assert.Equal(2, statistics!.BoundariesPassed);
+        Assert.Equal(4, plainSteps);
+        Assert.True(asymmetricSteps >= 4, $"{asymmetricSteps} steps masked a class");
+        Assert.Equal(50, model.StateSizes["memory rows"]);
         StepProbe.Reset(null, null);
     }
 
@@ -350,6 +398,54 @@ public class MethodTests
         Assert.True(StepProbe.Checks - before >= 10);
         StepProbe.Reset(null, null);
         teacher?.Dispose();
+    }
+
+    [Fact]
+    public void Icarl_TaskFree_ReplaysExemplarsAtEveryStep_AndHerdsTheRowsOfEachBoundaryIntoABoundedMemory()
+    {
+        var ml = new MLContext(seed: 1);
+        var seen = new HashSet<long>();
+        int plainSteps = 0, replayedSteps = 0;
+        StepProbe.Reset(null, (context, step) =>
+        {
+            seen.UnionWith(step.TaskBatch.Targets.unique().output.data<long>().ToArray());
+            var terms = step.LossTerms.Select(t => t.Name).ToList();
+            if (context.BoundariesPassed == 0)
+            {
+                // No teacher and no exemplars yet: the binary cross-entropy over the classes seen so far, one-hot targets.
+                Assert.Empty(step.ExtraBatches);
+                long[] active = seen.Order().ToArray();
+                var logits = step.TaskOutputs!.index_select(1, tensor(active));
+                var targets = nn.functional.one_hot(step.TaskBatch.Targets, step.TaskOutputs!.shape[1]).to_type(ScalarType.Float32).index_select(1, tensor(active));
+                float expected = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction: nn.Reduction.None).sum(1).mean().item<float>();
+                Assert.Equal(expected, step.LossTerms.Single(t => t.Name == "task").Value.item<float>(), 5);
+                plainSteps++;
+                return;
+            }
+            // After a boundary: as many exemplars as the batch's 16 rows, trained with their own term.
+            var replayed = Assert.Single(step.ExtraBatches);
+            Assert.Equal(16, replayed.Batch.Rows);
+            Assert.Equal(["task", "exemplars"], terms);
+            replayedSteps++;
+        });
+        // One pass over classes 0-1 then 2-3, in order, a boundary every 4 steps (10 batches of 16).
+        var options = Small(new ComposedTrainer.Options());
+        options.NumberOfEpochs = 1;
+        options.ShuffleRows = false;
+        options.Boundaries = ContinualBoundaries.EverySteps;
+        options.BoundaryEverySteps = 4;
+        var rows = TestData.Rows(0, [0, 1], 80, 1).Concat(TestData.Rows(0, [2, 3], 80, 2)).ToList();
+        var model = (ContinualTransformer)ml.Continual().Trainers.Compose(options, new IcarlPlugin { MemorySize = 40 }, new StepProbe()).Fit(ml.Data.LoadFromEnumerable(rows));
+        Assert.Equal((4, 6), (plainSteps, replayedSteps));
+        var icarl = model.State.Plugins.Items.OfType<IcarlPlugin>().Single();
+        // Boundaries after steps 4 and 8 and the fit's end: three groups of rows offered, 40 kept, 10 per class.
+        Assert.Equal(40, icarl.Memory.Count);
+        Assert.Equal([10, 10, 10, 10], icarl.Memory.ClassOf.GroupBy(c => c).OrderBy(g => g.Key).Select(g => g.Count()));
+        Assert.Equal(3, icarl.Memory.TaskOf.Distinct().Count());
+        Assert.Equal([true, true, true, true], icarl.ClassMeans!.Value.HasMean.data<bool>().ToArray());
+        // The nearest-mean classifier scores the four classes.
+        Assert.True(TestData.Accuracy(model, ml.Data.LoadFromEnumerable(rows)) > 0.6);
+        StepProbe.Reset(null, null);
     }
 
     [Fact]

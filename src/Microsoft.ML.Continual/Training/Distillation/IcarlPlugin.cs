@@ -18,11 +18,23 @@ namespace Microsoft.ML.Continual;
 /// <para>Prediction (their Algorithm 1): with φ the L2-normalised features and μ_y the normalised mean of class y's exemplars'
 /// φ, y* = argmin_y ‖φ(x) − μ_y‖. The transformer's <c>Score</c> is softmax(−‖φ(x) − μ_y‖²) over the classes with
 /// exemplars, so <c>PredictedLabel</c> is y*. The class means travel in the model zip.</para>
+/// <para>Task-free (<see cref="ContinualTrainerOptions.Boundaries"/> other than Given; one pass in the stream's order), in
+/// the manner of the online replay methods: each incoming batch trains with a uniform sample of as many exemplars (fewer
+/// while the memory holds fewer), the loss being the mean of the same binary cross-entropy over both, L = (b·L_B + m·L_M)
+/// / (b + m); the classes are counted as their rows arrive. At each boundary the rows sampled since the last one
+/// (<see cref="ContinualTrainerOptions.BoundarySampleRows"/>) are offered to the memory as a group of their own, herded per
+/// class, with the budget shared by the classes and, within a class, by its groups; the class means are recomputed, and
+/// the teacher becomes a copy of the network (the classes seen so far become its classes). The state stays the budget's
+/// size; the teacher, the classes it knew and the exemplar sampler are task progress, so checkpoints and
+/// <see cref="ContinualTrainerOptions.ContinueAcrossFits"/> carry them.</para>
 /// </remarks>
 public sealed class IcarlPlugin : MemoryPlugin
 {
-    private ContinualNetwork? _teacher;
+    private ContinualNetwork? _teacher, _student;
     private bool[] _seen = [], _seenBefore = [];
+    private bool _boundariesInside;
+    private ContinualTaskData? _exemplars; // task-free: the memory on the fit's device, sampled at every step
+    private Generator? _sampling;
     private Tensor? _means;    // [classes, features]: normalised mean of each class's exemplars (rows of classes without exemplars: 0)
     private Tensor? _hasMean;  // [classes] bool
 
@@ -47,48 +59,155 @@ public sealed class IcarlPlugin : MemoryPlugin
         if (context.IsStreaming) throw new NotSupportedException("iCaRL trains on the task's rows and its exemplars together; leave MemoryBudgetMegabytes unset for it.");
         if (_seen.Length < context.OutputSize) Array.Resize(ref _seen, context.OutputSize);
         _seenBefore = (bool[])_seen.Clone();
-        foreach (long c in context.Task.Targets.unique().output.cpu().data<long>().ToArray()) _seen[c] = true;
+        _boundariesInside = context.Options.Boundaries != ContinualBoundaries.Given;
+        _student = context.Network;
+        // With boundaries inside the fit the classes are counted as they arrive (BeforeBackward), not all at the start.
+        if (!_boundariesInside) foreach (long c in context.Task.Targets.unique().output.cpu().data<long>().ToArray()) _seen[c] = true;
         _teacher?.Dispose();
         _teacher = context.TaskIndex == 0 ? null : context.Network.Copy(context.Random);
+        if (_boundariesInside)
+        {
+            _sampling?.Dispose();
+            _sampling = new Generator((ulong)(context.TaskSeed ^ 0x4943_4153), CPU);
+            TakeExemplars(context.Device);
+            return;
+        }
         if (Memory.ToDevice(context.Device) is not ContinualTaskData exemplars) return;
         var task = context.Task;
         context.Task = new ContinualTaskData(cat([task.Features, exemplars.Features], 0).DetachFromDisposeScope(), cat([task.Targets, exemplars.Targets], 0).DetachFromDisposeScope(), null);
         exemplars.Dispose();
     }
 
-    /// <summary>The binary cross-entropy with distillation targets replaces the task's loss.</summary>
+    /// <summary>The memory on <paramref name="device"/> for the steps' samples (task-free), replacing the one before.</summary>
+    private void TakeExemplars(Device device)
+    {
+        _exemplars?.Dispose();
+        _exemplars = Memory.ToDevice(device); // a detached copy
+    }
+
+    /// <summary>Task-free: a uniform sample of as many exemplars as the incoming batch has rows (all of them while there are fewer).</summary>
+    public override IEnumerable<ContinualBatch> ExtraBatches(ContinualTrainingContext context, ContinualBatch taskBatch)
+    {
+        if (!_boundariesInside || _exemplars is not { Count: > 0 } exemplars) yield break;
+        using var order = randperm(exemplars.Count, generator: _sampling);
+        using var rows = order.narrow(0, 0, Math.Min(exemplars.Count, taskBatch.Rows)).to(exemplars.Features.device);
+        var sample = exemplars.Select(rows);
+        yield return sample with { Weight = 0 }; // its loss is this plugin's (BeforeBackward)
+    }
+
+    /// <summary>The binary cross-entropy with distillation targets replaces the task's loss; task-free, the exemplars'
+    /// term joins it as the mean over both.</summary>
     public override void BeforeBackward(ContinualTrainingContext context, ContinualStep step)
     {
+        // The whole batch's classes (a data-parallel process's share may miss some), before a share with no rows returns.
+        if (_boundariesInside && context.CurrentBatch is { } whole) SeeClasses(whole.Targets);
         if (step.TaskOutputs is not Tensor logits) return;
+        Tensor loss = BinaryCrossEntropy(logits, step.TaskBatch);
+        if (step.ExtraBatchesOf(this).FirstOrDefault() is not { } replayed)
+        {
+            step.ReplaceTaskLoss(loss);
+            return;
+        }
+        double share = (double)step.TaskBatch.Rows / (step.TaskBatch.Rows + replayed.Batch.Rows);
+        step.ReplaceTaskLoss(loss * share);
+        step.AddLoss("exemplars", BinaryCrossEntropy(replayed.Outputs, replayed.Batch) * (1 - share), replayed);
+    }
+
+    /// <summary>Σ over the classes seen of BCE(σ(o_c), target_c), averaged over the rows; the targets one-hot for the classes
+    /// the teacher did not know and σ(f_{t−1}(x)/T) for those it knew (their Algorithm 3).</summary>
+    private Tensor BinaryCrossEntropy(Tensor logits, ContinualBatch batch)
+    {
         long[] active = Enumerable.Range(0, (int)logits.shape[1]).Where(c => c < _seen.Length && _seen[c]).Select(c => (long)c).ToArray();
         using var columns = tensor(active).to(logits.device);
         Tensor scores = logits.index_select(1, columns);
-        Tensor targets = nn.functional.one_hot(step.TaskBatch.Targets, logits.shape[1]).to_type(scores.dtype).index_select(1, columns);
+        Tensor targets = nn.functional.one_hot(batch.Targets, logits.shape[1]).to_type(scores.dtype).index_select(1, columns);
         if (_teacher is not null)
         {
             using var old = tensor(active.Select(c => c < _seenBefore.Length && _seenBefore[c]).ToArray()).to(logits.device).unsqueeze(0);
             Tensor distilled;
-            using (no_grad()) distilled = (_teacher.Forward(step.TaskBatch.Features, null).index_select(1, columns) / Temperature).sigmoid();
+            using (no_grad()) distilled = (_teacher.Forward(batch.Features, null).index_select(1, columns) / Temperature).sigmoid();
             targets = where(old, distilled, targets);
         }
-        Tensor loss = nn.functional.binary_cross_entropy_with_logits(scores, targets, reduction: nn.Reduction.None).sum(1).mean();
-        step.ReplaceTaskLoss(loss);
+        return nn.functional.binary_cross_entropy_with_logits(scores, targets, reduction: nn.Reduction.None).sum(1).mean();
+    }
+
+    private void SeeClasses(Tensor targets)
+    {
+        foreach (long c in targets.unique().output.cpu().data<long>().ToArray())
+        {
+            if (c >= _seen.Length) Array.Resize(ref _seen, (int)c + 1);
+            _seen[c] = true;
+        }
+    }
+
+    /// <summary>Supported (task-free): exemplars replayed at every step, herded and averaged anew at each boundary.</summary>
+    public override string? WhyNotBoundariesInsideFit => null;
+
+    /// <summary>The rows since the last boundary join the memory (herding), the class means follow, and the network becomes the teacher.</summary>
+    public override void AtBoundary(ContinualTrainingContext context)
+    {
+        Consolidate(context, context.Task);
+        TakeExemplars(context.Device);
+        _teacher?.Dispose();
+        _teacher = context.Network.Copy(context.Random);
+        _seenBefore = (bool[])_seen.Clone();
     }
 
     /// <summary>The exemplar sets for the classes seen (herding), then the class means for prediction.</summary>
     public override void AfterTask(ContinualTrainingContext context)
     {
+        ReleaseTaskResources();
+        // Only the task's own rows are offered (the exemplars already in the memory keep their ranks); task-free, the
+        // sample of the rows since the last boundary, which holds no exemplar.
+        var task = context.Task;
+        long own = _boundariesInside ? task.Count : task.Count - Memory.Count;
+        using var rows = new ContinualTaskData(task.Features.narrow(0, 0, own), task.Targets.narrow(0, 0, own), null);
+        Consolidate(context, rows);
+    }
+
+    /// <summary>Herding of <paramref name="rows"/> into the memory, as the group of this task (given boundaries) or of a
+    /// new group numbered after the memory's (task-free), then the class means.</summary>
+    private void Consolidate(ContinualTrainingContext context, ContinualTaskData rows)
+    {
+        if (rows.Count == 0) return;
+        int group = _boundariesInside ? Math.Max(context.TaskIndex, Memory.Count == 0 ? 0 : Memory.TaskOf.Max() + 1) : context.TaskIndex;
+        var random = new Random(unchecked((int)(context.TaskSeed ^ 0x4943_4152)));
+        Memory = Memory.Offer(rows, group, ExampleMemory.ClassesOf(rows, context.Kind), ReplayBufferPolicy.ClassBalanced,
+            MemorySize, ExemplarSelection.Herding, random, context.Network.Embed);
+        ComputeMeans(context.Network, context.OutputSize);
+    }
+
+    internal override void ReleaseTaskResources()
+    {
         _teacher?.Dispose();
         _teacher = null;
-        var network = context.Network;
-        // Only the task's own rows are offered (the exemplars already in the memory keep their ranks).
-        var task = context.Task;
-        long own = task.Count - Memory.Count;
-        using var rows = new ContinualTaskData(task.Features.narrow(0, 0, own), task.Targets.narrow(0, 0, own), null);
-        var random = new Random(unchecked((int)(context.TaskSeed ^ 0x4943_4152)));
-        Memory = Memory.Offer(rows, context.TaskIndex, ExampleMemory.ClassesOf(rows, context.Kind), ReplayBufferPolicy.ClassBalanced,
-            MemorySize, ExemplarSelection.Herding, random, network.Embed);
-        ComputeMeans(network, context.OutputSize);
+        _student = null;
+        _exemplars?.Dispose();
+        _exemplars = null;
+        _sampling?.Dispose();
+        _sampling = null;
+    }
+
+    /// <summary>Supported: the memory and the class means are the state; the teacher, the classes it knew and the
+    /// exemplar sampler are the task progress.</summary>
+    public override string? WhyNotContinuesAcrossFits => null;
+
+    /// <summary>Task-free only (with given boundaries BeforeTask makes the teacher again from the previous model).</summary>
+    public override void SaveTaskProgress(ContinualState state)
+    {
+        if (!_boundariesInside) return;
+        TeacherProgress.Save(state, _teacher, _seenBefore);
+        Checkpoint.WriteGenerator(state, _sampling);
+    }
+
+    /// <inheritdoc/>
+    public override void LoadTaskProgress(ContinualState state)
+    {
+        if (!_boundariesInside) return;
+        _teacher?.Dispose();
+        _teacher = null;
+        (_teacher, _seenBefore) = TeacherProgress.Load(state, _student, "iCaRL");
+        Checkpoint.ReadGenerator(state, _sampling);
     }
 
     /// <summary>μ_y = normalise(mean of normalise(φ(x)) over class y's exemplars), for every class with exemplars.</summary>

@@ -178,56 +178,16 @@ public sealed class LwfPlugin : ContinualPlugin
 
     /// <summary>The teacher's weights (when there is one) and the classes seen before it was made: with boundaries inside the
     /// fit they cannot be made again from the previous model.</summary>
-    public override void SaveTaskProgress(ContinualState state)
-    {
-        using (var before = tensor(_seenBefore)) state.Set("classes seen before", before);
-        state.Set("teacher", _teacher is not null);
-        if (_teacher is null) return;
-        var parameters = _teacher.OrderedParameters();
-        state.Set("teacher parameters", (long)parameters.Count);
-        for (int i = 0; i < parameters.Count; i++) state.Set($"teacher/{i}", parameters[i].Value);
-    }
+    public override void SaveTaskProgress(ContinualState state) => TeacherProgress.Save(state, _teacher, _seenBefore);
 
-    /// <summary>Restores the teacher as a copy of the network with the saved weights. A head that has grown since (a
-    /// continuing fit that brought a new class) keeps the saved rows first: the new outputs are masked out of the teacher's
-    /// distribution, as classes it had not seen.</summary>
+    /// <summary>Restores the teacher as a copy of the network with the saved weights (<see cref="TeacherProgress.Load"/>);
+    /// the outputs a grown head added are masked out of the teacher's distribution, as classes it had not seen.</summary>
     public override void LoadTaskProgress(ContinualState state)
     {
-        using (var before = state.GetTensor("classes seen before"))
-        {
-            if (before.dtype != ScalarType.Bool || before.dim() != 1) throw new ContinualModelFormatException("LwF's classes seen before the teacher must be a vector of Booleans.");
-            _seenBefore = before.data<bool>().ToArray();
-        }
         _teacher?.Dispose();
         _teacher = null;
-        if (!state.GetBoolean("teacher")) return;
-        var student = _student ?? throw new InvalidOperationException("LwF's progress is loaded after BeforeTask.");
-        using var scratch = new Generator(0, CPU); // the copy's fresh layers are overwritten: their draws must not move the fit's generator
-        var teacher = student.Copy(scratch);
-        var parameters = teacher.OrderedParameters();
-        long count = state.GetInt64("teacher parameters");
-        if (count != parameters.Count)
-        {
-            teacher.Dispose();
-            throw new ContinualModelFormatException($"LwF's teacher has {count} parameters; the network has {parameters.Count}.");
-        }
-        using (no_grad())
-        {
-            for (int i = 0; i < parameters.Count; i++)
-            {
-                using var saved = state.GetTensor($"teacher/{i}");
-                var target = parameters[i].Value;
-                bool sameTrailing = saved.dim() == target.dim() && saved.shape.Skip(1).SequenceEqual(target.shape.Skip(1));
-                if (saved.dtype != target.dtype || !sameTrailing || saved.shape[0] > target.shape[0])
-                {
-                    teacher.Dispose();
-                    throw new ContinualModelFormatException($"LwF's teacher parameter {i} is {saved.dtype} [{string.Join(", ", saved.shape)}]; the network's is {target.dtype} [{string.Join(", ", target.shape)}].");
-                }
-                target.narrow(0, 0, saved.shape[0]).copy_(saved.to(target.device));
-            }
-        }
-        _teacher = teacher;
-        _teacherOutputs = teacher.OutputSize;
+        (_teacher, _seenBefore) = TeacherProgress.Load(state, _student, "LwF");
+        _teacherOutputs = _teacher?.OutputSize ?? _teacherOutputs;
     }
 
     /// <inheritdoc/>

@@ -14,6 +14,11 @@ namespace Microsoft.ML.Continual;
 /// eq. 5, "ACE", as Mammoth's <c>models/er_ace.py</c>); on a batch drawn from the memory it is the plain cross-entropy over
 /// every class. The memory is a reservoir updated at every step (as their code). Multi-head models keep their heads'
 /// masks in both terms.</para>
+/// <para>Task-free (boundaries inside a fit, <see cref="ContinualTrainerOptions.Boundaries"/>): "from the second task on"
+/// becomes "after the first boundary", the authors' <c>t &gt; 0</c>, whether the boundary ended a fit or was passed inside
+/// one; nothing else depends on tasks, so a boundary changes nothing else and the state stays the memory's size and one
+/// flag per class. With <see cref="ContinualTrainerOptions.ContinueAcrossFits"/> the memory is the state and its two
+/// generators are the progress, as <see cref="ErPlugin"/>'s.</para>
 /// </remarks>
 public sealed class ErAcePlugin : ContinualPlugin
 {
@@ -43,14 +48,14 @@ public sealed class ErAcePlugin : ContinualPlugin
         _buffer ??= new ReservoirBuffer(MemorySize);
         _buffer.MoveTo(context.Device);
         _sampling = new Generator((ulong)(context.TaskSeed ^ 0x4552_4143), CPU);
-        _reservoir = new Random(unchecked((int)(context.TaskSeed ^ 0x4552_4145)));
+        _reservoir = SavableRandom.For(context.Options.ContinueAcrossFits, context.TaskSeed ^ 0x4552_4145);
         if (_seen.Length < context.OutputSize) Array.Resize(ref _seen, context.OutputSize);
     }
 
     /// <summary>A batch from the memory, trained with the plain cross-entropy (weight 1, as the authors add it).</summary>
     public override IEnumerable<ContinualBatch> ExtraBatches(ContinualTrainingContext context, ContinualBatch taskBatch)
     {
-        if (context.TaskIndex == 0 || _buffer is null || _buffer.Sample(MinibatchSize > 0 ? MinibatchSize : context.Options.BatchSize, _sampling!) is not Tensor rows) yield break;
+        if (!PastFirstBoundary(context) || _buffer is null || _buffer.Sample(MinibatchSize > 0 ? MinibatchSize : context.Options.BatchSize, _sampling!) is not Tensor rows) yield break;
         yield return _buffer.Select(rows, weight: 1);
     }
 
@@ -59,7 +64,7 @@ public sealed class ErAcePlugin : ContinualPlugin
     {
         long[] present = step.TaskBatch.Targets.unique().output.cpu().data<long>().ToArray();
         foreach (long c in present) _seen[c] = true;
-        if (context.TaskIndex == 0 || step.TaskOutputs is not Tensor logits) return;
+        if (!PastFirstBoundary(context) || step.TaskOutputs is not Tensor logits) return;
         var keep = new bool[logits.shape[1]];
         foreach (long c in present) keep[c] = true;
         // As the authors' code: while some class is not seen yet, every class from the highest one seen on stays unmasked.
@@ -70,6 +75,9 @@ public sealed class ErAcePlugin : ContinualPlugin
         Tensor masked = context.MaskLogits(logits, step.TaskBatch.Heads).masked_fill(mask, float.MinValue);
         step.ReplaceTaskLoss(nn.functional.cross_entropy(masked, step.TaskBatch.Targets));
     }
+
+    /// <summary>The authors' t &gt; 0: an earlier fit ended a task, or a boundary was passed inside this task.</summary>
+    private static bool PastFirstBoundary(ContinualTrainingContext context) => context.TaskIndex > 0 || context.BoundariesPassed > 0;
 
     /// <summary>The batch joins the memory (reservoir sampling).</summary>
     public override void AfterStep(ContinualTrainingContext context)
@@ -104,6 +112,24 @@ public sealed class ErAcePlugin : ContinualPlugin
 
     /// <summary>False: the memory changes at every step, which a checkpoint does not capture.</summary>
     public override bool SupportsCheckpoints => false;
+
+    /// <summary>Supported: the memory is updated at every step and its size is fixed; a boundary only turns the asymmetric
+    /// loss on (the first one).</summary>
+    public override string? WhyNotBoundariesInsideFit => null;
+
+    /// <summary>Nothing to consolidate: the memory is already up to date.</summary>
+    public override void AtBoundary(ContinualTrainingContext context) { }
+
+    /// <summary>Supported: the memory and the classes seen are the plugin's state, and its two generators are its progress.</summary>
+    public override string? WhyNotContinuesAcrossFits => null;
+
+    /// <summary>The memory sampler's and the reservoir's positions (a fit that continues a pass across fits).</summary>
+    public override void SaveTaskProgress(ContinualState state)
+        => SavableRandom.SaveProgress(state, _sampling, _reservoir);
+
+    /// <inheritdoc/>
+    public override void LoadTaskProgress(ContinualState state)
+        => _reservoir = SavableRandom.LoadProgress(state, _sampling, _reservoir);
 
     /// <inheritdoc/>
     public override IReadOnlyDictionary<string, long> StateSizes() => new Dictionary<string, long>

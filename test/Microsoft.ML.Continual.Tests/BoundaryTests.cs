@@ -196,6 +196,8 @@ public sealed class BoundaryTests
         }).Fit(Rows(ml, 50)));
         Assert.Contains("PackNet", packNet.Message);
         Assert.Contains("Boundaries = Given", packNet.Message);
+        var bic = Assert.Throws<NotSupportedException>(() => ml.Continual().Trainers.Compose(Options(5), new BicPlugin()).Fit(Rows(ml, 50)));
+        Assert.Contains("bias correction", bic.Message);
         using var temp = new TempFolder();
         // L2 supports checkpoints, so the refusal is the boundaries' own (SI would be refused for its own reason first).
         var checkpoint = Assert.Throws<NotSupportedException>(() => ml.Continual().Trainers.Compose(Options(5), new L2Plugin())

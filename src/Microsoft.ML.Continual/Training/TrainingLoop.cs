@@ -240,11 +240,11 @@ internal static class TrainingLoop
         if (options.Boundaries != ContinualBoundaries.Given)
         {
             if (plugins.WhyNotBoundariesInsideFit() is var (plugin, reason))
-                throw new NotSupportedException($"Trainer {trainerName} cannot consolidate inside a fit (Boundaries = {options.Boundaries}): plugin {plugin}: {reason}. Use Boundaries = Given (one fit per task), or a method that supports it (the regularization family with EWC in Online mode, GEM, A-GEM, Replay, Er, ER-ACE, DER, DER++, MIR, LwF, FineTune).");
+                throw new NotSupportedException($"Trainer {trainerName} cannot consolidate inside a fit (Boundaries = {options.Boundaries}): plugin {plugin}: {reason}. Use Boundaries = Given (one fit per task), or a method that supports it (the regularization family with EWC in Online mode, GEM, A-GEM, Replay, Er, ER-ACE, DER, DER++, MIR, LwF, iCaRL, FineTune).");
             if (fit?.CheckpointPath is not null)
                 throw new NotSupportedException($"Boundaries = {options.Boundaries} with a CheckpointPath is not supported: the sample of rows since the last boundary is not in the checkpoint. Run without CheckpointPath (the model file is still written atomically at the end).");
             if (options.ContinueAcrossFits && plugins.WhyNotContinuesAcrossFits() is var (stopper, why))
-                throw new NotSupportedException($"Trainer {trainerName} cannot continue one pass across fits (ContinueAcrossFits): plugin {stopper}: {why}. Leave ContinueAcrossFits false (each fit ends at a boundary), or use a method that supports it (FineTune, L2, online EWC, SI, MAS, RWalk, SCP, GEM, A-GEM, Replay, Er, ER-ACE, MIR, DER, DER++, LwF).");
+                throw new NotSupportedException($"Trainer {trainerName} cannot continue one pass across fits (ContinueAcrossFits): plugin {stopper}: {why}. Leave ContinueAcrossFits false (each fit ends at a boundary), or use a method that supports it (FineTune, L2, online EWC, SI, MAS, RWalk, SCP, GEM, A-GEM, Replay, Er, ER-ACE, MIR, DER, DER++, LwF, iCaRL).");
             if (options.ContinueAcrossFits && communicator.Size > 1)
                 throw new NotSupportedException($"ContinueAcrossFits with data-parallel training ({communicator.Description}) is not supported: the rows short of a batch and the window are one process's. Train in one process.");
             if (options.Boundaries == ContinualBoundaries.OnLossPlateau && communicator.Size > 1)

@@ -37,6 +37,11 @@ public sealed class BicPlugin : MemoryPlugin
     /// <summary>The distillation temperature T. Default 2 (the paper's).</summary>
     public double Temperature { get; set; } = 2;
 
+    /// <summary>Not supported: the correction is fitted on rows of each task held out before the task trains, and on the
+    /// classes the task brought, which a boundary inside a fit does not give.</summary>
+    public override string? WhyNotBoundariesInsideFit =>
+        "its bias correction (stage 2) is fitted on rows of the task held out before its training starts and on the classes the task brought; a boundary inside a fit comes after those rows were trained on";
+
     /// <inheritdoc/>
     public override void Validate()
     {

@@ -401,6 +401,24 @@ public class MethodTests
     }
 
     [Fact]
+    public void Icarl_DistillationTargets_AreTheTeachersForOldClasses_AndTaskFreeTheRowsOwnLabelStaysOne()
+    {
+        // One row of class 0; classes 0 and 1 seen and both known to the teacher, class 2 never seen; T = 2.
+        using var logits = tensor(new[] { 0.5f, -1f, 3f }).reshape(1, 3);
+        using var labels = tensor(new[] { 0L });
+        using var teacher = tensor(new[] { -2f, 2f, 0f }).reshape(1, 3);
+        bool[] seen = [true, true, false], before = [true, true, false];
+        static double Bce(double o, double t) => -(t * Math.Log(1 / (1 + Math.Exp(-o))) + (1 - t) * Math.Log(1 - 1 / (1 + Math.Exp(-o))));
+        double s0 = 1 / (1 + Math.Exp(1)), s1 = 1 / (1 + Math.Exp(-1)); // σ(−2/2), σ(2/2)
+        // Their Algorithm 3: both targets the teacher's; class 2 is left out.
+        Assert.Equal(Bce(0.5, s0) + Bce(-1, s1), IcarlPlugin.DistillationLoss(logits, labels, teacher, seen, before, 2, labelWins: false).item<float>(), 5);
+        // Task-free: the row's own class 0 keeps target 1; class 1 the teacher's.
+        Assert.Equal(Bce(0.5, 1) + Bce(-1, s1), IcarlPlugin.DistillationLoss(logits, labels, teacher, seen, before, 2, labelWins: true).item<float>(), 5);
+        // No teacher: one-hot.
+        Assert.Equal(Bce(0.5, 1) + Bce(-1, 0), IcarlPlugin.DistillationLoss(logits, labels, null, seen, before, 2, labelWins: true).item<float>(), 5);
+    }
+
+    [Fact]
     public void Icarl_TaskFree_ReplaysExemplarsAtEveryStep_AndHerdsTheRowsOfEachBoundaryIntoABoundedMemory()
     {
         var ml = new MLContext(seed: 1);

@@ -21,7 +21,10 @@ namespace Microsoft.ML.Continual;
 /// <para>Task-free (<see cref="ContinualTrainerOptions.Boundaries"/> other than Given; one pass in the stream's order), in
 /// the manner of the online replay methods: each incoming batch trains with a uniform sample of as many exemplars (fewer
 /// while the memory holds fewer), the loss being the mean of the same binary cross-entropy over both, L = (b·L_B + m·L_M)
-/// / (b + m); the classes are counted as their rows arrive. At each boundary the rows sampled since the last one
+/// / (b + m); the classes are counted as their rows arrive, and a row's own class keeps the target 1 even when the
+/// teacher knew the class (in a stream a class comes back after the boundary that made it old; with the teacher's σ as its
+/// target, its new rows would be trained towards a teacher that barely knew it, and a domain-incremental stream, whose
+/// classes are all old after the first boundary, towards the teacher alone). At each boundary the rows sampled since the last one
 /// (<see cref="ContinualTrainerOptions.BoundarySampleRows"/>) are offered to the memory as a group of their own, herded per
 /// class, with the budget shared by the classes and, within a class, by its groups; the class means are recomputed, and
 /// the teacher becomes a copy of the network (the classes seen so far become its classes). The state stays the budget's
@@ -113,20 +116,32 @@ public sealed class IcarlPlugin : MemoryPlugin
         step.AddLoss("exemplars", BinaryCrossEntropy(replayed.Outputs, replayed.Batch) * (1 - share), replayed);
     }
 
-    /// <summary>Σ over the classes seen of BCE(σ(o_c), target_c), averaged over the rows; the targets one-hot for the classes
-    /// the teacher did not know and σ(f_{t−1}(x)/T) for those it knew (their Algorithm 3).</summary>
     private Tensor BinaryCrossEntropy(Tensor logits, ContinualBatch batch)
     {
-        long[] active = Enumerable.Range(0, (int)logits.shape[1]).Where(c => c < _seen.Length && _seen[c]).Select(c => (long)c).ToArray();
+        Tensor? teacher = null;
+        if (_teacher is not null)
+            using (no_grad()) teacher = _teacher.Forward(batch.Features, null);
+        return DistillationLoss(logits, batch.Targets, teacher, _seen, _seenBefore, Temperature, labelWins: _boundariesInside);
+    }
+
+    /// <summary>Σ over the classes seen of BCE(σ(o_c), target_c), averaged over the rows; the targets one-hot for the classes
+    /// the teacher did not know and σ(f_{t−1}(x)/T) for those it knew (their Algorithm 3); with
+    /// <paramref name="labelWins"/> (task-free), 1 for the row's own class whatever the teacher says.</summary>
+    internal static Tensor DistillationLoss(Tensor logits, Tensor labels, Tensor? teacherLogits, bool[] seen, bool[] seenBefore, double temperature, bool labelWins)
+    {
+        long[] active = Enumerable.Range(0, (int)logits.shape[1]).Where(c => c < seen.Length && seen[c]).Select(c => (long)c).ToArray();
         using var columns = tensor(active).to(logits.device);
         Tensor scores = logits.index_select(1, columns);
-        Tensor targets = nn.functional.one_hot(batch.Targets, logits.shape[1]).to_type(scores.dtype).index_select(1, columns);
-        if (_teacher is not null)
+        Tensor oneHot = nn.functional.one_hot(labels, logits.shape[1]).to_type(scores.dtype).index_select(1, columns);
+        Tensor targets = oneHot;
+        if (teacherLogits is not null)
         {
-            using var old = tensor(active.Select(c => c < _seenBefore.Length && _seenBefore[c]).ToArray()).to(logits.device).unsqueeze(0);
-            Tensor distilled;
-            using (no_grad()) distilled = (_teacher.Forward(batch.Features, null).index_select(1, columns) / Temperature).sigmoid();
-            targets = where(old, distilled, targets);
+            using var old = tensor(active.Select(c => c < seenBefore.Length && seenBefore[c]).ToArray()).to(logits.device).unsqueeze(0);
+            Tensor distilled = (teacherLogits.index_select(1, columns) / temperature).sigmoid();
+            targets = where(old, distilled, oneHot);
+            // Task-free, a class comes back after the boundary that made it old: the row's own label stays 1, or new rows
+            // of a class would be trained towards a teacher that barely knew it (with two classes, towards itself alone).
+            if (labelWins) targets = maximum(targets, oneHot);
         }
         return nn.functional.binary_cross_entropy_with_logits(scores, targets, reduction: nn.Reduction.None).sum(1).mean();
     }

@@ -440,10 +440,20 @@ public class MethodTests
                 plainSteps++;
                 return;
             }
-            // After a boundary: as many exemplars as the batch's 16 rows, trained with their own term.
+            // After a boundary: as many exemplars as the batch's 16 rows, trained with their own term; the two terms are
+            // the distillation loss of each (the row's own label kept at 1) weighted by their shares of the 32 rows.
             var replayed = Assert.Single(step.ExtraBatches);
             Assert.Equal(16, replayed.Batch.Rows);
             Assert.Equal(["task", "exemplars"], terms);
+            var (teacher, known, knownBefore) = context.State.Plugins.Items.OfType<IcarlPlugin>().Single().Distillation;
+            float Expected(Tensor outputs, ContinualBatch batch) =>
+                IcarlPlugin.DistillationLoss(outputs, batch.Targets, teacher!.Forward(batch.Features, null), known, knownBefore, 2, labelWins: true).item<float>() * 0.5f;
+            Assert.Equal(Expected(step.TaskOutputs!, step.TaskBatch), step.LossTerms[0].Value.item<float>(), 5);
+            Assert.Equal(Expected(replayed.Outputs, replayed.Batch), step.LossTerms[1].Value.item<float>(), 5);
+            // The rule matters here: the batch's own classes are old to the teacher, so the paper's targets differ.
+            if (step.TaskBatch.Targets.unique().output.data<long>().All(c => knownBefore[c]))
+                Assert.NotEqual(Expected(step.TaskOutputs!, step.TaskBatch),
+                    IcarlPlugin.DistillationLoss(step.TaskOutputs!, step.TaskBatch.Targets, teacher!.Forward(step.TaskBatch.Features, null), known, knownBefore, 2, labelWins: false).item<float>() * 0.5f, 4);
             replayedSteps++;
         });
         // One pass over classes 0-1 then 2-3, in order, a boundary every 4 steps (10 batches of 16).

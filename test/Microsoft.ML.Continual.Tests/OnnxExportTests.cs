@@ -321,6 +321,22 @@ public class OnnxExportTests
         Assert.Equal(refit.RoundsPerTask[1], added.Count);
         Assert.Equal(added.SelectMany(t => t.LeafValue).Select(v => (float)v), leavesAfter.Skip(leavesBefore.Length));
 
+        // Only binary-coded categories (no numbers), 6 bits: buckets up to 63, of which training saw 0-20; the graph's
+        // table stops at the largest bucket a split's bitset can hold, and larger ones are clipped to a row of "not in any set".
+        var random = new Random(9);
+        BinaryRow Coded(int category) => new() { Features = Enumerable.Range(0, 6).Select(b => (float)((category >> (5 - b)) & 1)).ToArray(), Label = category % 3 == 0 };
+        var codedOptions = new Trees.ContinualLightGbmTrainer.Options { BinaryCodedCategoricals = 1, BitsPerCategorical = 6, NumberOfIterations = 30, MinimumExampleCountPerLeaf = 5, Seed = 1 };
+        var coded = ml.Continual().Trainers.LightGbm(codedOptions).Fit(ml.Data.LoadFromEnumerable(Enumerable.Range(0, 1200).Select(_ => Coded(random.Next(21))).ToList()));
+        Assert.Contains(Trees.LightGbmModelText.Trees(coded.LightGbmModelText, 1, ContinualPredictionKind.Binary).SelectMany(t => t.DecisionType), d => Trees.LightGbmTree.IsCategorical(d));
+        var allBuckets = ml.Data.LoadFromEnumerable(Enumerable.Range(0, 64).Select(Coded).ToList());
+        AssertTreesExport(ml, coded, allBuckets, Export(ml, coded, allBuckets));
+
+        // A constant target leaves every tree a single leaf.
+        var constant = ml.Continual().Trainers.LightGbm(new Trees.ContinualLightGbmTrainer.Options { LabelColumnName = "Target", NumberOfIterations = 5, Seed = 1 })
+            .Fit(ml.Data.LoadFromEnumerable(TreeRows(300, 6).Select(r => new TreeRow { Features = r.Features, Label = r.Label, Target = 2.5f }).ToList()));
+        Assert.All(Trees.LightGbmModelText.Trees(constant.LightGbmModelText, 7, ContinualPredictionKind.Regression), t => Assert.Single(t.LeafValue));
+        AssertClose(TestData.Scores(constant, scoring), (float[])RunOnnx(Export(ml, constant, scoring), scoring)["Score.output"], 1e-6f);
+
         // Regression trees export their Score alone.
         var regressionOptions = new Trees.ContinualLightGbmTrainer.Options { LabelColumnName = "Target", BinaryCodedCategoricals = 1, BitsPerCategorical = 4, NumberOfIterations = 60, Seed = 1 };
         var regressionData = ml.Data.LoadFromEnumerable(TreeRows(1500, 4));
@@ -363,7 +379,7 @@ public class OnnxExportTests
         try
         {
             File.WriteAllBytes(path, onnx);
-            var applied = ml.Transforms.ApplyOnnxModel(["Score.output"], ["Features", "Label", "Target"], path).Fit(data).Transform(data);
+            var applied = ml.Transforms.ApplyOnnxModel(["Score.output"], data.Schema.Where(c => !c.IsHidden).Select(c => c.Name).ToArray(), path).Fit(data).Transform(data);
             var scores = ml.Data.CreateEnumerable<OnnxTreeScored>(applied, reuseRowObject: false).Select(s => s.Score[0]).ToArray();
             AssertClose(expected.Select(e => e.Score).ToArray(), scores, 1e-6f);
         }

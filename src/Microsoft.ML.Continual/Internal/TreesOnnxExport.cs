@@ -45,19 +45,28 @@ internal sealed class TreesOnnxGraph : OnnxNodes
     {
         var layout = _state.Layout;
         var trees = LightGbmModelText.Trees(_state.ModelText, layout.Width, _state.Kind);
-        CheckDecisions(trees);
+        CheckDecisions(trees, layout);
         string features = _ctx.GetVariableName(_columns.FeatureColumn.Name);
         var (inputs, splits) = EnsembleInputs(features, layout, trees);
         string margin = Ensemble(inputs, trees, splits);
         WriteScoreColumns(_state.Kind, margin);
     }
 
-    private static void CheckDecisions(IReadOnlyList<LightGbmTree> trees)
+    /// <summary>Refuses what the graph cannot express or what this library's trees never hold: zeros as missing values,
+    /// and a split whose kind does not match its feature's (categorical splits on the bucket columns, numerical ones on
+    /// the numbers), which a checked file could still have.</summary>
+    private static void CheckDecisions(IReadOnlyList<LightGbmTree> trees, TreeFeatureLayout layout)
     {
         for (int t = 0; t < trees.Count; t++)
             for (int n = 0; n < trees[t].Nodes; n++)
-                if (!LightGbmTree.IsCategorical(trees[t].DecisionType[n]) && LightGbmTree.MissingType(trees[t].DecisionType[n]) == 1)
+            {
+                int decision = trees[t].DecisionType[n];
+                bool categorical = LightGbmTree.IsCategorical(decision), onBucket = trees[t].SplitFeature[n] >= layout.Numbers;
+                if (!categorical && LightGbmTree.MissingType(decision) == 1)
                     throw new NotSupportedException($"ONNX export: tree {t} treats zeros as missing values (LightGBM's zero_as_missing), which the ONNX tree ensemble cannot express.");
+                if (categorical != onBucket)
+                    throw new ContinualModelFormatException($"The trees (Trees.txt) have a {(categorical ? "categorical" : "numerical")} split on feature {trees[t].SplitFeature[n]} in tree {t}, which is {(onBucket ? "a binary-coded category" : "a number")} in this model.");
+            }
     }
 
     /// <summary>The columns the ensemble reads: the numbers as they are, then one column per categorical split (0 when

@@ -104,17 +104,16 @@ public sealed class IcarlPlugin : MemoryPlugin
     {
         // The whole batch's classes (a data-parallel process's share may miss some), before a share with no rows returns.
         if (_boundariesInside && context.CurrentBatch is { } whole) SeeClasses(whole.Targets);
-        if (step.TaskOutputs is not Tensor logits) return;
-        Tensor loss = BinaryCrossEntropy(logits, step.TaskBatch);
-        if (step.ExtraBatchesOf(this).FirstOrDefault() is not { } replayed)
-        {
-            step.ReplaceTaskLoss(loss);
-            return;
-        }
-        double share = (double)step.TaskBatch.Rows / (step.TaskBatch.Rows + replayed.Batch.Rows);
-        step.ReplaceTaskLoss(loss * share);
-        step.AddLoss("exemplars", BinaryCrossEntropy(replayed.Outputs, replayed.Batch) * (1 - share), replayed);
+        var replayed = step.ExtraBatchesOf(this).FirstOrDefault();
+        // The shares of the whole batches (every process's rows), so that the processes' terms add up to the joined mean.
+        long incoming = context.CurrentBatch?.Rows ?? step.TaskBatch.Rows;
+        double share = replayed is null ? 1 : (double)incoming / (incoming + replayed.FullRows);
+        if (step.TaskOutputs is Tensor logits) step.ReplaceTaskLoss(BinaryCrossEntropy(logits, step.TaskBatch) * share);
+        if (replayed is { Batch.Rows: > 0 }) step.AddLoss("exemplars", BinaryCrossEntropy(replayed.Outputs, replayed.Batch) * (1 - share), replayed);
     }
+
+    /// <summary>For tests: the teacher and the classes seen, now and before the teacher was made.</summary>
+    internal (ContinualNetwork? Teacher, bool[] Seen, bool[] SeenBefore) Distillation => (_teacher, _seen, _seenBefore);
 
     private Tensor BinaryCrossEntropy(Tensor logits, ContinualBatch batch)
     {
@@ -173,7 +172,7 @@ public sealed class IcarlPlugin : MemoryPlugin
     {
         ReleaseTaskResources();
         // Only the task's own rows are offered (the exemplars already in the memory keep their ranks); task-free, the
-        // sample of the rows since the last boundary, which holds no exemplar.
+        // sample of the rows since the last boundary (or the fit's rows, when no step ran), which holds no exemplar.
         var task = context.Task;
         long own = _boundariesInside ? task.Count : task.Count - Memory.Count;
         using var rows = new ContinualTaskData(task.Features.narrow(0, 0, own), task.Targets.narrow(0, 0, own), null);

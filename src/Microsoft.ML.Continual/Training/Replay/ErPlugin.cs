@@ -76,7 +76,11 @@ public sealed class ErPlugin : ContinualPlugin
     public override void AtBoundary(ContinualTrainingContext context) { }
 
     /// <inheritdoc/>
-    public override void AfterTask(ContinualTrainingContext context)
+    public override void AfterTask(ContinualTrainingContext context) => ReleaseTaskResources();
+
+    /// <summary>Also at the end of a fit that continues a pass (after its progress is captured): the sampler is freed and
+    /// the memory goes back to the CPU.</summary>
+    internal override void ReleaseTaskResources()
     {
         _sampling?.Dispose();
         _sampling = null;

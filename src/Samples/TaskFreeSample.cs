@@ -11,7 +11,8 @@ namespace Samples;
 /// accuracy on the rotated test digits afterwards; Split MNIST with fuzzy boundaries (<c>FuzzySplitMnist</c>,
 /// <c>TaskStream.TrainingInOrder</c>) trained by online EWC consolidating every N steps
 /// (<c>Boundaries = ContinualBoundaries.EverySteps</c>), then the same stream in twelve refit jobs through the model file
-/// (<c>ContinueAcrossFits</c>), bit-identical to the one pass; and Rotated MNIST with given angles (<c>RotatedMnist(angles)</c>).
+/// (<c>ContinueAcrossFits</c>), bit-identical to the one pass; GEM, LwF, iCaRL and ER-ACE with boundaries where the inputs
+/// shift; and Rotated MNIST with given angles (<c>RotatedMnist(angles)</c>).
 /// </summary>
 public static class TaskFreeSample
 {
@@ -77,6 +78,10 @@ public static class TaskFreeSample
             ("GEM, boundaries where the inputs shift", ml.Continual().Trainers.Gem(OnInputShift(TaskFree(new GemTrainer.Options { MemoryGroupsInsideFit = 5 })))),
             // LwF keeps no rows: its teacher becomes the network as it is at each boundary.
             ("LwF, boundaries where the inputs shift", ml.Continual().Trainers.Lwf(OnInputShift(TaskFree(new LwfTrainer.Options())))),
+            // iCaRL replays its exemplars at every step; at each boundary the rows since the last one are herded into them.
+            ("iCaRL, boundaries where the inputs shift", ml.Continual().Trainers.Icarl(OnInputShift(TaskFree(new IcarlTrainer.Options { MemorySize = 500 })))),
+            // ER-ACE's asymmetric loss starts at the first boundary.
+            ("ER-ACE, boundaries where the inputs shift", ml.Continual().Trainers.ErAce(OnInputShift(TaskFree(new ErAceTrainer.Options())))),
         })
         {
             ContinualFitStatistics? pass = null;

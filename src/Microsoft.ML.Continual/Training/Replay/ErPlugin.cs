@@ -15,8 +15,8 @@ namespace Microsoft.ML.Continual;
 /// uniform sample of m memory rows (without replacement; all of them while the memory holds fewer): the mean loss over the
 /// concatenated batch, as the authors' code. The memory is a reservoir (Vitter 1985, algorithm R) over every row offered,
 /// across fits: after n rows each is held with probability capacity / n. Its size never grows past
-/// <see cref="MemorySize"/>, however many fits or rows. (In a data-parallel fit each process weights the two terms by
-/// its own share's rows, so the loss is the joined mean only when the shares are even.)
+/// <see cref="MemorySize"/>, however many fits or rows. In a data-parallel fit both terms are weighted by the whole
+/// batches' rows, so the processes' terms add up to the joined mean.
 /// </remarks>
 public sealed class ErPlugin : ContinualPlugin
 {
@@ -59,7 +59,9 @@ public sealed class ErPlugin : ContinualPlugin
     {
         var replayed = step.ExtraBatchesOf(this).FirstOrDefault();
         if (replayed is null || step.TaskOutputs is not Tensor outputs) return;
-        double share = (double)step.TaskBatch.Rows / (step.TaskBatch.Rows + replayed.Batch.Rows);
+        // The whole batches' rows (every process's), as the memory term's weight: the processes' terms add up to the joined mean.
+        long incoming = context.CurrentBatch?.Rows ?? step.TaskBatch.Rows;
+        double share = (double)incoming / (incoming + replayed.FullRows);
         step.ReplaceTaskLoss(context.Loss(outputs, step.TaskBatch) * share);
     }
 

@@ -25,7 +25,8 @@ using Microsoft.ML.Continual;
 //   mnist-360                        DER++ and ER on MNIST-360 in one pass (task-free), the DER paper's protocol (Mammoth best_args) [--buffers 200,500,1000 --only DER++,ER --seed 0 --seeds N (mean ± sd)]
 //   der-tables                       DER, DER++, ER (Replay; Er: per-step ER), GEM, A-GEM under the DER paper's protocol (Mammoth best_args) [--settings seq,perm,rot,rot-random (Mammoth's random angles) --buffers 200,500,5120 --only ... (DER++,DER,ER,Er,GEM,A-GEM) --rows N --threads 2]
 //   van-de-ven                       LwF (class-, task-IL) and iCaRL (budget 2,000) beside FineTune on split MNIST, van de Ven and Tolias 2019 protocol [--epochs 21 --only ...]
-//   same-buffer                      GDumb under Avalanche's protocol; ER-ACE, MIR, BiC, DER++, GDumb beside Replay at one buffer, class-IL Split MNIST [--buffer 500 --only ... --rows N]
+//   mir-tables                       MIR and ER under the MIR authors' Split MNIST protocol and Avalanche's (1,000 rows a task, batch 10, memory 500) [--protocols paper,avalanche --only MIR,ER --seeds 20 --seed 0]
+//   same-buffer                      GDumb under Avalanche's protocol; ER-ACE, MIR, BiC, DER++, GDumb beside Replay at one buffer, class-IL Split MNIST [--buffer 500 --only ... --rows N --normalize true (Avalanche's pixel mean and std)]
 //   defaults                         every trainer with its defaults beside FineTune, two streams per scenario it applies to (ACC +3 points and BWT) [--scenarios domain,class,task --rows 2000 --only ...]
 //   parity                           bit-for-bit parity of two builds: every trainer's weights and scores on 3 small tasks [--out DIR] [--compare DIR-OF-OTHER-BUILD] [--only ...]
 //   scale-out                        data-parallel training under mpirun: 1 process vs 2 over shared memory and TCP loopback, 1 thread each; allreduce times [--trainer FineTune --tasks 1 --rows 60000 --batch 256 --hidden 1000,1000 --repeats 3]
@@ -104,9 +105,12 @@ switch (benchmark)
     case "van-de-ven":
         MethodBenchmarks.VanDeVen(OptionText("--only"), Option("--epochs", 21), Option("--seed", 1), Option("--threads", 2));
         return 0;
+    case "mir-tables":
+        MethodBenchmarks.MirTables(OptionText("--protocols") ?? "paper,avalanche", OptionText("--only"), Option("--seeds", 20), Option("--seed", 0), Option("--threads", 2));
+        return 0;
     case "same-buffer":
         MethodBenchmarks.SameBuffer(OptionText("--only"), Option("--buffer", 500), Option("--seed", 0), Option("--threads", 2),
-            OptionText("--rows") is string sameRows ? int.Parse(sameRows, CultureInfo.InvariantCulture) : null);
+            OptionText("--rows") is string sameRows ? int.Parse(sameRows, CultureInfo.InvariantCulture) : null, OptionText("--normalize") == "true");
         return 0;
     case "defaults":
         DefaultsBenchmarks.Run(OptionText("--only"), OptionText("--scenarios") ?? "domain,class,task", Option("--rows", 2000), Option("--seed", 0), Option("--threads", 2));

@@ -532,6 +532,15 @@ internal static class Commands
                 ["command"] = "drift", ["model"] = Path.GetFullPath(path), ["data"] = Path.GetFullPath(dataPath),
                 ["shifted"] = report.Shifted, ["pValue"] = Finite(report.PValue), ["alpha"] = report.Alpha, ["mmd2"] = Finite(report.MaximumMeanDiscrepancy),
                 ["rows"] = report.Rows, ["referenceRows"] = report.ReferenceRows, ["permutations"] = report.Permutations,
+                ["featuresPValue"] = Finite(report.FeaturesPValue),
+                ["predictions"] = report.Predictions is { } outputs ? new JsonObject
+                {
+                    ["test"] = outputs.Test, ["pValue"] = Finite(outputs.PValue), ["effectSize"] = Finite(outputs.EffectSize),
+                    ["classes"] = new JsonArray(outputs.Classes.Select(c => (JsonNode)new JsonObject
+                    {
+                        ["index"] = c.Index, ["name"] = c.Name, ["referenceShare"] = Finite(c.ReferenceShare), ["newShare"] = Finite(c.NewShare),
+                    }).ToArray()),
+                } : null,
                 ["featuresCompared"] = report.FeaturesCompared, ["shiftedFeatureCount"] = report.ShiftedFeatureCount,
                 ["features"] = new JsonArray(report.Features.Select(f => (JsonNode)new JsonObject
                 {

@@ -168,12 +168,16 @@ public sealed class ContinualCatalog
     /// Whether the features of <paramref name="data"/> come from another distribution than the rows <paramref name="model"/>
     /// was last fitted on: the rows run through the model's earlier transformers (e.g. its featurizer) and are compared, as
     /// the network sees them, with the sample of its latest fit the model keeps (<see cref="ContinualTrainerOptions.ShiftReferenceRows"/>,
-    /// stored in its zip). One test decides (MMD with a permutation p-value, valid at any sample size); a per-feature
-    /// Kolmogorov–Smirnov test with Holm's correction says where (<see cref="ShiftReport"/>). The label is not needed.
-    /// Use it to decide whether a refit job should run, or to be warned that a model is scoring data unlike its training data.
+    /// stored in its zip). Two tests decide, each with a permutation p-value valid at any sample size: MMD on the features,
+    /// and a test on the model's own outputs for both samples (the shares of the predicted classes, or the scores), which
+    /// finds a change of the classes' prior that barely moves the features; the smaller p-value, doubled (Bonferroni),
+    /// is the decision's. A per-feature Kolmogorov–Smirnov test with Holm's correction says where (<see cref="ShiftReport"/>).
+    /// The label is not needed. Use it to decide whether a refit job should run, or to be warned that a model is scoring
+    /// data unlike its training data.
     /// </summary>
     /// <remarks>Two-sample MMD test: Gretton et al. (2012), "A Kernel Two-Sample Test", JMLR 13, eq. 5 (see <c>ShiftTest</c>);
-    /// the label prior is not tested on its own: a class-prior change shows through the features it changes.</remarks>
+    /// the outputs' test is black-box shift detection (Lipton et al. 2018; Rabanser et al. 2019, see <see cref="PredictionShift"/>).
+    /// A model that predicts per task (a task-id column) is tested on its features only: its reference rows keep no task ids.</remarks>
     /// <exception cref="InvalidOperationException">The model keeps no reference sample (fitted with <c>ShiftReferenceRows</c> 0, or saved before it existed: refit it once).</exception>
     /// <example><code source="../../src/Samples/DriftSample.cs" /></example>
     public ShiftReport DetectShift(ITransformer model, IDataView data, ShiftDetectionOptions? options = null)
@@ -183,14 +187,14 @@ public sealed class ContinualCatalog
         options ??= new ShiftDetectionOptions();
         options.Validate();
         var source = InputOfContinual(model, ref data);
-        if (source is not var (kept, column, featureSize))
+        if (source is not var (kept, column, featureSize, outputs))
             throw FindContinuable(model) is { } other
                 ? new NotSupportedException($"Shift detection compares with the rows a network or boosted-trees model keeps; this model ({other.GetType().Name}) keeps none. Compare two data views with DetectShift(reference, data) instead.")
                 : new ArgumentException($"The model ({model.GetType().Name}) does not end in a continual model.", nameof(model));
         var reference = kept ?? throw new InvalidOperationException(
             "The model keeps no sample of its training rows to compare with: it was fitted with ShiftReferenceRows 0, or saved by a version without shift detection (refit it once to keep one).");
         var current = FeatureSampler.Read(data, column, featureSize, options.MaxRows, options.Seed);
-        return Compare(reference, current, FeatureSampler.FeatureNames(data.Schema[column], featureSize), options);
+        return Compare(reference, current, FeatureSampler.FeatureNames(data.Schema[column], featureSize), options, outputs);
     }
 
     /// <summary>
@@ -210,19 +214,30 @@ public sealed class ContinualCatalog
         return Compare(before, current, FeatureSampler.FeatureNames(data.Schema[column], before.FeatureSize), options);
     }
 
-    private static ShiftReport Compare(ShiftReference reference, ShiftReference current, string[] names, ShiftDetectionOptions options)
+    /// <summary>The feature test, and with a model's outputs the test on them too, in one report.</summary>
+    internal static ShiftReport Compare(ShiftReference reference, ShiftReference current, string[] names, ShiftDetectionOptions options, ModelOutputs? outputs = null)
     {
         var result = ShiftTest.Run(reference, current, names, options);
-        return new ShiftReport(result.PValue < options.Alpha, result.PValue, options.Alpha, result.Mmd, reference.Count, current.Count,
+        var predictions = outputs is var (scorer, kind, classes)
+            ? PredictionShiftTest.Run(scorer, kind, classes, reference, current, options.Permutations, unchecked(options.Seed * 1_000_003 + 11))
+            : null;
+        return new ShiftReport(result.PValue, predictions, options.Alpha, result.Mmd, reference.Count, current.Count,
             options.Permutations, result.FeaturesCompared, result.ShiftedFeatures.Count, result.ShiftedFeatures.Take(options.MaxFeaturesReported).ToList());
     }
 
+    /// <summary>What the test on a model's outputs needs: its scorer, what it predicts, its classes' names.</summary>
+    internal readonly record struct ModelOutputs(IBlockScorer Scorer, ContinualPredictionKind Kind, IReadOnlyList<string> Classes);
+
     /// <summary>The shift reference, feature column and width of the continual model (network or boosted trees) at the end of
-    /// <paramref name="model"/>, with <paramref name="data"/> run through the transformers before it; null when it ends in none.</summary>
-    private static (ShiftReference? Reference, string FeatureColumn, int FeatureSize)? InputOfContinual(ITransformer model, ref IDataView data)
+    /// <paramref name="model"/>, with <paramref name="data"/> run through the transformers before it, and its outputs (null
+    /// for a model that predicts per task: the reference keeps no task ids); null when it ends in none.</summary>
+    private static (ShiftReference? Reference, string FeatureColumn, int FeatureSize, ModelOutputs? Outputs)? InputOfContinual(ITransformer model, ref IDataView data)
     {
-        if (model is ContinualTransformer continual) return (continual.State.ShiftReference, continual.State.Options.FeatureColumnName, continual.FeatureSize);
-        if (model is Trees.ContinualLightGbmTransformer trees) return (trees.State.ShiftReference, trees.State.Options.FeatureColumnName, trees.FeatureSize);
+        if (model is ContinualTransformer continual)
+            return (continual.State.ShiftReference, continual.State.Options.FeatureColumnName, continual.FeatureSize,
+                continual.TaskIdColumnName is null ? new ModelOutputs(continual.Scorer, continual.PredictionKind, continual.Classes) : null);
+        if (model is Trees.ContinualLightGbmTransformer trees)
+            return (trees.State.ShiftReference, trees.State.Options.FeatureColumnName, trees.FeatureSize, new ModelOutputs(trees.Scorer, trees.PredictionKind, []));
         if (model is not IEnumerable<ITransformer> chain) return null;
         var parts = chain.ToList();
         if (parts.Count == 0) return null;

@@ -90,7 +90,8 @@ public sealed class ShiftDetectionTests
         {
             var report = ml.Continual().DetectShift(model, shifted);
             Assert.True(report.Shifted, report.ToString());
-            Assert.Equal(1.0 / 500, report.PValue); // no permutation reaches the observed MMD
+            Assert.Equal(1.0 / 500, report.FeaturesPValue); // no permutation reaches the observed MMD
+            Assert.Equal(Math.Min(1, 2 * Math.Min(report.FeaturesPValue, report.Predictions!.PValue)), report.PValue); // Bonferroni over the two tests
             Assert.True(report.MaximumMeanDiscrepancy > 10 * same.MaximumMeanDiscrepancy, report.ToString());
         }
         var movedReport = ml.Continual().DetectShift(model, moved);
@@ -117,6 +118,68 @@ public sealed class ShiftDetectionTests
     }
 
     [Fact]
+    public void TheOutputsTest_HandCheckedShares_AndItsLevelOverManySeeds()
+    {
+        // Reference predicted 0, 0, 1, 1 (shares ½, ½); new 0, 0, 0, 1 (¾, ¼): total variation ½(¼ + ¼) = ¼.
+        var shift = PredictionShiftTest.Classes([0, 0, 1, 1], [0, 0, 0, 1], 3, ["a", "b", "c"], 99, seed: 1);
+        Assert.Equal(0.25, shift.EffectSize, 12);
+        Assert.Equal(PredictionShiftTest.ClassesTest, shift.Test);
+        Assert.Equal(["a", "b", "c"], shift.Classes.Select(c => c.Name)); // the largest change first, then by index
+        Assert.Equal((0.5, 0.75), (shift.Classes[0].ReferenceShare, shift.Classes[0].NewShare));
+        Assert.Equal((0.0, 0.0), (shift.Classes[2].ReferenceShare, shift.Classes[2].NewShare));
+        // The same counts in another order: the statistic is the observed one in every permutation, so p = 1.
+        Assert.Equal(1, PredictionShiftTest.Classes([0, 1, 0, 1], [1, 0, 1, 0], 2, [], 99, seed: 2).PValue);
+        var scores = PredictionShiftTest.Values([1, 2, 3, 4], [3, 4, 5, 6], 99, seed: 3);
+        Assert.Equal(0.5, scores.EffectSize, 12); // the KS D of the hand-checked pair above
+        Assert.Empty(scores.Classes);
+
+        // Under no shift each permutation test rejects at most alpha of the time: 15 of 300 expected; more than 23 happens
+        // with probability 0.02. The first of four classes growing from a quarter to a half of 200 rows is found nearly always
+        // (Pearson's X² with 3 degrees of freedom, non-centrality about 27: power about 0.99).
+        int classAlarms = 0, scoreAlarms = 0, found = 0;
+        for (int seed = 0; seed < 300; seed++)
+        {
+            var random = new Random(seed);
+            int[] Classes(int rows, double firstWeight) => Enumerable.Range(0, rows).Select(_ =>
+                random.NextDouble() < firstWeight ? 0 : 1 + random.Next(3)).ToArray();
+            float[] Scores(int rows) => Enumerable.Range(0, rows).Select(_ => (float)(random.NextDouble() + random.NextDouble())).ToArray();
+            if (PredictionShiftTest.Classes(Classes(200, 0.25), Classes(200, 0.25), 4, [], 99, seed).PValue < 0.05) classAlarms++;
+            if (PredictionShiftTest.Values(Scores(100), Scores(100), 99, seed).PValue < 0.05) scoreAlarms++;
+            if (seed < 100 && PredictionShiftTest.Classes(Classes(200, 0.25), Classes(200, 0.5), 4, [], 99, seed).PValue < 0.05) found++;
+        }
+        Assert.InRange(classAlarms, 0, 23);
+        Assert.InRange(scoreAlarms, 0, 23);
+        Assert.True(found >= 90, $"{found} of 100 prior changes (first class 25% -> 50%) found");
+    }
+
+    [Fact]
+    public void AChangeOfTheClassesPrior_IsFoundInTheModelsOutputs_WithTheClassThatGrew()
+    {
+        var ml = new MLContext(seed: 1);
+        var model = ml.Continual().Trainers.FineTune(TestData.Options()).Fit(ml.Data.LoadFromEnumerable(TestData.Rows(0, [0, 1, 2], 300, seed: 1)));
+        // Held-out rows in the training proportions, then the same classes with class 0 twice as common as each other (½, ¼, ¼).
+        var same = ml.Continual().DetectShift(model, ml.Data.LoadFromEnumerable(TestData.Rows(0, [0, 1, 2], 300, seed: 2)));
+        Assert.False(same.Shifted, same.ToString());
+        Assert.Equal(PredictionShiftTest.ClassesTest, same.Predictions!.Test);
+        var tilted = TestData.Rows(0, [0], 150, seed: 3).Concat(TestData.Rows(0, [1, 2], 150, seed: 4)).ToList();
+        var report = ml.Continual().DetectShift(model, ml.Data.LoadFromEnumerable(tilted));
+        Assert.True(report.Shifted, report.ToString());
+        Assert.True(report.Predictions!.PValue < 0.01, report.ToString());
+        var grew = report.Predictions.Classes[0];
+        Assert.Equal("c0", grew.Name);
+        Assert.InRange(grew.NewShare, 0.45, 0.55);       // the classes are apart: predictions follow the labels
+        Assert.InRange(grew.ReferenceShare, 0.28, 0.39);
+        Assert.InRange(report.Predictions.EffectSize, 0.1, 0.25);
+        Assert.Contains("outputs p = ", report.ToString());
+
+        // A model that predicts per task is tested on its features only (its reference rows keep no task ids).
+        var perTask = ml.Continual().Trainers.FineTune(TestData.Options(taskId: "Task")).Fit(ml.Data.LoadFromEnumerable(TestData.Rows(0, [0, 1, 2], 300, seed: 1)));
+        var featuresOnly = ml.Continual().DetectShift(perTask, ml.Data.LoadFromEnumerable(tilted));
+        Assert.Null(featuresOnly.Predictions);
+        Assert.Equal(featuresOnly.FeaturesPValue, featuresOnly.PValue);
+    }
+
+    [Fact]
     public void ABoostedTreesModel_KeepsASampleOfItsFit_AndTellsSameDataFromShiftedData_ThroughSaveAndLoad()
     {
         var ml = new MLContext(seed: 1);
@@ -130,6 +193,7 @@ public sealed class ShiftDetectionTests
         Assert.Equal(6, same.FeaturesCompared);
         var other = ml.Continual().DetectShift(trees, Binary(1, 2));
         Assert.True(other.Shifted, other.ToString());
+        Assert.Equal(PredictionShiftTest.ScoresTest, other.Predictions!.Test); // binary: the scores' distribution
 
         // The sample travels in the zip.
         using var temp = new TempFolder();

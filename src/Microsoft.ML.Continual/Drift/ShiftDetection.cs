@@ -60,18 +60,31 @@ public sealed record FeatureShift(int Index, string Name, double KolmogorovSmirn
 /// </summary>
 public sealed class ShiftReport
 {
-    internal ShiftReport(bool shifted, double pValue, double alpha, double mmd, int referenceRows, int rows, int permutations,
+    internal ShiftReport(double featuresPValue, PredictionShift? predictions, double alpha, double mmd, int referenceRows, int rows, int permutations,
         int featuresCompared, int shiftedFeatureCount, IReadOnlyList<FeatureShift> features)
     {
-        Shifted = shifted; PValue = pValue; Alpha = alpha; MaximumMeanDiscrepancy = mmd; ReferenceRows = referenceRows; Rows = rows;
+        FeaturesPValue = featuresPValue; Predictions = predictions;
+        PValue = predictions is null ? featuresPValue : Math.Min(1, 2 * Math.Min(featuresPValue, predictions.PValue));
+        Shifted = PValue < alpha; Alpha = alpha; MaximumMeanDiscrepancy = mmd; ReferenceRows = referenceRows; Rows = rows;
         Permutations = permutations; FeaturesCompared = featuresCompared; ShiftedFeatureCount = shiftedFeatureCount; Features = features;
     }
 
     /// <summary>Whether <see cref="PValue"/> is below <see cref="Alpha"/>.</summary>
     public bool Shifted { get; }
 
-    /// <summary>The permutation p-value of the MMD test: (1 + permutations whose MMD² is at least the observed) / (1 + permutations).</summary>
+    /// <summary>The decision's p-value. With a model's outputs tested too (<see cref="Predictions"/>), the smaller of the two
+    /// tests' p-values doubled (Bonferroni: the chance of a false alarm stays at most <see cref="Alpha"/>); otherwise the
+    /// feature test's (<see cref="FeaturesPValue"/>).</summary>
     public double PValue { get; }
+
+    /// <summary>The permutation p-value of the MMD test on the features: (1 + permutations whose MMD² is at least the
+    /// observed) / (1 + permutations).</summary>
+    public double FeaturesPValue { get; }
+
+    /// <summary>The test on the model's outputs for the reference and the new rows (the predicted classes' shares, or the
+    /// scores); null when two data views are compared, or when the model predicts per task (a task-id column: the
+    /// reference rows keep no task ids).</summary>
+    public PredictionShift? Predictions { get; }
 
     /// <summary>The level the decision was taken at.</summary>
     public double Alpha { get; }
@@ -102,7 +115,16 @@ public sealed class ShiftReport
     public override string ToString()
     {
         var text = new StringBuilder();
-        text.Append(CultureInfo.InvariantCulture, $"{(Shifted ? "Shifted" : "No shift detected")}: p = {PValue:0.####} {(Shifted ? "<" : ">=")} {Alpha:0.###} (MMD test, {Permutations} permutations), MMD² {MaximumMeanDiscrepancy:0.#####}; {Rows} new rows against {ReferenceRows} reference rows");
+        string tests = Predictions is null ? "MMD test" : "the smaller of the MMD test's and the outputs' p-values, doubled";
+        text.Append(CultureInfo.InvariantCulture, $"{(Shifted ? "Shifted" : "No shift detected")}: p = {PValue:0.####} {(Shifted ? "<" : ">=")} {Alpha:0.###} ({tests}, {Permutations} permutations), MMD² {MaximumMeanDiscrepancy:0.#####}; {Rows} new rows against {ReferenceRows} reference rows");
+        if (Predictions is { } outputs)
+        {
+            text.Append(CultureInfo.InvariantCulture, $"; features p = {FeaturesPValue:0.####}, outputs p = {outputs.PValue:0.####} ({outputs.Test}, effect {outputs.EffectSize:0.###}");
+            var moved = outputs.Classes.Take(3).Where(c => c.NewShare != c.ReferenceShare).ToList();
+            if (moved.Count > 0)
+                text.Append(": ").Append(string.Join(", ", moved.Select(c => string.Create(CultureInfo.InvariantCulture, $"{c.Name} {c.ReferenceShare:0.###} → {c.NewShare:0.###}"))));
+            text.Append(')');
+        }
         text.Append(CultureInfo.InvariantCulture, $"; {ShiftedFeatureCount} of {FeaturesCompared} features differ (Kolmogorov–Smirnov, Holm-adjusted)");
         if (Features.Count > 0)
             text.Append(": ").Append(string.Join(", ", Features.Select(f => string.Create(CultureInfo.InvariantCulture, $"{f.Name} (D {f.KolmogorovSmirnov:0.###}, mean {f.MeanShift:+0.##;-0.##} sd)"))));

@@ -25,6 +25,9 @@ public sealed class ContinualLightGbmTransformer : ITransformer, ICanSaveModel, 
 
     internal BoostedTreesState State { get; }
 
+    /// <summary>Scores blocks of feature rows (shift detection's test on the model's outputs).</summary>
+    internal IBlockScorer Scorer => _scorer;
+
     /// <summary>The trainer that made the model: <c>"LightGbm"</c>.</summary>
     public string TrainerName => ContinualLightGbmTrainer.TrainerName;
 

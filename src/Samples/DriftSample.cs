@@ -6,7 +6,7 @@ namespace Samples;
 /// <summary>
 /// Sample for shift detection (<c>ml.Continual().DetectShift</c>): a model keeps a bounded sample of the rows of its
 /// latest fit (trainer option <c>ShiftReferenceRows</c>, in its zip); a nightly job compares the new rows with it and refits
-/// only when they have shifted. The command-line tool does the same with <c>continual drift --model m.zip --data new.csv</c>
+/// only when they have shifted; the model's own outputs are tested too, which finds a change of the classes' prior. The command-line tool does the same with <c>continual drift --model m.zip --data new.csv</c>
 /// (exit code 10 on a shift, <c>--json</c> for schedulers).
 /// </summary>
 public static class DriftSample
@@ -39,6 +39,13 @@ public static class DriftSample
                 Console.WriteLine($"  refitted; the same rows against the new reference: shifted = {ml.Continual().DetectShift(loaded, rows).Shifted}");
             }
         }
+
+        // A change of the classes' prior: only the digits 0-4 arrive (each digit's pixels as before). The test on the model's
+        // outputs sees it directly: the shares of the predicted classes before and after.
+        var lowDigits = ml.Data.FilterRowsByKeyColumnFraction(stream[0].Test, "Label", lowerBound: 0, upperBound: 0.5);
+        var prior = ml.Continual().DetectShift(model, lowDigits);
+        Console.WriteLine($"new rows of the digits 0-4 only: shifted = {prior.Shifted}, features p = {prior.FeaturesPValue:0.###}, outputs p = {prior.Predictions!.PValue:0.###}; "
+            + string.Join(", ", prior.Predictions.Classes.Take(3).Select(c => $"class {c.Name} predicted for {c.ReferenceShare:P0} -> {c.NewShare:P0}")));
 
         // Boosted trees keep a sample too (ContinualLightGbmTrainer.Options.ShiftReferenceRows), here on a binary label:
         // is the digit 0-4.

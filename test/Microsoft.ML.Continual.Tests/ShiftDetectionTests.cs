@@ -347,6 +347,11 @@ public sealed class ShiftDetectionTests
         json = JsonDocument.Parse(shifted.Output).RootElement;
         Assert.True(json.GetProperty("shifted").GetBoolean());
         Assert.True(json.GetProperty("pValue").GetDouble() < 0.05);
+        var outputs = json.GetProperty("predictions");
+        Assert.Equal(PredictionShiftTest.ClassesTest, outputs.GetProperty("test").GetString());
+        Assert.Equal(3, outputs.GetProperty("classes").GetArrayLength()); // every class, with its shares
+        double smaller = Math.Min(json.GetProperty("featuresPValue").GetDouble(), outputs.GetProperty("pValue").GetDouble());
+        Assert.Equal(Math.Min(1, 2 * smaller), json.GetProperty("pValue").GetDouble(), 12);
         var names = json.GetProperty("features").EnumerateArray().Select(f => f.GetProperty("name").GetString()).ToList();
         Assert.Contains(names, n => n!.Contains("x3"));
         Assert.DoesNotContain(names, n => n!.Contains("x2")); // x2 does not depend on the task

@@ -13,7 +13,7 @@ using Microsoft.ML.Continual;
 //   split-mnist-generative           generative replay (with and without distillation) beside FineTune and Joint [--scenario ClassIncremental --epochs 21 --lr 0.001]
 //   sweep-ewc-lambda                 a Bayesian sweep of EWC's λ (8 trials) against a dense 24-point grid on the test sets
 //   drift                            shift detection on MNIST: false alarms at α 0.05 over many seeds, power on permuted, rotated and class-prior shifts [--seeds 1000 --power-seeds 200 --rows 500]
-//   fuzzy                            boundaries inside a fit vs given, fuzzy-boundary Split MNIST [--scenario domain|class --only --fuzzy --seed --reset-optimizer true]
+//   fuzzy                            boundaries inside a fit vs given, fuzzy-boundary Split MNIST [--scenario domain|class --only --fuzzy --seed --reset-optimizer true|false (default: each trainer's own)]
 //   performance                      FineTune vs a raw TorchSharp loop, Transform vs a raw forward, prediction-engine latency [--rows --epochs --repeats --hidden]
 //   refit-cost                       each method's refit time for the 2nd and the last of 20 tasks, beside SDCA and LightGBM retrained on all data [--tasks --rows --only]
 //   permuted-mnist-architecture      PackNet, CPG and progressive networks beside FineTune, 10 tasks with task ids [--epochs 2 --retrain 1 --cpg-goal 0.97 --hidden 256,256 --only ...]
@@ -93,7 +93,7 @@ switch (benchmark)
         return 0;
     case "fuzzy":
         TaskFreeBenchmarks.FuzzySplit(OptionText("--scenario") == "class" ? ContinualScenario.ClassIncremental : ContinualScenario.DomainIncremental,
-            OptionText("--only"), Option("--fuzzy", 10), Option("--seed", 0), Option("--threads", 2), OptionText("--reset-optimizer") == "true");
+            OptionText("--only"), Option("--fuzzy", 10), Option("--seed", 0), Option("--threads", 2), OptionText("--reset-optimizer") is string reset ? reset == "true" : null);
         return 0;
     case "mnist-360":
         TaskFreeBenchmarks.Mnist360(OptionText("--only"), OptionText("--buffers") ?? "200,500,1000", Option("--seed", 0), seeds, Option("--threads", 2));

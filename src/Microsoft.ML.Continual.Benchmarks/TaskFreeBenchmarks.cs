@@ -101,7 +101,7 @@ internal static class TaskFreeBenchmarks
     /// after a peak (Aljundi et al. 2019, the default thresholds) and where the inputs shift (the default block and level); ACC is the mean test accuracy over
     /// the five pairs after the pass, and the state sizes after both show whether state grows with the consolidations.
     /// </summary>
-    public static void FuzzySplit(ContinualScenario scenario, string? only, int fuzzy, int seed, int threads, bool resetOptimizer)
+    public static void FuzzySplit(ContinualScenario scenario, string? only, int fuzzy, int seed, int threads, bool? resetOptimizer)
     {
         const int batch = 128;
         var ml = new MLContext(seed: seed);
@@ -109,7 +109,7 @@ internal static class TaskFreeBenchmarks
         var stream = ml.Continual().Benchmarks.FuzzySplitMnist(scenario, fuzzyBatches: fuzzy, batchSize: batch, seed: seed);
         long streamRows = stream.TrainingInOrder().GetRowCount() ?? 0;
         int stepsPerPair = (int)(streamRows / batch / stream.Count);
-        Console.WriteLine($"{stream.Name}: {streamRows:N0} rows, {stepsPerPair} steps per pair; seed {seed}; MLP 400-400, Adam, batch {batch}, one pass{(resetOptimizer ? "; each boundary resets the optimizer" : "")}");
+        Console.WriteLine($"{stream.Name}: {streamRows:N0} rows, {stepsPerPair} steps per pair; seed {seed}; MLP 400-400, Adam, batch {batch}, one pass{resetOptimizer switch { true => "; each boundary resets the optimizer", false => "; no boundary resets the optimizer", null => "; each trainer's default BoundaryResetsOptimizer" }}");
         Console.WriteLine($"| method | given, sharp stream | given, fuzzy stream | every {stepsPerPair} steps (Δ) | every {stepsPerPair / 10} steps (Δ) | on a loss plateau (Δ) | on an input shift (Δ) | boundaries passed | state, given | state, every {stepsPerPair} | state, every {stepsPerPair / 10} | seconds (given / every {stepsPerPair / 10}) |");
         Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: |");
         foreach (string method in (only ?? "FineTune,L2,EWC,SI,MAS,RWalk,SCP,Gem,AGem,Replay,Er,ErAce,DER++,Lwf,Icarl").Split(','))
@@ -127,7 +127,7 @@ internal static class TaskFreeBenchmarks
                 options.ShiftReferenceRows = 0;
                 options.Boundaries = boundaries;
                 options.BoundaryEverySteps = every;
-                options.BoundaryResetsOptimizer = resetOptimizer;
+                if (resetOptimizer is bool reset) options.BoundaryResetsOptimizer = reset; // else the trainer's default (true for SCP and A-GEM)
                 options.ShuffleRows = shuffle;
                 if (options is EwcTrainer.Options ewc) ewc.Mode = EwcMode.Online;
                 return entry.CreateTrainer(ml, options);

@@ -160,6 +160,43 @@ public sealed class BoundaryTests
     }
 
     [Fact]
+    public void AGemAndScpTrainers_ResetTheOptimizerAtBoundariesInsideAFit_ByDefault_AndAUserCanTurnItOff()
+    {
+        // Their defaults (docs/benchmarks.md): the trainers' fits equal the same plugins composed with the reset on, to
+        // the bit, and differ from them with it off; setting it false on the trainer's options gives the composed model
+        // without the reset.
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(TestData.Rows(0, [0, 1, 2], 200, seed: 4));
+        var test = TestData.View(ml, 0, [0, 1, 2], 50, seed: 8);
+        T InFit<T>(T o) where T : ContinualTrainerOptions
+        {
+            o.HiddenLayerSizes = [8]; o.BatchSize = 10; o.NumberOfEpochs = 1; o.Seed = 2; o.ShuffleRows = false; o.ShiftReferenceRows = 0;
+            o.Boundaries = ContinualBoundaries.EverySteps; o.BoundaryEverySteps = 5; o.BoundarySampleRows = 40;
+            return o;
+        }
+        byte[] Composed(bool reset, ContinualPlugin plugin)
+        {
+            var options = InFit(new ComposedTrainer.Options());
+            options.BoundaryResetsOptimizer = reset;
+            return TestData.Bytes(TestData.Scores(ml.Continual().Trainers.Compose(options, plugin).Fit(data), test));
+        }
+        Assert.True(new AGemTrainer.Options().BoundaryResetsOptimizer);
+        Assert.True(new ScpTrainer.Options().BoundaryResetsOptimizer);
+        Assert.False(new EwcTrainer.Options().BoundaryResetsOptimizer);
+
+        var agem = TestData.Bytes(TestData.Scores(ml.Continual().Trainers.AGem(InFit(new AGemTrainer.Options { MemorySize = 60 })).Fit(data), test));
+        Assert.Equal(Composed(true, new AGemPlugin { MemorySize = 60 }), agem);
+        Assert.NotEqual(Composed(false, new AGemPlugin { MemorySize = 60 }), agem);
+        var agemOff = InFit(new AGemTrainer.Options { MemorySize = 60 });
+        agemOff.BoundaryResetsOptimizer = false;
+        Assert.Equal(Composed(false, new AGemPlugin { MemorySize = 60 }), TestData.Bytes(TestData.Scores(ml.Continual().Trainers.AGem(agemOff).Fit(data), test)));
+
+        var scp = TestData.Bytes(TestData.Scores(ml.Continual().Trainers.Scp(InFit(new ScpTrainer.Options())).Fit(data), test));
+        Assert.Equal(Composed(true, new ScpPlugin { Lambda = 1e6 }), scp);
+        Assert.NotEqual(Composed(false, new ScpPlugin { Lambda = 1e6 }), scp);
+    }
+
+    [Fact]
     public void LossPlateauDetector_ConsolidatesOnAPlateau_ThenOnlyAfterAPeak()
     {
         // Window 3, plateau below mean 0.5 and variance 0.1. Hand-checked: the 5th window (0.4, 0.3, 0.3) has mean 0.333 and

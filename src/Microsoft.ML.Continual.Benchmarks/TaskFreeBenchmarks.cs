@@ -112,7 +112,7 @@ internal static class TaskFreeBenchmarks
         Console.WriteLine($"{stream.Name}: {streamRows:N0} rows, {stepsPerPair} steps per pair; seed {seed}; MLP 400-400, Adam, batch {batch}, one pass{resetOptimizer switch { true => "; each boundary resets the optimizer", false => "; no boundary resets the optimizer", null => "; each trainer's default BoundaryResetsOptimizer" }}");
         Console.WriteLine($"| method | given, sharp stream | given, fuzzy stream | every {stepsPerPair} steps (Δ) | every {stepsPerPair / 10} steps (Δ) | on a loss plateau (Δ) | on an input shift (Δ) | boundaries passed | state, given | state, every {stepsPerPair} | state, every {stepsPerPair / 10} | seconds (given / every {stepsPerPair / 10}) |");
         Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | ---: |");
-        foreach (string method in (only ?? "FineTune,L2,EWC,SI,MAS,RWalk,SCP,Gem,AGem,Replay,Er,ErAce,DER++,Lwf,Icarl").Split(','))
+        foreach (string method in (only ?? "FineTune,L2,EWC,SI,MAS,RWalk,SCP,Gem,AGem,Replay,Er,ErAce,Mir,DER,DER++,Lwf,Icarl").Split(','))
         {
             ContinualTrainer Trainer(ContinualBoundaries boundaries, int every, bool shuffle)
             {

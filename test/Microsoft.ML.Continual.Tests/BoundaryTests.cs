@@ -235,6 +235,8 @@ public sealed class BoundaryTests
         Assert.Contains("Boundaries = Given", packNet.Message);
         var bic = Assert.Throws<NotSupportedException>(() => ml.Continual().Trainers.Compose(Options(5), new BicPlugin()).Fit(Rows(ml, 50)));
         Assert.Contains("bias correction", bic.Message);
+        var gdumb = Assert.Throws<NotSupportedException>(() => ml.Continual().Trainers.Compose(Options(5), new GDumbPlugin()).Fit(Rows(ml, 50)));
+        Assert.Contains("greedy memory before training starts", gdumb.Message);
         using var temp = new TempFolder();
         // L2 supports checkpoints, so the refusal is the boundaries' own (SI would be refused for its own reason first).
         var checkpoint = Assert.Throws<NotSupportedException>(() => ml.Continual().Trainers.Compose(Options(5), new L2Plugin())

@@ -29,6 +29,12 @@ public sealed class GDumbPlugin : MemoryPlugin
         if (Epochs is < 0 or > 100_000) throw new ArgumentOutOfRangeException(nameof(Epochs), "Option Epochs must be in [0, 100,000].");
     }
 
+    /// <summary>Not supported, and not needed: every row of a fit joins the greedy memory before any step, and the steps
+    /// train on the memory alone, so a boundary inside the fit would mark nothing. GDumb is task-free as it is: a fit per
+    /// slice of a stream (each refit feeds the memory and retrains).</summary>
+    public override string? WhyNotBoundariesInsideFit =>
+        "every row of a fit joins its greedy memory before training starts and the steps train on the memory alone, so a boundary inside the fit would mark nothing; it needs none (refit it on each slice of the stream)";
+
     /// <inheritdoc/>
     public override int EpochCount(ContinualTrainingContext context) => Epochs > 0 ? Epochs : context.Options.NumberOfEpochs;
 

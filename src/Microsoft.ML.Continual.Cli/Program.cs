@@ -494,7 +494,7 @@ internal static class Commands
         var alpha = new Option<double>("--alpha") { Description = "The test's level. Default 0.05.", DefaultValueFactory = _ => 0.05 };
         var rows = new Option<int>("--rows") { Description = "New rows compared (a uniform sample when the file has more). Default 500, at most 2000.", DefaultValueFactory = _ => 500 };
         var seed = new Option<int>("--seed") { Description = "Seeds the row sample and the permutations. Default 0.", DefaultValueFactory = _ => 0 };
-        var permutations = new Option<int>("--permutations") { Description = "Permutations of the MMD test (the smallest p-value is 1/(N+1)). Default 499.", DefaultValueFactory = _ => 499 };
+        var permutations = new Option<int>("--permutations") { Description = "Permutations of each test (the smallest p-value is 1/(N+1), 2/(N+1) for a classifier: its two tests' smaller p-value doubled). Default 499.", DefaultValueFactory = _ => 499 };
         var command = new System.CommandLine.Command("drift", "Test whether new data has shifted from the rows the model was last fitted on: an MMD two-sample test with a permutation p-value decides, " +
             "a per-feature Kolmogorov-Smirnov test (Holm-adjusted) says where. Exit code 0: no shift; 10: shifted.")
         {

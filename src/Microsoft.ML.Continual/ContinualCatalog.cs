@@ -169,7 +169,7 @@ public sealed class ContinualCatalog
     /// was last fitted on: the rows run through the model's earlier transformers (e.g. its featurizer) and are compared, as
     /// the network sees them, with the sample of its latest fit the model keeps (<see cref="ContinualTrainerOptions.ShiftReferenceRows"/>,
     /// stored in its zip). Two tests decide, each with a permutation p-value valid at any sample size: MMD on the features,
-    /// and a test on the model's own outputs for both samples (the shares of the predicted classes, or the scores), which
+    /// and, for a classifier, a test on the model's predicted classes for both samples (their shares), which
     /// finds a change of the classes' prior that barely moves the features; the smaller p-value, doubled (Bonferroni),
     /// is the decision's. A per-feature Kolmogorov–Smirnov test with Holm's correction says where (<see cref="ShiftReport"/>).
     /// The label is not needed. Use it to decide whether a refit job should run, or to be warned that a model is scoring
@@ -177,7 +177,8 @@ public sealed class ContinualCatalog
     /// </summary>
     /// <remarks>Two-sample MMD test: Gretton et al. (2012), "A Kernel Two-Sample Test", JMLR 13, eq. 5 (see <c>ShiftTest</c>);
     /// the outputs' test is black-box shift detection (Lipton et al. 2018; Rabanser et al. 2019, see <see cref="PredictionShift"/>).
-    /// A model that predicts per task (a task-id column) is tested on its features only: its reference rows keep no task ids.</remarks>
+    /// A model that predicts per task (a task-id column) is tested on its features only (its reference rows keep no task
+    /// ids), and so is a regression model (its predictions fit the training targets it kept the rows of).</remarks>
     /// <exception cref="InvalidOperationException">The model keeps no reference sample (fitted with <c>ShiftReferenceRows</c> 0, or saved before it existed: refit it once).</exception>
     /// <example><code source="../../src/Samples/DriftSample.cs" /></example>
     public ShiftReport DetectShift(ITransformer model, IDataView data, ShiftDetectionOptions? options = null)
@@ -185,12 +186,12 @@ public sealed class ContinualCatalog
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(data);
         options ??= new ShiftDetectionOptions();
-        options.Validate();
         var source = InputOfContinual(model, ref data);
         if (source is not var (kept, column, featureSize, outputs))
             throw FindContinuable(model) is { } other
                 ? new NotSupportedException($"Shift detection compares with the rows a network or boosted-trees model keeps; this model ({other.GetType().Name}) keeps none. Compare two data views with DetectShift(reference, data) instead.")
                 : new ArgumentException($"The model ({model.GetType().Name}) does not end in a continual model.", nameof(model));
+        options.Validate(withModel: outputs is not null); // a classifier's decision doubles the smaller p-value
         var reference = kept ?? throw new InvalidOperationException(
             "The model keeps no sample of its training rows to compare with: it was fitted with ShiftReferenceRows 0, or saved by a version without shift detection (refit it once to keep one).");
         var current = FeatureSampler.Read(data, column, featureSize, options.MaxRows, options.Seed);
@@ -230,14 +231,16 @@ public sealed class ContinualCatalog
 
     /// <summary>The shift reference, feature column and width of the continual model (network or boosted trees) at the end of
     /// <paramref name="model"/>, with <paramref name="data"/> run through the transformers before it, and its outputs (null
-    /// for a model that predicts per task: the reference keeps no task ids); null when it ends in none.</summary>
+    /// for a model that predicts per task, whose reference keeps no task ids, and for regression); null when it ends in none.</summary>
     private static (ShiftReference? Reference, string FeatureColumn, int FeatureSize, ModelOutputs? Outputs)? InputOfContinual(ITransformer model, ref IDataView data)
     {
         if (model is ContinualTransformer continual)
             return (continual.State.ShiftReference, continual.State.Options.FeatureColumnName, continual.FeatureSize,
-                continual.TaskIdColumnName is null ? new ModelOutputs(continual.Scorer, continual.PredictionKind, continual.Classes) : null);
+                continual.TaskIdColumnName is null && continual.PredictionKind != ContinualPredictionKind.Regression
+                    ? new ModelOutputs(continual.Scorer, continual.PredictionKind, continual.Classes) : null);
         if (model is Trees.ContinualLightGbmTransformer trees)
-            return (trees.State.ShiftReference, trees.State.Options.FeatureColumnName, trees.FeatureSize, new ModelOutputs(trees.Scorer, trees.PredictionKind, []));
+            return (trees.State.ShiftReference, trees.State.Options.FeatureColumnName, trees.FeatureSize,
+                trees.PredictionKind != ContinualPredictionKind.Regression ? new ModelOutputs(trees.Scorer, trees.PredictionKind, []) : null);
         if (model is not IEnumerable<ITransformer> chain) return null;
         var parts = chain.ToList();
         if (parts.Count == 0) return null;

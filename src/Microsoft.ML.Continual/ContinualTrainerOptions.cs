@@ -191,8 +191,9 @@ public abstract class ContinualTrainerOptions
 
     /// <summary>With boundaries inside a fit: whether each boundary starts
     /// the optimizer anew (its moments and step count), as a new fit does at a given boundary. Default false: the
-    /// optimizer goes on across boundaries; true for SCP and A-GEM, whose penalty or constraint at a boundary the
-    /// moments from before it have not seen (their options' remarks).</summary>
+    /// optimizer goes on across boundaries; true in <see cref="ScpTrainer.Options"/> and <see cref="AGemTrainer.Options"/>,
+    /// whose penalty or constraint at a boundary the moments from before it have not seen (a composition of their plugins
+    /// keeps false unless set).</summary>
     /// <example><code source="../../src/Samples/TaskFreeSample.cs" /></example>
     public bool BoundaryResetsOptimizer { get; set; }
 

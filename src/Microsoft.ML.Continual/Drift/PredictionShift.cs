@@ -8,11 +8,15 @@ namespace Microsoft.ML.Continual;
 public sealed record PredictedClassShare(int Index, string Name, double ReferenceShare, double NewShare);
 
 /// <summary>
-/// Whether the model's own outputs differ between the reference rows and the new rows (black-box shift detection, part of
-/// <see cref="ShiftReport"/>): for a classifier, the share of rows predicted as each class; for binary classification and
-/// regression, the score. A change of the label's prior (a class growing more common) shows here first, where the
-/// feature test sees it only as a blend of the classes' features.
+/// Whether the model's predicted classes differ between the reference rows and the new rows (black-box shift detection,
+/// part of <see cref="ShiftReport"/>): the share of rows predicted as each class. A change of the label's prior (a class
+/// growing more common) shows here first, where the feature test sees it only as a blend of the classes' features.
 /// </summary>
+/// <remarks>The reference rows are rows the model trained on, the new rows are not, so the two samples' outputs are
+/// exchangeable only as far as the model predicts the same on seen and unseen rows: predicted classes are compared
+/// (a model is about as often right on both), never the scores themselves (an overfitted model is more confident on
+/// its training rows). Regression models, whose predictions fit their training targets, are tested on their features
+/// only.</remarks>
 public sealed class PredictionShift
 {
     internal PredictionShift(string test, double pValue, double effectSize, IReadOnlyList<PredictedClassShare> classes)
@@ -20,17 +24,18 @@ public sealed class PredictionShift
         Test = test; PValue = pValue; EffectSize = effectSize; Classes = classes;
     }
 
-    /// <summary>Which test: "chi-squared on the predicted classes" or "Kolmogorov–Smirnov on the scores".</summary>
+    /// <summary>Which test: "chi-squared on the predicted classes".</summary>
     public string Test { get; }
 
     /// <summary>The test's own permutation p-value (before the correction for the two tests of <see cref="ShiftReport.PValue"/>).</summary>
     public double PValue { get; }
 
-    /// <summary>For classes, the total variation distance between the two predicted-class distributions, ½ Σ |p_ref − p_new|
-    /// (0 to 1: the share of predictions that would have to change class); for scores, the Kolmogorov–Smirnov D.</summary>
+    /// <summary>The total variation distance between the two predicted-class distributions, ½ Σ |p_ref − p_new| (0 to 1:
+    /// the share of predictions that would have to change class).</summary>
     public double EffectSize { get; }
 
-    /// <summary>For a multiclass model, every class's predicted share in both samples, the largest change first; empty otherwise.</summary>
+    /// <summary>Every class's predicted share in both samples, the largest change first (a binary model's classes are
+    /// "False" and "True").</summary>
     public IReadOnlyList<PredictedClassShare> Classes { get; }
 }
 
@@ -40,25 +45,25 @@ public sealed class PredictionShift
 /// 2019, "Failing Loudly", NeurIPS, found it the strongest detector of label shift on MNIST and CIFAR-10).
 /// </summary>
 /// <remarks>
-/// Multiclass: the predicted class of each row (the largest probability), and Pearson's statistic of the 2 × K table of
-/// predicted classes by sample, X² = Σ (O − E)² / E with E = (row total)(class total) / N, over the classes predicted at
-/// least once. Binary and regression: the two-sample Kolmogorov–Smirnov D of the scores (the logit, the value). Either
-/// statistic is a function of the pooled outputs and of which rows are the new ones, so the permutation p-value
-/// (1 + #{b : T(π_b) ≥ T_obs}) / (1 + B) is valid at any sample size, as the feature test's (<see cref="ShiftTest"/>).
+/// The predicted class of each row (multiclass: the largest probability; binary: a positive margin), and Pearson's
+/// statistic of the 2 × K table of predicted classes by sample, X² = Σ (O − E)² / E with E = (row total)(class total) / N,
+/// over the classes predicted at least once. The statistic is a function of the pooled predictions and of which rows are
+/// the new ones, so the permutation p-value (1 + #{b : T(π_b) ≥ T_obs}) / (1 + B) is valid at any sample size, as the
+/// feature test's (<see cref="ShiftTest"/>), for rows whose predictions are exchangeable (see <see cref="PredictionShift"/>).
 /// </remarks>
 internal static class PredictionShiftTest
 {
     public const string ClassesTest = "chi-squared on the predicted classes";
-    public const string ScoresTest = "Kolmogorov–Smirnov on the scores";
 
     /// <summary>The test on <paramref name="scorer"/>'s outputs for the two samples' rows.</summary>
     public static PredictionShift Run(IBlockScorer scorer, ContinualPredictionKind kind, IReadOnlyList<string> classNames,
         ShiftReference reference, ShiftReference current, int permutations, int seed)
     {
+        if (kind == ContinualPredictionKind.Regression) throw new ArgumentException("A regression model's predictions are not tested (the class remarks).", nameof(kind));
         float[] before = Scores(scorer, reference), after = Scores(scorer, current);
-        return kind == ContinualPredictionKind.Multiclass
-            ? Classes(PredictedClasses(before, scorer.OutputSize), PredictedClasses(after, scorer.OutputSize), scorer.OutputSize, classNames, permutations, seed)
-            : Values(before, after, permutations, seed);
+        if (kind == ContinualPredictionKind.Binary)
+            return Classes(before.Select(margin => margin > 0 ? 1 : 0).ToArray(), after.Select(margin => margin > 0 ? 1 : 0).ToArray(), 2, ["False", "True"], permutations, seed);
+        return Classes(PredictedClasses(before, scorer.OutputSize), PredictedClasses(after, scorer.OutputSize), scorer.OutputSize, classNames, permutations, seed);
     }
 
     private static float[] Scores(IBlockScorer scorer, ShiftReference rows)
@@ -118,22 +123,6 @@ internal static class PredictionShiftTest
             sum += (first[c] - expectedFirst) * (first[c] - expectedFirst) / expectedFirst + (second - expectedSecond) * (second - expectedSecond) / expectedSecond;
         }
         return sum;
-    }
-
-    /// <summary>The Kolmogorov–Smirnov permutation test of two samples of scores.</summary>
-    public static PredictionShift Values(float[] reference, float[] current, int permutations, int seed)
-    {
-        int n = reference.Length;
-        double[] pooled = [.. reference.Select(v => (double)v), .. current.Select(v => (double)v)];
-        double observed = ShiftTest.KolmogorovSmirnov(pooled[..n], pooled[n..]);
-        var random = new Random(seed);
-        int atLeast = 0;
-        for (int b = 0; b < permutations; b++)
-        {
-            ShuffleFirst(pooled, n, random);
-            if (ShiftTest.KolmogorovSmirnov(pooled[..n], pooled[n..]) >= observed - 1e-12) atLeast++;
-        }
-        return new PredictionShift(ScoresTest, (1.0 + atLeast) / (1.0 + permutations), observed, []);
     }
 
     /// <summary>A uniform choice of which <paramref name="n"/> of the pooled values come first (a partial Fisher–Yates shuffle).</summary>

@@ -10,7 +10,8 @@ public sealed class ShiftDetectionOptions
     /// <summary>The test's level: the data is called shifted when the p-value is below it. Default 0.05.</summary>
     public double Alpha { get; set; } = 0.05;
 
-    /// <summary>Permutations of the MMD test; the smallest p-value it can give is 1/(permutations + 1). Default 499.</summary>
+    /// <summary>Permutations of each test; the smallest p-value one can give is 1/(permutations + 1), and a classifier's
+    /// decision (two tests, the smaller p-value doubled) 2/(permutations + 1). Default 499.</summary>
     public int Permutations { get; set; } = 499;
 
     /// <summary>Rows of the new data compared (a uniform sample of them when the data has more). Default 500, at most
@@ -30,14 +31,17 @@ public sealed class ShiftDetectionOptions
     /// <summary>The most rows either sample may have (the test's memory grows with the square of the rows).</summary>
     public const int MaxRowsLimit = 2000;
 
-    internal void Validate()
+    /// <param name="withModel">With a classifier two tests decide and the smaller p-value is doubled, so the smallest
+    /// decision p-value is 2/(permutations + 1).</param>
+    internal void Validate(bool withModel = false)
     {
         if (!(Alpha > 0 && Alpha < 1)) throw new ArgumentOutOfRangeException(nameof(Alpha), Alpha, "Alpha must be in (0, 1).");
         if (Permutations < 19 || Permutations > 100_000)
             throw new ArgumentOutOfRangeException(nameof(Permutations), Permutations, "Permutations must be 19 to 100,000.");
-        if (1.0 / (Permutations + 1) >= Alpha)
+        int tests = withModel ? 2 : 1;
+        if ((double)tests / (Permutations + 1) >= Alpha)
             throw new ArgumentOutOfRangeException(nameof(Permutations), Permutations,
-                $"With {Permutations} permutations the smallest p-value is 1/{Permutations + 1}, not below Alpha {Alpha}: no shift could ever be detected. Use at least {(int)Math.Ceiling(1 / Alpha)} permutations.");
+                $"With {Permutations} permutations the smallest p-value is {tests}/{Permutations + 1}{(withModel ? " (a classifier's two tests, the smaller p-value doubled)" : "")}, not below Alpha {Alpha}: no shift could ever be detected. Use at least {(int)Math.Ceiling(tests / Alpha)} permutations.");
         if (MaxRows < ShiftTest.MinimumRows || MaxRows > MaxRowsLimit)
             throw new ArgumentOutOfRangeException(nameof(MaxRows), MaxRows, $"MaxRows must be {ShiftTest.MinimumRows} to {MaxRowsLimit}.");
         if (MaxFeaturesReported < 0) throw new ArgumentOutOfRangeException(nameof(MaxFeaturesReported), MaxFeaturesReported, "MaxFeaturesReported must be 0 or more.");
@@ -55,8 +59,8 @@ public sealed record FeatureShift(int Index, string Name, double KolmogorovSmirn
 
 /// <summary>
 /// What <see cref="ContinualCatalog.DetectShift(ITransformer, IDataView, ShiftDetectionOptions?)"/> found: whether the new
-/// data's features come from another distribution than the reference sample, with the p-value, the effect size and the
-/// features that moved.
+/// data come from another distribution than the reference sample (their features, and for a classifier the classes it
+/// predicts for them), with the p-values, the effect sizes, the features that moved and the predicted classes' shares.
 /// </summary>
 public sealed class ShiftReport
 {
@@ -81,8 +85,8 @@ public sealed class ShiftReport
     /// observed) / (1 + permutations).</summary>
     public double FeaturesPValue { get; }
 
-    /// <summary>The test on the model's outputs for the reference and the new rows (the predicted classes' shares, or the
-    /// scores); null when two data views are compared, or when the model predicts per task (a task-id column: the
+    /// <summary>The test on the classes the model predicts for the reference and the new rows (their shares); null when two
+    /// data views are compared, for a regression model, and when the model predicts per task (a task-id column: the
     /// reference rows keep no task ids).</summary>
     public PredictionShift? Predictions { get; }
 

@@ -3,7 +3,8 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Continual;
 
 /// <summary>
-/// The two-sample tests behind shift detection. The decision is one test on the whole feature vector: the maximum mean
+/// The two-sample tests of the features behind shift detection (with a classifier, the test on its predicted classes,
+/// <see cref="PredictionShiftTest"/>, decides beside it). On the features, one test on the whole vector: the maximum mean
 /// discrepancy (Gretton et al. 2012, "A Kernel Two-Sample Test", JMLR 13, eq. 5, the biased estimate) with a Gaussian
 /// kernel, and a permutation p-value. Where the shift is comes from a second, per-feature family: the two-sample
 /// Kolmogorov–Smirnov test with Holm's (1979) correction.

@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Continual;
@@ -114,7 +115,7 @@ internal static class ShiftTest
         }
         Tensor pooled = tensor(values, [total, features.Length], ScalarType.Float64);
         Tensor mean = pooled.mean([0], keepdim: true);
-        Tensor sd = pooled.std(0, unbiased: false, keepdim: true).clamp_min(1e-12);
+        Tensor sd = pooled.std(0, unbiased: false, keepdim: true).clamp_min(CachedScalars.Tiny); // cached: an implicit Scalar can be freed mid-call (CachedScalars)
         return pooled.sub(mean).div(sd);
     }
 
@@ -123,7 +124,7 @@ internal static class ShiftTest
     private static Tensor GaussianKernel(Tensor z)
     {
         Tensor norms = z.mul(z).sum(1, keepdim: true);
-        Tensor distances = z.mm(z.t()).mul_(-2).add_(norms).add_(norms.t()).clamp_min_(0); // in place: one N x N matrix
+        Tensor distances = z.mm(z.t()).mul_(CachedScalars.MinusTwo).add_(norms).add_(norms.t()).clamp_min_(CachedScalars.Zero); // in place: one N x N matrix
         long total = z.shape[0];
         double h;
         using (var scope = NewDisposeScope())
@@ -137,7 +138,8 @@ internal static class ShiftTest
                 h = positive.numel() > 0 ? positive.mean().item<double>() : 1;
             }
         }
-        return distances.div_(-h).exp_();
+        using Scalar scale = (-h).ToScalar(); // held until the call returns (an implicit one can be freed mid-call: CachedScalars)
+        return distances.div_(scale).exp_();
     }
 
     // ---- per-feature Kolmogorov–Smirnov with Holm's correction ----

@@ -18,6 +18,9 @@ internal static class CachedScalars
     public static readonly Scalar Zero = 0f.ToScalar();
     public static readonly Scalar One = 1f.ToScalar();
     public static readonly Scalar MinusOneBillion = (-1e9f).ToScalar();
+    public static readonly Scalar FloatMinValue = float.MinValue.ToScalar();
+    public static readonly Scalar MinusTwo = (-2.0).ToScalar();
+    public static readonly Scalar Tiny = 1e-12.ToScalar();
 
     private static readonly System.Collections.Concurrent.ConcurrentDictionary<long, Scalar> Indices = new();
 

@@ -250,7 +250,7 @@ public sealed class IcarlPlugin : MemoryPlugin
         Tensor phi = nn.functional.normalize(network.Embed(features), p: 2, dim: 1);
         Tensor means = _means.to(phi.device);
         Tensor distances = (phi.unsqueeze(1) - means.unsqueeze(0)).square().sum(2); // [rows, classes]
-        Tensor scores = distances.neg().masked_fill(_hasMean.to(phi.device).logical_not().unsqueeze(0), float.NegativeInfinity);
+        Tensor scores = distances.neg().masked_fill(_hasMean.to(phi.device).logical_not().unsqueeze(0), CachedScalars.NegativeInfinity);
         if (scores.shape[1] < logits.shape[1]) scores = nn.functional.pad(scores, [0, logits.shape[1] - scores.shape[1]], value: float.NegativeInfinity);
         return scores;
     }

@@ -117,7 +117,7 @@ public sealed class LwfPlugin : ContinualPlugin
         if (_seen.Take((int)logits.shape[1]).All(s => s)) return logits;
         var inactive = Enumerable.Range(0, (int)logits.shape[1]).Select(c => c >= _seen.Length || !_seen[c]).ToArray();
         using var mask = tensor(inactive).to(logits.device).unsqueeze(0);
-        return logits.masked_fill(mask, float.NegativeInfinity);
+        return logits.masked_fill(mask, CachedScalars.NegativeInfinity);
     }
 
     private Tensor Distillation(ContinualTrainingContext context, ContinualBatch batch, Tensor logits)
@@ -135,7 +135,7 @@ public sealed class LwfPlugin : ContinualPlugin
                 Tensor old = _teacher!.Forward(batch.Features, null);
                 if (old.shape[1] < logits.shape[1]) old = nn.functional.pad(old, [0, logits.shape[1] - old.shape[1]], value: float.NegativeInfinity);
                 using var notBefore = tensor(active.Select(c => c >= _seenBefore.Length || !_seenBefore[c]).ToArray()).to(logits.device).unsqueeze(0);
-                teacher = old.index_select(1, columns).masked_fill(notBefore, float.NegativeInfinity);
+                teacher = old.index_select(1, columns).masked_fill(notBefore, CachedScalars.NegativeInfinity);
             }
             return KnowledgeDistillation(logits.index_select(1, columns), teacher, temperature);
         }

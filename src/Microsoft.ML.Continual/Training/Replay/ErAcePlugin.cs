@@ -72,7 +72,7 @@ public sealed class ErAcePlugin : ContinualPlugin
         if (highestSeen < keep.Length - 1)
             for (int c = Math.Max(highestSeen, 0); c < keep.Length; c++) keep[c] = true;
         using Tensor mask = tensor(keep).to(logits.device).logical_not().unsqueeze(0);
-        Tensor masked = context.MaskLogits(logits, step.TaskBatch.Heads).masked_fill(mask, float.MinValue);
+        Tensor masked = context.MaskLogits(logits, step.TaskBatch.Heads).masked_fill(mask, CachedScalars.FloatMinValue);
         step.ReplaceTaskLoss(nn.functional.cross_entropy(masked, step.TaskBatch.Targets));
     }
 

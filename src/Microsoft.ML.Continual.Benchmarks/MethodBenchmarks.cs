@@ -288,12 +288,13 @@ internal static class MethodBenchmarks
     /// </summary>
     public static void MirTables(string protocols, string? only, int seeds, int firstSeed, int threads)
     {
+        if (protocols.Split(',').FirstOrDefault(p => p is not ("paper" or "avalanche")) is string unknown)
+            throw new ArgumentException($"Unknown protocol '{unknown}': paper or avalanche.");
         foreach (string protocol in protocols.Split(','))
         {
             T Setting<T>(T o, int seed) where T : ContinualTrainerOptions
             {
                 bool paper = protocol == "paper";
-                if (!paper && protocol != "avalanche") throw new ArgumentException($"Unknown protocol '{protocol}': paper or avalanche.");
                 o.HiddenLayerSizes = paper ? [400, 400] : [400];
                 o.Dropout = paper ? 0 : 0.5f;
                 o.Optimizer = ContinualOptimizer.Sgd;

@@ -93,7 +93,7 @@ switch (benchmark)
         return 0;
     case "fuzzy":
         TaskFreeBenchmarks.FuzzySplit(OptionText("--scenario") == "class" ? ContinualScenario.ClassIncremental : ContinualScenario.DomainIncremental,
-            OptionText("--only"), Option("--fuzzy", 10), Option("--seed", 0), Option("--threads", 2), OptionText("--reset-optimizer") is string reset ? reset == "true" : null);
+            OptionText("--only"), Option("--fuzzy", 10), Option("--seed", 0), Option("--threads", 2), OptionText("--reset-optimizer") is string reset ? bool.Parse(reset) : null);
         return 0;
     case "mnist-360":
         TaskFreeBenchmarks.Mnist360(OptionText("--only"), OptionText("--buffers") ?? "200,500,1000", Option("--seed", 0), seeds, Option("--threads", 2));
@@ -110,7 +110,7 @@ switch (benchmark)
         return 0;
     case "same-buffer":
         MethodBenchmarks.SameBuffer(OptionText("--only"), Option("--buffer", 500), Option("--seed", 0), Option("--threads", 2),
-            OptionText("--rows") is string sameRows ? int.Parse(sameRows, CultureInfo.InvariantCulture) : null, OptionText("--normalize") == "true");
+            OptionText("--rows") is string sameRows ? int.Parse(sameRows, CultureInfo.InvariantCulture) : null, OptionText("--normalize") is string normalize && bool.Parse(normalize));
         return 0;
     case "defaults":
         DefaultsBenchmarks.Run(OptionText("--only"), OptionText("--scenarios") ?? "domain,class,task", Option("--rows", 2000), Option("--seed", 0), Option("--threads", 2));

@@ -42,7 +42,8 @@ internal sealed class KeptScalarAdam : Adam
             state.exp_avg.mul_(beta1Scalar).add_(gradient, oneMinusBeta1);
             state.exp_avg_sq.mul_(beta2Scalar).addcmul_(gradient, gradient.conj(), oneMinusBeta2);
             using Scalar sqrtBiasCorrection2 = Math.Sqrt(biasCorrection2).ToScalar();
-            Tensor denominator = (state.exp_avg_sq.sqrt() / sqrtBiasCorrection2).add_(epsScalar);
+            // add_(Scalar) would pass an implicit alpha of 1, a temporary of TorchSharp's own (the demo failed there once).
+            Tensor denominator = (state.exp_avg_sq.sqrt() / sqrtBiasCorrection2).add_(epsScalar, CachedScalars.One);
             using Scalar minusStepSize = (0.0 - learningRate / biasCorrection1).ToScalar();
             parameter.addcdiv_(state.exp_avg, denominator, minusStepSize);
         }

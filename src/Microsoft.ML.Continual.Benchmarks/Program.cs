@@ -25,6 +25,7 @@ using Microsoft.ML.Continual;
 //   mnist-360                        DER++ and ER on MNIST-360 in one pass (task-free), the DER paper's protocol (Mammoth best_args) [--buffers 200,500,1000 --only DER++,ER --seed 0 --seeds N (mean ± sd)]
 //   der-tables                       DER, DER++, ER (Replay; Er: per-step ER), GEM, A-GEM under the DER paper's protocol (Mammoth best_args) [--settings seq,perm,rot,rot-random (Mammoth's random angles) --buffers 200,500,5120 --only ... (DER++,DER,ER,Er,GEM,A-GEM) --rows N --threads 2]
 //   van-de-ven                       LwF (class-, task-IL) and iCaRL (budget 2,000) beside FineTune on split MNIST, van de Ven and Tolias 2019 protocol [--epochs 21 --only ...]
+//   in-fit-defaults                  SCP's and A-GEM's in-fit optimizer reset (their default) against no reset and FineTune on Rotated MNIST and the rotating hyperplane [--seed 0]
 //   mir-tables                       MIR and ER under the MIR authors' Split MNIST protocol and Avalanche's (1,000 rows a task, batch 10, memory 500) [--protocols paper,avalanche --only MIR,ER --seeds 20 --seed 0]
 //   same-buffer                      GDumb under Avalanche's protocol; ER-ACE, MIR, BiC, DER++, GDumb beside Replay at one buffer, class-IL Split MNIST [--buffer 500 --only ... --rows N --normalize true (Avalanche's pixel mean and std)]
 //   defaults                         every trainer with its defaults beside FineTune, two streams per scenario it applies to (ACC +3 points and BWT) [--scenarios domain,class,task --rows 2000 --only ...]
@@ -104,6 +105,9 @@ switch (benchmark)
         return 0;
     case "van-de-ven":
         MethodBenchmarks.VanDeVen(OptionText("--only"), Option("--epochs", 21), Option("--seed", 1), Option("--threads", 2));
+        return 0;
+    case "in-fit-defaults":
+        TaskFreeBenchmarks.InFitDefaults(Option("--seed", 0), Option("--threads", 2));
         return 0;
     case "mir-tables":
         MethodBenchmarks.MirTables(OptionText("--protocols") ?? "paper,avalanche", OptionText("--only"), Option("--seeds", 20), Option("--seed", 0), Option("--threads", 2));

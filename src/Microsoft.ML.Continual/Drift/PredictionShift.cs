@@ -98,7 +98,7 @@ internal static class PredictionShiftTest
         int atLeast = 0;
         for (int b = 0; b < permutations; b++)
         {
-            ShuffleFirst(pooled, n, random);
+            ShiftReference.ShuffleFirst(pooled, n, random);
             if (ChiSquared(pooled, n, classTotals) >= observed - 1e-9 * Math.Abs(observed)) atLeast++;
         }
         var shares = Enumerable.Range(0, classes).Select(c => new PredictedClassShare(c, c < names.Count ? names[c] : c.ToString(System.Globalization.CultureInfo.InvariantCulture),
@@ -123,15 +123,5 @@ internal static class PredictionShiftTest
             sum += (first[c] - expectedFirst) * (first[c] - expectedFirst) / expectedFirst + (second - expectedSecond) * (second - expectedSecond) / expectedSecond;
         }
         return sum;
-    }
-
-    /// <summary>A uniform choice of which <paramref name="n"/> of the pooled values come first (a partial Fisher–Yates shuffle).</summary>
-    private static void ShuffleFirst<T>(T[] pooled, int n, Random random)
-    {
-        for (int i = 0; i < n; i++)
-        {
-            int j = i + random.Next(pooled.Length - i);
-            (pooled[i], pooled[j]) = (pooled[j], pooled[i]);
-        }
     }
 }

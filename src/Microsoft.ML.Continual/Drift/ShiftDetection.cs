@@ -163,13 +163,19 @@ internal sealed class ShiftReference
     {
         int take = Math.Min(size, rowCount);
         var order = Enumerable.Range(0, rowCount).ToArray();
-        var random = new Random(seed);
-        for (int i = 0; i < take; i++)
-        {
-            int j = i + random.Next(rowCount - i);
-            (order[i], order[j]) = (order[j], order[i]);
-        }
+        ShuffleFirst(order, take, new Random(seed));
         return order.Take(take).Order().Select(i => (long)i).ToArray();
+    }
+
+    /// <summary>A uniform choice of which <paramref name="n"/> of the values come first, in place (a partial Fisher–Yates
+    /// shuffle; chained calls stay uniform whatever order the values are in).</summary>
+    public static void ShuffleFirst(int[] values, int n, Random random)
+    {
+        for (int i = 0; i < n; i++)
+        {
+            int j = i + random.Next(values.Length - i);
+            (values[i], values[j]) = (values[j], values[i]);
+        }
     }
 
     public void Write(BinaryWriter w)
